@@ -1,0 +1,668 @@
+//! Request and response types of the WeChat endpoints wxhub uses (spec §1–§5).
+//!
+//! Decoding is tolerant where WeChat is inconsistent: unknown fields are ignored, and legacy
+//! profile fields may be absent or present-but-empty (both become `None`, §5.1). Numbers are
+//! JSON numbers (§0). Tokens are decoded straight into secret types. The simulator serialises
+//! the same types, so both sides agree on the wire format by construction.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::secret::{AccessToken, AppSecret, RefreshToken};
+
+/// Treats `""` like an absent field.
+fn empty_as_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
+
+/// `null` or absent becomes the default.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// WeChat flags are numbers (`1`/`0`); accept `true`/`false` as well.
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Int(i64),
+        Bool(bool),
+    }
+    Ok(match Option::<Flag>::deserialize(d)? {
+        Some(Flag::Int(n)) => n != 0,
+        Some(Flag::Bool(b)) => b,
+        None => false,
+    })
+}
+
+fn serialize_flag<S: Serializer>(value: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_i64(i64::from(*value))
+}
+
+fn serialize_secret<S: Serializer, T: AsSecretStr>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value.secret_str())
+}
+
+/// Lets the simulator serialise responses that contain tokens.
+trait AsSecretStr {
+    fn secret_str(&self) -> &str;
+}
+
+impl AsSecretStr for AccessToken {
+    fn secret_str(&self) -> &str {
+        self.expose()
+    }
+}
+
+impl AsSecretStr for AppSecret {
+    fn secret_str(&self) -> &str {
+        self.expose()
+    }
+}
+
+impl AsSecretStr for RefreshToken {
+    fn secret_str(&self) -> &str {
+        self.expose()
+    }
+}
+
+/// The `{errcode, errmsg}` pair that every error body (and some success bodies) carry.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Absent or 0 means success (§0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errcode: Option<i64>,
+    /// Free text; may end in `rid: ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errmsg: Option<String>,
+}
+
+/// `GET /cgi-bin/token` and `POST /cgi-bin/stable_token` success (§1, §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The token (opaque, store ≥ 512 chars).
+    #[serde(serialize_with = "serialize_secret")]
+    pub access_token: AccessToken,
+    /// Remaining lifetime in seconds (7200 for `/cgi-bin/token`; ≤ 7200 for stable_token).
+    pub expires_in: i64,
+}
+
+/// Body of `POST /cgi-bin/stable_token` (§2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StableTokenRequest {
+    /// Always `client_credential`.
+    pub grant_type: String,
+    /// The account.
+    pub appid: String,
+    /// The AppSecret (serialised only into the request body; redacted in `Debug`).
+    #[serde(serialize_with = "serialize_secret")]
+    pub secret: AppSecret,
+    /// Invalidate the current stable token and issue a new one (20/day, ≥ 30 s apart).
+    #[serde(default)]
+    pub force_refresh: bool,
+}
+
+/// One API's daily quota (§3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Quota {
+    /// Calls allowed per day.
+    pub daily_limit: i64,
+    /// Calls made today.
+    pub used: i64,
+    /// Calls left today.
+    pub remain: i64,
+}
+
+/// A periodic rate limit (§3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Calls allowed per period.
+    pub call_count: i64,
+    /// Period length in seconds.
+    pub refresh_second: i64,
+}
+
+/// `POST /cgi-bin/openapi/quota/get` success (§3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct QuotaResponse {
+    /// The daily quota.
+    pub quota: Quota,
+    /// Present in the newer API version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Present in the newer API version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_rate_limit: Option<RateLimit>,
+}
+
+/// The two web-authorization scopes (§4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Silent; yields only the openid.
+    SnsapiBase,
+    /// Consent popup; allows `/sns/userinfo` even for non-followers.
+    SnsapiUserinfo,
+}
+
+impl Scope {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::SnsapiBase => "snsapi_base",
+            Scope::SnsapiUserinfo => "snsapi_userinfo",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scope {
+    type Err = crate::WechatError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "snsapi_base" => Ok(Scope::SnsapiBase),
+            "snsapi_userinfo" => Ok(Scope::SnsapiUserinfo),
+            _ => Err(crate::WechatError::InvalidInput {
+                what: "scope must be snsapi_base or snsapi_userinfo".into(),
+            }),
+        }
+    }
+}
+
+/// Profile language (§4.7, §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Lang {
+    /// Simplified Chinese (WeChat's default).
+    #[default]
+    ZhCn,
+    /// Traditional Chinese.
+    ZhTw,
+    /// English.
+    En,
+}
+
+impl Lang {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::ZhCn => "zh_CN",
+            Lang::ZhTw => "zh_TW",
+            Lang::En => "en",
+        }
+    }
+}
+
+impl fmt::Display for Lang {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Lang {
+    type Err = crate::WechatError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "zh_CN" => Ok(Lang::ZhCn),
+            "zh_TW" => Ok(Lang::ZhTw),
+            "en" => Ok(Lang::En),
+            _ => Err(crate::WechatError::InvalidInput {
+                what: "lang must be zh_CN, zh_TW or en".into(),
+            }),
+        }
+    }
+}
+
+/// `GET /sns/oauth2/access_token` and `/sns/oauth2/refresh_token` success (§4.4, §4.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthToken {
+    /// The user-level token (not the core token).
+    #[serde(serialize_with = "serialize_secret")]
+    pub access_token: AccessToken,
+    /// Seconds (7200).
+    pub expires_in: i64,
+    /// Valid 30 days.
+    #[serde(serialize_with = "serialize_secret")]
+    pub refresh_token: RefreshToken,
+    /// The user's per-account id.
+    pub openid: String,
+    /// Granted scope(s), comma separated.
+    #[serde(default)]
+    pub scope: String,
+    /// `is_snapshotuser: 1` marks a snapshot-page virtual user, not a real login (§4.3).
+    #[serde(
+        default,
+        deserialize_with = "flag",
+        serialize_with = "serialize_flag",
+        skip_serializing_if = "is_false"
+    )]
+    pub is_snapshotuser: bool,
+    /// Only with `snsapi_userinfo` on accounts bound to an Open Platform account.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub unionid: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl OAuthToken {
+    /// Whether `scope` includes `scope`.
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        self.scope.split(',').any(|s| s.trim() == scope.as_str())
+    }
+}
+
+/// `GET /sns/userinfo` success (§4.7). Since 2021 `sex` is 0 and the region fields are empty.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SnsUserInfo {
+    /// The user's per-account id.
+    pub openid: String,
+    /// Nickname.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub nickname: String,
+    /// 1 male, 2 female, 0 unknown (always 0 since 2021-10-20).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub sex: i64,
+    /// Empty since 2021-10-20.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub province: String,
+    /// Empty since 2021-10-20.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub city: String,
+    /// Empty since 2021-10-20.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub country: String,
+    /// Avatar URL; `None` when the user has none.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub headimgurl: Option<String>,
+    /// Privileges, normally empty.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub privilege: Vec<String>,
+    /// Only for accounts bound to an Open Platform account.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub unionid: Option<String>,
+}
+
+/// `GET /cgi-bin/user/info` (and each entry of `user/info/batchget`) success (§5.1).
+///
+/// For a non-follower (`subscribe: 0`) nothing but `openid` is guaranteed; WeChat has been seen
+/// both omitting the other keys and sending them empty, and both decode to `None`/empty here.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// Whether the user currently follows the account (`subscribe: 1`).
+    #[serde(default, deserialize_with = "flag", serialize_with = "serialize_flag")]
+    pub subscribe: bool,
+    /// The user's per-account id.
+    pub openid: String,
+    /// No longer provided by newer API versions.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub language: Option<String>,
+    /// Unix seconds of the latest follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe_time: Option<i64>,
+    /// Only for followers of accounts bound to an Open Platform account.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub unionid: Option<String>,
+    /// The operator's note.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub remark: Option<String>,
+    /// Legacy group id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groupid: Option<i64>,
+    /// Tag ids.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub tagid_list: Vec<i64>,
+    /// How the user found the account (`ADD_SCENE_QR_CODE`, ...).
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subscribe_scene: Option<String>,
+    /// Numeric scene of the QR code that led to the follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_scene: Option<i64>,
+    /// String scene of that QR code.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub qr_scene_str: Option<String>,
+    /// Legacy; not returned since 2021-12-27 (or returned empty).
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub nickname: Option<String>,
+    /// Legacy; not returned since 2021-12-27 (or returned empty).
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub headimgurl: Option<String>,
+}
+
+/// `POST /cgi-bin/user/info/batchget` body entry (§5.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchUserRequestItem {
+    /// The user.
+    pub openid: String,
+    /// Profile language.
+    #[serde(default = "default_lang")]
+    pub lang: String,
+}
+
+fn default_lang() -> String {
+    Lang::ZhCn.as_str().to_owned()
+}
+
+/// `POST /cgi-bin/user/info/batchget` body (§5.2): at most [`BATCHGET_MAX`] entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchUserRequest {
+    /// The users to look up.
+    pub user_list: Vec<BatchUserRequestItem>,
+}
+
+/// Most openids one `user/info/batchget` accepts (§5.2).
+pub const BATCHGET_MAX: usize = 100;
+
+/// `POST /cgi-bin/user/info/batchget` success.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BatchUserResponse {
+    /// One entry per requested user.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub user_info_list: Vec<UserInfo>,
+}
+
+/// The `data` object of a follower page.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FollowerData {
+    /// The openids of this page.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub openid: Vec<String>,
+}
+
+/// `GET /cgi-bin/user/get` success (§5.3), as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FollowerPageRaw {
+    /// Total followers.
+    #[serde(default)]
+    pub total: i64,
+    /// Openids in this page (≤ 10 000).
+    #[serde(default)]
+    pub count: i64,
+    /// Missing on the empty last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<FollowerData>,
+    /// Last openid of this page; empty when the list is exhausted.
+    #[serde(default)]
+    pub next_openid: String,
+}
+
+/// A page of the follower list (§5.3).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FollowerPage {
+    /// Total followers.
+    pub total: i64,
+    /// The openids of this page (empty on the last, empty page).
+    pub openids: Vec<String>,
+    /// Where to continue; `None` when this page is empty (the list is exhausted).
+    pub next_openid: Option<String>,
+}
+
+impl From<FollowerPageRaw> for FollowerPage {
+    fn from(raw: FollowerPageRaw) -> Self {
+        let openids = raw.data.map(|d| d.openid).unwrap_or_default();
+        // §5.3: an exhausted list comes back with an empty `next_openid`, `count` 0 and
+        // possibly no `data`; an empty page is the end whatever `next_openid` says, so a
+        // caller paging in a loop always terminates.
+        let next_openid = if openids.is_empty() || raw.next_openid.is_empty() {
+            None
+        } else {
+            Some(raw.next_openid)
+        };
+        FollowerPage {
+            total: raw.total,
+            openids,
+            next_openid,
+        }
+    }
+}
+
+/// `GET /cgi-bin/getcallbackip` and `/cgi-bin/get_api_domain_ip` success (§3.6).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IpListResponse {
+    /// The addresses.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ip_list: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_response_from_spec_1_decodes() {
+        let t: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"ACCESS_TOKEN","expires_in":7200}"#).unwrap();
+        assert_eq!(t.access_token.expose(), "ACCESS_TOKEN");
+        assert_eq!(t.expires_in, 7200);
+        assert!(!format!("{t:?}").contains("ACCESS_TOKEN"));
+    }
+
+    #[test]
+    fn token_response_serialises_the_token_for_the_simulator() {
+        let t = TokenResponse {
+            access_token: AccessToken::new("tok"),
+            expires_in: 7200,
+        };
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"{"access_token":"tok","expires_in":7200}"#
+        );
+    }
+
+    #[test]
+    fn stable_token_request_round_trips_and_redacts_the_secret() {
+        let req: StableTokenRequest = serde_json::from_str(
+            r#"{"grant_type":"client_credential","appid":"wx1","secret":"S3CRET"}"#,
+        )
+        .unwrap();
+        assert!(!req.force_refresh);
+        assert_eq!(req.secret.expose(), "S3CRET");
+        assert!(!format!("{req:?}").contains("S3CRET"));
+        let json = serde_json::to_string(&StableTokenRequest {
+            force_refresh: true,
+            ..req
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"grant_type":"client_credential","appid":"wx1","secret":"S3CRET","force_refresh":true}"#
+        );
+    }
+
+    #[test]
+    fn quota_response_from_spec_3_1_decodes_with_and_without_rate_limits() {
+        let q: QuotaResponse = serde_json::from_str(
+            r#"{"errcode":0,"errmsg":"ok","quota":{"daily_limit":2000,"used":15,"remain":1985},
+                "rate_limit":{"call_count":100,"refresh_second":60},
+                "component_rate_limit":{"call_count":50,"refresh_second":60}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            q.quota,
+            Quota {
+                daily_limit: 2000,
+                used: 15,
+                remain: 1985
+            }
+        );
+        assert_eq!(q.rate_limit.unwrap().call_count, 100);
+        let q: QuotaResponse = serde_json::from_str(
+            r#"{"errcode":0,"errmsg":"ok","quota":{"daily_limit":1000,"used":0,"remain":1000}}"#,
+        )
+        .unwrap();
+        assert_eq!(q.rate_limit, None);
+    }
+
+    #[test]
+    fn oauth_token_from_spec_4_4_decodes_snapshot_flag_and_unionid() {
+        let t: OAuthToken = serde_json::from_str(
+            r#"{"access_token":"ACCESS_TOKEN","expires_in":7200,"refresh_token":"REFRESH_TOKEN",
+                "openid":"OPENID","scope":"snsapi_userinfo","is_snapshotuser":1,"unionid":"UNIONID"}"#,
+        )
+        .unwrap();
+        assert!(t.is_snapshotuser);
+        assert_eq!(t.unionid.as_deref(), Some("UNIONID"));
+        assert_eq!(t.refresh_token.expose(), "REFRESH_TOKEN");
+        assert!(t.has_scope(Scope::SnsapiUserinfo));
+        assert!(!t.has_scope(Scope::SnsapiBase));
+    }
+
+    #[test]
+    fn refresh_response_from_spec_4_5_has_no_snapshot_flag() {
+        let t: OAuthToken = serde_json::from_str(
+            r#"{"access_token":"A","expires_in":7200,"refresh_token":"R","openid":"O","scope":"snsapi_base"}"#,
+        )
+        .unwrap();
+        assert!(!t.is_snapshotuser);
+        assert_eq!(t.unionid, None);
+        let back = serde_json::to_value(&t).unwrap();
+        assert!(back.get("is_snapshotuser").is_none());
+    }
+
+    #[test]
+    fn sns_userinfo_from_spec_4_7_decodes() {
+        let u: SnsUserInfo = serde_json::from_str(
+            r#"{"openid":"OPENID","nickname":"NICKNAME","sex":0,"province":"","city":"","country":"",
+                "headimgurl":"https://thirdwx.qlogo.cn/mmopen/x/132","privilege":[],"unionid":"UNIONID"}"#,
+        )
+        .unwrap();
+        assert_eq!(u.nickname, "NICKNAME");
+        assert_eq!(
+            u.headimgurl.as_deref(),
+            Some("https://thirdwx.qlogo.cn/mmopen/x/132")
+        );
+        assert!(u.privilege.is_empty());
+        let bare: SnsUserInfo =
+            serde_json::from_str(r#"{"openid":"O","nickname":"N","headimgurl":""}"#).unwrap();
+        assert_eq!(bare.headimgurl, None);
+    }
+
+    #[test]
+    fn follower_user_info_from_spec_5_1_decodes() {
+        let u: UserInfo = serde_json::from_str(
+            r#"{"subscribe":1,"openid":"o6_bmjrPTlm6_2sgVt7hMZOPfL2M","language":"zh_CN","subscribe_time":1382694957,
+                "unionid":"o6_bmasdasdsad6_2sgVt7hMZOPfL","remark":"","groupid":0,"tagid_list":[128,2],
+                "subscribe_scene":"ADD_SCENE_QR_CODE","qr_scene":98765,"qr_scene_str":""}"#,
+        )
+        .unwrap();
+        assert!(u.subscribe);
+        assert_eq!(u.subscribe_time, Some(1_382_694_957));
+        assert_eq!(u.tagid_list, vec![128, 2]);
+        assert_eq!(u.remark, None);
+        assert_eq!(u.qr_scene, Some(98765));
+        assert_eq!(u.qr_scene_str, None);
+        assert_eq!(u.subscribe_scene.as_deref(), Some("ADD_SCENE_QR_CODE"));
+    }
+
+    #[test]
+    fn non_follower_user_info_decodes_in_both_observed_shapes() {
+        let minimal: UserInfo =
+            serde_json::from_str(r#"{"subscribe":0,"openid":"o1","tagid_list":[]}"#).unwrap();
+        let legacy: UserInfo = serde_json::from_str(
+            r#"{"subscribe":0,"openid":"o1","nickname":"","sex":0,"city":"","country":"","province":"",
+                "language":"","headimgurl":"","tagid_list":[],"unionid":""}"#,
+        )
+        .unwrap();
+        assert!(!minimal.subscribe);
+        assert_eq!(minimal, legacy);
+    }
+
+    #[test]
+    fn batchget_response_from_spec_5_2_decodes() {
+        let r: BatchUserResponse = serde_json::from_str(
+            r#"{"user_info_list":[{"subscribe":1,"openid":"a","subscribe_time":1},{"subscribe":0,"openid":"b"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.user_info_list.len(), 2);
+        assert!(r.user_info_list[0].subscribe);
+        assert!(!r.user_info_list[1].subscribe);
+    }
+
+    #[test]
+    fn follower_pages_from_spec_5_3_decode_including_the_empty_last_page() {
+        let raw: FollowerPageRaw = serde_json::from_str(
+            r#"{"total":23000,"count":2,"data":{"openid":["OPENID1","OPENID2"]},"next_openid":"OPENID2"}"#,
+        )
+        .unwrap();
+        let page = FollowerPage::from(raw);
+        assert_eq!(page.total, 23000);
+        assert_eq!(page.openids, vec!["OPENID1", "OPENID2"]);
+        assert_eq!(page.next_openid.as_deref(), Some("OPENID2"));
+
+        let last: FollowerPageRaw =
+            serde_json::from_str(r#"{"total":23000,"count":0,"next_openid":""}"#).unwrap();
+        let last = FollowerPage::from(last);
+        assert!(last.openids.is_empty());
+        assert_eq!(last.next_openid, None);
+    }
+
+    #[test]
+    fn ip_list_from_spec_3_6_decodes() {
+        let r: IpListResponse =
+            serde_json::from_str(r#"{"ip_list":["101.89.47.18","101.91.34.103"]}"#).unwrap();
+        assert_eq!(r.ip_list, vec!["101.89.47.18", "101.91.34.103"]);
+    }
+
+    #[test]
+    fn scope_and_lang_round_trip_their_wire_names() {
+        for s in [Scope::SnsapiBase, Scope::SnsapiUserinfo] {
+            assert_eq!(s.as_str().parse::<Scope>().unwrap(), s);
+        }
+        for l in [Lang::ZhCn, Lang::ZhTw, Lang::En] {
+            assert_eq!(l.as_str().parse::<Lang>().unwrap(), l);
+        }
+        assert!("snsapi_login".parse::<Scope>().is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! wxhub's configuration: one typed struct, loaded once at start and validated.
+//!
+//! Sources, strongest first: command-line flags, `WXHUB_*` environment variables (clap reads
+//! both), the TOML file named by `--config` / `WXHUB_CONFIG`, then the built-in defaults, which
+//! serve the embedded case (SQLite under `./data`, listening on loopback).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+use url::Url;
+
+/// Flags and environment variables shared by every subcommand that touches the deployment.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file. Keys are the long flag names with `_` instead of `-`
+    /// (e.g. `data_dir = "/var/lib/wxhub"`).
+    #[arg(long, env = "WXHUB_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the SQLite database and the development keyring [default: ./data]
+    #[arg(long, env = "WXHUB_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Database URL: `sqlite:///path/wxhub.db` or `postgres://user:pass@host/db`
+    /// [default: sqlite in the data directory]
+    #[arg(
+        long,
+        env = "WXHUB_DATABASE_URL",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Master-key keyring file (TOML, mode 0600). Ignored when WXHUB_KEYRING holds the keyring
+    /// itself (base64 of the same TOML) [default: DATA_DIR/keyring.toml]
+    #[arg(long, env = "WXHUB_KEYRING_FILE", global = true, value_name = "FILE")]
+    pub keyring_file: Option<PathBuf>,
+
+    /// Create a development keyring in the data directory when none exists. Never use it in
+    /// production: anyone who can read the data directory can decrypt every secret.
+    #[arg(long, env = "WXHUB_DEV_KEYRING", global = true)]
+    pub dev_keyring: bool,
+
+    /// Address the HTTP server listens on [default: 127.0.0.1:8080]
+    #[arg(long, env = "WXHUB_LISTEN", global = true, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// The URL at which users and WeChat reach this server; OIDC issuers and push URLs are built
+    /// from it [default: http://LISTEN]
+    #[arg(long, env = "WXHUB_PUBLIC_URL", global = true, value_name = "URL")]
+    pub public_url: Option<Url>,
+
+    /// Base URL of the WeChat API; point it at a simulator for testing
+    /// [default: https://api.weixin.qq.com]
+    #[arg(long, env = "WXHUB_WECHAT_API_URL", global = true, value_name = "URL")]
+    pub wechat_api_url: Option<Url>,
+
+    /// Log format: `text` for people, `json` for log collectors [default: text]
+    #[arg(long, env = "WXHUB_LOG_FORMAT", global = true, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The contents of the TOML file; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    keyring_file: Option<PathBuf>,
+    dev_keyring: Option<bool>,
+    listen: Option<SocketAddr>,
+    public_url: Option<Url>,
+    wechat_api_url: Option<Url>,
+    log_format: Option<LogFormat>,
+}
+
+/// Where the master keys come from.
+#[derive(Debug, Clone)]
+pub enum KeyringSource {
+    /// `WXHUB_KEYRING`: the keyring TOML, base64-encoded, held in the environment.
+    Env,
+    /// A keyring file; `dev` allows creating a development keyring there when missing.
+    File { path: PathBuf, dev: bool },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub keyring: KeyringSource,
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub wechat_api_url: Url,
+    pub log_format: LogFormat,
+}
+
+/// The environment variable that may hold the whole keyring (base64 of its TOML).
+pub const KEYRING_ENV: &str = "WXHUB_KEYRING";
+
+impl Config {
+    /// Merges flags/environment over the file over the defaults, and validates the result.
+    pub fn load(args: &ConfigArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let database_url = match args.database_url.clone().or(file.database_url) {
+            Some(url) => url,
+            None => sqlite_url(&data_dir.join("wxhub.db")),
+        };
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            bail!(
+                "database URL must start with sqlite:, postgres:// or postgresql:// (got a URL with scheme {:?})",
+                database_url.split(':').next().unwrap_or("")
+            );
+        }
+        let keyring = if std::env::var_os(KEYRING_ENV).is_some() {
+            KeyringSource::Env
+        } else {
+            KeyringSource::File {
+                path: args
+                    .keyring_file
+                    .clone()
+                    .or(file.keyring_file)
+                    .unwrap_or_else(|| data_dir.join("keyring.toml")),
+                dev: args.dev_keyring || file.dev_keyring.unwrap_or(false),
+            }
+        };
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let public_url = match args.public_url.clone().or(file.public_url) {
+            Some(url) => url,
+            None => Url::parse(&format!("http://{listen}")).context("building the public URL")?,
+        };
+        if !matches!(public_url.scheme(), "http" | "https") {
+            bail!("public URL must be http:// or https:// (got {public_url})");
+        }
+        if public_url.query().is_some() || public_url.fragment().is_some() {
+            bail!("public URL must not carry a query or fragment (got {public_url})");
+        }
+        let wechat_api_url = match args.wechat_api_url.clone().or(file.wechat_api_url) {
+            Some(url) => url,
+            None => Url::parse("https://api.weixin.qq.com").expect("constant URL"),
+        };
+        Ok(Config {
+            data_dir,
+            database_url,
+            keyring,
+            listen,
+            public_url,
+            wechat_api_url,
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        })
+    }
+
+    /// The database URL with any password replaced, for messages and logs.
+    pub fn database_url_redacted(&self) -> String {
+        redact_url(&self.database_url)
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading configuration file {}", path.display()))?;
+    toml::from_str(&text)
+        .with_context(|| format!("configuration file {} is not valid", path.display()))
+}
+
+/// `sqlite://` URL for a file path, created if missing.
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// Replaces the password of a URL with `***` so it can be printed.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_the_embedded_case() {
+        let config = Config::load(&ConfigArgs::default()).unwrap();
+        assert_eq!(config.database_url, "sqlite://data/wxhub.db?mode=rwc");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080/");
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("wxhub-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wxhub.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/wx\"\n",
+        )
+        .unwrap();
+        let args = ConfigArgs {
+            config: Some(path.clone()),
+            listen: Some("127.0.0.1:9100".parse().unwrap()),
+            ..ConfigArgs::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.data_dir, PathBuf::from("/srv/wx"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected_with_the_file_name() {
+        let dir = std::env::temp_dir().join(format!("wxhub-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wxhub.toml");
+        std::fs::write(&path, "listn = \"127.0.0.1:9000\"\n").unwrap();
+        let args = ConfigArgs {
+            config: Some(path.clone()),
+            ..ConfigArgs::default()
+        };
+        let err = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(err.contains("wxhub.toml"), "{err}");
+        assert!(err.contains("listn"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_database_urls() {
+        let shown = redact_url("postgres://wx:hunter2@db.internal:5432/wxhub");
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("db.internal"));
+    }
+}
