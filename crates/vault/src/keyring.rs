@@ -279,6 +279,28 @@ impl Keyring {
         }
     }
 
+    /// Writes the keyring to `path` only if no file is there yet (`wxhub vault init`): an
+    /// existing keyring is never replaced, because the keys in it may be the only way to read
+    /// the database. The directory is created owner-only if missing.
+    pub fn create_new(&self, path: impl AsRef<Path>) -> Result<(), VaultError> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir)?;
+        }
+        if write_atomically(path, self.to_toml().as_bytes(), Replace::Never)? {
+            Ok(())
+        } else {
+            Err(VaultError::Io {
+                path: path.to_path_buf(),
+                action: "create",
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a keyring already exists there; it was left untouched",
+                ),
+            })
+        }
+    }
+
     /// Writes the keyring to `path` atomically: a temporary file in the same directory created
     /// with mode `0600`, written and synced, then renamed over `path`, then the directory
     /// synced. A crash leaves either the old or the new keyring, never a partial one.

@@ -255,6 +255,32 @@ fn save_replaces_atomically_with_mode_0600() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
+#[cfg(unix)]
+#[test]
+fn create_new_writes_mode_0600_and_never_replaces_an_existing_keyring() {
+    let dir = TempDir::new("init");
+    let path = dir.join("keys/keyring.toml");
+    let first = Keyring::generate(key_id("prod-1"));
+    first.create_new(&path).expect("create");
+    assert_eq!(mode_of(&path), 0o600);
+    let before = std::fs::read(&path).unwrap();
+
+    let err = Keyring::generate(key_id("prod-2"))
+        .create_new(&path)
+        .expect_err("a second init must be refused");
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the existing keyring changed"
+    );
+    assert_eq!(Keyring::load(&path).unwrap().active_id().as_str(), "prod-1");
+    assert_eq!(
+        std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+        1
+    );
+}
+
 #[test]
 fn missing_file_is_an_io_error_naming_the_path() {
     let dir = TempDir::new("missing");

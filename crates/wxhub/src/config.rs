@@ -176,11 +176,6 @@ impl Config {
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
-
-    /// The database URL with any password replaced, for messages and logs.
-    pub fn database_url_redacted(&self) -> String {
-        redact_url(&self.database_url)
-    }
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -193,18 +188,6 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
 /// `sqlite://` URL for a file path, created if missing.
 pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
-}
-
-/// Replaces the password of a URL with `***` so it can be printed.
-pub fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_string(),
-        Err(_) => "<unparseable URL>".to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -254,12 +237,5 @@ mod tests {
         assert!(err.contains("wxhub.toml"), "{err}");
         assert!(err.contains("listn"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn passwords_are_redacted_from_database_urls() {
-        let shown = redact_url("postgres://wx:hunter2@db.internal:5432/wxhub");
-        assert!(!shown.contains("hunter2"));
-        assert!(shown.contains("db.internal"));
     }
 }

@@ -1,48 +1,123 @@
 //! `wxhub serve`: builds the application state and serves HTTP until asked to stop.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context;
 use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
+use store::Store;
+use wechat::{SharedClock, SystemClock};
+
+use accounts::{VaultHandle, rotation};
 
 use crate::config::Config;
 
+/// How often a running server looks at its keyring file for a rotated keyring.
+const KEYRING_POLL: Duration = Duration::from_secs(5);
+
+/// Everything a request handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub vault: Arc<VaultHandle>,
+    pub clock: SharedClock,
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    /// Opens the store (applying migrations), loads the keyring and checks that it holds every
+    /// master key the database uses. Decrypts nothing: secrets are read when needed.
+    pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
+        if config.database_url.starts_with("sqlite:") {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "cannot create the data directory {}",
+                    config.data_dir.display()
+                )
+            })?;
+        }
+        let vault = crate::unseal::open_vault_handle(&config)?;
+        let store = Store::connect(&config.database_url).await?;
+        rotation::check_keyring_matches(&store, vault.current().keyring()).await?;
+        Ok(Self {
+            store,
+            vault: Arc::new(vault),
+            clock,
+            config: Arc::new(config),
+        })
+    }
+}
+
 /// Builds the router of the whole hub.
-pub fn router() -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(ready))
+        .with_state(state)
+}
+
+/// Ready when the database answers.
+async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    match state.store.schema_status().await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(err) => {
+            tracing::warn!(error = %err, "not ready: the database does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, with the background tasks a
+/// server runs (keyring reload).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let vault = state.vault.clone();
+    let reload = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEYRING_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(err) = vault.reload_if_changed() {
+                tracing::error!(error = %err, "the keyring file changed but cannot be loaded; keeping the current keyring");
+            }
+        }
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed");
+    reload.abort();
+    result
 }
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
-    let vault = crate::unseal::open_vault(&config)?;
+    let listen = config.listen;
+    let public_url = config.public_url.clone();
+    let state = AppState::open(config, Arc::new(SystemClock)).await?;
     tracing::info!(
-        active_key = %vault.keyring().active_id(),
-        keys = vault.keyring().key_ids().count(),
-        "vault unsealed"
+        database = %state.store.redacted_url(),
+        active_key = %state.vault.current().keyring().active_id(),
+        "store opened and vault unsealed"
     );
-    let wechat = wechat::Client::new(wechat::ClientConfig::for_base(
-        config.wechat_api_url.clone(),
-    ))
-    .context("building the WeChat client")?;
-    tracing::info!(database = %config.database_url_redacted(), wechat_api = %wechat.config().api_base, "configured");
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::info!(listen = %config.listen, public_url = %config.public_url, "wxhub is serving");
-    axum::serve(listener, router())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed")
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(%listen, %public_url, "wxhub is serving");
+    serve_on(listener, state, shutdown_signal()).await
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -5,6 +5,7 @@
 //! secret managers that inject environment variables) or from a file readable only by its
 //! owner. Development mode creates that file under the data directory when it is missing.
 
+use accounts::VaultHandle;
 use anyhow::Context;
 use vault::{KEYRING_ENV_VAR, Keyring, Vault};
 
@@ -38,4 +39,14 @@ pub fn load_keyring(config: &Config) -> anyhow::Result<Keyring> {
 /// Loads the keyring and builds the vault over it.
 pub fn open_vault(config: &Config) -> anyhow::Result<Vault> {
     Ok(Vault::new(load_keyring(config)?))
+}
+
+/// The reloadable vault a server runs with: a keyring file is watched for rotation; a keyring
+/// from the environment is fixed for the life of the process.
+pub fn open_vault_handle(config: &Config) -> anyhow::Result<VaultHandle> {
+    let vault = open_vault(config)?;
+    Ok(match &config.keyring {
+        KeyringSource::Env => VaultHandle::fixed(vault),
+        KeyringSource::File { path, .. } => VaultHandle::watching(vault, path.clone()),
+    })
 }

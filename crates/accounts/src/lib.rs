@@ -1,0 +1,22 @@
+//! Where the vault and the store meet: registering accounts with their secrets encrypted,
+//! reading a secret when it is needed, and rotating the master keys under stored data.
+//!
+//! - [`registry`]: [`register_account`], [`read_secrets`] and the format rules for appids
+//!   and secrets;
+//! - [`rotation`]: the keyring/database consistency check, [`rotation::rewrap_all`] and the
+//!   status report behind `wxhub vault …`;
+//! - [`VaultHandle`]: the reloadable vault a running server uses, so a rotated keyring file
+//!   reaches it without a restart.
+//!
+//! Nothing here decrypts anything unless asked for that one account's secret, and nothing
+//! here logs a secret.
+
+pub mod registry;
+pub mod rotation;
+mod vault_handle;
+
+pub use registry::{
+    AccountError, AccountInput, PlainSecrets, open_core_token, open_secrets, read_secrets,
+    register_account, seal_core_token,
+};
+pub use vault_handle::VaultHandle;

@@ -1,0 +1,575 @@
+//! Accounts (tenants), their encrypted secrets, and the queries vault rotation needs.
+//!
+//! Secrets are kept in `account_secrets`, apart from the account row, so listing and counting
+//! accounts (dashboard, server start-up) never reads a ciphertext; [`Store::load_account_secrets`]
+//! is the one way to get them. Everything in that table is opaque vault output: the wrapped
+//! DEK (with the id of the KEK that wrapped it, in its own column so rotation can find DEKs by
+//! key) and the field ciphertexts. The DEK columns are written only when the account is created
+//! and by [`Store::replace_wrapped_dek`]; updating fields never touches them, so a secret edit
+//! cannot undo a concurrent rotation.
+//!
+//! Deleting an account deletes its wrapped DEK with it (crypto-shredding) and, through
+//! `ON DELETE CASCADE`, every row that belongs to the account.
+
+use std::fmt;
+
+use crate::db::{BeginWrite, DbEnum, MAX_PAGE, Sql, StoreRow, page_limit};
+use crate::error::on_constraint;
+use crate::{Store, StoreError};
+
+db_enum! {
+    /// WeChat's kind of official account.
+    pub enum AccountKind {
+        /// 服务号.
+        Service = "service",
+        /// 订阅号.
+        Subscription = "subscription",
+    }
+}
+
+db_enum! {
+    /// Which WeChat endpoint fetches the core token.
+    pub enum TokenMode {
+        /// `/cgi-bin/token`.
+        Token = "token",
+        /// `/cgi-bin/stable_token`.
+        StableToken = "stable_token",
+    }
+}
+
+db_enum! {
+    /// Whether wxhub serves the account.
+    pub enum AccountState {
+        /// Tokens are refreshed and logins served.
+        Active = "active",
+        /// Kept but not served (no refreshes, no logins).
+        Disabled = "disabled",
+    }
+}
+
+/// An account without its secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub owner_user_id: String,
+    pub appid: String,
+    pub name: String,
+    pub kind: AccountKind,
+    pub verified: bool,
+    pub token_mode: TokenMode,
+    pub state: AccountState,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An account to create, with its secrets already encrypted under its new DEK.
+///
+/// `id` must be the id the DEK and ciphertexts were bound to (generate it with
+/// [`crate::new_id`] before calling the vault).
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub id: String,
+    pub owner_user_id: String,
+    pub appid: String,
+    pub name: String,
+    pub kind: AccountKind,
+    pub verified: bool,
+    pub token_mode: TokenMode,
+    pub secrets: AccountSecrets,
+}
+
+/// The editable profile of an account.
+#[derive(Debug, Clone)]
+pub struct AccountProfile {
+    pub name: String,
+    pub kind: AccountKind,
+    pub verified: bool,
+    pub token_mode: TokenMode,
+}
+
+/// An account's vault output: its wrapped DEK and encrypted fields, all opaque bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccountSecrets {
+    /// The DEK wrapped by a KEK.
+    pub wrapped_dek: Vec<u8>,
+    /// The id of the KEK that wrapped it.
+    pub dek_kek_id: String,
+    /// Ciphertext of the APPSECRET.
+    pub appsecret: Vec<u8>,
+    /// Ciphertext of the push Token, if push is configured.
+    pub push_token: Option<Vec<u8>>,
+    /// Ciphertext of the EncodingAESKey, if safe mode is configured.
+    pub encoding_aes_key: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for AccountSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Lengths only: ciphertext has no place in logs either.
+        f.debug_struct("AccountSecrets")
+            .field("wrapped_dek_len", &self.wrapped_dek.len())
+            .field("dek_kek_id", &self.dek_kek_id)
+            .field("appsecret_len", &self.appsecret.len())
+            .field(
+                "push_token",
+                &self.push_token.as_ref().map(|_| "<ciphertext>"),
+            )
+            .field(
+                "encoding_aes_key",
+                &self.encoding_aes_key.as_ref().map(|_| "<ciphertext>"),
+            )
+            .finish()
+    }
+}
+
+/// An account's wrapped DEK, as rotation reads it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrappedDekRecord {
+    pub account_id: String,
+    pub wrapped_dek: Vec<u8>,
+    pub dek_kek_id: String,
+}
+
+impl fmt::Debug for WrappedDekRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WrappedDekRecord")
+            .field("account_id", &self.account_id)
+            .field("wrapped_dek_len", &self.wrapped_dek.len())
+            .field("dek_kek_id", &self.dek_kek_id)
+            .finish()
+    }
+}
+
+macro_rules! account_columns {
+    () => {
+        "id, owner_user_id, appid, name, kind, verified, token_mode, state, created_at, updated_at"
+    };
+}
+
+fn account_from_row(row: &impl StoreRow) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        id: row.text("id")?,
+        owner_user_id: row.text("owner_user_id")?,
+        appid: row.text("appid")?,
+        name: row.text("name")?,
+        kind: row.enumerated("kind")?,
+        verified: row.flag("verified")?,
+        token_mode: row.enumerated("token_mode")?,
+        state: row.enumerated("state")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+impl Store {
+    /// Creates an account with its secrets and its (empty, due now) core-token row, in one
+    /// transaction.
+    ///
+    /// Errors: [`StoreError::Duplicate`] (`"account appid"`) if the appid is registered;
+    /// [`StoreError::NotFound`] (`"owner user"`) if the owner does not exist.
+    pub async fn create_account(
+        &self,
+        account: &NewAccount,
+        now: i64,
+    ) -> Result<Account, StoreError> {
+        const INSERT_ACCOUNT: Sql = Sql {
+            sqlite: concat!(
+                "INSERT INTO accounts (id, owner_user_id, appid, name, kind, verified, token_mode, \
+                 state, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'active', ?8, ?8) RETURNING ",
+                account_columns!()
+            ),
+            postgres: concat!(
+                "INSERT INTO accounts (id, owner_user_id, appid, name, kind, verified, token_mode, \
+                 state, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', $8, $8) RETURNING ",
+                account_columns!()
+            ),
+        };
+        const INSERT_SECRETS: Sql = Sql {
+            sqlite: "INSERT INTO account_secrets (account_id, wrapped_dek, dek_kek_id, appsecret, \
+                     push_token, encoding_aes_key, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            postgres: "INSERT INTO account_secrets (account_id, wrapped_dek, dek_kek_id, appsecret, \
+                       push_token, encoding_aes_key, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        };
+        // A new account's token is due at once; the scheduler picks it up on its next pass.
+        const INSERT_TOKEN: Sql = Sql {
+            sqlite: "INSERT INTO core_tokens (account_id, next_refresh_at, state, updated_at) \
+                     VALUES (?1, ?2, 'pending', ?2)",
+            postgres: "INSERT INTO core_tokens (account_id, next_refresh_at, state, updated_at) \
+                       VALUES ($1, $2, 'pending', $2)",
+        };
+        let secrets = &account.secrets;
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            let row = sqlx::query(INSERT_ACCOUNT.get(d))
+                .bind(&account.id)
+                .bind(&account.owner_user_id)
+                .bind(&account.appid)
+                .bind(&account.name)
+                .bind(account.kind.as_db())
+                .bind(account.verified)
+                .bind(account.token_mode.as_db())
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| on_constraint(e, "account appid", "owner user"))?;
+            let created = account_from_row(&row)?;
+            sqlx::query(INSERT_SECRETS.get(d))
+                .bind(&account.id)
+                .bind(&secrets.wrapped_dek)
+                .bind(&secrets.dek_kek_id)
+                .bind(&secrets.appsecret)
+                .bind(secrets.push_token.as_deref())
+                .bind(secrets.encoding_aes_key.as_deref())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(INSERT_TOKEN.get(d))
+                .bind(&account.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(created)
+        })
+    }
+
+    /// The account with this id.
+    pub async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = ?"),
+            postgres: concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE id = $1"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| account_from_row(&r)).transpose()?)
+        })
+    }
+
+    /// The account with this appid.
+    pub async fn find_account_by_appid(&self, appid: &str) -> Result<Option<Account>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE appid = ?"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE appid = $1"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(appid)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| account_from_row(&r)).transpose()?)
+        })
+    }
+
+    /// Accounts ordered by id, after `after_id` (keyset pagination), at most `limit` (capped
+    /// at 1000). Reads no secrets.
+    pub async fn list_accounts_page(
+        &self,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Account>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE id > ? ORDER BY id LIMIT ?"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d))
+                .bind(after_id.unwrap_or(""))
+                .bind(page_limit(limit, MAX_PAGE))
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(account_from_row)
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// The accounts a user owns, ordered by id.
+    pub async fn list_accounts_of_owner(
+        &self,
+        owner_user_id: &str,
+    ) -> Result<Vec<Account>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE owner_user_id = ? ORDER BY id"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE owner_user_id = $1 ORDER BY id"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d))
+                .bind(owner_user_id)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(account_from_row)
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// How many accounts exist.
+    pub async fn count_accounts(&self) -> Result<i64, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "SELECT COUNT(*) AS n FROM accounts",
+            postgres: "SELECT COUNT(*) AS n FROM accounts",
+        };
+        on_backend!(self, |pool, d| {
+            Ok(sqlx::query(SQL.get(d)).fetch_one(pool).await?.int("n")?)
+        })
+    }
+
+    /// Replaces an account's editable profile.
+    pub async fn update_account_profile(
+        &self,
+        id: &str,
+        profile: &AccountProfile,
+        now: i64,
+    ) -> Result<Account, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "UPDATE accounts SET name = ?, kind = ?, verified = ?, token_mode = ?, updated_at = ? \
+                 WHERE id = ? RETURNING ",
+                account_columns!()
+            ),
+            postgres: concat!(
+                "UPDATE accounts SET name = $1, kind = $2, verified = $3, token_mode = $4, \
+                 updated_at = $5 WHERE id = $6 RETURNING ",
+                account_columns!()
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(&profile.name)
+                .bind(profile.kind.as_db())
+                .bind(profile.verified)
+                .bind(profile.token_mode.as_db())
+                .bind(now)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+                .ok_or(StoreError::NotFound { what: "account" })?;
+            Ok(account_from_row(&row)?)
+        })
+    }
+
+    /// Activates or disables an account.
+    pub async fn set_account_state(
+        &self,
+        id: &str,
+        state: AccountState,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE accounts SET state = ?, updated_at = ? WHERE id = ?",
+            postgres: "UPDATE accounts SET state = $1, updated_at = $2 WHERE id = $3",
+        };
+        on_backend!(self, |pool, d| {
+            let updated = sqlx::query(SQL.get(d))
+                .bind(state.as_db())
+                .bind(now)
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::NotFound { what: "account" });
+            }
+            Ok(())
+        })
+    }
+
+    /// An account's wrapped DEK and encrypted fields, for the one caller about to decrypt them.
+    pub async fn load_account_secrets(
+        &self,
+        account_id: &str,
+    ) -> Result<Option<AccountSecrets>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "SELECT wrapped_dek, dek_kek_id, appsecret, push_token, encoding_aes_key \
+                     FROM account_secrets WHERE account_id = ?",
+            postgres: "SELECT wrapped_dek, dek_kek_id, appsecret, push_token, encoding_aes_key \
+                       FROM account_secrets WHERE account_id = $1",
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(account_id)
+                .fetch_optional(pool)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            Ok(Some(AccountSecrets {
+                wrapped_dek: row.bytes("wrapped_dek")?,
+                dek_kek_id: row.text("dek_kek_id")?,
+                appsecret: row.bytes("appsecret")?,
+                push_token: row.opt_bytes("push_token")?,
+                encoding_aes_key: row.opt_bytes("encoding_aes_key")?,
+            }))
+        })
+    }
+
+    /// Replaces an account's encrypted fields (encrypted under its existing DEK). The wrapped
+    /// DEK is left alone.
+    pub async fn update_account_secret_fields(
+        &self,
+        account_id: &str,
+        appsecret: &[u8],
+        push_token: Option<&[u8]>,
+        encoding_aes_key: Option<&[u8]>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE account_secrets SET appsecret = ?, push_token = ?, \
+                     encoding_aes_key = ?, updated_at = ? WHERE account_id = ?",
+            postgres: "UPDATE account_secrets SET appsecret = $1, push_token = $2, \
+                       encoding_aes_key = $3, updated_at = $4 WHERE account_id = $5",
+        };
+        on_backend!(self, |pool, d| {
+            let updated = sqlx::query(SQL.get(d))
+                .bind(appsecret)
+                .bind(push_token)
+                .bind(encoding_aes_key)
+                .bind(now)
+                .bind(account_id)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::NotFound { what: "account" });
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes an account: its wrapped DEK and ciphertexts (so its secrets can never be
+    /// decrypted again) and every row that belongs to it (tokens, end users, OIDC clients and
+    /// codes, API keys, pushes, statistics). The audit log keeps its entries.
+    pub async fn delete_account(&self, id: &str) -> Result<(), StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "DELETE FROM accounts WHERE id = ?",
+            postgres: "DELETE FROM accounts WHERE id = $1",
+        };
+        on_backend!(self, |pool, d| {
+            let deleted = sqlx::query(SQL.get(d))
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::NotFound { what: "account" });
+            }
+            Ok(())
+        })
+    }
+
+    /// Rotation step: the next `limit` (capped at 1000) wrapped DEKs not wrapped by
+    /// `active_kek_id`, ordered by account id after `after_account_id` (keyset pagination).
+    pub async fn list_deks_not_wrapped_by(
+        &self,
+        active_kek_id: &str,
+        after_account_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<WrappedDekRecord>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "SELECT account_id, wrapped_dek, dek_kek_id FROM account_secrets \
+                     WHERE dek_kek_id <> ? AND account_id > ? ORDER BY account_id LIMIT ?",
+            postgres: "SELECT account_id, wrapped_dek, dek_kek_id FROM account_secrets \
+                       WHERE dek_kek_id <> $1 AND account_id > $2 ORDER BY account_id LIMIT $3",
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d))
+                .bind(active_kek_id)
+                .bind(after_account_id.unwrap_or(""))
+                .bind(page_limit(limit, MAX_PAGE))
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(WrappedDekRecord {
+                        account_id: row.text("account_id")?,
+                        wrapped_dek: row.bytes("wrapped_dek")?,
+                        dek_kek_id: row.text("dek_kek_id")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// Rotation step: stores a re-wrapped DEK only if the row still holds `old` (bytes and KEK
+    /// id), so a concurrent rotation or a deleted account is never overwritten. Returns whether
+    /// the row was replaced.
+    pub async fn replace_wrapped_dek(
+        &self,
+        account_id: &str,
+        old: &WrappedDekRecord,
+        new_wrapped_dek: &[u8],
+        new_kek_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE account_secrets SET wrapped_dek = ?, dek_kek_id = ?, updated_at = ? \
+                     WHERE account_id = ? AND wrapped_dek = ? AND dek_kek_id = ?",
+            postgres: "UPDATE account_secrets SET wrapped_dek = $1, dek_kek_id = $2, updated_at = $3 \
+                       WHERE account_id = $4 AND wrapped_dek = $5 AND dek_kek_id = $6",
+        };
+        on_backend!(self, |pool, d| {
+            Ok(sqlx::query(SQL.get(d))
+                .bind(new_wrapped_dek)
+                .bind(new_kek_id)
+                .bind(now)
+                .bind(account_id)
+                .bind(&old.wrapped_dek)
+                .bind(&old.dek_kek_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1)
+        })
+    }
+
+    /// How many accounts' DEKs each KEK wraps, ordered by KEK id. A KEK that is not listed
+    /// wraps none and may be dropped from the keyring.
+    pub async fn count_deks_by_kek(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "SELECT dek_kek_id, COUNT(*) AS n FROM account_secrets \
+                     GROUP BY dek_kek_id ORDER BY dek_kek_id",
+            postgres: "SELECT dek_kek_id, COUNT(*) AS n FROM account_secrets \
+                       GROUP BY dek_kek_id ORDER BY dek_kek_id",
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d)).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| Ok((row.text("dek_kek_id")?, row.int("n")?)))
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+}

@@ -1,0 +1,305 @@
+//! End users: the WeChat users an account knows, keyed by (account, openid).
+//!
+//! Users arrive two ways: from subscribe/unsubscribe pushes ([`Store::record_subscription`])
+//! and from logins through the gateway ([`Store::record_end_user_login`]). Both are single
+//! upserts (`INSERT … ON CONFLICT (account_id, openid) DO UPDATE`), so concurrent pushes and
+//! logins for the same user never create two rows; what each one may overwrite is spelled out
+//! in its statement. `created_via` records the first way the user arrived and never changes.
+
+use crate::db::{DbEnum, MAX_PAGE, Sql, StoreRow, new_id, page_limit};
+use crate::error::on_constraint;
+use crate::{Store, StoreError};
+
+db_enum! {
+    /// How an end user first became known.
+    pub enum CreatedVia {
+        /// A subscribe event push.
+        Push = "push",
+        /// A follow-required login (`snsapi_base`).
+        LoginBase = "login_base",
+        /// A userinfo login (`snsapi_userinfo`).
+        LoginUserinfo = "login_userinfo",
+    }
+}
+
+/// An end user of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndUser {
+    pub id: String,
+    pub account_id: String,
+    pub openid: String,
+    pub unionid: Option<String>,
+    pub nickname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub subscribed: bool,
+    pub subscribe_time: Option<i64>,
+    pub subscribe_scene: Option<String>,
+    pub qr_scene: Option<String>,
+    pub first_login_at: Option<i64>,
+    pub last_login_at: Option<i64>,
+    pub created_via: CreatedVia,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A subscribe or unsubscribe event.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub openid: String,
+    pub subscribed: bool,
+    /// WeChat's subscribe time, when the event or user/info gives one.
+    pub subscribe_time: Option<i64>,
+    pub subscribe_scene: Option<String>,
+    /// The scene of the QR code scanned to follow, if any.
+    pub qr_scene: Option<String>,
+}
+
+/// What a login learned about the user. `None` fields keep what is stored.
+#[derive(Debug, Clone)]
+pub struct EndUserLogin {
+    pub openid: String,
+    pub via: CreatedVia,
+    pub unionid: Option<String>,
+    pub nickname: Option<String>,
+    pub avatar_url: Option<String>,
+    /// Whether the user follows the account, when the login checked it.
+    pub subscribed: Option<bool>,
+    pub subscribe_time: Option<i64>,
+    pub subscribe_scene: Option<String>,
+}
+
+macro_rules! end_user_columns {
+    () => {
+        "id, account_id, openid, unionid, nickname, avatar_url, subscribed, subscribe_time, \
+         subscribe_scene, qr_scene, first_login_at, last_login_at, created_via, created_at, \
+         updated_at"
+    };
+}
+
+/// Upserts an end user from a subscribe/unsubscribe event (binds: id, account, openid,
+/// subscribed, subscribe_time, scene, qr_scene, now). Shared by [`Store::record_subscription`]
+/// and the push transaction in `gateway.rs`.
+pub(crate) const RECORD_SUBSCRIPTION: Sql = Sql {
+    sqlite: concat!(
+        "INSERT INTO end_users (id, account_id, openid, subscribed, subscribe_time, \
+         subscribe_scene, qr_scene, created_via, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'push', ?8, ?8) \
+         ON CONFLICT (account_id, openid) DO UPDATE SET \
+         subscribed = excluded.subscribed, \
+         subscribe_time = COALESCE(excluded.subscribe_time, end_users.subscribe_time), \
+         subscribe_scene = COALESCE(excluded.subscribe_scene, end_users.subscribe_scene), \
+         qr_scene = COALESCE(excluded.qr_scene, end_users.qr_scene), \
+         updated_at = excluded.updated_at \
+         RETURNING ",
+        end_user_columns!()
+    ),
+    postgres: concat!(
+        "INSERT INTO end_users (id, account_id, openid, subscribed, subscribe_time, \
+         subscribe_scene, qr_scene, created_via, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'push', $8, $8) \
+         ON CONFLICT (account_id, openid) DO UPDATE SET \
+         subscribed = excluded.subscribed, \
+         subscribe_time = COALESCE(excluded.subscribe_time, end_users.subscribe_time), \
+         subscribe_scene = COALESCE(excluded.subscribe_scene, end_users.subscribe_scene), \
+         qr_scene = COALESCE(excluded.qr_scene, end_users.qr_scene), \
+         updated_at = excluded.updated_at \
+         RETURNING ",
+        end_user_columns!()
+    ),
+};
+
+pub(crate) fn end_user_from_row(row: &impl StoreRow) -> Result<EndUser, sqlx::Error> {
+    Ok(EndUser {
+        id: row.text("id")?,
+        account_id: row.text("account_id")?,
+        openid: row.text("openid")?,
+        unionid: row.opt_text("unionid")?,
+        nickname: row.opt_text("nickname")?,
+        avatar_url: row.opt_text("avatar_url")?,
+        subscribed: row.flag("subscribed")?,
+        subscribe_time: row.opt_int("subscribe_time")?,
+        subscribe_scene: row.opt_text("subscribe_scene")?,
+        qr_scene: row.opt_text("qr_scene")?,
+        first_login_at: row.opt_int("first_login_at")?,
+        last_login_at: row.opt_int("last_login_at")?,
+        created_via: row.enumerated("created_via")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+impl Store {
+    /// Records a subscribe or unsubscribe push: creates the user on first sight, otherwise
+    /// updates the subscription fields (keeping known subscribe details when the event has
+    /// none). Login data is left alone.
+    pub async fn record_subscription(
+        &self,
+        account_id: &str,
+        event: &Subscription,
+        now: i64,
+    ) -> Result<EndUser, StoreError> {
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(RECORD_SUBSCRIPTION.get(d))
+                .bind(new_id())
+                .bind(account_id)
+                .bind(&event.openid)
+                .bind(event.subscribed)
+                .bind(event.subscribe_time)
+                .bind(event.subscribe_scene.as_deref())
+                .bind(event.qr_scene.as_deref())
+                .bind(now)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| on_constraint(e, "end user", "account"))?;
+            Ok(end_user_from_row(&row)?)
+        })
+    }
+
+    /// Records a login: creates the user on first sight (with `via` as `created_via`),
+    /// sets `first_login_at` once and `last_login_at` every time, and takes whatever profile
+    /// and subscription data the login learned.
+    pub async fn record_end_user_login(
+        &self,
+        account_id: &str,
+        login: &EndUserLogin,
+        now: i64,
+    ) -> Result<EndUser, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "INSERT INTO end_users (id, account_id, openid, unionid, nickname, avatar_url, \
+                 subscribed, subscribe_time, subscribe_scene, first_login_at, last_login_at, \
+                 created_via, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, COALESCE(?7, FALSE), ?8, ?9, ?10, ?10, ?11, ?10, ?10) \
+                 ON CONFLICT (account_id, openid) DO UPDATE SET \
+                 unionid = COALESCE(excluded.unionid, end_users.unionid), \
+                 nickname = COALESCE(excluded.nickname, end_users.nickname), \
+                 avatar_url = COALESCE(excluded.avatar_url, end_users.avatar_url), \
+                 subscribed = COALESCE(?7, end_users.subscribed), \
+                 subscribe_time = COALESCE(excluded.subscribe_time, end_users.subscribe_time), \
+                 subscribe_scene = COALESCE(excluded.subscribe_scene, end_users.subscribe_scene), \
+                 first_login_at = COALESCE(end_users.first_login_at, excluded.first_login_at), \
+                 last_login_at = excluded.last_login_at, \
+                 updated_at = excluded.updated_at \
+                 RETURNING ",
+                end_user_columns!()
+            ),
+            postgres: concat!(
+                "INSERT INTO end_users (id, account_id, openid, unionid, nickname, avatar_url, \
+                 subscribed, subscribe_time, subscribe_scene, first_login_at, last_login_at, \
+                 created_via, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, FALSE), $8, $9, $10, $10, $11, $10, $10) \
+                 ON CONFLICT (account_id, openid) DO UPDATE SET \
+                 unionid = COALESCE(excluded.unionid, end_users.unionid), \
+                 nickname = COALESCE(excluded.nickname, end_users.nickname), \
+                 avatar_url = COALESCE(excluded.avatar_url, end_users.avatar_url), \
+                 subscribed = COALESCE($7, end_users.subscribed), \
+                 subscribe_time = COALESCE(excluded.subscribe_time, end_users.subscribe_time), \
+                 subscribe_scene = COALESCE(excluded.subscribe_scene, end_users.subscribe_scene), \
+                 first_login_at = COALESCE(end_users.first_login_at, excluded.first_login_at), \
+                 last_login_at = excluded.last_login_at, \
+                 updated_at = excluded.updated_at \
+                 RETURNING ",
+                end_user_columns!()
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(new_id())
+                .bind(account_id)
+                .bind(&login.openid)
+                .bind(login.unionid.as_deref())
+                .bind(login.nickname.as_deref())
+                .bind(login.avatar_url.as_deref())
+                .bind(login.subscribed)
+                .bind(login.subscribe_time)
+                .bind(login.subscribe_scene.as_deref())
+                .bind(now)
+                .bind(login.via.as_db())
+                .fetch_one(pool)
+                .await
+                .map_err(|e| on_constraint(e, "end user", "account"))?;
+            Ok(end_user_from_row(&row)?)
+        })
+    }
+
+    /// The end user with this openid at this account.
+    pub async fn get_end_user(
+        &self,
+        account_id: &str,
+        openid: &str,
+    ) -> Result<Option<EndUser>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                end_user_columns!(),
+                " FROM end_users WHERE account_id = ? AND openid = ?"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                end_user_columns!(),
+                " FROM end_users WHERE account_id = $1 AND openid = $2"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(account_id)
+                .bind(openid)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| end_user_from_row(&r)).transpose()?)
+        })
+    }
+
+    /// An account's end users ordered by openid after `after_openid`, at most `limit`
+    /// (capped at 1000).
+    pub async fn list_end_users_page(
+        &self,
+        account_id: &str,
+        after_openid: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EndUser>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                end_user_columns!(),
+                " FROM end_users WHERE account_id = ? AND openid > ? ORDER BY openid LIMIT ?"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                end_user_columns!(),
+                " FROM end_users WHERE account_id = $1 AND openid > $2 ORDER BY openid LIMIT $3"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d))
+                .bind(account_id)
+                .bind(after_openid.unwrap_or(""))
+                .bind(page_limit(limit, MAX_PAGE))
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(end_user_from_row)
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// How many end users an account has, and how many of them currently follow it.
+    pub async fn count_end_users(&self, account_id: &str) -> Result<(i64, i64), StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "SELECT COUNT(*) AS total, \
+                     COALESCE(SUM(CASE WHEN subscribed THEN 1 ELSE 0 END), 0) AS following \
+                     FROM end_users WHERE account_id = ?",
+            postgres: "SELECT COUNT(*) AS total, \
+                       CAST(COALESCE(SUM(CASE WHEN subscribed THEN 1 ELSE 0 END), 0) AS BIGINT) \
+                       AS following FROM end_users WHERE account_id = $1",
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(account_id)
+                .fetch_one(pool)
+                .await?;
+            Ok((row.int("total")?, row.int("following")?))
+        })
+    }
+}

@@ -1,0 +1,711 @@
+//! Core access tokens: one row per account, with the refresh lease and its fence.
+//!
+//! Every replica runs a scheduler; the database decides which one refreshes an account.
+//! The protocol:
+//!
+//! 1. [`Store::claim_token_lease`] is one conditional `UPDATE … RETURNING generation` that
+//!    takes the lease only if it is free or expired and increments `generation` in the same
+//!    statement. Exactly one concurrent claimer gets a row back; it holds the lease until
+//!    `lease_until` and is identified by the returned generation (the fence).
+//! 2. The holder calls WeChat — outside any transaction.
+//! 3. It writes the result with [`Store::store_refreshed_token`] or
+//!    [`Store::record_refresh_failure`], both conditional on `generation` still being the one it
+//!    got. If its lease expired and another replica claimed the account meanwhile, the
+//!    generation moved and the write fails with [`StoreError::StaleFence`]: a slow holder can
+//!    never overwrite a newer token.
+//!
+//! The token itself is vault ciphertext; the store never sees it in clear.
+
+use std::fmt;
+
+use crate::accounts::{AccountState, TokenMode};
+use crate::db::{DbEnum, MAX_PAGE, Sql, StoreRow, page_limit};
+use crate::{Store, StoreError};
+
+db_enum! {
+    /// Where an account's core token stands.
+    pub enum TokenState {
+        /// Never fetched yet.
+        Pending = "pending",
+        /// A valid token is stored.
+        Healthy = "healthy",
+        /// The last attempt failed transiently; another is scheduled.
+        Retrying = "retrying",
+        /// Failing in a way a person must fix (wrong secret, IP not whitelisted).
+        NeedsAttention = "needs_attention",
+        /// WeChat's daily quota is used up; the next attempt is after the reset.
+        QuotaExhausted = "quota_exhausted",
+    }
+}
+
+/// An account's core-token row.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CoreToken {
+    pub account_id: String,
+    /// Vault ciphertext of the access_token, once one was fetched.
+    pub token: Option<Vec<u8>>,
+    pub issued_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    /// The fence: incremented by every lease claim.
+    pub generation: i64,
+    pub lease_holder: Option<String>,
+    pub lease_until: Option<i64>,
+    pub next_refresh_at: i64,
+    pub state: TokenState,
+    pub last_error_code: Option<i64>,
+    pub last_error_message: Option<String>,
+    /// The IP WeChat reported for an IP-whitelist error (errcode 40164).
+    pub last_error_ip: Option<String>,
+    pub failure_count: i64,
+    pub upstream_calls_today: i64,
+    /// The day `upstream_calls_today` counts for.
+    pub quota_day: i64,
+    pub updated_at: i64,
+}
+
+impl fmt::Debug for CoreToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CoreToken")
+            .field("account_id", &self.account_id)
+            .field("token", &self.token.as_ref().map(|_| "<ciphertext>"))
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("generation", &self.generation)
+            .field("lease_holder", &self.lease_holder)
+            .field("lease_until", &self.lease_until)
+            .field("next_refresh_at", &self.next_refresh_at)
+            .field("state", &self.state)
+            .field("last_error_code", &self.last_error_code)
+            .field("last_error_message", &self.last_error_message)
+            .field("last_error_ip", &self.last_error_ip)
+            .field("failure_count", &self.failure_count)
+            .field("upstream_calls_today", &self.upstream_calls_today)
+            .field("quota_day", &self.quota_day)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// A freshly fetched token to store.
+#[derive(Clone)]
+pub struct RefreshedToken {
+    /// Vault ciphertext of the access_token.
+    pub token: Vec<u8>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    /// When to refresh next (ahead of expiry, with jitter).
+    pub next_refresh_at: i64,
+}
+
+impl fmt::Debug for RefreshedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshedToken")
+            .field("token", &"<ciphertext>")
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("next_refresh_at", &self.next_refresh_at)
+            .finish()
+    }
+}
+
+/// A failed refresh attempt to record.
+#[derive(Debug, Clone)]
+pub struct RefreshFailure {
+    /// `Retrying`, `NeedsAttention` or `QuotaExhausted`.
+    pub state: TokenState,
+    /// WeChat's errcode, if it answered with one.
+    pub error_code: Option<i64>,
+    /// A human-readable reason (no secrets).
+    pub error_message: String,
+    /// The caller IP WeChat reported, for whitelist errors.
+    pub error_ip: Option<String>,
+    /// When to try again.
+    pub next_refresh_at: i64,
+}
+
+/// An account whose token is due for refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueRefresh {
+    pub account_id: String,
+    pub next_refresh_at: i64,
+}
+
+macro_rules! token_columns {
+    () => {
+        "account_id, token, issued_at, expires_at, generation, lease_holder, lease_until, \
+         next_refresh_at, state, last_error_code, last_error_message, last_error_ip, \
+         failure_count, upstream_calls_today, quota_day, updated_at"
+    };
+}
+
+fn token_from_row(row: &impl StoreRow) -> Result<CoreToken, sqlx::Error> {
+    Ok(CoreToken {
+        account_id: row.text("account_id")?,
+        token: row.opt_bytes("token")?,
+        issued_at: row.opt_int("issued_at")?,
+        expires_at: row.opt_int("expires_at")?,
+        generation: row.int("generation")?,
+        lease_holder: row.opt_text("lease_holder")?,
+        lease_until: row.opt_int("lease_until")?,
+        next_refresh_at: row.int("next_refresh_at")?,
+        state: row.enumerated("state")?,
+        last_error_code: row.opt_int("last_error_code")?,
+        last_error_message: row.opt_text("last_error_message")?,
+        last_error_ip: row.opt_text("last_error_ip")?,
+        failure_count: row.int("failure_count")?,
+        upstream_calls_today: row.int("upstream_calls_today")?,
+        quota_day: row.int("quota_day")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+impl Store {
+    /// Claims the refresh lease of an account for `holder` until `lease_until`, if it is free
+    /// or expired at `now`. Returns the new generation (the fence to present on write-back),
+    /// or `None` if someone else holds the lease (or the account does not exist).
+    ///
+    /// One statement, so exactly one of any number of concurrent claimers wins, on both
+    /// databases.
+    pub async fn claim_token_lease(
+        &self,
+        account_id: &str,
+        holder: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens \
+                     SET lease_holder = ?, lease_until = ?, generation = generation + 1 \
+                     WHERE account_id = ? AND (lease_until IS NULL OR lease_until < ?) \
+                     RETURNING generation",
+            postgres: "UPDATE core_tokens \
+                       SET lease_holder = $1, lease_until = $2, generation = generation + 1 \
+                       WHERE account_id = $3 AND (lease_until IS NULL OR lease_until < $4) \
+                       RETURNING generation",
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(holder)
+                .bind(lease_until)
+                .bind(account_id)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| r.int("generation")).transpose()?)
+        })
+    }
+
+    /// Stores a refreshed token and releases the lease, if `generation` is still current.
+    /// Resets the failure state.
+    ///
+    /// Errors: [`StoreError::StaleFence`] if the lease was claimed again since (the caller
+    /// must drop its token: a newer holder owns the refresh).
+    pub async fn store_refreshed_token(
+        &self,
+        account_id: &str,
+        generation: i64,
+        token: &RefreshedToken,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens SET token = ?, issued_at = ?, expires_at = ?, \
+                     next_refresh_at = ?, state = 'healthy', last_error_code = NULL, \
+                     last_error_message = NULL, last_error_ip = NULL, failure_count = 0, \
+                     lease_holder = NULL, lease_until = NULL, updated_at = ? \
+                     WHERE account_id = ? AND generation = ?",
+            postgres: "UPDATE core_tokens SET token = $1, issued_at = $2, expires_at = $3, \
+                       next_refresh_at = $4, state = 'healthy', last_error_code = NULL, \
+                       last_error_message = NULL, last_error_ip = NULL, failure_count = 0, \
+                       lease_holder = NULL, lease_until = NULL, updated_at = $5 \
+                       WHERE account_id = $6 AND generation = $7",
+        };
+        let updated = on_backend!(self, |pool, d| {
+            sqlx::query(SQL.get(d))
+                .bind(&token.token)
+                .bind(token.issued_at)
+                .bind(token.expires_at)
+                .bind(token.next_refresh_at)
+                .bind(now)
+                .bind(account_id)
+                .bind(generation)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if updated == 0 {
+            return Err(StoreError::StaleFence {
+                account_id: account_id.to_owned(),
+                generation,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a failed refresh and releases the lease, if `generation` is still current.
+    /// Returns the new consecutive failure count (for backoff).
+    ///
+    /// Errors: [`StoreError::StaleFence`] as for [`Store::store_refreshed_token`].
+    pub async fn record_refresh_failure(
+        &self,
+        account_id: &str,
+        generation: i64,
+        failure: &RefreshFailure,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens SET state = ?, last_error_code = ?, \
+                     last_error_message = ?, last_error_ip = ?, next_refresh_at = ?, \
+                     failure_count = failure_count + 1, lease_holder = NULL, \
+                     lease_until = NULL, updated_at = ? \
+                     WHERE account_id = ? AND generation = ? RETURNING failure_count",
+            postgres: "UPDATE core_tokens SET state = $1, last_error_code = $2, \
+                       last_error_message = $3, last_error_ip = $4, next_refresh_at = $5, \
+                       failure_count = failure_count + 1, lease_holder = NULL, \
+                       lease_until = NULL, updated_at = $6 \
+                       WHERE account_id = $7 AND generation = $8 RETURNING failure_count",
+        };
+        let count = on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(failure.state.as_db())
+                .bind(failure.error_code)
+                .bind(&failure.error_message)
+                .bind(failure.error_ip.as_deref())
+                .bind(failure.next_refresh_at)
+                .bind(now)
+                .bind(account_id)
+                .bind(generation)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| r.int("failure_count")).transpose()?
+        });
+        count.ok_or_else(|| StoreError::StaleFence {
+            account_id: account_id.to_owned(),
+            generation,
+        })
+    }
+
+    /// Gives the lease back without writing a result (e.g. shutting down mid-refresh).
+    /// Returns `false` if `generation` is no longer current (nothing to release).
+    pub async fn release_token_lease(
+        &self,
+        account_id: &str,
+        generation: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens SET lease_holder = NULL, lease_until = NULL \
+                     WHERE account_id = ? AND generation = ?",
+            postgres: "UPDATE core_tokens SET lease_holder = NULL, lease_until = NULL \
+                       WHERE account_id = $1 AND generation = $2",
+        };
+        on_backend!(self, |pool, d| {
+            Ok(sqlx::query(SQL.get(d))
+                .bind(account_id)
+                .bind(generation)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1)
+        })
+    }
+
+    /// Up to `limit` (capped at 1000) active accounts whose token is due at `now` and not
+    /// leased, most overdue first. Claimed accounts drop out of the next call, so a scheduler
+    /// takes batches by calling this again.
+    pub async fn list_due_refreshes(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<DueRefresh>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "SELECT t.account_id, t.next_refresh_at FROM core_tokens t \
+                     JOIN accounts a ON a.id = t.account_id \
+                     WHERE a.state = 'active' AND t.next_refresh_at <= ?1 \
+                     AND (t.lease_until IS NULL OR t.lease_until < ?1) \
+                     ORDER BY t.next_refresh_at, t.account_id LIMIT ?2",
+            postgres: "SELECT t.account_id, t.next_refresh_at FROM core_tokens t \
+                       JOIN accounts a ON a.id = t.account_id \
+                       WHERE a.state = 'active' AND t.next_refresh_at <= $1 \
+                       AND (t.lease_until IS NULL OR t.lease_until < $1) \
+                       ORDER BY t.next_refresh_at, t.account_id LIMIT $2",
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d))
+                .bind(now)
+                .bind(page_limit(limit, MAX_PAGE))
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(DueRefresh {
+                        account_id: row.text("account_id")?,
+                        next_refresh_at: row.int("next_refresh_at")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// One account's token row.
+    pub async fn get_core_token(&self, account_id: &str) -> Result<Option<CoreToken>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM core_tokens WHERE account_id = ?"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM core_tokens WHERE account_id = $1"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(account_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| token_from_row(&r)).transpose()?)
+        })
+    }
+
+    /// Token rows ordered by account id after `after_account_id`, at most `limit` (capped at
+    /// 1000): for filling the in-memory token cache page by page.
+    pub async fn list_core_tokens_page(
+        &self,
+        after_account_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CoreToken>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM core_tokens WHERE account_id > ? ORDER BY account_id LIMIT ?"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM core_tokens WHERE account_id > $1 ORDER BY account_id LIMIT $2"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d))
+                .bind(after_account_id.unwrap_or(""))
+                .bind(page_limit(limit, MAX_PAGE))
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(token_from_row).collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Every token row, read page by page (for the in-memory cache at start-up).
+    pub async fn load_all_core_tokens(&self) -> Result<Vec<CoreToken>, StoreError> {
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map(|t: &CoreToken| t.account_id.clone());
+            let page = self
+                .list_core_tokens_page(after.as_deref(), MAX_PAGE)
+                .await?;
+            let done = page.len() < MAX_PAGE as usize;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Counts one upstream token call against the daily quota of `day` (a day number the
+    /// caller derives from its clock, e.g. days since the epoch in China time). The count
+    /// restarts at 1 on a new day. Returns the count for `day`.
+    pub async fn count_upstream_token_call(
+        &self,
+        account_id: &str,
+        day: i64,
+    ) -> Result<i64, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens SET upstream_calls_today = \
+                     CASE WHEN quota_day = ?1 THEN upstream_calls_today + 1 ELSE 1 END, \
+                     quota_day = ?1 WHERE account_id = ?2 RETURNING upstream_calls_today",
+            postgres: "UPDATE core_tokens SET upstream_calls_today = \
+                       CASE WHEN quota_day = $1 THEN upstream_calls_today + 1 ELSE 1 END, \
+                       quota_day = $1 WHERE account_id = $2 RETURNING upstream_calls_today",
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(day)
+                .bind(account_id)
+                .fetch_optional(pool)
+                .await?
+                .ok_or(StoreError::NotFound { what: "core token" })?;
+            Ok(row.int("upstream_calls_today")?)
+        })
+    }
+
+    /// Asks for a refresh at `now` because a backend reported the token of `generation` as
+    /// rejected. Only the first report of the current token moves the schedule: a report about
+    /// an older token, or a repeat while the refresh is already due, changes nothing.
+    /// Returns whether the schedule moved.
+    pub async fn request_early_refresh(
+        &self,
+        account_id: &str,
+        generation: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens SET next_refresh_at = ?1, updated_at = ?1 \
+                     WHERE account_id = ?2 AND generation = ?3 AND next_refresh_at > ?1",
+            postgres: "UPDATE core_tokens SET next_refresh_at = $1, updated_at = $1 \
+                       WHERE account_id = $2 AND generation = $3 AND next_refresh_at > $1",
+        };
+        on_backend!(self, |pool, d| {
+            Ok(sqlx::query(SQL.get(d))
+                .bind(now)
+                .bind(account_id)
+                .bind(generation)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1)
+        })
+    }
+
+    /// Sets an account's token state and next attempt outside a lease, for an operator's
+    /// action (e.g. "retry now" after fixing the secret). Clears the failure count.
+    pub async fn reschedule_token_refresh(
+        &self,
+        account_id: &str,
+        state: TokenState,
+        next_refresh_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens SET state = ?, next_refresh_at = ?, failure_count = 0, \
+                     updated_at = ? WHERE account_id = ?",
+            postgres: "UPDATE core_tokens SET state = $1, next_refresh_at = $2, failure_count = 0, \
+                       updated_at = $3 WHERE account_id = $4",
+        };
+        on_backend!(self, |pool, d| {
+            let updated = sqlx::query(SQL.get(d))
+                .bind(state.as_db())
+                .bind(next_refresh_at)
+                .bind(now)
+                .bind(account_id)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::NotFound { what: "core token" });
+            }
+            Ok(())
+        })
+    }
+}
+
+/// What the scheduler's in-memory token cache needs of one account, in one row: the token row,
+/// the account's appid, mode and state, and its wrapped DEK (to decrypt the token).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenCacheRow {
+    pub account_id: String,
+    pub appid: String,
+    pub token_mode: TokenMode,
+    pub account_state: AccountState,
+    /// The account's DEK, wrapped by a KEK (opaque vault output).
+    pub wrapped_dek: Vec<u8>,
+    /// Vault ciphertext of the access_token, once one was fetched.
+    pub token: Option<Vec<u8>>,
+    pub issued_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub generation: i64,
+    pub state: TokenState,
+    pub next_refresh_at: i64,
+    pub last_error_code: Option<i64>,
+    pub last_error_message: Option<String>,
+    pub last_error_ip: Option<String>,
+}
+
+impl fmt::Debug for TokenCacheRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCacheRow")
+            .field("account_id", &self.account_id)
+            .field("appid", &self.appid)
+            .field("token_mode", &self.token_mode)
+            .field("account_state", &self.account_state)
+            .field("token", &self.token.as_ref().map(|_| "<ciphertext>"))
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("generation", &self.generation)
+            .field("state", &self.state)
+            .field("next_refresh_at", &self.next_refresh_at)
+            .field("last_error_code", &self.last_error_code)
+            .field("last_error_message", &self.last_error_message)
+            .field("last_error_ip", &self.last_error_ip)
+            .finish()
+    }
+}
+
+macro_rules! cache_select {
+    () => {
+        "SELECT t.account_id, a.appid, a.token_mode, a.state AS account_state, s.wrapped_dek, \
+         t.token, t.issued_at, t.expires_at, t.generation, t.state, t.next_refresh_at, \
+         t.last_error_code, t.last_error_message, t.last_error_ip \
+         FROM core_tokens t JOIN accounts a ON a.id = t.account_id \
+         JOIN account_secrets s ON s.account_id = t.account_id "
+    };
+}
+
+fn cache_row_from_row(row: &impl StoreRow) -> Result<TokenCacheRow, sqlx::Error> {
+    Ok(TokenCacheRow {
+        account_id: row.text("account_id")?,
+        appid: row.text("appid")?,
+        token_mode: row.enumerated("token_mode")?,
+        account_state: row.enumerated("account_state")?,
+        wrapped_dek: row.bytes("wrapped_dek")?,
+        token: row.opt_bytes("token")?,
+        issued_at: row.opt_int("issued_at")?,
+        expires_at: row.opt_int("expires_at")?,
+        generation: row.int("generation")?,
+        state: row.enumerated("state")?,
+        next_refresh_at: row.int("next_refresh_at")?,
+        last_error_code: row.opt_int("last_error_code")?,
+        last_error_message: row.opt_text("last_error_message")?,
+        last_error_ip: row.opt_text("last_error_ip")?,
+    })
+}
+
+/// The scheduler's queries beyond the lease protocol: the cache's view of token rows, the
+/// strict daily budget of upstream calls, the stable-token force budget and the next due time.
+impl Store {
+    /// Token cache rows ordered by account id after `after_account_id`, at most `limit`
+    /// (capped at 1000): for filling and reloading the scheduler's cache page by page.
+    pub async fn list_token_cache_rows(
+        &self,
+        after_account_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<TokenCacheRow>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                cache_select!(),
+                "WHERE t.account_id > ? ORDER BY t.account_id LIMIT ?"
+            ),
+            postgres: concat!(
+                cache_select!(),
+                "WHERE t.account_id > $1 ORDER BY t.account_id LIMIT $2"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d))
+                .bind(after_account_id.unwrap_or(""))
+                .bind(page_limit(limit, MAX_PAGE))
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(cache_row_from_row)
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// One account's token cache row.
+    pub async fn get_token_cache_row(
+        &self,
+        account_id: &str,
+    ) -> Result<Option<TokenCacheRow>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(cache_select!(), "WHERE t.account_id = ?"),
+            postgres: concat!(cache_select!(), "WHERE t.account_id = $1"),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(account_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| cache_row_from_row(&r)).transpose()?)
+        })
+    }
+
+    /// Counts one upstream token call against `day`'s budget, but only if fewer than `budget`
+    /// were counted for that day (the count restarts on a new day). Returns the new count, or
+    /// `None` when the budget is used up (or the account does not exist). One conditional
+    /// statement, so concurrent replicas together never exceed the budget.
+    pub async fn take_upstream_token_call(
+        &self,
+        account_id: &str,
+        day: i64,
+        budget: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens SET upstream_calls_today = \
+                     CASE WHEN quota_day = ?1 THEN upstream_calls_today + 1 ELSE 1 END, \
+                     quota_day = ?1 \
+                     WHERE account_id = ?2 AND (quota_day <> ?1 OR upstream_calls_today < ?3) \
+                     RETURNING upstream_calls_today",
+            postgres: "UPDATE core_tokens SET upstream_calls_today = \
+                       CASE WHEN quota_day = $1 THEN upstream_calls_today + 1 ELSE 1 END, \
+                       quota_day = $1 \
+                       WHERE account_id = $2 AND (quota_day <> $1 OR upstream_calls_today < $3) \
+                       RETURNING upstream_calls_today",
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(day)
+                .bind(account_id)
+                .bind(budget)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| r.int("upstream_calls_today")).transpose()?)
+        })
+    }
+
+    /// Takes one stable-token force refresh (spec §2: at most `daily_limit` per `day`, at least
+    /// `min_interval_ms` apart). Returns whether it was granted; one conditional statement.
+    pub async fn take_stable_force(
+        &self,
+        account_id: &str,
+        day: i64,
+        now: i64,
+        min_interval_ms: i64,
+        daily_limit: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens SET force_count = \
+                     CASE WHEN force_day = ?1 THEN force_count + 1 ELSE 1 END, \
+                     force_day = ?1, last_force_at = ?2 \
+                     WHERE account_id = ?3 AND (force_day <> ?1 OR force_count < ?4) \
+                     AND (last_force_at IS NULL OR last_force_at <= ?2 - ?5)",
+            postgres: "UPDATE core_tokens SET force_count = \
+                       CASE WHEN force_day = $1 THEN force_count + 1 ELSE 1 END, \
+                       force_day = $1, last_force_at = $2 \
+                       WHERE account_id = $3 AND (force_day <> $1 OR force_count < $4) \
+                       AND (last_force_at IS NULL OR last_force_at <= $2 - $5)",
+        };
+        on_backend!(self, |pool, d| {
+            Ok(sqlx::query(SQL.get(d))
+                .bind(day)
+                .bind(now)
+                .bind(account_id)
+                .bind(daily_limit)
+                .bind(min_interval_ms)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1)
+        })
+    }
+
+    /// The earliest instant at which some active account's refresh is due and its lease free,
+    /// or `None` when there are no active accounts: how long a scheduler may sleep.
+    pub async fn earliest_refresh_due(&self) -> Result<Option<i64>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "SELECT MIN(MAX(t.next_refresh_at, COALESCE(t.lease_until + 1, 0))) AS due \
+                     FROM core_tokens t JOIN accounts a ON a.id = t.account_id \
+                     WHERE a.state = 'active'",
+            postgres: "SELECT MIN(GREATEST(t.next_refresh_at, COALESCE(t.lease_until + 1, 0))) \
+                       AS due FROM core_tokens t JOIN accounts a ON a.id = t.account_id \
+                       WHERE a.state = 'active'",
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d)).fetch_one(pool).await?;
+            Ok(row.opt_int("due")?)
+        })
+    }
+}

@@ -1,0 +1,378 @@
+use store::StoreError;
+use store::accounts::{AccountKind, AccountProfile, AccountState, TokenMode, WrappedDekRecord};
+use store::end_users::Subscription;
+use store::oidc::{LoginMode, OidcClient};
+use store::pushes::ReceivedPush;
+
+use crate::harness::{NOW, TestDb, new_account, owner, secrets};
+
+pub async fn account_crud_round_trips(db: TestDb) {
+    let owner = owner(&db.store).await;
+    let new = new_account(&owner, "wx1234567890abcdef");
+    let created = db.store.create_account(&new, NOW).await.unwrap();
+    assert_eq!(created.id, new.id);
+    assert_eq!(created.appid, "wx1234567890abcdef");
+    assert_eq!(created.kind, AccountKind::Service);
+    assert_eq!(created.token_mode, TokenMode::Token);
+    assert_eq!(created.state, AccountState::Active);
+    assert!(created.verified);
+    assert_eq!((created.created_at, created.updated_at), (NOW, NOW));
+
+    assert_eq!(
+        db.store.get_account(&new.id).await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(
+        db.store
+            .find_account_by_appid("wx1234567890abcdef")
+            .await
+            .unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(
+        db.store.list_accounts_of_owner(&owner.id).await.unwrap(),
+        vec![created.clone()]
+    );
+    assert_eq!(
+        db.store.load_account_secrets(&new.id).await.unwrap(),
+        Some(new.secrets.clone())
+    );
+    // A new account's token row exists and is due at once.
+    let token = db.store.get_core_token(&new.id).await.unwrap().unwrap();
+    assert_eq!(
+        (token.next_refresh_at, token.generation, token.token),
+        (NOW, 0, None)
+    );
+
+    let profile = AccountProfile {
+        name: "Renamed".to_owned(),
+        kind: AccountKind::Subscription,
+        verified: false,
+        token_mode: TokenMode::StableToken,
+    };
+    let updated = db
+        .store
+        .update_account_profile(&new.id, &profile, NOW + 5)
+        .await
+        .unwrap();
+    assert_eq!(updated.name, "Renamed");
+    assert_eq!(updated.kind, AccountKind::Subscription);
+    assert!(!updated.verified);
+    assert_eq!(updated.token_mode, TokenMode::StableToken);
+    assert_eq!((updated.created_at, updated.updated_at), (NOW, NOW + 5));
+
+    db.store
+        .set_account_state(&new.id, AccountState::Disabled, NOW + 6)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.get_account(&new.id).await.unwrap().unwrap().state,
+        AccountState::Disabled
+    );
+
+    db.store
+        .update_account_secret_fields(&new.id, b"new-appsecret", None, Some(b"aes"), NOW + 7)
+        .await
+        .unwrap();
+    let stored = db
+        .store
+        .load_account_secrets(&new.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.appsecret, b"new-appsecret");
+    assert_eq!(stored.push_token, None);
+    assert_eq!(stored.encoding_aes_key.as_deref(), Some(&b"aes"[..]));
+    assert_eq!(
+        stored.wrapped_dek, new.secrets.wrapped_dek,
+        "field updates keep the DEK"
+    );
+
+    assert!(matches!(
+        db.store
+            .update_account_profile("missing", &profile, NOW)
+            .await,
+        Err(StoreError::NotFound { what: "account" })
+    ));
+    assert!(matches!(
+        db.store
+            .set_account_state("missing", AccountState::Active, NOW)
+            .await,
+        Err(StoreError::NotFound { what: "account" })
+    ));
+    assert!(db.store.get_account("missing").await.unwrap().is_none());
+    // Debug output of secrets shows no bytes.
+    assert!(!format!("{stored:?}").contains("appsecret-ciphertext"));
+}
+
+pub async fn duplicate_appid_is_rejected(db: TestDb) {
+    let owner = owner(&db.store).await;
+    db.store
+        .create_account(&new_account(&owner, "wx-dup"), NOW)
+        .await
+        .unwrap();
+    let error = db
+        .store
+        .create_account(&new_account(&owner, "wx-dup"), NOW)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Duplicate {
+                what: "account appid"
+            }
+        ),
+        "{error:?}"
+    );
+    // The failed transaction left nothing behind.
+    assert_eq!(db.count_rows("accounts").await, 1);
+    assert_eq!(db.count_rows("account_secrets").await, 1);
+    assert_eq!(db.count_rows("core_tokens").await, 1);
+
+    let mut orphan = new_account(&owner, "wx-orphan");
+    orphan.owner_user_id = "no-such-user".to_owned();
+    let error = db.store.create_account(&orphan, NOW).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::NotFound { what: "owner user" }),
+        "{error:?}"
+    );
+}
+
+pub async fn deleting_an_account_shreds_its_secrets_and_cascades(db: TestDb) {
+    let owner = owner(&db.store).await;
+    let doomed = db
+        .store
+        .create_account(&new_account(&owner, "wx-doomed"), NOW)
+        .await
+        .unwrap();
+    let kept = db
+        .store
+        .create_account(&new_account(&owner, "wx-kept"), NOW)
+        .await
+        .unwrap();
+    for account in [&doomed, &kept] {
+        let id = &account.id;
+        db.store
+            .record_subscription(
+                id,
+                &Subscription {
+                    openid: "o-user".to_owned(),
+                    subscribed: true,
+                    subscribe_time: Some(NOW),
+                    subscribe_scene: None,
+                    qr_scene: None,
+                },
+                NOW,
+            )
+            .await
+            .unwrap();
+        db.store
+            .create_api_key(&store::new_id(), id, &format!("hash-{id}"), "backend", NOW)
+            .await
+            .unwrap();
+        db.store
+            .record_push_once(&ReceivedPush {
+                account_id: id.clone(),
+                dedup_key: "o-user:1".to_owned(),
+                msg_type: "event".to_owned(),
+                event: Some("subscribe".to_owned()),
+                openid: Some("o-user".to_owned()),
+                received_at: NOW,
+                summary: "subscribe".to_owned(),
+            })
+            .await
+            .unwrap();
+        db.store.add_to_stat(id, "logins", NOW, 1).await.unwrap();
+        db.store
+            .create_oidc_client(
+                &OidcClient {
+                    id: store::new_id(),
+                    account_id: id.clone(),
+                    client_id: format!("client-{id}"),
+                    client_secret_hash: None,
+                    redirect_uris: vec!["https://app.example/cb".to_owned()],
+                    login_mode: LoginMode::Userinfo,
+                    name: "site".to_owned(),
+                    created_at: NOW,
+                },
+                NOW,
+            )
+            .await
+            .unwrap();
+    }
+
+    db.store.delete_account(&doomed.id).await.unwrap();
+
+    assert!(db.store.get_account(&doomed.id).await.unwrap().is_none());
+    assert!(
+        db.store
+            .load_account_secrets(&doomed.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    for table in [
+        "accounts",
+        "account_secrets",
+        "core_tokens",
+        "end_users",
+        "api_keys",
+        "received_pushes",
+        "stats_counters",
+        "oidc_clients",
+    ] {
+        assert_eq!(
+            db.count_rows(table).await,
+            1,
+            "{table} keeps only the other account's row"
+        );
+    }
+    assert!(
+        db.store
+            .load_account_secrets(&kept.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(matches!(
+        db.store.delete_account(&doomed.id).await,
+        Err(StoreError::NotFound { what: "account" })
+    ));
+}
+
+pub async fn accounts_page_by_id_without_secrets(db: TestDb) {
+    let owner = owner(&db.store).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let account = db
+            .store
+            .create_account(&new_account(&owner, &format!("wx-page-{i}")), NOW)
+            .await
+            .unwrap();
+        ids.push(account.id);
+    }
+    ids.sort();
+    assert_eq!(db.store.count_accounts().await.unwrap(), 7);
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = db
+            .store
+            .list_accounts_page(after.as_deref(), 3)
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|a| a.id.clone());
+        seen.extend(page.into_iter().map(|a| a.id));
+    }
+    assert_eq!(seen, ids);
+}
+
+pub async fn rotation_lists_other_keks_and_rewraps_only_unchanged_rows(db: TestDb) {
+    let owner = owner(&db.store).await;
+    let mut old_ids = Vec::new();
+    for i in 0..5 {
+        let mut new = new_account(&owner, &format!("wx-rot-{i}"));
+        new.secrets = secrets(if i == 2 { "kek-2" } else { "kek-1" });
+        if i != 2 {
+            old_ids.push(new.id.clone());
+        }
+        db.store.create_account(&new, NOW).await.unwrap();
+    }
+    old_ids.sort();
+
+    // Keyset pagination over the DEKs not wrapped by the new active KEK.
+    let mut listed = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = db
+            .store
+            .list_deks_not_wrapped_by("kek-2", after.as_deref(), 2)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|r| r.account_id.clone());
+        listed.extend(page);
+    }
+    assert_eq!(
+        listed
+            .iter()
+            .map(|r| r.account_id.clone())
+            .collect::<Vec<_>>(),
+        old_ids
+    );
+    assert!(listed.iter().all(|r| r.dek_kek_id == "kek-1"));
+
+    let first = &listed[0];
+    assert!(
+        db.store
+            .replace_wrapped_dek(
+                &first.account_id,
+                first,
+                b"rewrapped-under-kek-2",
+                "kek-2",
+                NOW
+            )
+            .await
+            .unwrap()
+    );
+    // A second writer holding the old record loses: the row changed under it.
+    assert!(
+        !db.store
+            .replace_wrapped_dek(&first.account_id, first, b"other-rewrap", "kek-2", NOW)
+            .await
+            .unwrap()
+    );
+    // Matching KEK id but different bytes also loses.
+    let second = &listed[1];
+    let tampered = WrappedDekRecord {
+        wrapped_dek: b"not-what-is-stored".to_vec(),
+        ..second.clone()
+    };
+    assert!(
+        !db.store
+            .replace_wrapped_dek(&second.account_id, &tampered, b"x", "kek-2", NOW)
+            .await
+            .unwrap()
+    );
+    let stored = db
+        .store
+        .load_account_secrets(&first.account_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.wrapped_dek, b"rewrapped-under-kek-2");
+    assert_eq!(stored.dek_kek_id, "kek-2");
+    assert_eq!(
+        stored.appsecret, b"appsecret-ciphertext",
+        "fields are untouched"
+    );
+    assert_eq!(
+        db.store
+            .list_deks_not_wrapped_by("kek-2", None, 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+pub async fn deks_are_counted_per_kek(db: TestDb) {
+    assert!(db.store.count_deks_by_kek().await.unwrap().is_empty());
+    let owner = owner(&db.store).await;
+    for (i, kek) in ["kek-b", "kek-a", "kek-b", "kek-b"].iter().enumerate() {
+        let mut new = new_account(&owner, &format!("wx-count-{i}"));
+        new.secrets = secrets(kek);
+        db.store.create_account(&new, NOW).await.unwrap();
+    }
+    assert_eq!(
+        db.store.count_deks_by_kek().await.unwrap(),
+        vec![("kek-a".to_owned(), 1), ("kek-b".to_owned(), 3)]
+    );
+}

@@ -1,0 +1,71 @@
+//! The store's test suite, run against SQLite and PostgreSQL.
+//!
+//! Every case is an `async fn(TestDb)` in one of the modules below; `suite!` turns each into
+//! two tests, `sqlite::<name>` and `postgres::<name>`, each on a fresh database. CI checks
+//! that `postgres::` tests ran and passed.
+
+mod harness;
+
+mod accounts;
+mod migrations;
+mod oidc;
+mod people;
+mod records;
+mod tokens;
+
+macro_rules! suite {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::harness::on_sqlite(crate::$module::$name).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::harness::on_postgres(crate::$module::$name).await
+                }
+            )*
+        }
+    };
+}
+
+suite! {
+    migrations::migrations_apply_and_are_idempotent,
+    migrations::newer_schema_is_refused,
+    migrations::unreachable_database_fails_fast_without_leaking_the_password,
+    migrations::silent_database_server_times_out,
+    people::user_email_is_unique_case_insensitively,
+    people::session_is_valid_until_expiry_and_ends_when_user_is_disabled,
+    people::user_owning_accounts_cannot_be_deleted,
+    accounts::account_crud_round_trips,
+    accounts::duplicate_appid_is_rejected,
+    accounts::deleting_an_account_shreds_its_secrets_and_cascades,
+    accounts::accounts_page_by_id_without_secrets,
+    accounts::rotation_lists_other_keks_and_rewraps_only_unchanged_rows,
+    accounts::deks_are_counted_per_kek,
+    tokens::lease_claim_has_exactly_one_winner,
+    tokens::held_lease_cannot_be_claimed_until_it_expires,
+    tokens::stale_fence_cannot_write_back,
+    tokens::failure_is_fenced_counted_and_releases_the_lease,
+    tokens::released_lease_can_be_claimed_at_once,
+    tokens::due_refreshes_skip_leased_future_and_disabled_accounts,
+    tokens::token_rows_load_page_by_page,
+    tokens::upstream_call_count_restarts_each_day,
+    tokens::early_refresh_moves_the_schedule_once_per_token,
+    records::end_user_upsert_keeps_first_login_and_fills_profile,
+    records::unsubscribe_keeps_the_user_and_login_data,
+    records::push_dedup_key_is_recorded_once,
+    records::stats_upsert_is_additive,
+    records::revoked_api_key_no_longer_authenticates,
+    records::audit_log_lists_newest_first,
+    oidc::auth_code_is_single_use_and_reuse_revokes_its_tokens,
+    oidc::expired_or_foreign_auth_code_is_not_redeemed,
+    oidc::pending_authorization_finishes_once,
+    oidc::client_id_is_unique_and_redirect_uris_round_trip,
+    oidc::new_signing_key_retires_the_previous_one,
+}

@@ -1,0 +1,399 @@
+use std::sync::Arc;
+
+use store::StoreError;
+use store::accounts::AccountState;
+use store::tokens::{RefreshFailure, RefreshedToken, TokenState};
+use tokio::sync::Barrier;
+
+use crate::harness::{NOW, TestDb, account, new_account, owner};
+
+const LEASE_MS: i64 = 30_000;
+
+fn refreshed(token: &[u8]) -> RefreshedToken {
+    RefreshedToken {
+        token: token.to_vec(),
+        issued_at: NOW,
+        expires_at: NOW + 7_200_000,
+        next_refresh_at: NOW + 6_000_000,
+    }
+}
+
+pub async fn lease_claim_has_exactly_one_winner(db: TestDb) {
+    let account = account(&db.store, "wx-race").await;
+    let claimers = 20;
+    let barrier = Arc::new(Barrier::new(claimers));
+    let mut tasks = Vec::new();
+    for i in 0..claimers {
+        let store = db.store.clone();
+        let barrier = barrier.clone();
+        let id = account.id.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let holder = format!("replica-{i}");
+            let won = store
+                .claim_token_lease(&id, &holder, NOW, NOW + LEASE_MS)
+                .await
+                .unwrap();
+            (holder, won)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (holder, won) = task.await.unwrap();
+        if let Some(generation) = won {
+            winners.push((holder, generation));
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let (holder, generation) = &winners[0];
+    assert_eq!(*generation, 1);
+    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
+    assert_eq!(row.lease_holder.as_deref(), Some(holder.as_str()));
+    assert_eq!(row.lease_until, Some(NOW + LEASE_MS));
+    assert_eq!(row.generation, 1);
+}
+
+pub async fn held_lease_cannot_be_claimed_until_it_expires(db: TestDb) {
+    let account = account(&db.store, "wx-expire").await;
+    let first = db
+        .store
+        .claim_token_lease(&account.id, "replica-a", NOW, NOW + LEASE_MS)
+        .await
+        .unwrap();
+    assert_eq!(first, Some(1));
+    // Still held (also at the exact expiry instant).
+    for at in [NOW + 1, NOW + LEASE_MS] {
+        assert_eq!(
+            db.store
+                .claim_token_lease(&account.id, "replica-b", at, at + LEASE_MS)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    let later = NOW + LEASE_MS + 1;
+    let second = db
+        .store
+        .claim_token_lease(&account.id, "replica-b", later, later + LEASE_MS)
+        .await
+        .unwrap();
+    assert_eq!(second, Some(2));
+    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
+    assert_eq!(row.lease_holder.as_deref(), Some("replica-b"));
+    assert_eq!(
+        db.store
+            .claim_token_lease("no-such-account", "replica-a", NOW, NOW + 1)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn stale_fence_cannot_write_back(db: TestDb) {
+    let account = account(&db.store, "wx-fence").await;
+    let slow = db
+        .store
+        .claim_token_lease(&account.id, "slow", NOW, NOW + LEASE_MS)
+        .await
+        .unwrap()
+        .unwrap();
+    // The slow holder's lease runs out and another replica takes over and finishes.
+    let later = NOW + LEASE_MS + 1;
+    let fast = db
+        .store
+        .claim_token_lease(&account.id, "fast", later, later + LEASE_MS)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(fast > slow);
+    db.store
+        .store_refreshed_token(&account.id, fast, &refreshed(b"new-token"), later)
+        .await
+        .unwrap();
+
+    let error = db
+        .store
+        .store_refreshed_token(&account.id, slow, &refreshed(b"old-token"), later + 5)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::StaleFence { generation, .. } if generation == slow),
+        "{error:?}"
+    );
+    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
+    assert_eq!(row.token.as_deref(), Some(&b"new-token"[..]));
+    assert_eq!(row.state, TokenState::Healthy);
+    assert_eq!(row.issued_at, Some(NOW));
+    assert_eq!(row.expires_at, Some(NOW + 7_200_000));
+    assert_eq!(row.next_refresh_at, NOW + 6_000_000);
+    assert_eq!((row.lease_holder.as_deref(), row.lease_until), (None, None));
+    assert!(!format!("{row:?}").contains("new-token"));
+    // Nor may the stale holder record a failure or release the new state.
+    assert!(matches!(
+        db.store
+            .record_refresh_failure(&account.id, slow, &failure(TokenState::Retrying), later)
+            .await,
+        Err(StoreError::StaleFence { .. })
+    ));
+    assert!(
+        !db.store
+            .release_token_lease(&account.id, slow)
+            .await
+            .unwrap()
+    );
+}
+
+fn failure(state: TokenState) -> RefreshFailure {
+    RefreshFailure {
+        state,
+        error_code: Some(40164),
+        error_message: "IP 203.0.113.9 is not in the whitelist".to_owned(),
+        error_ip: Some("203.0.113.9".to_owned()),
+        next_refresh_at: NOW + 60_000,
+    }
+}
+
+pub async fn failure_is_fenced_counted_and_releases_the_lease(db: TestDb) {
+    let account = account(&db.store, "wx-fail").await;
+    for expected in 1..=2 {
+        let at = NOW + expected * 100;
+        let generation = db
+            .store
+            .claim_token_lease(&account.id, "a", at, at + LEASE_MS)
+            .await
+            .unwrap()
+            .expect("the lease was released by the failure record");
+        let count = db
+            .store
+            .record_refresh_failure(
+                &account.id,
+                generation,
+                &failure(TokenState::NeedsAttention),
+                at,
+            )
+            .await
+            .unwrap();
+        assert_eq!(count, expected);
+    }
+    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
+    assert_eq!(row.state, TokenState::NeedsAttention);
+    assert_eq!(row.last_error_code, Some(40164));
+    assert_eq!(row.last_error_ip.as_deref(), Some("203.0.113.9"));
+    assert_eq!(row.next_refresh_at, NOW + 60_000);
+    assert_eq!(row.failure_count, 2);
+    assert_eq!(row.lease_until, None);
+
+    // Success clears the failure state.
+    let generation = db
+        .store
+        .claim_token_lease(&account.id, "a", NOW + 1_000, NOW + 1_000 + LEASE_MS)
+        .await
+        .unwrap()
+        .unwrap();
+    db.store
+        .store_refreshed_token(&account.id, generation, &refreshed(b"t"), NOW + 1_000)
+        .await
+        .unwrap();
+    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.failure_count,
+            row.last_error_code,
+            row.last_error_message
+        ),
+        (0, None, None)
+    );
+
+    // An operator's "retry now".
+    db.store
+        .reschedule_token_refresh(&account.id, TokenState::Pending, NOW + 2_000, NOW + 2_000)
+        .await
+        .unwrap();
+    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.next_refresh_at),
+        (TokenState::Pending, NOW + 2_000)
+    );
+}
+
+pub async fn released_lease_can_be_claimed_at_once(db: TestDb) {
+    let account = account(&db.store, "wx-release").await;
+    let generation = db
+        .store
+        .claim_token_lease(&account.id, "a", NOW, NOW + LEASE_MS)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        db.store
+            .release_token_lease(&account.id, generation)
+            .await
+            .unwrap()
+    );
+    let next = db
+        .store
+        .claim_token_lease(&account.id, "b", NOW + 1, NOW + 1 + LEASE_MS)
+        .await
+        .unwrap();
+    assert_eq!(next, Some(generation + 1));
+}
+
+pub async fn due_refreshes_skip_leased_future_and_disabled_accounts(db: TestDb) {
+    let owner = owner(&db.store).await;
+    let mut accounts = Vec::new();
+    for name in ["due-1", "due-2", "leased", "future", "disabled"] {
+        accounts.push(
+            db.store
+                .create_account(&new_account(&owner, &format!("wx-{name}")), NOW)
+                .await
+                .unwrap(),
+        );
+    }
+    let [due1, due2, leased, future, disabled] = &accounts[..] else {
+        unreachable!()
+    };
+    db.store
+        .reschedule_token_refresh(&due1.id, TokenState::Retrying, NOW - 10, NOW)
+        .await
+        .unwrap();
+    db.store
+        .claim_token_lease(&leased.id, "busy", NOW, NOW + LEASE_MS)
+        .await
+        .unwrap()
+        .unwrap();
+    db.store
+        .reschedule_token_refresh(&future.id, TokenState::Healthy, NOW + 1, NOW)
+        .await
+        .unwrap();
+    db.store
+        .set_account_state(&disabled.id, AccountState::Disabled, NOW)
+        .await
+        .unwrap();
+
+    let due = db.store.list_due_refreshes(NOW, 100).await.unwrap();
+    let ids: Vec<_> = due.iter().map(|d| d.account_id.as_str()).collect();
+    // Most overdue first.
+    assert_eq!(ids, vec![due1.id.as_str(), due2.id.as_str()]);
+    assert_eq!(db.store.list_due_refreshes(NOW, 1).await.unwrap().len(), 1);
+    // Claiming takes an account out of the next batch.
+    db.store
+        .claim_token_lease(&due1.id, "me", NOW, NOW + LEASE_MS)
+        .await
+        .unwrap()
+        .unwrap();
+    let due = db.store.list_due_refreshes(NOW, 100).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].account_id, due2.id);
+}
+
+pub async fn token_rows_load_page_by_page(db: TestDb) {
+    let owner = owner(&db.store).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            db.store
+                .create_account(&new_account(&owner, &format!("wx-load-{i}")), NOW)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    ids.sort();
+    let first = db.store.list_core_tokens_page(None, 2).await.unwrap();
+    let rest = db
+        .store
+        .list_core_tokens_page(Some(&first[1].account_id), 10)
+        .await
+        .unwrap();
+    let paged: Vec<_> = first
+        .iter()
+        .chain(&rest)
+        .map(|t| t.account_id.clone())
+        .collect();
+    assert_eq!(paged, ids);
+    let all: Vec<_> = db
+        .store
+        .load_all_core_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.account_id)
+        .collect();
+    assert_eq!(all, ids);
+}
+
+pub async fn upstream_call_count_restarts_each_day(db: TestDb) {
+    let account = account(&db.store, "wx-quota").await;
+    let day = 20_089;
+    assert_eq!(
+        db.store
+            .count_upstream_token_call(&account.id, day)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        db.store
+            .count_upstream_token_call(&account.id, day)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        db.store
+            .count_upstream_token_call(&account.id, day)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        db.store
+            .count_upstream_token_call(&account.id, day + 1)
+            .await
+            .unwrap(),
+        1
+    );
+    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
+    assert_eq!((row.upstream_calls_today, row.quota_day), (1, day + 1));
+    assert!(matches!(
+        db.store.count_upstream_token_call("missing", day).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+pub async fn early_refresh_moves_the_schedule_once_per_token(db: TestDb) {
+    let account = account(&db.store, "wx-early").await;
+    let generation = db
+        .store
+        .claim_token_lease(&account.id, "a", NOW, NOW + LEASE_MS)
+        .await
+        .unwrap()
+        .unwrap();
+    db.store
+        .store_refreshed_token(&account.id, generation, &refreshed(b"t1"), NOW)
+        .await
+        .unwrap();
+    let report = NOW + 10_000;
+    // A report about an older token changes nothing.
+    assert!(
+        !db.store
+            .request_early_refresh(&account.id, generation - 1, report)
+            .await
+            .unwrap()
+    );
+    assert!(
+        db.store
+            .request_early_refresh(&account.id, generation, report)
+            .await
+            .unwrap()
+    );
+    // Repeats of the same report do not move it again.
+    assert!(
+        !db.store
+            .request_early_refresh(&account.id, generation, report + 5)
+            .await
+            .unwrap()
+    );
+    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
+    assert_eq!(row.next_refresh_at, report);
+}

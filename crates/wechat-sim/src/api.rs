@@ -1,0 +1,205 @@
+//! The WeChat-facing router and the pipeline every API call goes through:
+//! method check → fault injection → the endpoint's rule → quota charge → counters and call
+//! log → response. Handlers are one line: they hand the request to [`Simulator::handle`].
+//!
+//! The state lock is taken for deciding and released before any sleep (latency and timeout
+//! faults are the only sleeps on this path).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use wechat::errcode::ErrCode;
+
+use crate::Simulator;
+use crate::calls::CallRecord;
+use crate::faults::FaultAction;
+use crate::html;
+use crate::wire::{ApiError, CallerIp, Endpoint, WireRequest, error_response};
+use crate::{oauth, quota, tokens, users};
+
+/// Routes for every endpoint the client calls, plus the authorize page.
+pub(crate) fn routes() -> Router<Simulator> {
+    let mut router = Router::new();
+    for ep in Endpoint::ALL {
+        router = router.route(
+            ep.path(),
+            any(
+                move |State(sim): State<Simulator>,
+                      CallerIp(caller): CallerIp,
+                      method: Method,
+                      uri: Uri,
+                      body: Bytes| async move {
+                    sim.handle(ep, WireRequest::new(method, uri.query(), body, caller))
+                        .await
+                },
+            ),
+        );
+    }
+    router
+}
+
+/// Which account a request names, before any rule runs (faults may target one account).
+fn appid_hint(st: &crate::state::State, req: &WireRequest) -> Option<String> {
+    if let Some(a) = req.param("appid") {
+        return Some(a.to_owned());
+    }
+    if let Some(t) = req.param("access_token") {
+        if let Some(o) = st.tokens.get(t) {
+            return Some(o.appid.clone());
+        }
+        if let Some(g) = st.user_tokens.get(t) {
+            return Some(g.appid.clone());
+        }
+    }
+    serde_json::from_slice::<serde_json::Value>(&req.body)
+        .ok()
+        .and_then(|v| v.get("appid").and_then(|a| a.as_str()).map(str::to_owned))
+}
+
+/// The appid a call is recorded under: a known account, else `""`. An appid taken from the
+/// request that names no account must not become a counter key, or arbitrary requests would
+/// grow the counters without bound; checked under the same lock as the record is written, so
+/// a deleted account's counters are not recreated by a call in flight.
+fn recorded_appid(st: &crate::state::State, appid: Option<String>) -> String {
+    appid
+        .filter(|a| st.accounts.contains_key(a))
+        .unwrap_or_default()
+}
+
+impl Simulator {
+    /// Runs one WeChat API call through the pipeline.
+    pub(crate) async fn handle(&self, ep: Endpoint, req: WireRequest) -> Response {
+        let cfg = &self.inner.config;
+        let (hint, fault) = {
+            let mut st = self.lock();
+            let hint = appid_hint(&st, &req);
+            let fault = st.faults.pick(ep.path(), hint.as_deref());
+            (hint, fault)
+        };
+        // `appid` must already be filtered through `recorded_appid`.
+        let record = |appid: String, errcode: i64, status: u16, fault: Option<&str>| CallRecord {
+            seq: 0,
+            at_ms: cfg.now_ms(),
+            appid,
+            endpoint: ep.path().to_owned(),
+            method: req.method.to_string(),
+            errcode,
+            http_status: status,
+            caller_ip: req.caller.to_string(),
+            fault: fault.map(str::to_owned),
+        };
+        let mut fault_name = None;
+        match fault {
+            None => {}
+            Some(FaultAction::Latency { ms }) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                fault_name = Some("latency");
+            }
+            Some(action @ (FaultAction::Timeout { .. } | FaultAction::Drop)) => {
+                if let FaultAction::Timeout { ms } = action {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                let mut st = self.lock();
+                let rec = record(recorded_appid(&st, hint), 0, 0, Some(action.name()));
+                st.calls.record(rec);
+                drop(st);
+                return crate::wire::dropped_connection();
+            }
+            Some(FaultAction::Errcode { code, errmsg }) => {
+                let mut st = self.lock();
+                let rec = record(recorded_appid(&st, hint), code, 200, Some("errcode"));
+                st.calls.record(rec);
+                drop(st);
+                let err = ApiError {
+                    code: ErrCode(code),
+                    msg: errmsg,
+                };
+                return if ep == Endpoint::Authorize {
+                    html::error_page(code, &err.message())
+                } else {
+                    error_response(&err)
+                };
+            }
+            Some(FaultAction::HttpStatus { status }) => {
+                let mut st = self.lock();
+                let rec = record(recorded_appid(&st, hint), 0, status, Some("http_status"));
+                st.calls.record(rec);
+                drop(st);
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                return (status, format!("<html><body>{status}</body></html>")).into_response();
+            }
+        }
+
+        let now = cfg.now_ms();
+        let mut st = self.lock();
+        let mut appid = None;
+        let result = if ep.post_only() && req.method != Method::POST {
+            Err(ApiError::new(ErrCode(43002)))
+        } else {
+            let st = &mut *st;
+            match ep {
+                Endpoint::Token => tokens::core_token(st, cfg, now, &mut appid, &req),
+                Endpoint::StableToken => tokens::stable_token(st, cfg, now, &mut appid, &req),
+                Endpoint::QuotaGet => quota::quota_get(st, cfg, now, &mut appid, &req),
+                Endpoint::ClearQuota => quota::clear_quota(st, cfg, now, &mut appid, &req),
+                Endpoint::ClearQuotaV2 => quota::clear_quota_v2(st, cfg, now, &mut appid, &req),
+                Endpoint::CallbackIp => {
+                    tokens::ip_list(st, cfg, now, &mut appid, &req, ep.path(), &cfg.callback_ips)
+                }
+                Endpoint::ApiDomainIp => tokens::ip_list(
+                    st,
+                    cfg,
+                    now,
+                    &mut appid,
+                    &req,
+                    ep.path(),
+                    &cfg.api_domain_ips,
+                ),
+                Endpoint::UserInfo => users::user_info(st, cfg, now, &mut appid, &req),
+                Endpoint::UserInfoBatch => users::user_info_batch(st, cfg, now, &mut appid, &req),
+                Endpoint::UserGet => users::user_get(st, cfg, now, &mut appid, &req),
+                Endpoint::Authorize => oauth::authorize(st, cfg, now, &mut appid, &req),
+                Endpoint::SnsAccessToken => oauth::exchange_code(st, cfg, now, &mut appid, &req),
+                Endpoint::SnsRefreshToken => oauth::refresh(st, cfg, now, &mut appid, &req),
+                Endpoint::SnsAuth => oauth::sns_auth(st, cfg, now, &mut appid, &req),
+                Endpoint::SnsUserinfo => oauth::sns_userinfo(st, cfg, now, &mut appid, &req),
+            }
+        };
+        let errcode = match &result {
+            Ok(reply) => reply.errcode(),
+            Err(e) => e.code.0,
+        };
+        // §1, §12 item 1: by default only successful calls consume quota.
+        if let Some(a) = &appid
+            && (errcode == 0 || cfg.count_failed_calls)
+            && let Some(acct) = st.accounts.get_mut(a)
+        {
+            quota::charge(acct, ep.path(), cfg, now);
+        }
+        let response = match result {
+            Ok(reply) => reply.into_response(),
+            Err(e) => error_response(&e),
+        };
+        let rec = record(
+            recorded_appid(&st, appid.or(hint)),
+            errcode,
+            response.status().as_u16(),
+            fault_name,
+        );
+        st.calls.record(rec);
+        drop(st);
+        response
+    }
+}
+
+/// Unknown paths: HTTP 404 with a WeChat-style body.
+pub(crate) async fn not_found() -> Response {
+    let mut r = error_response(&ApiError::with_msg(ErrCode(-1), "no such api (simulator)"));
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r
+}

@@ -1,0 +1,223 @@
+//! `wxhub sim` and `wxhub demo`: everything on one machine, for a look around.
+//!
+//! The sample data is the same in both: three service accounts (one unverified, to show what
+//! WeChat refuses) and three WeChat users, one of whom follows the first account. Nothing here
+//! reaches the real WeChat; the hub's WeChat API base points at the simulator.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use accounts::AccountInput;
+use anyhow::Context;
+use store::accounts::{AccountKind, TokenMode};
+use store::people::{NewUser, Role};
+use vault::SecretString;
+use wechat::{Scope, SystemClock};
+use wechat_sim::{AccountSpec, FollowOptions, PushMode, SimConfig, Simulator, UserSpec};
+
+use crate::config::Config;
+use crate::server::{self, AppState};
+
+/// A sample account as both the simulator and the hub know it.
+struct Sample {
+    appid: &'static str,
+    secret: &'static str,
+    name: &'static str,
+    verified: bool,
+    push_token: &'static str,
+    aes_key: &'static str,
+    mode: PushMode,
+}
+
+// Demo credentials, valid only inside the simulator.
+const SAMPLES: &[Sample] = &[
+    Sample {
+        appid: "wx5a1e0d3c0ffee001",
+        secret: "0d1e2a3d4b5e6e7f8a9b0c1d2e3f4a5b",
+        name: "Demo Coffee 示例咖啡",
+        verified: true,
+        push_token: "democoffee",
+        aes_key: "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        mode: PushMode::Safe,
+    },
+    Sample {
+        appid: "wx5a1e0d3cb00c5002",
+        secret: "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d",
+        name: "Demo Books 示例书店",
+        verified: true,
+        push_token: "demobooks",
+        aes_key: "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut",
+        mode: PushMode::Plain,
+    },
+    Sample {
+        appid: "wx5a1e0d3c0de00003",
+        secret: "9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+        name: "Unverified Demo 未认证示例",
+        verified: false,
+        push_token: "demounverified",
+        aes_key: "0123456789abcdefghijABCDEFGHIJklmnopqrstUVW",
+        mode: PushMode::Plain,
+    },
+];
+
+const USERS: &[(&str, &str)] = &[
+    ("alice", "Alice 爱丽丝"),
+    ("bob", "Bob 鲍勃"),
+    ("carol", "Carol 卡罗尔"),
+];
+
+const DEMO_OWNER: &str = "demo@wxhub.localhost";
+
+/// Fills a simulator with the sample accounts and users; alice follows the first account.
+pub async fn seed_simulator(sim: &Simulator) -> anyhow::Result<()> {
+    for sample in SAMPLES {
+        let mut spec = AccountSpec::new(sample.appid, sample.secret);
+        spec.verified = sample.verified;
+        spec.push_token = sample.push_token.to_owned();
+        spec.encoding_aes_key = Some(sample.aes_key.to_owned());
+        spec.push_mode = sample.mode;
+        // Redirects for hand click-throughs land on the simulator's own page, on loopback.
+        spec.oauth_domain = Some("127.0.0.1".to_owned());
+        sim.create_account(spec)
+            .with_context(|| format!("creating sample account {}", sample.appid))?;
+    }
+    for (id, nickname) in USERS {
+        sim.create_user(UserSpec::new(*id, *nickname))?;
+    }
+    sim.follow(SAMPLES[0].appid, "alice", FollowOptions::default())
+        .await
+        .context("making alice follow the first sample account")?;
+    Ok(())
+}
+
+/// The authorize URL a person can open to click through the simulator's consent page.
+fn sample_authorize_url(sim_base: &url::Url) -> anyhow::Result<String> {
+    let client = wechat::Client::new(wechat::ClientConfig::for_base(sim_base.clone()))?;
+    let landing = sim_base.join("__sim/callback")?;
+    Ok(client.authorize_url(
+        SAMPLES[0].appid,
+        landing.as_str(),
+        Scope::SnsapiUserinfo,
+        "demo",
+        false,
+    )?)
+}
+
+/// `wxhub sim`: the simulator alone, until SIGINT/SIGTERM.
+pub async fn run_sim(listen: SocketAddr, sample: bool) -> anyhow::Result<()> {
+    let sim = Simulator::new(SimConfig::default());
+    if sample {
+        seed_simulator(&sim).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let base = url::Url::parse(&format!("http://{}/", listener.local_addr()?))?;
+    println!("WeChat simulator at {base}");
+    println!("  control API: {base}__sim/accounts (see crates/wechat-sim/README.md)");
+    if sample {
+        println!(
+            "  click through an authorization: {}",
+            sample_authorize_url(&base)?
+        );
+    }
+    wechat_sim::serve_with_shutdown(listener, sim, server::shutdown_signal())
+        .await
+        .context("simulator failed")
+}
+
+/// Registers the sample accounts in the hub (once; a second start finds them).
+async fn seed_hub(state: &AppState) -> anyhow::Result<()> {
+    let now = state.clock.now_ms();
+    let owner = match state.store.find_user_by_email(DEMO_OWNER).await? {
+        Some(user) => user,
+        None => {
+            state
+                .store
+                .create_user(
+                    &NewUser {
+                        id: store::new_id(),
+                        email: DEMO_OWNER.to_owned(),
+                        // Not a PHC string, so no password verifies against it: the demo
+                        // owner cannot sign in until a password is set.
+                        password_hash: "!".to_owned(),
+                        role: Role::Owner,
+                    },
+                    now,
+                )
+                .await?
+        }
+    };
+    let vault = state.vault.current();
+    for sample in SAMPLES {
+        if state
+            .store
+            .find_account_by_appid(sample.appid)
+            .await?
+            .is_some()
+        {
+            continue;
+        }
+        let input = AccountInput {
+            owner_user_id: owner.id.clone(),
+            appid: sample.appid.to_owned(),
+            name: sample.name.to_owned(),
+            kind: AccountKind::Service,
+            verified: sample.verified,
+            token_mode: TokenMode::Token,
+            appsecret: SecretString::new(sample.secret.to_owned()),
+            push_token: Some(SecretString::new(sample.push_token.to_owned())),
+            encoding_aes_key: Some(SecretString::new(sample.aes_key.to_owned())),
+        };
+        accounts::register_account(&state.store, &vault, &input, now).await?;
+    }
+    Ok(())
+}
+
+/// `wxhub demo`: the simulator with sample data and the hub pointed at it, until
+/// SIGINT/SIGTERM.
+pub async fn run_demo(mut config: Config, sim_listen: SocketAddr) -> anyhow::Result<()> {
+    let sim = Simulator::new(SimConfig::default());
+    seed_simulator(&sim).await?;
+    let sim_listener = tokio::net::TcpListener::bind(sim_listen)
+        .await
+        .with_context(|| format!("cannot listen on {sim_listen} for the simulator"))?;
+    let sim_base = url::Url::parse(&format!("http://{}/", sim_listener.local_addr()?))?;
+    config.wechat_api_url = sim_base.clone();
+
+    let listen = config.listen;
+    let state = AppState::open(config, Arc::new(SystemClock)).await?;
+    seed_hub(&state).await?;
+    let hub_listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let hub_base = state.config.public_url.clone();
+
+    println!(
+        "wxhub demo (SQLite at {}, development keyring)",
+        state.store.redacted_url()
+    );
+    println!("  hub:       {hub_base} (health: {hub_base}healthz)");
+    println!("  simulator: {sim_base} (control API: {sim_base}__sim/accounts)");
+    println!(
+        "  sample accounts: {}",
+        SAMPLES
+            .iter()
+            .map(|s| s.appid)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  click through a WeChat authorization: {}",
+        sample_authorize_url(&sim_base)?
+    );
+
+    let sim_task = tokio::spawn(wechat_sim::serve_with_shutdown(
+        sim_listener,
+        sim,
+        server::shutdown_signal(),
+    ));
+    let served = server::serve_on(hub_listener, state, server::shutdown_signal()).await;
+    sim_task.abort();
+    served
+}

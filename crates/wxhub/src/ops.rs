@@ -1,0 +1,189 @@
+//! The operator commands: `wxhub migrate` and `wxhub vault …`. Each returns the report to
+//! print, so tests run them in-process exactly as the CLI does.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use store::Store;
+use vault::{KEYRING_ENV_VAR, KeyId, Keyring, Vault};
+use wechat::{Clock, SystemClock};
+
+use accounts::rotation;
+
+use crate::config::{Config, KeyringSource};
+
+/// `wxhub migrate`: applies pending migrations (or, with `check`, only reports them).
+pub async fn migrate(config: &Config, check: bool) -> anyhow::Result<String> {
+    let store = Store::connect_unmigrated(&config.database_url).await?;
+    let status = store.schema_status().await?;
+    let pending = status.pending();
+    let report = if check {
+        if pending.is_empty() {
+            format!("schema is up to date (version {})", latest(&status.applied))
+        } else {
+            format!("pending migrations: {pending:?}")
+        }
+    } else {
+        let applied = store.migrate().await?;
+        if applied.is_empty() {
+            format!("schema is up to date (version {})", latest(&status.applied))
+        } else {
+            format!("applied migrations {applied:?}")
+        }
+    };
+    store.close().await;
+    Ok(report)
+}
+
+fn latest(versions: &[i64]) -> i64 {
+    versions.iter().copied().max().unwrap_or(0)
+}
+
+/// The keyring file the vault commands edit; a keyring held in the environment cannot be
+/// edited in place.
+fn keyring_file(config: &Config) -> anyhow::Result<PathBuf> {
+    match &config.keyring {
+        KeyringSource::File { path, .. } => Ok(path.clone()),
+        KeyringSource::Env => bail!(
+            "the keyring comes from {KEYRING_ENV_VAR}, which this command cannot edit: unset it, \
+             write its decoded value to a file (mode 0600) and pass --keyring-file; afterwards \
+             put the new file's base64 (`base64 -w0 FILE`) back into {KEYRING_ENV_VAR}"
+        ),
+    }
+}
+
+/// A fresh key id: `k` and the Unix time, unique for keys created a second apart.
+fn new_key_id(requested: Option<String>) -> anyhow::Result<KeyId> {
+    let id = requested.unwrap_or_else(|| format!("k{}", SystemClock.now_secs()));
+    Ok(KeyId::new(id)?)
+}
+
+/// `wxhub vault init`: creates a keyring file with one fresh key; never replaces one.
+pub fn vault_init(config: &Config, key_id: Option<String>) -> anyhow::Result<String> {
+    let path = keyring_file(config)?;
+    let keyring = Keyring::generate(new_key_id(key_id)?);
+    keyring.create_new(&path)?;
+    Ok(format!(
+        "created keyring {} with master key `{}` (mode 0600).\n\
+         Back it up apart from the database: without it the stored secrets cannot be read.",
+        path.display(),
+        keyring.active_id()
+    ))
+}
+
+async fn open_store_and_keyring(config: &Config) -> anyhow::Result<(Store, Keyring)> {
+    let keyring = crate::unseal::load_keyring(config)?;
+    let store = Store::connect(&config.database_url).await?;
+    Ok((store, keyring))
+}
+
+/// `wxhub vault status`: the keyring's keys and how many accounts each one protects.
+pub async fn vault_status(config: &Config) -> anyhow::Result<String> {
+    let (store, keyring) = open_store_and_keyring(config).await?;
+    let status = rotation::status(&store, &keyring).await?;
+    store.close().await;
+    let mut out = String::new();
+    writeln!(out, "{:<34} {:>8}  state", "master key", "accounts")?;
+    for (id, count) in &status.keys {
+        let state = if *id == status.active { "active" } else { "" };
+        writeln!(out, "{id:<34} {count:>8}  {state}")?;
+    }
+    for (id, count) in &status.missing {
+        writeln!(out, "{id:<34} {count:>8}  MISSING from the keyring")?;
+    }
+    match status.pending_rewrap() {
+        0 => writeln!(out, "every data key is wrapped under the active key")?,
+        n => writeln!(
+            out,
+            "{n} data key(s) are not yet under the active key: run `wxhub vault rewrap`"
+        )?,
+    }
+    if !status.missing.is_empty() {
+        return Err(rotation::RotationError::MissingKeys {
+            missing: status.missing,
+        })
+        .context(out);
+    }
+    Ok(out)
+}
+
+/// `wxhub vault rotate`: adds a fresh master key, makes it active, and (unless `no_rewrap`)
+/// re-wraps every account's data key under it. Safe while servers run: they reload the
+/// keyring file when it changes.
+pub async fn vault_rotate(
+    config: &Config,
+    key_id: Option<String>,
+    no_rewrap: bool,
+    batch: u32,
+) -> anyhow::Result<String> {
+    let path = keyring_file(config)?;
+    let (store, keyring) = open_store_and_keyring(config).await?;
+    // Refuse before writing anything if the keyring does not belong to this database.
+    rotation::check_keyring_matches(&store, &keyring).await?;
+    let rotated = keyring.add_key(new_key_id(key_id)?)?;
+    rotated.save(&path)?;
+    let mut out = format!(
+        "added master key `{}` to {} and made it active\n",
+        rotated.active_id(),
+        path.display()
+    );
+    if no_rewrap {
+        out.push_str("data keys were not re-wrapped: run `wxhub vault rewrap` when every replica has the new keyring\n");
+    } else {
+        let report =
+            rotation::rewrap_all(&store, &Vault::new(rotated), &SystemClock, batch).await?;
+        out.push_str(&describe_rewrap(&report));
+    }
+    store.close().await;
+    Ok(out)
+}
+
+/// `wxhub vault rewrap`: re-wraps every data key not yet under the active key. Resumable.
+pub async fn vault_rewrap(config: &Config, batch: u32) -> anyhow::Result<String> {
+    let (store, keyring) = open_store_and_keyring(config).await?;
+    let report = rotation::rewrap_all(&store, &Vault::new(keyring), &SystemClock, batch).await?;
+    store.close().await;
+    Ok(describe_rewrap(&report))
+}
+
+fn describe_rewrap(report: &rotation::RewrapReport) -> String {
+    let mut out = format!("re-wrapped {} data key(s)", report.rewrapped);
+    if report.raced > 0 {
+        let _ = write!(
+            out,
+            "; {} changed underneath and were retried",
+            report.raced
+        );
+    }
+    if report.remaining > 0 {
+        let _ = write!(
+            out,
+            "\n{} data key(s) are still under an older key: some server is creating accounts \
+             with an old keyring; give every replica the new keyring and run `wxhub vault rewrap` again",
+            report.remaining
+        );
+    }
+    out.push('\n');
+    out
+}
+
+/// `wxhub vault drop-key`: removes a master key that no data key uses any more.
+pub async fn vault_drop_key(config: &Config, key_id: &str) -> anyhow::Result<String> {
+    let path = keyring_file(config)?;
+    let (store, keyring) = open_store_and_keyring(config).await?;
+    let status = rotation::status(&store, &keyring).await?;
+    store.close().await;
+    let in_use: Vec<KeyId> = status
+        .keys
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(id, _)| KeyId::new(id.clone()))
+        .collect::<Result<_, _>>()?;
+    let smaller = keyring.remove_key(&KeyId::new(key_id)?, &in_use)?;
+    smaller.save(&path)?;
+    Ok(format!(
+        "removed master key `{key_id}` from {}; destroy any backup copies of it too\n",
+        path.display()
+    ))
+}
