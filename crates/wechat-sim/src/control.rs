@@ -2,6 +2,9 @@
 //! demo. Every handler parses its input and calls one [`Simulator`] method — the Rust API is
 //! the source of truth; this is its HTTP face. Routes are documented in the crate README.
 //!
+//! There is no authentication: whoever reaches these routes can read secrets and move the
+//! clock, so the simulator must only listen on loopback (see [`crate::serve`]).
+//!
 //! Errors are [`SimError`] (`{"error","kind"}` with a 4xx status). Bodies are parsed by hand
 //! so malformed JSON gets that same shape instead of axum's plain-text rejection.
 
