@@ -82,6 +82,9 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/deliveries/{id}", get(delivery))
         .route("/reset", post(reset))
         .route("/callback", get(callback))
+        .route("/phone", get(crate::phone::page))
+        .route("/phone/follow", post(crate::phone::follow))
+        .route("/phone/unfollow", post(crate::phone::unfollow))
         .fallback(|| async { SimError::not_found("control route") })
 }
 

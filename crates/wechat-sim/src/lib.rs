@@ -35,6 +35,7 @@ mod faults;
 mod html;
 mod model;
 mod oauth;
+mod phone;
 mod push;
 mod quota;
 mod sim;

@@ -520,3 +520,43 @@ async fn token_views_do_not_print_the_token_in_debug() {
     assert!(!shown.contains(t.expose()), "{shown}");
     assert!(shown.contains("<redacted>"));
 }
+
+#[tokio::test]
+async fn phone_page_follows_and_unfollows_with_a_click() {
+    let env = Env::new().await;
+    env.account("wxphone");
+    env.user("ann");
+    let page = env.get("/__sim/phone").await.text().await.unwrap();
+    assert!(page.contains("nick-ann"), "{page}");
+    assert!(page.contains("未关注 not following"), "{page}");
+
+    let resp = env
+        .http
+        .post(env.url("/__sim/phone/follow"))
+        .form(&[("appid", "wxphone"), ("user", "ann")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let back = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(back.starts_with("phone?done="), "{back}");
+    let followers = env.sim().followers("wxphone").unwrap();
+    assert_eq!(followers.len(), 1);
+    assert_eq!(followers[0].user, "ann");
+    let page = env
+        .get(&format!("/__sim/{back}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("已关注 following"), "{page}");
+    assert!(page.contains("no push URL"), "{page}");
+
+    env.http
+        .post(env.url("/__sim/phone/unfollow"))
+        .form(&[("appid", "wxphone"), ("user", "ann")])
+        .send()
+        .await
+        .unwrap();
+    assert!(env.sim().followers("wxphone").unwrap().is_empty());
+}
