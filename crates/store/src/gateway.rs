@@ -5,12 +5,25 @@
 //! Everything a login step needs lives here, so any replica can continue any step. Wait ids
 //! are hashes of the bearer token in the follow page's URL; the token itself is never stored.
 
-use crate::db::{BeginWrite, Sql, StoreRow, new_id};
-use crate::end_users::{RECORD_SUBSCRIPTION, Subscription};
+use crate::db::{BeginWrite, DbEnum, Sql, StoreRow, new_id};
+use crate::end_users::{EndUserLogin, RECORD_LOGIN, RECORD_SUBSCRIPTION, Subscription, bind_login};
 use crate::error::on_constraint;
 use crate::oidc::{AuthCode, PendingAuthorization, pending_from_row};
 use crate::pushes::ReceivedPush;
 use crate::{Store, StoreError};
+
+db_enum! {
+    /// The message encryption mode configured for the account in WeChat's console (§6.5).
+    pub enum PushMode {
+        /// 明文: the body is readable and not authenticated (the URL signature does not cover
+        /// it).
+        Plain = "plain",
+        /// 兼容: readable fields and an `Encrypt` copy covered by `msg_signature`.
+        Compatible = "compatible",
+        /// 安全: only `ToUserName` and `Encrypt`.
+        Safe = "safe",
+    }
+}
 
 /// An account's gateway settings.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -19,6 +32,50 @@ pub struct GatewaySettings {
     pub original_id: Option<String>,
     /// The owner's own server, which receives a re-signed copy of every push.
     pub push_relay_url: Option<String>,
+    /// The push mode configured in WeChat's console; `None`: safe when the account has an
+    /// EncodingAESKey, plain otherwise.
+    pub push_mode: Option<PushMode>,
+    /// An https URL of the account's QR code image (as downloaded from WeChat's console),
+    /// shown on the follow page.
+    pub follow_qr_url: Option<String>,
+    /// An optional https link to the account's profile, shown on the follow page.
+    pub follow_link: Option<String>,
+}
+
+/// What recording a `(timestamp, nonce)` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceUse {
+    /// First time this pair is seen for the account.
+    First,
+    /// Seen before, for the same message (WeChat retrying with the same query).
+    SameMessage,
+    /// Seen before, for another message: a replay of a captured signature.
+    OtherMessage,
+}
+
+/// A verified push, ready to be recorded with its nonce and effect.
+#[derive(Debug, Clone)]
+pub struct IncomingPush<'a> {
+    pub push: &'a ReceivedPush,
+    /// The effect on the end user, for subscribe/unsubscribe.
+    pub subscription: Option<&'a Subscription>,
+    /// The push's `timestamp` (Unix seconds) and `nonce`.
+    pub push_time: i64,
+    pub nonce: &'a str,
+    /// Whether the message itself was authenticated (`msg_signature` over the encrypted
+    /// message), as opposed to a plain-mode body that nothing signs.
+    pub authenticated: bool,
+}
+
+/// What recording a push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushRecording {
+    /// First delivery: recorded and applied.
+    Processed,
+    /// A retry (same dedup key, or same nonce and message): acknowledged, not reapplied.
+    Retry,
+    /// The `(timestamp, nonce)` was used for another message: nothing was stored.
+    NonceReused,
 }
 
 /// A follow-required login waiting for the user to follow the account.
@@ -34,6 +91,9 @@ pub struct FollowWait {
     pub expires_at: i64,
     /// When a subscribe push for this openid arrived.
     pub followed_at: Option<i64>,
+    /// Whether that push's message was authenticated (safe/compatible mode). A follow learned
+    /// from a plain-mode push is re-checked with user/info.
+    pub follow_verified: bool,
     /// When the login finished (a code was issued).
     pub finished_at: Option<i64>,
 }
@@ -47,12 +107,13 @@ fn follow_wait_from_row(row: &impl StoreRow) -> Result<FollowWait, sqlx::Error> 
         created_at: row.int("created_at")?,
         expires_at: row.int("expires_at")?,
         followed_at: row.opt_int("followed_at")?,
+        follow_verified: row.flag("follow_verified")?,
         finished_at: row.opt_int("finished_at")?,
     })
 }
 
 impl Store {
-    /// Sets an account's gateway settings (both fields, `None` clears).
+    /// Sets an account's gateway settings (every field; `None` clears).
     pub async fn set_gateway_settings(
         &self,
         account_id: &str,
@@ -61,19 +122,28 @@ impl Store {
     ) -> Result<(), StoreError> {
         const SQL: Sql = Sql {
             sqlite: "INSERT INTO gateway_account_settings (account_id, original_id, \
-                     push_relay_url, updated_at) VALUES (?, ?, ?, ?) \
+                     push_relay_url, push_mode, follow_qr_url, follow_link, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?) \
                      ON CONFLICT (account_id) DO UPDATE SET original_id = excluded.original_id, \
-                     push_relay_url = excluded.push_relay_url, updated_at = excluded.updated_at",
+                     push_relay_url = excluded.push_relay_url, push_mode = excluded.push_mode, \
+                     follow_qr_url = excluded.follow_qr_url, follow_link = excluded.follow_link, \
+                     updated_at = excluded.updated_at",
             postgres: "INSERT INTO gateway_account_settings (account_id, original_id, \
-                       push_relay_url, updated_at) VALUES ($1, $2, $3, $4) \
+                       push_relay_url, push_mode, follow_qr_url, follow_link, updated_at) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7) \
                        ON CONFLICT (account_id) DO UPDATE SET original_id = excluded.original_id, \
-                       push_relay_url = excluded.push_relay_url, updated_at = excluded.updated_at",
+                       push_relay_url = excluded.push_relay_url, push_mode = excluded.push_mode, \
+                       follow_qr_url = excluded.follow_qr_url, follow_link = excluded.follow_link, \
+                       updated_at = excluded.updated_at",
         };
         on_backend!(self, |pool, d| {
             sqlx::query(SQL.get(d))
                 .bind(account_id)
                 .bind(settings.original_id.as_deref())
                 .bind(settings.push_relay_url.as_deref())
+                .bind(settings.push_mode.map(PushMode::as_db))
+                .bind(settings.follow_qr_url.as_deref())
+                .bind(settings.follow_link.as_deref())
                 .bind(now)
                 .execute(pool)
                 .await
@@ -85,10 +155,10 @@ impl Store {
     /// An account's gateway settings (all `None` when never set).
     pub async fn gateway_settings(&self, account_id: &str) -> Result<GatewaySettings, StoreError> {
         const SQL: Sql = Sql {
-            sqlite: "SELECT original_id, push_relay_url FROM gateway_account_settings \
-                     WHERE account_id = ?",
-            postgres: "SELECT original_id, push_relay_url FROM gateway_account_settings \
-                       WHERE account_id = $1",
+            sqlite: "SELECT original_id, push_relay_url, push_mode, follow_qr_url, follow_link \
+                     FROM gateway_account_settings WHERE account_id = ?",
+            postgres: "SELECT original_id, push_relay_url, push_mode, follow_qr_url, follow_link \
+                       FROM gateway_account_settings WHERE account_id = $1",
         };
         on_backend!(self, |pool, d| {
             let row = sqlx::query(SQL.get(d))
@@ -99,38 +169,58 @@ impl Store {
                 Some(r) => GatewaySettings {
                     original_id: r.opt_text("original_id")?,
                     push_relay_url: r.opt_text("push_relay_url")?,
+                    push_mode: match r.opt_text("push_mode")? {
+                        Some(_) => Some(r.enumerated("push_mode")?),
+                        None => None,
+                    },
+                    follow_qr_url: r.opt_text("follow_qr_url")?,
+                    follow_link: r.opt_text("follow_link")?,
                 },
                 None => GatewaySettings::default(),
             })
         })
     }
 
-    /// Remembers a push's `(timestamp, nonce)` for the account. `true` the first time; `false`
-    /// when the pair was seen before (a replay).
+    /// Records a `(timestamp, nonce)` for the account, used for the message with `dedup_key`
+    /// (URL verifications and relayed copies use their own keys). See [`NonceUse`].
     pub async fn remember_push_nonce(
         &self,
         account_id: &str,
         push_time: i64,
         nonce: &str,
+        dedup_key: &str,
         now: i64,
-    ) -> Result<bool, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "INSERT INTO push_nonces (account_id, push_time, nonce, seen_at) \
-                     VALUES (?, ?, ?, ?) ON CONFLICT (account_id, push_time, nonce) DO NOTHING",
-            postgres: "INSERT INTO push_nonces (account_id, push_time, nonce, seen_at) \
-                       VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, push_time, nonce) DO NOTHING",
-        };
+    ) -> Result<NonceUse, StoreError> {
         on_backend!(self, |pool, d| {
-            Ok(sqlx::query(SQL.get(d))
+            let mut tx = pool.begin_write().await?;
+            let used = sqlx::query(INSERT_NONCE.get(d))
                 .bind(account_id)
                 .bind(push_time)
                 .bind(nonce)
                 .bind(now)
-                .execute(pool)
+                .bind(dedup_key)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| on_constraint(e, "push nonce", "account"))?
-                .rows_affected()
-                == 1)
+                .rows_affected();
+            let outcome = if used == 1 {
+                NonceUse::First
+            } else {
+                let stored = sqlx::query(NONCE_KEY.get(d))
+                    .bind(account_id)
+                    .bind(push_time)
+                    .bind(nonce)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match stored {
+                    Some(r) if r.opt_text("dedup_key")?.as_deref() == Some(dedup_key) => {
+                        NonceUse::SameMessage
+                    }
+                    _ => NonceUse::OtherMessage,
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
         })
     }
 
@@ -149,16 +239,17 @@ impl Store {
         })
     }
 
-    /// Records a push and, the first time only, its effect on the end user — in one
-    /// transaction, so a crash cannot leave a push marked as handled without its effect.
-    /// A subscribe also marks the user's open follow waits as followed. Returns `true` the
-    /// first time, `false` for a retry.
+    /// Records a push with its `(timestamp, nonce)` and, the first time only, its effect on
+    /// the end user — in one transaction, so a crash cannot leave a push marked as handled
+    /// without its effect, nor a nonce spent for a push that was not recorded (WeChat's retry
+    /// with the same query is then processed). A subscribe that is applied also marks the
+    /// user's open follow waits as followed (verified when the message was authenticated).
+    /// See [`PushRecording`].
     pub async fn record_push_with_subscription(
         &self,
-        push: &ReceivedPush,
-        subscription: Option<&Subscription>,
+        incoming: &IncomingPush<'_>,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<PushRecording, StoreError> {
         const INSERT: Sql = Sql {
             sqlite: "INSERT INTO received_pushes (account_id, dedup_key, msg_type, event, openid, \
                      received_at, summary) VALUES (?, ?, ?, ?, ?, ?, ?) \
@@ -168,15 +259,45 @@ impl Store {
                        ON CONFLICT (account_id, dedup_key) DO NOTHING",
         };
         const FOLLOWED: Sql = Sql {
-            sqlite: "UPDATE oidc_follow_waits SET followed_at = ?1 \
+            sqlite: "UPDATE oidc_follow_waits SET followed_at = ?1, follow_verified = ?4 \
                      WHERE account_id = ?2 AND openid = ?3 AND followed_at IS NULL \
                      AND finished_at IS NULL AND expires_at > ?1",
-            postgres: "UPDATE oidc_follow_waits SET followed_at = $1 \
+            postgres: "UPDATE oidc_follow_waits SET followed_at = $1, follow_verified = $4 \
                        WHERE account_id = $2 AND openid = $3 AND followed_at IS NULL \
                        AND finished_at IS NULL AND expires_at > $1",
         };
+        let push = incoming.push;
         on_backend!(self, |pool, d| {
             let mut tx = pool.begin_write().await?;
+            let nonce_new = sqlx::query(INSERT_NONCE.get(d))
+                .bind(&push.account_id)
+                .bind(incoming.push_time)
+                .bind(incoming.nonce)
+                .bind(now)
+                .bind(&push.dedup_key)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| on_constraint(e, "push nonce", "account"))?
+                .rows_affected()
+                == 1;
+            if !nonce_new {
+                let stored = sqlx::query(NONCE_KEY.get(d))
+                    .bind(&push.account_id)
+                    .bind(incoming.push_time)
+                    .bind(incoming.nonce)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let same = match stored {
+                    Some(r) => r.opt_text("dedup_key")?.as_deref() == Some(&push.dedup_key),
+                    None => false,
+                };
+                tx.rollback().await?;
+                return Ok(if same {
+                    PushRecording::Retry
+                } else {
+                    PushRecording::NonceReused
+                });
+            }
             let first = sqlx::query(INSERT.get(d))
                 .bind(&push.account_id)
                 .bind(&push.dedup_key)
@@ -190,8 +311,8 @@ impl Store {
                 .map_err(|e| on_constraint(e, "push", "account"))?
                 .rows_affected()
                 == 1;
-            if first && let Some(sub) = subscription {
-                sqlx::query(RECORD_SUBSCRIPTION.get(d))
+            if first && let Some(sub) = incoming.subscription {
+                let applied = sqlx::query(RECORD_SUBSCRIPTION.get(d))
                     .bind(new_id())
                     .bind(&push.account_id)
                     .bind(&sub.openid)
@@ -200,25 +321,55 @@ impl Store {
                     .bind(sub.subscribe_scene.as_deref())
                     .bind(sub.qr_scene.as_deref())
                     .bind(now)
+                    .bind(sub.event_time)
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| on_constraint(e, "end user", "account"))?;
-                if sub.subscribed {
+                    .map_err(|e| on_constraint(e, "end user", "account"))?
+                    .rows_affected()
+                    == 1;
+                if applied && sub.subscribed {
                     sqlx::query(FOLLOWED.get(d))
                         .bind(now)
                         .bind(&push.account_id)
                         .bind(&sub.openid)
+                        .bind(incoming.authenticated)
                         .execute(&mut *tx)
                         .await?;
                 }
             }
             tx.commit().await?;
-            Ok(first)
+            Ok(if first {
+                PushRecording::Processed
+            } else {
+                PushRecording::Retry
+            })
         })
     }
 
-    /// Stores a follow wait. `followed_at` and `finished_at` are ignored (a new wait has
-    /// neither).
+    /// Deletes follow waits that expired or finished before `cutoff`, and waits whose pending
+    /// authorization is gone; returns how many.
+    pub async fn delete_stale_follow_waits(&self, cutoff: i64) -> Result<u64, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "DELETE FROM oidc_follow_waits WHERE expires_at < ?1 \
+                     OR finished_at < ?1 OR NOT EXISTS \
+                     (SELECT 1 FROM oidc_pending_authorizations p \
+                     WHERE p.id = oidc_follow_waits.pending_id)",
+            postgres: "DELETE FROM oidc_follow_waits WHERE expires_at < $1 \
+                       OR finished_at < $1 OR NOT EXISTS \
+                       (SELECT 1 FROM oidc_pending_authorizations p \
+                       WHERE p.id = oidc_follow_waits.pending_id)",
+        };
+        on_backend!(self, |pool, d| {
+            Ok(sqlx::query(SQL.get(d))
+                .bind(cutoff)
+                .execute(pool)
+                .await?
+                .rows_affected())
+        })
+    }
+
+    /// Stores a follow wait. `followed_at`, `follow_verified` and `finished_at` are ignored
+    /// (a new wait has none).
     pub async fn create_follow_wait(&self, wait: &FollowWait) -> Result<(), StoreError> {
         const SQL: Sql = Sql {
             sqlite: "INSERT INTO oidc_follow_waits (id, pending_id, account_id, openid, \
@@ -249,10 +400,10 @@ impl Store {
     ) -> Result<Option<FollowWait>, StoreError> {
         const SQL: Sql = Sql {
             sqlite: "SELECT id, pending_id, account_id, openid, created_at, expires_at, \
-                     followed_at, finished_at FROM oidc_follow_waits \
+                     followed_at, follow_verified, finished_at FROM oidc_follow_waits \
                      WHERE id = ? AND finished_at IS NULL AND expires_at > ?",
             postgres: "SELECT id, pending_id, account_id, openid, created_at, expires_at, \
-                       followed_at, finished_at FROM oidc_follow_waits \
+                       followed_at, follow_verified, finished_at FROM oidc_follow_waits \
                        WHERE id = $1 AND finished_at IS NULL AND expires_at > $2",
         };
         on_backend!(self, |pool, d| {
@@ -275,11 +426,11 @@ impl Store {
         const SQL: Sql = Sql {
             sqlite: "SELECT id, oidc_client_id, redirect_uri, state, nonce, code_challenge, \
                      code_challenge_method, scope, wechat_state, status, openid, created_at, \
-                     expires_at FROM oidc_pending_authorizations \
+                     expires_at, browser_binding_hash FROM oidc_pending_authorizations \
                      WHERE id = ? AND status = 'pending' AND expires_at > ?",
             postgres: "SELECT id, oidc_client_id, redirect_uri, state, nonce, code_challenge, \
                        code_challenge_method, scope, wechat_state, status, openid, created_at, \
-                       expires_at FROM oidc_pending_authorizations \
+                       expires_at, browser_binding_hash FROM oidc_pending_authorizations \
                        WHERE id = $1 AND status = 'pending' AND expires_at > $2",
         };
         on_backend!(self, |pool, d| {
@@ -293,15 +444,17 @@ impl Store {
     }
 
     /// Finishes a login in one transaction: the pending authorization becomes `completed`
-    /// with `code.openid`, the code is stored, and the follow wait (if the login went through
-    /// one) is finished. Only if the pending authorization (and wait) are still open and
-    /// unexpired — so a replayed callback or a double click cannot issue two codes. Returns
-    /// whether it did.
+    /// with `code.openid`, the follow wait (if the login went through one) is finished, the
+    /// end user is recorded (`login`, as [`Store::record_end_user_login`]) and the code is
+    /// stored. Only if the pending authorization (and wait) are still open and unexpired — so a
+    /// replayed callback or a double click cannot issue two codes, and a login that issues no
+    /// code records nothing. Returns whether it did.
     pub async fn complete_pending_authorization(
         &self,
         pending_id: &str,
         code: &AuthCode,
         follow_wait_id: Option<&str>,
+        login: &EndUserLogin,
         now: i64,
     ) -> Result<bool, StoreError> {
         const FINISH: Sql = Sql {
@@ -324,6 +477,53 @@ impl Store {
             postgres: "UPDATE oidc_follow_waits SET finished_at = $1 \
                        WHERE id = $2 AND pending_id = $3 AND finished_at IS NULL AND expires_at > $1",
         };
+        // PostgreSQL, no follow wait: the whole completion is one statement (atomic, one
+        // round trip); the user and the code are written only if the pending row was.
+        const COMPLETE_PG: &str = "WITH fin AS (UPDATE oidc_pending_authorizations SET status = 'completed', \
+             openid = $23 WHERE id = $13 AND status = 'pending' AND expires_at > $10 \
+             RETURNING id), \
+             usr AS (INSERT INTO end_users (id, account_id, openid, unionid, nickname, avatar_url, \
+             subscribed, subscribe_time, subscribe_scene, first_login_at, last_login_at, \
+             created_via, created_at, updated_at, subscription_changed_at) \
+             SELECT $1, $2, $3, $4, $5, $6, COALESCE($7, FALSE), $8, $9, $10, $10, $11, $10, $10, \
+             CASE WHEN $7 IS NULL THEN NULL ELSE $12 END FROM fin \
+             ON CONFLICT (account_id, openid) DO UPDATE SET \
+             unionid = COALESCE(excluded.unionid, end_users.unionid), \
+             nickname = COALESCE(excluded.nickname, end_users.nickname), \
+             avatar_url = COALESCE(excluded.avatar_url, end_users.avatar_url), \
+             subscribed = COALESCE($7, end_users.subscribed), \
+             subscribe_time = COALESCE(excluded.subscribe_time, end_users.subscribe_time), \
+             subscribe_scene = COALESCE(excluded.subscribe_scene, end_users.subscribe_scene), \
+             subscription_changed_at = CASE WHEN $7 IS NULL THEN end_users.subscription_changed_at \
+             ELSE $12 END, \
+             first_login_at = COALESCE(end_users.first_login_at, excluded.first_login_at), \
+             last_login_at = excluded.last_login_at, \
+             updated_at = excluded.updated_at \
+             RETURNING id), \
+             code AS (INSERT INTO oidc_auth_codes (code_hash, oidc_client_id, account_id, \
+             redirect_uri, openid, nonce, code_challenge, code_challenge_method, scope, \
+             created_at, expires_at) SELECT $14, $15, $2, $16, $23, $17, $18, $19, $20, $21, $22 \
+             FROM fin RETURNING code_hash) \
+             SELECT (SELECT COUNT(*) FROM fin) AS finished, (SELECT COUNT(*) FROM usr) AS users, \
+             (SELECT COUNT(*) FROM code) AS codes";
+        if let (crate::db::Backend::Postgres(pool), None) = (&self.backend, follow_wait_id) {
+            let row = bind_login!(sqlx::query(COMPLETE_PG), &code.account_id, login, now)
+                .bind(pending_id)
+                .bind(&code.code_hash)
+                .bind(&code.oidc_client_id)
+                .bind(&code.redirect_uri)
+                .bind(code.nonce.as_deref())
+                .bind(code.code_challenge.as_deref())
+                .bind(code.code_challenge_method.as_deref())
+                .bind(&code.scope)
+                .bind(code.created_at)
+                .bind(code.expires_at)
+                .bind(&code.openid)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| on_constraint(e, "authorization code", "oidc client or account"))?;
+            return Ok(row.int("finished")? == 1 && row.int("codes")? == 1);
+        }
         on_backend!(self, |pool, d| {
             let mut tx = pool.begin_write().await?;
             let finished = sqlx::query(FINISH.get(d))
@@ -350,6 +550,15 @@ impl Store {
                     return Ok(false);
                 }
             }
+            bind_login!(
+                sqlx::query(RECORD_LOGIN.get(d)),
+                &code.account_id,
+                login,
+                now
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| on_constraint(e, "end user", "account"))?;
             sqlx::query(CODE.get(d))
                 .bind(&code.code_hash)
                 .bind(&code.oidc_client_id)
@@ -370,3 +579,20 @@ impl Store {
         })
     }
 }
+
+/// Records a nonce with the message it was used for (binds: account, push_time, nonce,
+/// seen_at, dedup_key); affects no row when the pair was seen before.
+const INSERT_NONCE: Sql = Sql {
+    sqlite: "INSERT INTO push_nonces (account_id, push_time, nonce, seen_at, dedup_key) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, push_time, nonce) DO NOTHING",
+    postgres: "INSERT INTO push_nonces (account_id, push_time, nonce, seen_at, dedup_key) \
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, push_time, nonce) DO NOTHING",
+};
+
+/// The message a stored nonce was used for.
+const NONCE_KEY: Sql = Sql {
+    sqlite: "SELECT dedup_key FROM push_nonces \
+             WHERE account_id = ? AND push_time = ? AND nonce = ?",
+    postgres: "SELECT dedup_key FROM push_nonces \
+               WHERE account_id = $1 AND push_time = $2 AND nonce = $3",
+};

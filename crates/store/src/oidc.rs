@@ -9,7 +9,9 @@
 
 use std::fmt;
 
+use crate::accounts::{Account, AccountSecrets};
 use crate::db::{BeginWrite, DbEnum, Sql, StoreRow};
+use crate::end_users::{UserClaims, user_claims_from_row};
 use crate::error::on_constraint;
 use crate::{Store, StoreError};
 
@@ -38,6 +40,9 @@ db_enum! {
 db_enum! {
     /// Whether a signing key signs new tokens.
     pub enum SigningKeyStatus {
+        /// Published in the JWKS, not yet signing: relying parties pick it up before it is
+        /// activated.
+        Next = "next",
         /// Signs new ID tokens.
         Active = "active",
         /// Only published in the JWKS so tokens it signed still verify.
@@ -78,6 +83,16 @@ pub struct PendingAuthorization {
     pub openid: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// SHA-256 of the random value in the browser's login cookie, set at `/authorize`: every
+    /// later step must come from the same browser (login CSRF).
+    pub browser_binding_hash: Option<String>,
+}
+
+/// An access token to issue together with a code's redemption (the token is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccessToken {
+    pub token_hash: String,
+    pub expires_at: i64,
 }
 
 /// An authorization code's record (the code itself is never stored).
@@ -109,6 +124,36 @@ pub enum CodeRedemption {
     Expired,
     /// No such code for this client.
     NotFound,
+}
+
+/// What [`Store::redeem_auth_code_with_claims`] read along with the redemption, so the token
+/// endpoint needs no further query: the end user's claims and the active signing key's kid.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedemptionContext {
+    /// The code's end user (`None` if unknown or the code was not redeemed).
+    pub user: Option<UserClaims>,
+    /// The kid of the active signing key when the code was spent (`None` if there is none or
+    /// the code was not redeemed).
+    pub active_signing_kid: Option<String>,
+}
+
+/// A pending authorization as the WeChat callback needs it, read in one query: the pending
+/// row, its client's login mode, the account (by appid) and the account's sealed secrets.
+#[derive(Debug, Clone)]
+pub struct CallbackContext {
+    pub pending: PendingAuthorization,
+    pub login_mode: LoginMode,
+    pub account: Account,
+    /// `None` when the account has no secrets row.
+    pub secrets: Option<AccountSecrets>,
+}
+
+/// A live access token as userinfo needs it, with its end user's claims (one query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserinfoGrant {
+    pub openid: String,
+    pub scope: String,
+    pub user: Option<UserClaims>,
 }
 
 /// An issued access token's record (the token itself is never stored).
@@ -164,7 +209,7 @@ macro_rules! client_columns {
 macro_rules! pending_columns {
     () => {
         "id, oidc_client_id, redirect_uri, state, nonce, code_challenge, code_challenge_method, \
-         scope, wechat_state, status, openid, created_at, expires_at"
+         scope, wechat_state, status, openid, created_at, expires_at, browser_binding_hash"
     };
 }
 
@@ -220,6 +265,7 @@ pub(crate) fn pending_from_row(row: &impl StoreRow) -> Result<PendingAuthorizati
         openid: row.opt_text("openid")?,
         created_at: row.int("created_at")?,
         expires_at: row.int("expires_at")?,
+        browser_binding_hash: row.opt_text("browser_binding_hash")?,
     })
 }
 
@@ -263,6 +309,30 @@ fn signing_key_from_row(row: &impl StoreRow) -> Result<SigningKey, sqlx::Error> 
         status: row.enumerated("status")?,
         created_at: row.int("created_at")?,
         retired_at: row.opt_int("retired_at")?,
+    })
+}
+
+/// The account's columns aliased `a_…`, for joins.
+macro_rules! account_prefixed_columns {
+    () => {
+        "a.id AS a_id, a.owner_user_id AS a_owner_user_id, a.appid AS a_appid, a.name AS a_name, \
+         a.kind AS a_kind, a.verified AS a_verified, a.token_mode AS a_token_mode, \
+         a.state AS a_state, a.created_at AS a_created_at, a.updated_at AS a_updated_at"
+    };
+}
+
+fn account_from_prefixed_row(row: &impl StoreRow) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        id: row.text("a_id")?,
+        owner_user_id: row.text("a_owner_user_id")?,
+        appid: row.text("a_appid")?,
+        name: row.text("a_name")?,
+        kind: row.enumerated("a_kind")?,
+        verified: row.flag("a_verified")?,
+        token_mode: row.enumerated("a_token_mode")?,
+        state: row.enumerated("a_state")?,
+        created_at: row.int("a_created_at")?,
+        updated_at: row.int("a_updated_at")?,
     })
 }
 
@@ -332,6 +402,152 @@ impl Store {
         })
     }
 
+    /// The client with public `client_id` together with its account, if the account has this
+    /// `appid` (one query for the authorize and token endpoints; `None` covers an unknown
+    /// account, an unknown client and another account's client alike).
+    pub async fn find_client_at_issuer(
+        &self,
+        appid: &str,
+        client_id: &str,
+    ) -> Result<Option<(Account, OidcClient)>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT c.id, c.account_id, c.client_id, c.client_secret_hash, c.redirect_uris, \
+                 c.login_mode, c.name, c.created_at, ",
+                account_prefixed_columns!(),
+                " FROM oidc_clients c JOIN accounts a ON a.id = c.account_id \
+                 WHERE c.client_id = ? AND a.appid = ?"
+            ),
+            postgres: concat!(
+                "SELECT c.id, c.account_id, c.client_id, c.client_secret_hash, c.redirect_uris, \
+                 c.login_mode, c.name, c.created_at, ",
+                account_prefixed_columns!(),
+                " FROM oidc_clients c JOIN accounts a ON a.id = c.account_id \
+                 WHERE c.client_id = $1 AND a.appid = $2"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(client_id)
+                .bind(appid)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row
+                .map(|r| {
+                    Ok::<_, sqlx::Error>((account_from_prefixed_row(&r)?, client_from_row(&r)?))
+                })
+                .transpose()?)
+        })
+    }
+
+    /// What the WeChat callback needs for the still-pending, unexpired authorization that
+    /// sent the user to WeChat with `wechat_state`, if it belongs to a client of the account
+    /// with `appid` (one query; `None` covers every other case).
+    pub async fn find_callback_context(
+        &self,
+        appid: &str,
+        wechat_state: &str,
+        now: i64,
+    ) -> Result<Option<CallbackContext>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT p.id, p.oidc_client_id, p.redirect_uri, p.state, p.nonce, p.code_challenge, \
+                 p.code_challenge_method, p.scope, p.wechat_state, p.status, p.openid, \
+                 p.created_at, p.expires_at, p.browser_binding_hash, c.login_mode AS c_login_mode, \
+                 s.wrapped_dek AS s_wrapped_dek, s.dek_kek_id AS s_dek_kek_id, \
+                 s.appsecret AS s_appsecret, s.push_token AS s_push_token, \
+                 s.encoding_aes_key AS s_encoding_aes_key, ",
+                account_prefixed_columns!(),
+                " FROM oidc_pending_authorizations p \
+                 JOIN oidc_clients c ON c.id = p.oidc_client_id \
+                 JOIN accounts a ON a.id = c.account_id \
+                 LEFT JOIN account_secrets s ON s.account_id = a.id \
+                 WHERE p.wechat_state = ? AND p.status = 'pending' AND p.expires_at > ? \
+                 AND a.appid = ?"
+            ),
+            postgres: concat!(
+                "SELECT p.id, p.oidc_client_id, p.redirect_uri, p.state, p.nonce, p.code_challenge, \
+                 p.code_challenge_method, p.scope, p.wechat_state, p.status, p.openid, \
+                 p.created_at, p.expires_at, p.browser_binding_hash, c.login_mode AS c_login_mode, \
+                 s.wrapped_dek AS s_wrapped_dek, s.dek_kek_id AS s_dek_kek_id, \
+                 s.appsecret AS s_appsecret, s.push_token AS s_push_token, \
+                 s.encoding_aes_key AS s_encoding_aes_key, ",
+                account_prefixed_columns!(),
+                " FROM oidc_pending_authorizations p \
+                 JOIN oidc_clients c ON c.id = p.oidc_client_id \
+                 JOIN accounts a ON a.id = c.account_id \
+                 LEFT JOIN account_secrets s ON s.account_id = a.id \
+                 WHERE p.wechat_state = $1 AND p.status = 'pending' AND p.expires_at > $2 \
+                 AND a.appid = $3"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(wechat_state)
+                .bind(now)
+                .bind(appid)
+                .fetch_optional(pool)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let secrets = match row.opt_bytes("s_wrapped_dek")? {
+                None => None,
+                Some(wrapped_dek) => Some(AccountSecrets {
+                    wrapped_dek,
+                    dek_kek_id: row.text("s_dek_kek_id")?,
+                    appsecret: row.bytes("s_appsecret")?,
+                    push_token: row.opt_bytes("s_push_token")?,
+                    encoding_aes_key: row.opt_bytes("s_encoding_aes_key")?,
+                }),
+            };
+            Ok(Some(CallbackContext {
+                pending: pending_from_row(&row)?,
+                login_mode: row.enumerated("c_login_mode")?,
+                account: account_from_prefixed_row(&row)?,
+                secrets,
+            }))
+        })
+    }
+
+    /// The live (unexpired, unrevoked) access token with this hash, if it was issued at the
+    /// active account with `appid`, with its end user's claims (one query for userinfo).
+    pub async fn find_userinfo_grant(
+        &self,
+        appid: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<UserinfoGrant>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "SELECT t.openid, t.scope, u.id AS u_id, u.unionid AS u_unionid, \
+                     u.nickname AS u_nickname, u.avatar_url AS u_avatar_url, \
+                     u.subscribed AS u_subscribed \
+                     FROM oidc_access_tokens t JOIN accounts a ON a.id = t.account_id \
+                     LEFT JOIN end_users u ON u.account_id = t.account_id AND u.openid = t.openid \
+                     WHERE t.token_hash = ? AND t.expires_at > ? AND t.revoked_at IS NULL \
+                     AND a.appid = ? AND a.state = 'active'",
+            postgres: "SELECT t.openid, t.scope, u.id AS u_id, u.unionid AS u_unionid, \
+                       u.nickname AS u_nickname, u.avatar_url AS u_avatar_url, \
+                       u.subscribed AS u_subscribed \
+                       FROM oidc_access_tokens t JOIN accounts a ON a.id = t.account_id \
+                       LEFT JOIN end_users u ON u.account_id = t.account_id AND u.openid = t.openid \
+                       WHERE t.token_hash = $1 AND t.expires_at > $2 AND t.revoked_at IS NULL \
+                       AND a.appid = $3 AND a.state = 'active'",
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(token_hash)
+                .bind(now)
+                .bind(appid)
+                .fetch_optional(pool)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            Ok(Some(UserinfoGrant {
+                openid: row.text("openid")?,
+                scope: row.text("scope")?,
+                user: user_claims_from_row(&row)?,
+            }))
+        })
+    }
+
     /// An account's clients, oldest first.
     pub async fn list_oidc_clients(&self, account_id: &str) -> Result<Vec<OidcClient>, StoreError> {
         const SQL: Sql = Sql {
@@ -381,12 +597,12 @@ impl Store {
         const SQL: Sql = Sql {
             sqlite: "INSERT INTO oidc_pending_authorizations (id, oidc_client_id, redirect_uri, \
                      state, nonce, code_challenge, code_challenge_method, scope, wechat_state, \
-                     status, created_at, expires_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                     status, created_at, expires_at, browser_binding_hash) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
             postgres: "INSERT INTO oidc_pending_authorizations (id, oidc_client_id, redirect_uri, \
                        state, nonce, code_challenge, code_challenge_method, scope, wechat_state, \
-                       status, created_at, expires_at) \
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11)",
+                       status, created_at, expires_at, browser_binding_hash) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12)",
         };
         on_backend!(self, |pool, d| {
             sqlx::query(SQL.get(d))
@@ -401,6 +617,7 @@ impl Store {
                 .bind(&pending.wechat_state)
                 .bind(pending.created_at)
                 .bind(pending.expires_at)
+                .bind(pending.browser_binding_hash.as_deref())
                 .execute(pool)
                 .await
                 .map_err(|e| on_constraint(e, "pending authorization", "oidc client"))?;
@@ -499,28 +716,76 @@ impl Store {
     }
 
     /// Redeems a code for the client with row id `oidc_client_id`: marks it used if it is
-    /// unused and unexpired at `now`. A second redemption revokes the tokens issued for the
-    /// code. See [`CodeRedemption`].
+    /// unused and unexpired at `now` and, in the same transaction, stores `token` as the access
+    /// token issued for it (user and scope from the code). A second redemption revokes the
+    /// tokens issued for the code — and since the token is written with the spend, a
+    /// concurrent second redemption always sees it. See [`CodeRedemption`].
     pub async fn redeem_auth_code(
         &self,
         code_hash: &str,
         oidc_client_id: &str,
+        token: &NewAccessToken,
         now: i64,
     ) -> Result<CodeRedemption, StoreError> {
-        const SPEND: Sql = Sql {
-            sqlite: concat!(
-                "UPDATE oidc_auth_codes SET used_at = ?1 \
-                 WHERE code_hash = ?2 AND oidc_client_id = ?3 AND used_at IS NULL \
-                 AND expires_at > ?1 RETURNING ",
-                code_columns!()
-            ),
-            postgres: concat!(
-                "UPDATE oidc_auth_codes SET used_at = $1 \
-                 WHERE code_hash = $2 AND oidc_client_id = $3 AND used_at IS NULL \
-                 AND expires_at > $1 RETURNING ",
-                code_columns!()
-            ),
-        };
+        Ok(self
+            .redeem_auth_code_with_claims(code_hash, oidc_client_id, token, now)
+            .await?
+            .0)
+    }
+
+    /// [`Store::redeem_auth_code`], also reading — in the statement that spends the code —
+    /// the code's end user and the active signing key's kid, so issuing the ID token needs no
+    /// further query. On PostgreSQL the spend, the token insert and those reads are one
+    /// statement; on SQLite one transaction.
+    pub async fn redeem_auth_code_with_claims(
+        &self,
+        code_hash: &str,
+        oidc_client_id: &str,
+        token: &NewAccessToken,
+        now: i64,
+    ) -> Result<(CodeRedemption, RedemptionContext), StoreError> {
+        const ISSUE_SQLITE: &str = "INSERT INTO oidc_access_tokens (token_hash, code_hash, \
+             oidc_client_id, account_id, openid, scope, created_at, expires_at) \
+             SELECT ?, code_hash, oidc_client_id, account_id, openid, scope, ?, ? \
+             FROM oidc_auth_codes WHERE code_hash = ?";
+        // SQLite: the spend returns the code with its user's claims and the active kid.
+        const SPEND_SQLITE: &str = concat!(
+            "UPDATE oidc_auth_codes SET used_at = ?1 \
+             WHERE code_hash = ?2 AND oidc_client_id = ?3 AND used_at IS NULL \
+             AND expires_at > ?1 RETURNING ",
+            code_columns!(),
+            ", (SELECT u.id FROM end_users u WHERE u.account_id = oidc_auth_codes.account_id \
+             AND u.openid = oidc_auth_codes.openid) AS u_id, \
+             (SELECT u.unionid FROM end_users u WHERE u.account_id = oidc_auth_codes.account_id \
+             AND u.openid = oidc_auth_codes.openid) AS u_unionid, \
+             (SELECT u.nickname FROM end_users u WHERE u.account_id = oidc_auth_codes.account_id \
+             AND u.openid = oidc_auth_codes.openid) AS u_nickname, \
+             (SELECT u.avatar_url FROM end_users u WHERE u.account_id = oidc_auth_codes.account_id \
+             AND u.openid = oidc_auth_codes.openid) AS u_avatar_url, \
+             (SELECT u.subscribed FROM end_users u WHERE u.account_id = oidc_auth_codes.account_id \
+             AND u.openid = oidc_auth_codes.openid) AS u_subscribed, \
+             (SELECT k.kid FROM oidc_signing_keys k WHERE k.status = 'active' \
+             ORDER BY k.created_at DESC LIMIT 1) AS active_kid"
+        );
+        // PostgreSQL: spend, issue and read in one statement (atomic; a concurrent second
+        // redemption waits on the code's row lock and then finds it used).
+        const SPEND_ISSUE_PG: &str = concat!(
+            "WITH spent AS (UPDATE oidc_auth_codes SET used_at = $1 \
+             WHERE code_hash = $2 AND oidc_client_id = $3 AND used_at IS NULL \
+             AND expires_at > $1 RETURNING ",
+            code_columns!(),
+            "), issued AS (INSERT INTO oidc_access_tokens (token_hash, code_hash, \
+             oidc_client_id, account_id, openid, scope, created_at, expires_at) \
+             SELECT $4, code_hash, oidc_client_id, account_id, openid, scope, $1, $5 \
+             FROM spent RETURNING token_hash) \
+             SELECT spent.*, u.id AS u_id, u.unionid AS u_unionid, u.nickname AS u_nickname, \
+             u.avatar_url AS u_avatar_url, u.subscribed AS u_subscribed, \
+             (SELECT k.kid FROM oidc_signing_keys k WHERE k.status = 'active' \
+             ORDER BY k.created_at DESC LIMIT 1) AS active_kid, \
+             (SELECT COUNT(*) FROM issued) AS issued \
+             FROM spent LEFT JOIN end_users u \
+             ON u.account_id = spent.account_id AND u.openid = spent.openid"
+        );
         const LOOK: Sql = Sql {
             sqlite: "SELECT used_at FROM oidc_auth_codes WHERE code_hash = ? AND oidc_client_id = ?",
             postgres: "SELECT used_at FROM oidc_auth_codes \
@@ -532,39 +797,81 @@ impl Store {
             postgres: "UPDATE oidc_access_tokens SET revoked_at = $1 \
                        WHERE code_hash = $2 AND revoked_at IS NULL",
         };
-        on_backend!(self, |pool, d| {
-            let mut tx = pool.begin_write().await?;
-            let spent = sqlx::query(SPEND.get(d))
-                .bind(now)
-                .bind(code_hash)
-                .bind(oidc_client_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let outcome = if let Some(row) = spent {
-                CodeRedemption::Redeemed(Box::new(code_from_row(&row)?))
-            } else {
-                let found = sqlx::query(LOOK.get(d))
+        match &self.backend {
+            crate::db::Backend::Sqlite(pool) => {
+                let mut tx = pool.begin_write().await?;
+                let spent = sqlx::query(SPEND_SQLITE)
+                    .bind(now)
                     .bind(code_hash)
                     .bind(oidc_client_id)
                     .fetch_optional(&mut *tx)
                     .await?;
-                match found {
-                    None => CodeRedemption::NotFound,
-                    Some(row) if row.opt_int("used_at")?.is_some() => {
-                        let revoked_tokens = sqlx::query(REVOKE.get(d))
-                            .bind(now)
-                            .bind(code_hash)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                        CodeRedemption::AlreadyUsed { revoked_tokens }
-                    }
-                    Some(_) => CodeRedemption::Expired,
+                if let Some(row) = spent {
+                    sqlx::query(ISSUE_SQLITE)
+                        .bind(&token.token_hash)
+                        .bind(now)
+                        .bind(token.expires_at)
+                        .bind(code_hash)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| on_constraint(e, "access token", "oidc client or account"))?;
+                    let context = RedemptionContext {
+                        user: user_claims_from_row(&row)?,
+                        active_signing_kid: row.opt_text("active_kid")?,
+                    };
+                    let code = code_from_row(&row)?;
+                    tx.commit().await?;
+                    return Ok((CodeRedemption::Redeemed(Box::new(code)), context));
                 }
+                tx.commit().await?;
+            }
+            crate::db::Backend::Postgres(pool) => {
+                let spent = sqlx::query(SPEND_ISSUE_PG)
+                    .bind(now)
+                    .bind(code_hash)
+                    .bind(oidc_client_id)
+                    .bind(&token.token_hash)
+                    .bind(token.expires_at)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(|e| on_constraint(e, "access token", "oidc client or account"))?;
+                if let Some(row) = spent {
+                    let context = RedemptionContext {
+                        user: user_claims_from_row(&row)?,
+                        active_signing_kid: row.opt_text("active_kid")?,
+                    };
+                    return Ok((
+                        CodeRedemption::Redeemed(Box::new(code_from_row(&row)?)),
+                        context,
+                    ));
+                }
+            }
+        }
+        // Not spent now: used before (revoke what it issued), expired, or unknown.
+        let outcome = on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            let found = sqlx::query(LOOK.get(d))
+                .bind(code_hash)
+                .bind(oidc_client_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let outcome = match found {
+                None => CodeRedemption::NotFound,
+                Some(row) if row.opt_int("used_at")?.is_some() => {
+                    let revoked_tokens = sqlx::query(REVOKE.get(d))
+                        .bind(now)
+                        .bind(code_hash)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    CodeRedemption::AlreadyUsed { revoked_tokens }
+                }
+                Some(_) => CodeRedemption::Expired,
             };
             tx.commit().await?;
-            Ok(outcome)
-        })
+            outcome
+        });
+        Ok((outcome, RedemptionContext::default()))
     }
 
     /// Stores an issued access token. `revoked_at` is ignored.
@@ -621,6 +928,30 @@ impl Store {
                 .fetch_optional(pool)
                 .await?;
             Ok(row.map(|r| access_token_from_row(&r)).transpose()?)
+        })
+    }
+
+    /// Revokes one access token (e.g. issued with a redemption whose later checks failed);
+    /// returns whether it was live.
+    pub async fn revoke_access_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE oidc_access_tokens SET revoked_at = ? \
+                     WHERE token_hash = ? AND revoked_at IS NULL",
+            postgres: "UPDATE oidc_access_tokens SET revoked_at = $1 \
+                       WHERE token_hash = $2 AND revoked_at IS NULL",
+        };
+        on_backend!(self, |pool, d| {
+            Ok(sqlx::query(SQL.get(d))
+                .bind(now)
+                .bind(token_hash)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1)
         })
     }
 
@@ -692,6 +1023,116 @@ impl Store {
         })
     }
 
+    /// Stores the first signing key as active, unless an active key exists (another replica
+    /// may have created one at the same moment; the unique index on live statuses decides).
+    /// Returns whether this key became the active one.
+    pub async fn create_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
+                     status, created_at) SELECT ?, ?, ?, ?, 'active', ? \
+                     WHERE NOT EXISTS (SELECT 1 FROM oidc_signing_keys WHERE status = 'active')",
+            postgres: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
+                       status, created_at) SELECT $1, $2, $3, $4, 'active', $5 \
+                       WHERE NOT EXISTS (SELECT 1 FROM oidc_signing_keys WHERE status = 'active')",
+        };
+        let inserted = on_backend!(self, |pool, d| {
+            sqlx::query(SQL.get(d))
+                .bind(&key.kid)
+                .bind(&key.algorithm)
+                .bind(&key.private_key)
+                .bind(&key.public_jwk)
+                .bind(key.created_at)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        });
+        match inserted.map_err(|e| on_constraint(e, "active signing key", "signing key")) {
+            Ok(rows) => Ok(rows == 1),
+            Err(StoreError::Duplicate { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publishes `key` as the next signing key (in the JWKS, not signing yet).
+    /// Errors: [`StoreError::Duplicate`] when a next key is already published.
+    pub async fn publish_next_signing_key(&self, key: &SigningKey) -> Result<(), StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
+                     status, created_at) VALUES (?, ?, ?, ?, 'next', ?)",
+            postgres: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
+                       status, created_at) VALUES ($1, $2, $3, $4, 'next', $5)",
+        };
+        on_backend!(self, |pool, d| {
+            sqlx::query(SQL.get(d))
+                .bind(&key.kid)
+                .bind(&key.algorithm)
+                .bind(&key.private_key)
+                .bind(&key.public_jwk)
+                .bind(key.created_at)
+                .execute(pool)
+                .await
+                .map_err(|e| on_constraint(e, "next signing key", "signing key"))?;
+            Ok(())
+        })
+    }
+
+    /// The published next key, if any.
+    pub async fn next_signing_key(&self) -> Result<Option<SigningKey>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM oidc_signing_keys WHERE status = 'next'"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM oidc_signing_keys WHERE status = 'next'"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d)).fetch_optional(pool).await?;
+            Ok(row.map(|r| signing_key_from_row(&r)).transpose()?)
+        })
+    }
+
+    /// Makes the next key `kid` the active one and retires the active key, in one
+    /// transaction. Returns whether `kid` was the next key (nothing changes otherwise).
+    pub async fn promote_next_signing_key(&self, kid: &str, now: i64) -> Result<bool, StoreError> {
+        const RETIRE: Sql = Sql {
+            sqlite: "UPDATE oidc_signing_keys SET status = 'retired', retired_at = ? \
+                     WHERE status = 'active'",
+            postgres: "UPDATE oidc_signing_keys SET status = 'retired', retired_at = $1 \
+                       WHERE status = 'active'",
+        };
+        const PROMOTE: Sql = Sql {
+            sqlite: "UPDATE oidc_signing_keys SET status = 'active' \
+                     WHERE kid = ? AND status = 'next'",
+            postgres: "UPDATE oidc_signing_keys SET status = 'active' \
+                       WHERE kid = $1 AND status = 'next'",
+        };
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(RETIRE.get(d))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let promoted = sqlx::query(PROMOTE.get(d))
+                .bind(kid)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| on_constraint(e, "active signing key", "signing key"))?
+                .rows_affected()
+                == 1;
+            if promoted {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            Ok(promoted)
+        })
+    }
+
     /// The key that signs new tokens, if any.
     pub async fn active_signing_key(&self) -> Result<Option<SigningKey>, StoreError> {
         const SQL: Sql = Sql {
@@ -712,7 +1153,7 @@ impl Store {
         })
     }
 
-    /// Every stored key, active and retired, newest first (for the JWKS).
+    /// Every stored key, next, active and retired, newest first (for the JWKS).
     pub async fn list_signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
         const SQL: Sql = Sql {
             sqlite: concat!(

@@ -7,6 +7,9 @@
 //!    takes the lease only if it is free or expired and increments `generation` in the same
 //!    statement. Exactly one concurrent claimer gets a row back; it holds the lease until
 //!    `lease_until` and is identified by the returned generation (the fence).
+//!    [`Store::claim_token_refresh`] is the scheduler's form of it: the same statement also
+//!    takes one unit of the day's upstream budget (so the budget holds across replicas with no
+//!    extra write) and returns the sealed AppSecret the call needs.
 //! 2. The holder calls WeChat — outside any transaction.
 //! 3. It writes the result with [`Store::store_refreshed_token`] or
 //!    [`Store::record_refresh_failure`], both conditional on `generation` still being the one it
@@ -19,7 +22,7 @@
 use std::fmt;
 
 use crate::accounts::{AccountState, TokenMode};
-use crate::db::{DbEnum, MAX_PAGE, Sql, StoreRow, page_limit};
+use crate::db::{DbEnum, Dialect, MAX_PAGE, Sql, StoreRow, page_limit};
 use crate::{Store, StoreError};
 
 db_enum! {
@@ -196,7 +199,9 @@ impl Store {
     }
 
     /// Stores a refreshed token and releases the lease, if `generation` is still current.
-    /// Resets the failure state.
+    /// Resets the failure state. On PostgreSQL the same statement announces the change to the
+    /// other replicas (`pg_notify` on [`crate::notify::TOKEN_CHANNEL`] with the account id,
+    /// delivered when it commits, and only if the fenced update happened): one round trip.
     ///
     /// Errors: [`StoreError::StaleFence`] if the lease was claimed again since (the caller
     /// must drop its token: a newer holder owns the refresh).
@@ -212,27 +217,32 @@ impl Store {
                      next_refresh_at = ?, state = 'healthy', last_error_code = NULL, \
                      last_error_message = NULL, last_error_ip = NULL, failure_count = 0, \
                      lease_holder = NULL, lease_until = NULL, updated_at = ? \
-                     WHERE account_id = ? AND generation = ?",
-            postgres: "UPDATE core_tokens SET token = $1, issued_at = $2, expires_at = $3, \
-                       next_refresh_at = $4, state = 'healthy', last_error_code = NULL, \
-                       last_error_message = NULL, last_error_ip = NULL, failure_count = 0, \
-                       lease_holder = NULL, lease_until = NULL, updated_at = $5 \
-                       WHERE account_id = $6 AND generation = $7",
+                     WHERE account_id = ? AND generation = ? RETURNING account_id",
+            // PostgreSQL only: the NOTIFY rides on the fenced UPDATE (no row, no notification).
+            postgres: "WITH updated AS (UPDATE core_tokens SET token = $1, issued_at = $2, \
+                       expires_at = $3, next_refresh_at = $4, state = 'healthy', \
+                       last_error_code = NULL, last_error_message = NULL, last_error_ip = NULL, \
+                       failure_count = 0, lease_holder = NULL, lease_until = NULL, \
+                       updated_at = $5 WHERE account_id = $6 AND generation = $7 \
+                       RETURNING account_id) \
+                       SELECT updated.account_id, pg_notify($8, updated.account_id) IS NULL \
+                       AS notified FROM updated",
         };
         let updated = on_backend!(self, |pool, d| {
-            sqlx::query(SQL.get(d))
+            let mut query = sqlx::query(SQL.get(d))
                 .bind(&token.token)
                 .bind(token.issued_at)
                 .bind(token.expires_at)
                 .bind(token.next_refresh_at)
                 .bind(now)
                 .bind(account_id)
-                .bind(generation)
-                .execute(pool)
-                .await?
-                .rows_affected()
+                .bind(generation);
+            if d == Dialect::Postgres {
+                query = query.bind(crate::notify::TOKEN_CHANNEL);
+            }
+            query.fetch_optional(pool).await?.is_some()
         });
-        if updated == 0 {
+        if !updated {
             return Err(StoreError::StaleFence {
                 account_id: account_id.to_owned(),
                 generation,
@@ -706,6 +716,185 @@ impl Store {
         on_backend!(self, |pool, d| {
             let row = sqlx::query(SQL.get(d)).fetch_one(pool).await?;
             Ok(row.opt_int("due")?)
+        })
+    }
+}
+
+/// What a successful [`Store::claim_token_refresh`] hands the claimer: the fence, the row's
+/// schedule (to re-check under the lease), whether a unit of today's upstream budget was taken,
+/// and the account's sealed AppSecret with its wrapped DEK (so the refresh needs no other read).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClaimedRefresh {
+    /// The fence to present on write-back.
+    pub generation: i64,
+    pub issued_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub next_refresh_at: i64,
+    pub failure_count: i64,
+    /// Whether one upstream call of `day` was taken from the budget by the claim. `false`:
+    /// the budget for `day` is used up (the claimer holds the lease to record that).
+    pub budget_taken: bool,
+    /// The count of upstream calls of `day` after the claim.
+    pub upstream_calls_today: i64,
+    /// The account's DEK, wrapped by a KEK (opaque vault output).
+    pub wrapped_dek: Vec<u8>,
+    /// Vault ciphertext of the AppSecret.
+    pub appsecret: Vec<u8>,
+}
+
+impl fmt::Debug for ClaimedRefresh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClaimedRefresh")
+            .field("generation", &self.generation)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("next_refresh_at", &self.next_refresh_at)
+            .field("failure_count", &self.failure_count)
+            .field("budget_taken", &self.budget_taken)
+            .field("upstream_calls_today", &self.upstream_calls_today)
+            .field("appsecret", &"<ciphertext>")
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! claimed_returning {
+    () => {
+        " RETURNING generation, issued_at, expires_at, next_refresh_at, failure_count, \
+         upstream_calls_today, \
+         (SELECT s.wrapped_dek FROM account_secrets s \
+          WHERE s.account_id = core_tokens.account_id) AS wrapped_dek, \
+         (SELECT s.appsecret FROM account_secrets s \
+          WHERE s.account_id = core_tokens.account_id) AS appsecret"
+    };
+}
+
+fn claimed_from_row(row: &impl StoreRow, budget_taken: bool) -> Result<ClaimedRefresh, StoreError> {
+    let missing = || StoreError::NotFound {
+        what: "account secrets",
+    };
+    Ok(ClaimedRefresh {
+        generation: row.int("generation")?,
+        issued_at: row.opt_int("issued_at")?,
+        expires_at: row.opt_int("expires_at")?,
+        next_refresh_at: row.int("next_refresh_at")?,
+        failure_count: row.int("failure_count")?,
+        budget_taken,
+        upstream_calls_today: row.int("upstream_calls_today")?,
+        wrapped_dek: row.opt_bytes("wrapped_dek")?.ok_or_else(missing)?,
+        appsecret: row.opt_bytes("appsecret")?.ok_or_else(missing)?,
+    })
+}
+
+/// The refresh claim: lease, fence and budget in one statement.
+impl Store {
+    /// Claims an account's refresh lease for `holder` until `lease_until` (if it is free or
+    /// expired at `now`), increments the fence, and takes one upstream call from `day`'s
+    /// budget of `budget` (the count restarts on a new day) — all in one conditional `UPDATE`,
+    /// so concurrent replicas together never exceed the budget and exactly one of them gets
+    /// the lease. The row comes back with the account's sealed AppSecret, so the claimer needs
+    /// no other read before calling WeChat.
+    ///
+    /// Only when that fails does a second statement look at why: if the lease is free but
+    /// `day`'s budget is used up, it claims the lease alone (`budget_taken: false`, so the
+    /// claimer can record the exhausted state under the fence). `None`: someone else holds the
+    /// lease (or the account does not exist).
+    pub async fn claim_token_refresh(
+        &self,
+        account_id: &str,
+        holder: &str,
+        now: i64,
+        lease_until: i64,
+        day: i64,
+        budget: i64,
+    ) -> Result<Option<ClaimedRefresh>, StoreError> {
+        const WITH_BUDGET: Sql = Sql {
+            sqlite: concat!(
+                "UPDATE core_tokens \
+                 SET lease_holder = ?1, lease_until = ?2, generation = generation + 1, \
+                 upstream_calls_today = \
+                 CASE WHEN quota_day = ?5 THEN upstream_calls_today + 1 ELSE 1 END, \
+                 quota_day = ?5 \
+                 WHERE account_id = ?3 AND (lease_until IS NULL OR lease_until < ?4) \
+                 AND (quota_day <> ?5 OR upstream_calls_today < ?6)",
+                claimed_returning!()
+            ),
+            postgres: concat!(
+                "UPDATE core_tokens \
+                 SET lease_holder = $1, lease_until = $2, generation = generation + 1, \
+                 upstream_calls_today = \
+                 CASE WHEN quota_day = $5 THEN upstream_calls_today + 1 ELSE 1 END, \
+                 quota_day = $5 \
+                 WHERE account_id = $3 AND (lease_until IS NULL OR lease_until < $4) \
+                 AND (quota_day <> $5 OR upstream_calls_today < $6)",
+                claimed_returning!()
+            ),
+        };
+        const BUDGET_SPENT: Sql = Sql {
+            sqlite: concat!(
+                "UPDATE core_tokens \
+                 SET lease_holder = ?1, lease_until = ?2, generation = generation + 1 \
+                 WHERE account_id = ?3 AND (lease_until IS NULL OR lease_until < ?4) \
+                 AND quota_day = ?5 AND upstream_calls_today >= ?6",
+                claimed_returning!()
+            ),
+            postgres: concat!(
+                "UPDATE core_tokens \
+                 SET lease_holder = $1, lease_until = $2, generation = generation + 1 \
+                 WHERE account_id = $3 AND (lease_until IS NULL OR lease_until < $4) \
+                 AND quota_day = $5 AND upstream_calls_today >= $6",
+                claimed_returning!()
+            ),
+        };
+        for (sql, budget_taken) in [(WITH_BUDGET, true), (BUDGET_SPENT, false)] {
+            let row = on_backend!(self, |pool, d| {
+                sqlx::query(sql.get(d))
+                    .bind(holder)
+                    .bind(lease_until)
+                    .bind(account_id)
+                    .bind(now)
+                    .bind(day)
+                    .bind(budget)
+                    .fetch_optional(pool)
+                    .await?
+                    .map(|row| claimed_from_row(&row, budget_taken))
+                    .transpose()?
+            });
+            if row.is_some() {
+                return Ok(row);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives the lease back without writing a result, and returns the upstream call the claim
+    /// took from `day`'s budget (the claimer decided not to call WeChat after all). Nothing
+    /// happens if `generation` is no longer current: a count that stays too high only ever
+    /// errs on the side of the budget. Returns whether the lease was released.
+    pub async fn release_token_lease_unused(
+        &self,
+        account_id: &str,
+        generation: i64,
+        day: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens SET lease_holder = NULL, lease_until = NULL, \
+                     upstream_calls_today = CASE WHEN quota_day = ?1 AND upstream_calls_today > 0 \
+                     THEN upstream_calls_today - 1 ELSE upstream_calls_today END \
+                     WHERE account_id = ?2 AND generation = ?3",
+            postgres: "UPDATE core_tokens SET lease_holder = NULL, lease_until = NULL, \
+                       upstream_calls_today = CASE WHEN quota_day = $1 AND upstream_calls_today > 0 \
+                       THEN upstream_calls_today - 1 ELSE upstream_calls_today END \
+                       WHERE account_id = $2 AND generation = $3",
+        };
+        on_backend!(self, |pool, d| {
+            Ok(sqlx::query(SQL.get(d))
+                .bind(day)
+                .bind(account_id)
+                .bind(generation)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1)
         })
     }
 }

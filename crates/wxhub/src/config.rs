@@ -59,6 +59,11 @@ pub struct ConfigArgs {
     #[arg(long, env = "WXHUB_WECHAT_API_URL", global = true, value_name = "URL")]
     pub wechat_api_url: Option<Url>,
 
+    /// Base URL of WeChat's OAuth authorize page, where the login gateway sends end users;
+    /// point it at a simulator for testing [default: https://open.weixin.qq.com]
+    #[arg(long, env = "WXHUB_WECHAT_OPEN_URL", global = true, value_name = "URL")]
+    pub wechat_open_url: Option<Url>,
+
     /// Log format: `text` for people, `json` for log collectors [default: text]
     #[arg(long, env = "WXHUB_LOG_FORMAT", global = true, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -84,6 +89,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     public_url: Option<Url>,
     wechat_api_url: Option<Url>,
+    wechat_open_url: Option<Url>,
     log_format: Option<LogFormat>,
 }
 
@@ -105,6 +111,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub public_url: Url,
     pub wechat_api_url: Url,
+    pub wechat_open_url: Url,
     pub log_format: LogFormat,
 }
 
@@ -166,6 +173,18 @@ impl Config {
             Some(url) => url,
             None => Url::parse("https://api.weixin.qq.com").expect("constant URL"),
         };
+        let wechat_open_url = match args.wechat_open_url.clone().or(file.wechat_open_url) {
+            Some(url) => url,
+            None => Url::parse("https://open.weixin.qq.com").expect("constant URL"),
+        };
+        for (name, url) in [
+            ("WeChat API", &wechat_api_url),
+            ("WeChat authorize page", &wechat_open_url),
+        ] {
+            if !matches!(url.scheme(), "http" | "https") {
+                bail!("the {name} URL must be http:// or https:// (got {url})");
+            }
+        }
         Ok(Config {
             data_dir,
             database_url,
@@ -173,6 +192,7 @@ impl Config {
             listen,
             public_url,
             wechat_api_url,
+            wechat_open_url,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         })
     }

@@ -9,13 +9,16 @@ use std::sync::Arc;
 
 use accounts::AccountInput;
 use anyhow::Context;
+use gateway::settings::{GatewaySettings, PushMode as GatewayPushMode};
 use store::accounts::{AccountKind, TokenMode};
+use store::oidc::LoginMode;
 use store::people::{NewUser, Role};
 use vault::SecretString;
 use wechat::{Scope, SystemClock};
 use wechat_sim::{AccountSpec, FollowOptions, PushMode, SimConfig, Simulator, UserSpec};
 
 use crate::config::Config;
+use crate::sample_site::{self, SampleSite, SiteClient};
 use crate::server::{self, AppState};
 
 /// A sample account as both the simulator and the hub know it.
@@ -67,27 +70,39 @@ const USERS: &[(&str, &str)] = &[
 ];
 
 const DEMO_OWNER: &str = "demo@wxhub.localhost";
+/// The name the sample site's OIDC clients are registered under.
+const SAMPLE_SITE: &str = "Sample site";
 
 /// Fills a simulator with the sample accounts and users; alice follows the first account.
-pub async fn seed_simulator(sim: &Simulator) -> anyhow::Result<()> {
+/// With a hub, each account pushes to the hub's callback and its OAuth domain is the hub's
+/// host; alone, redirects land on the simulator's own page.
+pub async fn seed_simulator(sim: &Simulator, hub: Option<&url::Url>) -> anyhow::Result<()> {
     for sample in SAMPLES {
         let mut spec = AccountSpec::new(sample.appid, sample.secret);
         spec.verified = sample.verified;
         spec.push_token = sample.push_token.to_owned();
         spec.encoding_aes_key = Some(sample.aes_key.to_owned());
         spec.push_mode = sample.mode;
-        // Redirects for hand click-throughs land on the simulator's own page, on loopback.
-        spec.oauth_domain = Some("127.0.0.1".to_owned());
+        spec.oauth_domain = Some(
+            hub.and_then(|h| h.host_str())
+                .unwrap_or("127.0.0.1")
+                .to_owned(),
+        );
+        spec.push_url = hub.map(|h| push_url(h, sample.appid));
         sim.create_account(spec)
             .with_context(|| format!("creating sample account {}", sample.appid))?;
     }
     for (id, nickname) in USERS {
         sim.create_user(UserSpec::new(*id, *nickname))?;
     }
-    sim.follow(SAMPLES[0].appid, "alice", FollowOptions::default())
-        .await
-        .context("making alice follow the first sample account")?;
     Ok(())
+}
+
+fn push_url(hub: &url::Url, appid: &str) -> String {
+    format!(
+        "{}/t/{appid}/wechat/push",
+        hub.as_str().trim_end_matches('/')
+    )
 }
 
 /// The authorize URL a person can open to click through the simulator's consent page.
@@ -107,7 +122,10 @@ fn sample_authorize_url(sim_base: &url::Url) -> anyhow::Result<String> {
 pub async fn run_sim(listen: SocketAddr, sample: bool) -> anyhow::Result<()> {
     let sim = Simulator::new(SimConfig::default());
     if sample {
-        seed_simulator(&sim).await?;
+        seed_simulator(&sim, None).await?;
+        sim.follow(SAMPLES[0].appid, "alice", FollowOptions::default())
+            .await
+            .context("making alice follow the first sample account")?;
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -126,8 +144,14 @@ pub async fn run_sim(listen: SocketAddr, sample: bool) -> anyhow::Result<()> {
         .context("simulator failed")
 }
 
-/// Registers the sample accounts in the hub (once; a second start finds them).
-async fn seed_hub(state: &AppState) -> anyhow::Result<()> {
+/// Registers the sample accounts in the hub (once; a second start finds them), sets their
+/// gateway settings, and registers the sample site as an OIDC client of the first two
+/// (afresh at every start: a client secret is shown only when created).
+async fn seed_hub(
+    state: &AppState,
+    sim: &Simulator,
+    site_base: &url::Url,
+) -> anyhow::Result<Vec<SiteClient>> {
     let now = state.clock.now_ms();
     let owner = match state.store.find_user_by_email(DEMO_OWNER).await? {
         Some(user) => user,
@@ -149,56 +173,122 @@ async fn seed_hub(state: &AppState) -> anyhow::Result<()> {
         }
     };
     let vault = state.vault.current();
-    for sample in SAMPLES {
-        if state
-            .store
-            .find_account_by_appid(sample.appid)
-            .await?
-            .is_some()
-        {
+    let mut site_clients = Vec::new();
+    for (index, sample) in SAMPLES.iter().enumerate() {
+        let account = match state.store.find_account_by_appid(sample.appid).await? {
+            Some(account) => account,
+            None => {
+                let input = AccountInput {
+                    owner_user_id: owner.id.clone(),
+                    appid: sample.appid.to_owned(),
+                    name: sample.name.to_owned(),
+                    kind: AccountKind::Service,
+                    verified: sample.verified,
+                    token_mode: TokenMode::Token,
+                    appsecret: SecretString::new(sample.secret.to_owned()),
+                    push_token: Some(SecretString::new(sample.push_token.to_owned())),
+                    encoding_aes_key: Some(SecretString::new(sample.aes_key.to_owned())),
+                };
+                accounts::register_account(&state.store, &vault, &input, now).await?
+            }
+        };
+        let original_id = sim
+            .account(sample.appid)
+            .map(|spec| spec.original_id())
+            .context("the simulator lacks a sample account")?;
+        gateway::settings::update(
+            &state.store,
+            &account.id,
+            &GatewaySettings {
+                original_id: Some(original_id),
+                push_mode: Some(match sample.mode {
+                    PushMode::Plain => GatewayPushMode::Plain,
+                    PushMode::Compatible => GatewayPushMode::Compatible,
+                    PushMode::Safe => GatewayPushMode::Safe,
+                }),
+                ..GatewaySettings::default()
+            },
+            now,
+        )
+        .await?;
+        if index > 1 {
             continue;
         }
-        let input = AccountInput {
-            owner_user_id: owner.id.clone(),
-            appid: sample.appid.to_owned(),
-            name: sample.name.to_owned(),
-            kind: AccountKind::Service,
-            verified: sample.verified,
-            token_mode: TokenMode::Token,
-            appsecret: SecretString::new(sample.secret.to_owned()),
-            push_token: Some(SecretString::new(sample.push_token.to_owned())),
-            encoding_aes_key: Some(SecretString::new(sample.aes_key.to_owned())),
+        for old in state.store.list_oidc_clients(&account.id).await? {
+            if old.name == SAMPLE_SITE {
+                state.store.delete_oidc_client(&account.id, &old.id).await?;
+            }
+        }
+        let mode = if index == 0 {
+            LoginMode::FollowRequired
+        } else {
+            LoginMode::Userinfo
         };
-        accounts::register_account(&state.store, &vault, &input, now).await?;
+        let (client, secret) = gateway::clients::create_client(
+            &state.store,
+            &gateway::clients::NewClient {
+                appid: sample.appid.to_owned(),
+                name: SAMPLE_SITE.to_owned(),
+                redirect_uris: vec![SampleSite::callback_url(site_base)],
+                login_mode: mode,
+                public: false,
+            },
+            now,
+        )
+        .await?;
+        site_clients.push(SiteClient {
+            label: format!("用微信登录 Log in with WeChat: {} ({})", sample.name, mode),
+            issuer: format!(
+                "{}/t/{}",
+                state.config.public_url.as_str().trim_end_matches('/'),
+                sample.appid
+            ),
+            client_id: client.client_id,
+            client_secret: secret.context("a confidential client has a secret")?,
+        });
     }
-    Ok(())
+    Ok(site_clients)
 }
 
-/// `wxhub demo`: the simulator with sample data and the hub pointed at it, until
-/// SIGINT/SIGTERM.
-pub async fn run_demo(mut config: Config, sim_listen: SocketAddr) -> anyhow::Result<()> {
-    let sim = Simulator::new(SimConfig::default());
-    seed_simulator(&sim).await?;
-    let sim_listener = tokio::net::TcpListener::bind(sim_listen)
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(tokio::net::TcpListener, url::Url)> {
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {sim_listen} for the simulator"))?;
-    let sim_base = url::Url::parse(&format!("http://{}/", sim_listener.local_addr()?))?;
-    config.wechat_api_url = sim_base.clone();
+        .with_context(|| format!("cannot listen on {addr} for {what}"))?;
+    let base = url::Url::parse(&format!("http://{}/", listener.local_addr()?))?;
+    Ok((listener, base))
+}
 
-    let listen = config.listen;
+/// `wxhub demo`: the simulator with sample data, the hub pointed at it and a sample tenant
+/// website, until SIGINT/SIGTERM.
+pub async fn run_demo(
+    mut config: Config,
+    sim_listen: SocketAddr,
+    site_listen: SocketAddr,
+) -> anyhow::Result<()> {
+    let (sim_listener, sim_base) = bind(sim_listen, "the simulator").await?;
+    let (site_listener, site_base) = bind(site_listen, "the sample site").await?;
+    let (hub_listener, _) = bind(config.listen, "the hub").await?;
+    config.wechat_api_url = sim_base.clone();
+    config.wechat_open_url = sim_base.clone();
+
+    let sim = Simulator::new(SimConfig::default());
+    seed_simulator(&sim, Some(&config.public_url)).await?;
     let state = AppState::open(config, Arc::new(SystemClock)).await?;
-    seed_hub(&state).await?;
-    let hub_listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let site_clients = seed_hub(&state, &sim, &site_base).await?;
     let hub_base = state.config.public_url.clone();
 
     println!(
-        "wxhub demo (SQLite at {}, development keyring)",
+        "wxhub demo (SQLite at {}, development keyring; nothing here talks to the real WeChat)",
         state.store.redacted_url()
     );
-    println!("  hub:       {hub_base} (health: {hub_base}healthz)");
-    println!("  simulator: {sim_base} (control API: {sim_base}__sim/accounts)");
+    println!("  1. sample website, start here:  {site_base}");
+    println!(
+        "  2. simulated WeChat app (follow/unfollow as alice, bob or carol): {sim_base}__sim/phone"
+    );
+    println!(
+        "  hub:        {hub_base} (health: {hub_base}healthz, token API: {hub_base}api/v1/openapi.json)"
+    );
+    println!("  simulator:  {sim_base} (control API: {sim_base}__sim/accounts)");
     println!(
         "  sample accounts: {}",
         SAMPLES
@@ -207,17 +297,31 @@ pub async fn run_demo(mut config: Config, sim_listen: SocketAddr) -> anyhow::Res
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
-        "  click through a WeChat authorization: {}",
-        sample_authorize_url(&sim_base)?
-    );
 
     let sim_task = tokio::spawn(wechat_sim::serve_with_shutdown(
         sim_listener,
-        sim,
+        sim.clone(),
         server::shutdown_signal(),
     ));
+    let site = SampleSite::new(site_base, site_clients)?;
+    let site_task = tokio::spawn(async move {
+        axum::serve(site_listener, sample_site::router(site))
+            .with_graceful_shutdown(server::shutdown_signal())
+            .await
+    });
+    // Alice follows the first account once the hub answers pushes, so she is pre-registered
+    // by the subscribe push; bob and carol follow nothing yet.
+    let follow_task = tokio::spawn(async move {
+        if let Err(err) = sim
+            .follow(SAMPLES[0].appid, "alice", FollowOptions::default())
+            .await
+        {
+            tracing::warn!(error = %err, "the sample follow did not go through");
+        }
+    });
     let served = server::serve_on(hub_listener, state, server::shutdown_signal()).await;
     sim_task.abort();
+    site_task.abort();
+    follow_task.abort();
     served
 }

@@ -5,10 +5,16 @@
 //! - [`unseal`]: loading the master keyring from where the configuration says;
 //! - [`server`]: `wxhub serve`, the HTTP server;
 //! - [`ops`]: the operator commands (`migrate`, `vault …`);
-//! - [`demo`]: `wxhub sim` and `wxhub demo`.
+//! - [`demo`]: `wxhub sim` and `wxhub demo`, with [`sample_site`], its tenant website;
+//! - [`tenants`]: `wxhub account …` and `wxhub apikey …` (accounts and API keys until the
+//!   dashboard exists).
 
+pub mod clients;
 pub mod config;
 pub mod demo;
+pub mod login_gateway;
 pub mod ops;
+pub mod sample_site;
 pub mod server;
+pub mod tenants;
 pub mod unseal;

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 
 use accounts::rotation;
 use clap::{Parser, Subcommand};
+use store::accounts::{AccountKind, TokenMode};
 use wxhub::config::{Config, ConfigArgs, LogFormat};
-use wxhub::{demo, ops, server};
+use wxhub::{demo, ops, server, tenants};
 
 /// Self-hosted, multi-tenant hosting for WeChat Official Accounts: an encrypted vault for
 /// account secrets, a core-token scheduler, a WeChat login gateway and statistics.
@@ -37,6 +38,12 @@ enum Command {
     /// Manage the master keyring that protects every account's secrets.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Rotate the key that signs the login gateway's ID tokens.
+    #[command(subcommand)]
+    SigningKey(SigningKeyCommand),
+    /// Manage the OpenID Connect clients (tenant websites) of the login gateway.
+    #[command(subcommand)]
+    Client(ClientCommand),
     /// Run the WeChat simulator alone (for trying clients against it). Nothing it does
     /// reaches the real WeChat.
     Sim {
@@ -54,6 +61,127 @@ enum Command {
         /// Address of the simulator.
         #[arg(long, default_value = "127.0.0.1:7100", value_name = "ADDR")]
         sim_listen: SocketAddr,
+        /// Address of the sample tenant website.
+        #[arg(long, default_value = "127.0.0.1:7200", value_name = "ADDR")]
+        site_listen: SocketAddr,
+    },
+    /// Register and list WeChat Official Accounts (until the dashboard exists).
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Manage the API keys with which an account's backends read its access_token.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Register an account. Reads the secrets from stdin, never from the command line:
+    /// line 1 the AppSecret, optional line 2 the push Token, optional line 3 the EncodingAESKey.
+    Add {
+        /// The account's AppID (wx + 16 hex digits).
+        appid: String,
+        /// Display name (shown to end users).
+        #[arg(long)]
+        name: String,
+        /// Email of the owning dashboard user (created without a password if missing).
+        #[arg(long, value_name = "EMAIL")]
+        owner: String,
+        /// A subscription account (订阅号) instead of a service account (服务号).
+        #[arg(long)]
+        subscription: bool,
+        /// The account is not verified (微信认证).
+        #[arg(long)]
+        unverified: bool,
+        /// Fetch the token with /cgi-bin/stable_token instead of /cgi-bin/token.
+        #[arg(long)]
+        stable_token: bool,
+    },
+    /// List accounts with their token state.
+    List,
+    /// Set how the login gateway treats an account's pushes and follow page. Options not
+    /// given keep their value; an empty value ("") clears one.
+    Configure {
+        /// The account's AppID.
+        appid: String,
+        /// The original id (原始ID, `gh_` + 12 characters): the ToUserName of its pushes.
+        /// Required before plain or compatible-mode pushes are accepted.
+        #[arg(long, value_name = "GH_ID")]
+        original_id: Option<String>,
+        /// The message encryption mode set in WeChat's console: plain, compatible or safe.
+        #[arg(long, value_parser = ["plain", "compatible", "safe", ""])]
+        push_mode: Option<String>,
+        /// The owner's own server, which receives a re-signed copy of every push (https).
+        #[arg(long, value_name = "URL")]
+        push_relay_url: Option<String>,
+        /// An https URL of the account's QR code image, shown on the follow page.
+        #[arg(long, value_name = "URL")]
+        follow_qr_url: Option<String>,
+        /// An https link to the account's profile, shown on the follow page.
+        #[arg(long, value_name = "URL")]
+        follow_link: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyCommand {
+    /// Create an API key for an account; it is printed once.
+    Create {
+        /// The account's AppID.
+        appid: String,
+        /// A note saying which backend uses the key.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List an account's API keys (ids and labels; never the keys).
+    List {
+        /// The account's AppID.
+        appid: String,
+    },
+    /// Revoke an API key; servers refuse it within 10 s.
+    Revoke {
+        /// The account's AppID.
+        appid: String,
+        /// The key's id, from `wxhub apikey list`.
+        key_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SigningKeyCommand {
+    /// Publish a new ID-token signing key in every issuer's JWKS without signing with it yet,
+    /// so relying parties that cache the JWKS learn it before it is used.
+    Rotate,
+    /// Make the published key the one that signs (the old one stays in the JWKS until the
+    /// sweeper removes it a day later). Waits until it has been published for 24 hours
+    /// unless --now is given (after a key compromise).
+    Activate {
+        /// Activate at once.
+        #[arg(long)]
+        now: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Register a website that logs its users in through an account's WeChat login. Prints
+    /// the client_id, the issuer URL and, for a confidential client, the secret (only once).
+    Create {
+        /// The account's appid.
+        #[arg(long)]
+        appid: String,
+        /// A name for people.
+        #[arg(long)]
+        name: String,
+        /// An exact redirect URI (repeat for several).
+        #[arg(long = "redirect-uri", required = true, value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// `follow-required` (snsapi_base; the user must follow the account) or `userinfo`
+        /// (snsapi_userinfo; nickname and avatar, no follow needed).
+        #[arg(long, value_parser = ["follow-required", "userinfo"])]
+        mode: String,
+        /// A public client (single-page or mobile app): no secret, PKCE required.
+        #[arg(long)]
+        public: bool,
     },
 }
 
@@ -154,12 +282,88 @@ async fn run(command: Command, config: Config) -> anyhow::Result<String> {
         Command::Vault(VaultCommand::DropKey { key_id }) => {
             ops::vault_drop_key(&config, &key_id).await
         }
+        Command::Client(ClientCommand::Create {
+            appid,
+            name,
+            redirect_uris,
+            mode,
+            public,
+        }) => {
+            let mode = if mode == "userinfo" {
+                store::oidc::LoginMode::Userinfo
+            } else {
+                store::oidc::LoginMode::FollowRequired
+            };
+            wxhub::clients::create(&config, &appid, &name, redirect_uris, mode, public).await
+        }
         Command::Sim { listen, empty } => {
             demo::run_sim(listen, !empty).await.map(|()| String::new())
         }
-        Command::Demo { sim_listen } => demo::run_demo(config, sim_listen)
+        Command::Demo {
+            sim_listen,
+            site_listen,
+        } => demo::run_demo(config, sim_listen, site_listen)
             .await
             .map(|()| String::new()),
+        Command::Account(AccountCommand::Add {
+            appid,
+            name,
+            owner,
+            subscription,
+            unverified,
+            stable_token,
+        }) => {
+            let args = tenants::NewAccountArgs {
+                appid,
+                name,
+                owner_email: owner,
+                kind: if subscription {
+                    AccountKind::Subscription
+                } else {
+                    AccountKind::Service
+                },
+                verified: !unverified,
+                token_mode: if stable_token {
+                    TokenMode::StableToken
+                } else {
+                    TokenMode::Token
+                },
+            };
+            tenants::account_add(&config, &args, &mut std::io::stdin().lock()).await
+        }
+        Command::Account(AccountCommand::List) => tenants::account_list(&config).await,
+        Command::SigningKey(SigningKeyCommand::Rotate) => {
+            wxhub::clients::signing_key_rotate(&config).await
+        }
+        Command::SigningKey(SigningKeyCommand::Activate { now }) => {
+            wxhub::clients::signing_key_activate(&config, now).await
+        }
+        Command::Account(AccountCommand::Configure {
+            appid,
+            original_id,
+            push_mode,
+            push_relay_url,
+            follow_qr_url,
+            follow_link,
+        }) => {
+            let change = tenants::SettingsChange {
+                original_id,
+                push_mode,
+                push_relay_url,
+                follow_qr_url,
+                follow_link,
+            };
+            tenants::account_configure(&config, &appid, change).await
+        }
+        Command::Apikey(ApikeyCommand::Create { appid, label }) => {
+            tenants::apikey_create(&config, &appid, &label).await
+        }
+        Command::Apikey(ApikeyCommand::List { appid }) => {
+            tenants::apikey_list(&config, &appid).await
+        }
+        Command::Apikey(ApikeyCommand::Revoke { appid, key_id }) => {
+            tenants::apikey_revoke(&config, &appid, &key_id).await
+        }
     }
 }
 

@@ -27,6 +27,10 @@ pub struct AppState {
     pub vault: Arc<VaultHandle>,
     pub clock: SharedClock,
     pub config: Arc<Config>,
+    /// The core-token scheduler and cache (started by [`serve_on`]).
+    pub tokens: scheduler::TokenService,
+    /// The login gateway (OIDC issuers, WeChat login, push callbacks) under `/t/{appid}`.
+    pub gateway: Arc<gateway::Gateway>,
 }
 
 impl AppState {
@@ -44,21 +48,45 @@ impl AppState {
         let vault = crate::unseal::open_vault_handle(&config)?;
         let store = Store::connect(&config.database_url).await?;
         rotation::check_keyring_matches(&store, vault.current().keyring()).await?;
+        let vault = Arc::new(vault);
+        // The scheduler fills its token cache here; valid tokens are served as they are.
+        let wechat = wechat::Client::new(wechat::ClientConfig {
+            api_base: config.wechat_api_url.clone(),
+            open_base: config.wechat_open_url.clone(),
+            ..wechat::ClientConfig::default()
+        })?;
+        let tokens = scheduler::TokenService::open(
+            store.clone(),
+            vault.clone(),
+            wechat.clone(),
+            clock.clone(),
+            scheduler::SchedulerConfig::default(),
+        )
+        .await
+        .context("loading the core-token cache")?;
+        let gateway =
+            crate::login_gateway::build(&config, &store, &vault, &clock, wechat, &tokens)?;
         Ok(Self {
             store,
-            vault: Arc::new(vault),
+            vault,
             clock,
             config: Arc::new(config),
+            tokens,
+            gateway,
         })
     }
 }
 
 /// Builds the router of the whole hub.
 pub fn router(state: AppState) -> Router {
+    let tokens = scheduler::router(state.tokens.clone());
+    let login = gateway::router(state.gateway.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(state)
+        .merge(tokens)
+        .merge(login)
 }
 
 /// Ready when the database answers.
@@ -73,7 +101,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, with the background tasks a
-/// server runs (keyring reload).
+/// server runs (keyring reload, the core-token scheduler, the login gateway's sweeper).
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -90,12 +118,24 @@ pub async fn serve_on(
             }
         }
     });
+    let scheduler_tasks = state
+        .tokens
+        .start()
+        .await
+        .context("starting the core-token scheduler")?;
+    // Expired login rows, old push nonces and pushes, retired signing keys.
+    let sweeper = gateway::maintenance::spawn(
+        state.gateway.clone(),
+        gateway::maintenance::Retention::default(),
+    );
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server failed");
     reload.abort();
+    sweeper.abort();
+    drop(scheduler_tasks);
     result
 }
 

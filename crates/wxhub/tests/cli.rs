@@ -350,3 +350,36 @@ async fn rotate_without_rewrap_leaves_work_for_rewrap() {
         stdout(&out)
     );
 }
+
+#[test]
+fn signing_key_rotation_publishes_first_and_activates_after_the_wait() {
+    let dir = Dir::new();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--dev-keyring"];
+        all.extend_from_slice(args);
+        wxhub(&dir, &all)
+    };
+    let none = run(&["signing-key", "activate"]);
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("no key is waiting"),
+        "{}",
+        stderr(&none)
+    );
+
+    let rotated = run(&["signing-key", "rotate"]);
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    assert!(stdout(&rotated).contains("published signing key"));
+
+    let early = run(&["signing-key", "activate"]);
+    assert!(!early.status.success());
+    assert!(
+        stderr(&early).contains("less than 24 hours"),
+        "{}",
+        stderr(&early)
+    );
+
+    let forced = run(&["signing-key", "activate", "--now"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert!(stdout(&forced).contains("now signs ID tokens"));
+}

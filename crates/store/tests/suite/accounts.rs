@@ -162,6 +162,7 @@ pub async fn deleting_an_account_shreds_its_secrets_and_cascades(db: TestDb) {
                     subscribe_time: Some(NOW),
                     subscribe_scene: None,
                     qr_scene: None,
+                    event_time: NOW,
                 },
                 NOW,
             )

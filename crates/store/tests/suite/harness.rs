@@ -55,6 +55,17 @@ impl TestDb {
         }
     }
 
+    /// Runs a statement given per dialect; whether the database accepted it.
+    pub async fn try_execute(&self, sqlite: &str, postgres: &str) -> bool {
+        match &self.raw {
+            Raw::Sqlite(pool) => pool.execute(AssertSqlSafe(sqlite.to_owned())).await.is_ok(),
+            Raw::Postgres(pool) => pool
+                .execute(AssertSqlSafe(postgres.to_owned()))
+                .await
+                .is_ok(),
+        }
+    }
+
     /// Runs a statement given per dialect.
     pub async fn execute(&self, sqlite: &str, postgres: &str) {
         match &self.raw {

@@ -1,8 +1,10 @@
 use store::StoreError;
 use store::accounts::Account;
+use store::end_users::{CreatedVia, EndUserLogin, UserClaims};
 use store::oidc::{
-    AccessToken, AuthCode, CodeRedemption, LoginMode, OidcClient, PendingAuthorization,
-    PendingStatus, SigningKey, SigningKeyStatus,
+    AccessToken, AuthCode, CodeRedemption, LoginMode, NewAccessToken, OidcClient,
+    PendingAuthorization, PendingStatus, RedemptionContext, SigningKey, SigningKeyStatus,
+    UserinfoGrant,
 };
 
 use crate::harness::{NOW, TestDb, account};
@@ -46,6 +48,13 @@ fn code(client: &OidcClient, hash: &str, expires_at: i64) -> AuthCode {
     }
 }
 
+fn new_token(hash: &str) -> NewAccessToken {
+    NewAccessToken {
+        token_hash: hash.to_owned(),
+        expires_at: NOW + 3_600_000,
+    }
+}
+
 fn access_token(client: &OidcClient, hash: &str, code_hash: &str) -> AccessToken {
     AccessToken {
         token_hash: hash.to_owned(),
@@ -68,7 +77,7 @@ pub async fn auth_code_is_single_use_and_reuse_revokes_its_tokens(db: TestDb) {
 
     let first = db
         .store
-        .redeem_auth_code("code-hash-1", &client.id, NOW + 1)
+        .redeem_auth_code("code-hash-1", &client.id, &new_token("at-1"), NOW + 1)
         .await
         .unwrap();
     let CodeRedemption::Redeemed(redeemed) = first else {
@@ -82,21 +91,25 @@ pub async fn auth_code_is_single_use_and_reuse_revokes_its_tokens(db: TestDb) {
         }
     );
 
-    db.store
-        .create_access_token(&access_token(&client, "at-1", "code-hash-1"))
+    // The access token was issued with the spend, for the code's user and scope.
+    let token = db
+        .store
+        .find_valid_access_token("at-1", NOW + 2)
         .await
+        .unwrap()
         .unwrap();
-    assert!(
-        db.store
-            .find_valid_access_token("at-1", NOW + 2)
-            .await
-            .unwrap()
-            .is_some()
+    assert_eq!(
+        (
+            token.code_hash.as_deref(),
+            token.openid.as_str(),
+            token.scope.as_str()
+        ),
+        (Some("code-hash-1"), "o-1", "openid profile")
     );
 
     let second = db
         .store
-        .redeem_auth_code("code-hash-1", &client.id, NOW + 3)
+        .redeem_auth_code("code-hash-1", &client.id, &new_token("at-1b"), NOW + 3)
         .await
         .unwrap();
     assert_eq!(second, CodeRedemption::AlreadyUsed { revoked_tokens: 1 });
@@ -121,21 +134,21 @@ pub async fn expired_or_foreign_auth_code_is_not_redeemed(db: TestDb) {
     // Another client cannot redeem (or burn) it.
     assert_eq!(
         db.store
-            .redeem_auth_code("code-hash-2", &blog.id, NOW)
+            .redeem_auth_code("code-hash-2", &blog.id, &new_token("x1"), NOW)
             .await
             .unwrap(),
         CodeRedemption::NotFound
     );
     assert_eq!(
         db.store
-            .redeem_auth_code("code-hash-2", &shop.id, NOW + 60_000)
+            .redeem_auth_code("code-hash-2", &shop.id, &new_token("x2"), NOW + 60_000)
             .await
             .unwrap(),
         CodeRedemption::Expired
     );
     assert_eq!(
         db.store
-            .redeem_auth_code("no-such-code", &shop.id, NOW)
+            .redeem_auth_code("no-such-code", &shop.id, &new_token("x3"), NOW)
             .await
             .unwrap(),
         CodeRedemption::NotFound
@@ -182,6 +195,7 @@ pub async fn pending_authorization_finishes_once(db: TestDb) {
         openid: None,
         created_at: NOW,
         expires_at: NOW + 600_000,
+        browser_binding_hash: Some("binding-hash".to_owned()),
     };
     db.store
         .create_pending_authorization(&pending)
@@ -353,4 +367,305 @@ pub async fn new_signing_key_retires_the_previous_one(db: TestDb) {
         1
     );
     assert_eq!(db.store.list_signing_keys().await.unwrap().len(), 1);
+}
+
+pub async fn concurrent_redemptions_spend_once_and_revoke_the_issued_token(db: TestDb) {
+    let account = account(&db.store, "wx-oidc-race").await;
+    let client = client(&db, &account, "shop").await;
+    db.store
+        .create_auth_code(&code(&client, "code-race", NOW + 60_000))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = db.store.clone();
+        let client_id = client.id.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .redeem_auth_code(
+                    "code-race",
+                    &client_id,
+                    &new_token(&format!("race-{i}")),
+                    NOW + 1,
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut redeemed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            CodeRedemption::Redeemed(_) => redeemed += 1,
+            CodeRedemption::AlreadyUsed { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(redeemed, 1, "exactly one redemption wins");
+    // Every loser ran after the winner's commit and revoked the token it issued.
+    for i in 0..8 {
+        assert!(
+            db.store
+                .find_valid_access_token(&format!("race-{i}"), NOW + 2)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(db.count_rows("oidc_access_tokens").await, 1);
+}
+
+fn sealed_key(kid: &str, status: SigningKeyStatus, created_at: i64) -> SigningKey {
+    SigningKey {
+        kid: kid.to_owned(),
+        algorithm: "ES256".to_owned(),
+        private_key: format!("encrypted-{kid}").into_bytes(),
+        public_jwk: format!(r#"{{"kty":"EC","kid":"{kid}"}}"#),
+        status,
+        created_at,
+        retired_at: None,
+    }
+}
+
+pub async fn next_key_is_published_then_promoted_and_one_key_is_active(db: TestDb) {
+    let first = sealed_key("k1", SigningKeyStatus::Active, NOW);
+    assert!(db.store.create_first_signing_key(&first).await.unwrap());
+    // A second "first" key (another replica racing) does not become active.
+    assert!(
+        !db.store
+            .create_first_signing_key(&sealed_key("k1b", SigningKeyStatus::Active, NOW))
+            .await
+            .unwrap()
+    );
+    db.store
+        .publish_next_signing_key(&sealed_key("k2", SigningKeyStatus::Next, NOW + 1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.store
+            .publish_next_signing_key(&sealed_key("k3", SigningKeyStatus::Next, NOW + 2))
+            .await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    // Published (listed) but not signing.
+    assert_eq!(db.store.list_signing_keys().await.unwrap().len(), 2);
+    assert_eq!(
+        db.store.active_signing_key().await.unwrap().unwrap().kid,
+        "k1"
+    );
+    assert_eq!(
+        db.store.next_signing_key().await.unwrap().unwrap().kid,
+        "k2"
+    );
+
+    assert!(
+        !db.store
+            .promote_next_signing_key("k1", NOW + 5)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        db.store.active_signing_key().await.unwrap().unwrap().kid,
+        "k1"
+    );
+    assert!(
+        db.store
+            .promote_next_signing_key("k2", NOW + 5)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        db.store.active_signing_key().await.unwrap().unwrap().kid,
+        "k2"
+    );
+    assert!(db.store.next_signing_key().await.unwrap().is_none());
+    let all = db.store.list_signing_keys().await.unwrap();
+    let active: Vec<_> = all
+        .iter()
+        .filter(|k| k.status == SigningKeyStatus::Active)
+        .collect();
+    assert_eq!(active.len(), 1);
+    let old = all.iter().find(|k| k.kid == "k1").unwrap();
+    assert_eq!(
+        (old.status, old.retired_at),
+        (SigningKeyStatus::Retired, Some(NOW + 5))
+    );
+
+    // The database itself refuses a second active key, whatever the caller does.
+    assert!(
+        !db.try_execute(
+            "UPDATE oidc_signing_keys SET status = 'active' WHERE kid = 'k1'",
+            "UPDATE oidc_signing_keys SET status = 'active' WHERE kid = 'k1'",
+        )
+        .await
+    );
+}
+
+pub async fn one_query_lookups_agree_with_the_separate_ones(db: TestDb) {
+    let other = account(&db.store, "wx-oidc-joined-2").await;
+    let account = account(&db.store, "wx-oidc-joined").await;
+    let shop = client(&db, &account, "shop-joined").await;
+
+    // Client with its account, only under the account's own appid.
+    let (found_account, found_client) = db
+        .store
+        .find_client_at_issuer(&account.appid, "shop-joined")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found_account, found_client),
+        (account.clone(), shop.clone())
+    );
+    assert!(
+        db.store
+            .find_client_at_issuer(&other.appid, "shop-joined")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        db.store
+            .find_client_at_issuer(&account.appid, "no-such-client")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The callback's context: pending row, login mode, account and sealed secrets.
+    let pending = PendingAuthorization {
+        id: store::new_id(),
+        oidc_client_id: shop.id.clone(),
+        redirect_uri: "https://shop.example/callback".to_owned(),
+        state: None,
+        nonce: None,
+        code_challenge: Some("challenge".to_owned()),
+        code_challenge_method: Some("S256".to_owned()),
+        scope: "openid profile".to_owned(),
+        wechat_state: "ws-joined".to_owned(),
+        status: PendingStatus::Pending,
+        openid: None,
+        created_at: NOW,
+        expires_at: NOW + 600_000,
+        browser_binding_hash: Some("binding-hash".to_owned()),
+    };
+    db.store
+        .create_pending_authorization(&pending)
+        .await
+        .unwrap();
+    let context = db
+        .store
+        .find_callback_context(&account.appid, "ws-joined", NOW + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(context.pending, pending);
+    assert_eq!(context.login_mode, LoginMode::FollowRequired);
+    assert_eq!(context.account, account);
+    assert_eq!(
+        context.secrets,
+        db.store.load_account_secrets(&account.id).await.unwrap()
+    );
+    for (appid, at) in [(&other.appid, NOW + 1), (&account.appid, NOW + 600_000)] {
+        assert!(
+            db.store
+                .find_callback_context(appid, "ws-joined", at)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    // Completing the login records the user and the code; redeeming the code reads the
+    // user's claims and the active kid with the spend.
+    let login = EndUserLogin {
+        openid: "o-1".to_owned(),
+        via: CreatedVia::LoginBase,
+        unionid: Some("u-1".to_owned()),
+        nickname: Some("Nick".to_owned()),
+        avatar_url: None,
+        subscribed: Some(true),
+        subscribe_time: None,
+        subscribe_scene: None,
+    };
+    let issued = code(&shop, "code-hash-joined", NOW + 60_000);
+    assert!(
+        db.store
+            .complete_pending_authorization(&pending.id, &issued, None, &login, NOW + 2)
+            .await
+            .unwrap()
+    );
+    // A replay completes nothing.
+    assert!(
+        !db.store
+            .complete_pending_authorization(
+                &pending.id,
+                &code(&shop, "code-hash-joined-2", NOW + 60_000),
+                None,
+                &login,
+                NOW + 3
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(db.count_rows("oidc_auth_codes").await, 1);
+    db.store
+        .activate_new_signing_key(&sealed_key("kj", SigningKeyStatus::Active, NOW), NOW)
+        .await
+        .unwrap();
+    let (redemption, context) = db
+        .store
+        .redeem_auth_code_with_claims("code-hash-joined", &shop.id, &new_token("at-j"), NOW + 4)
+        .await
+        .unwrap();
+    assert!(matches!(redemption, CodeRedemption::Redeemed(_)));
+    let claims = UserClaims {
+        unionid: Some("u-1".to_owned()),
+        nickname: Some("Nick".to_owned()),
+        avatar_url: None,
+        subscribed: true,
+    };
+    assert_eq!(context.user.as_ref(), Some(&claims));
+    assert_eq!(context.active_signing_kid.as_deref(), Some("kj"));
+    let (again, context) = db
+        .store
+        .redeem_auth_code_with_claims("code-hash-joined", &shop.id, &new_token("at-j2"), NOW + 5)
+        .await
+        .unwrap();
+    assert_eq!(again, CodeRedemption::AlreadyUsed { revoked_tokens: 1 });
+    assert_eq!(context, RedemptionContext::default());
+
+    // Userinfo's grant: the live token with its user's claims, only at its own appid.
+    db.store
+        .create_access_token(&access_token(&shop, "at-live", "code-hash-joined"))
+        .await
+        .unwrap();
+    let grant = db
+        .store
+        .find_userinfo_grant(&account.appid, "at-live", NOW + 6)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        grant,
+        UserinfoGrant {
+            openid: "o-1".to_owned(),
+            scope: "openid".to_owned(),
+            user: Some(claims),
+        }
+    );
+    assert!(
+        db.store
+            .find_userinfo_grant(&other.appid, "at-live", NOW + 6)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The revoked token (the reuse above) gives nothing.
+    assert!(
+        db.store
+            .find_userinfo_grant(&account.appid, "at-j", NOW + 6)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -104,6 +104,7 @@ pub async fn unsubscribe_keeps_the_user_and_login_data(db: TestDb) {
         subscribe_time: Some(NOW / 1000),
         subscribe_scene: Some("ADD_SCENE_QR_CODE".to_owned()),
         qr_scene: Some("campaign-7".to_owned()),
+        event_time: NOW,
     };
     let user = db
         .store
@@ -124,6 +125,7 @@ pub async fn unsubscribe_keeps_the_user_and_login_data(db: TestDb) {
         subscribe_time: None,
         subscribe_scene: None,
         qr_scene: None,
+        event_time: NOW + 2,
     };
     let user = db
         .store
@@ -372,4 +374,47 @@ pub async fn audit_log_lists_newest_first(db: TestDb) {
         rest.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
         vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]
     );
+}
+
+pub async fn delayed_subscribe_does_not_undo_a_later_unsubscribe(db: TestDb) {
+    let account = account(&db.store, "wx-order").await;
+    let event = |subscribed: bool, at: i64, scene: Option<&str>| Subscription {
+        openid: "o-7".to_owned(),
+        subscribed,
+        subscribe_time: subscribed.then_some(at),
+        subscribe_scene: scene.map(|_| "ADD_SCENE_QR_CODE".to_owned()),
+        qr_scene: scene.map(str::to_owned),
+        event_time: at,
+    };
+    db.store
+        .record_subscription(&account.id, &event(true, NOW, Some("first")), NOW)
+        .await
+        .unwrap();
+    db.store
+        .record_subscription(&account.id, &event(false, NOW + 60_000, None), NOW + 60_000)
+        .await
+        .unwrap();
+    // WeChat's retry of the first subscribe, delivered after the unsubscribe.
+    let user = db
+        .store
+        .record_subscription(&account.id, &event(true, NOW, Some("first")), NOW + 61_000)
+        .await
+        .unwrap();
+    assert!(!user.subscribed, "the later unsubscribe stands");
+    assert_eq!(user.updated_at, NOW + 60_000);
+
+    // A new follow without a QR code replaces the old follow's scene.
+    let user = db
+        .store
+        .record_subscription(
+            &account.id,
+            &event(true, NOW + 120_000, None),
+            NOW + 120_000,
+        )
+        .await
+        .unwrap();
+    assert!(user.subscribed);
+    assert_eq!(user.qr_scene, None);
+    assert_eq!(user.subscribe_scene, None);
+    assert_eq!(user.subscribe_time, Some(NOW + 120_000));
 }

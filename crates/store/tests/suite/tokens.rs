@@ -397,3 +397,278 @@ pub async fn early_refresh_moves_the_schedule_once_per_token(db: TestDb) {
     let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
     assert_eq!(row.next_refresh_at, report);
 }
+
+pub async fn upstream_budget_is_never_exceeded_and_renews_each_day(db: TestDb) {
+    let account = account(&db.store, "wx-budget").await;
+    let day = 20_000;
+    for expected in 1..=3 {
+        assert_eq!(
+            db.store
+                .take_upstream_token_call(&account.id, day, 3)
+                .await
+                .unwrap(),
+            Some(expected)
+        );
+    }
+    assert_eq!(
+        db.store
+            .take_upstream_token_call(&account.id, day, 3)
+            .await
+            .unwrap(),
+        None
+    );
+    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
+    assert_eq!(row.upstream_calls_today, 3);
+    assert_eq!(
+        db.store
+            .take_upstream_token_call(&account.id, day + 1, 3)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        db.store
+            .take_upstream_token_call("no-such-account", day, 3)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn stable_force_is_limited_per_day_and_spaced(db: TestDb) {
+    let account = account(&db.store, "wx-force").await;
+    let day = 20_000;
+    let take = |now: i64, day: i64| {
+        let store = db.store.clone();
+        let id = account.id.clone();
+        async move {
+            store
+                .take_stable_force(&id, day, now, 30_000, 2)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(take(NOW, day).await);
+    // Less than 30 s later: refused.
+    assert!(!take(NOW + 29_999, day).await);
+    assert!(take(NOW + 30_000, day).await);
+    // The third of the day: refused however late.
+    assert!(!take(NOW + 600_000, day).await);
+    // A new day.
+    assert!(take(NOW + 700_000, day + 1).await);
+}
+
+pub async fn cache_rows_carry_appid_mode_and_wrapped_dek(db: TestDb) {
+    let owner = owner(&db.store).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let created = db
+            .store
+            .create_account(&new_account(&owner, &format!("wx-cache-{i}")), NOW)
+            .await
+            .unwrap();
+        ids.push(created.id);
+    }
+    let rows = db.store.list_token_cache_rows(None, 2).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let rest = db
+        .store
+        .list_token_cache_rows(Some(&rows[1].account_id), 2)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    let row = db
+        .store
+        .get_token_cache_row(&ids[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.appid, "wx-cache-0");
+    assert_eq!(row.state, TokenState::Pending);
+    assert!(row.wrapped_dek.starts_with(b"wrapped-dek-under-kek-1"));
+    assert!(row.token.is_none());
+    assert!(!format!("{row:?}").contains("wrapped-dek"));
+}
+
+pub async fn earliest_due_skips_leases_and_disabled_accounts(db: TestDb) {
+    assert_eq!(db.store.earliest_refresh_due().await.unwrap(), None);
+    let owner = owner(&db.store).await;
+    let a = db
+        .store
+        .create_account(&new_account(&owner, "wx-due-a"), NOW)
+        .await
+        .unwrap();
+    let b = db
+        .store
+        .create_account(&new_account(&owner, "wx-due-b"), NOW + 5_000)
+        .await
+        .unwrap();
+    assert_eq!(db.store.earliest_refresh_due().await.unwrap(), Some(NOW));
+    // A leased account is due when its lease lapses.
+    db.store
+        .claim_token_lease(&a.id, "r", NOW, NOW + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        db.store.earliest_refresh_due().await.unwrap(),
+        Some(NOW + 5_000)
+    );
+    db.store
+        .set_account_state(&b.id, AccountState::Disabled, NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.earliest_refresh_due().await.unwrap(),
+        Some(NOW + 60_001)
+    );
+}
+
+pub async fn token_refresh_is_announced_to_listeners(db: TestDb) {
+    let account = account(&db.store, "wx-notify").await;
+    let listener = db.store.listen_token_refreshes().await.unwrap();
+    match (db.kind(), listener) {
+        (store::DatabaseKind::Sqlite, None) => {
+            // One process: nothing to announce, and sending is a no-op.
+            db.store.notify_token_refreshed(&account.id).await.unwrap();
+        }
+        (store::DatabaseKind::Postgres, Some(mut listener)) => {
+            db.store.notify_token_refreshed(&account.id).await.unwrap();
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+                .await
+                .expect("the notification arrives")
+                .unwrap();
+            assert_eq!(got, account.id);
+        }
+        (kind, listener) => panic!("{kind:?} gave listener {}", listener.is_some()),
+    }
+}
+
+pub async fn refresh_claim_takes_lease_fence_and_budget_in_one_statement(db: TestDb) {
+    let account = account(&db.store, "wx-claim-budget").await;
+    let day = 20_000;
+    let claim = |now: i64, day: i64| {
+        let store = db.store.clone();
+        let id = account.id.clone();
+        async move {
+            store
+                .claim_token_refresh(&id, "replica-a", now, now + LEASE_MS, day, 2)
+                .await
+                .unwrap()
+        }
+    };
+    let first = claim(NOW, day).await.expect("a free lease is claimed");
+    assert_eq!(first.generation, 1);
+    assert!(first.budget_taken);
+    assert_eq!(first.upstream_calls_today, 1);
+    // The sealed AppSecret and the wrapped DEK come back with the claim: no second read.
+    assert!(!first.appsecret.is_empty() && !first.wrapped_dek.is_empty());
+    assert!(!format!("{first:?}").contains("appsecret: ["));
+    // Held: nobody else gets it, and the budget is untouched.
+    assert!(claim(NOW + 1, day).await.is_none());
+    // Not called after all: the lease and the budget unit come back.
+    assert!(
+        db.store
+            .release_token_lease_unused(&account.id, first.generation, day)
+            .await
+            .unwrap()
+    );
+    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
+    assert_eq!((row.upstream_calls_today, row.lease_holder), (0, None));
+
+    for expected in 1..=2 {
+        let claimed = claim(NOW, day).await.unwrap();
+        assert!(claimed.budget_taken);
+        assert_eq!(claimed.upstream_calls_today, expected);
+        db.store
+            .release_token_lease(&account.id, claimed.generation)
+            .await
+            .unwrap();
+    }
+    // The budget is spent: the lease is still granted (to record that), without a unit.
+    let spent = claim(NOW, day).await.unwrap();
+    assert!(!spent.budget_taken);
+    assert_eq!(spent.upstream_calls_today, 2);
+    assert_eq!(spent.generation, 4);
+    // A stale generation refunds nothing.
+    assert!(
+        !db.store
+            .release_token_lease_unused(&account.id, first.generation, day)
+            .await
+            .unwrap()
+    );
+    db.store
+        .release_token_lease(&account.id, spent.generation)
+        .await
+        .unwrap();
+    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
+    assert_eq!(row.upstream_calls_today, 2);
+    // A new day restarts the count in the same statement.
+    let next_day = claim(NOW, day + 1).await.unwrap();
+    assert!(next_day.budget_taken);
+    assert_eq!(next_day.upstream_calls_today, 1);
+    assert!(
+        db.store
+            .claim_token_refresh("no-such-account", "replica-a", NOW, NOW + LEASE_MS, day, 2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn concurrent_refresh_claims_take_one_lease_and_one_unit(db: TestDb) {
+    let account = account(&db.store, "wx-claim-race").await;
+    let claimers = 16;
+    let barrier = Arc::new(Barrier::new(claimers));
+    let mut tasks = Vec::new();
+    for i in 0..claimers {
+        let store = db.store.clone();
+        let barrier = barrier.clone();
+        let id = account.id.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store
+                .claim_token_refresh(&id, &format!("r{i}"), NOW, NOW + LEASE_MS, 20_000, 200)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        winners += usize::from(task.await.unwrap().is_some());
+    }
+    assert_eq!(winners, 1);
+    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
+    assert_eq!((row.generation, row.upstream_calls_today), (1, 1));
+}
+
+pub async fn fenced_write_back_announces_the_token_itself(db: TestDb) {
+    let account = account(&db.store, "wx-write-notify").await;
+    let listener = db.store.listen_token_refreshes().await.unwrap();
+    let generation = db
+        .store
+        .claim_token_lease(&account.id, "replica-a", NOW, NOW + LEASE_MS)
+        .await
+        .unwrap()
+        .unwrap();
+    // A stale write announces nothing.
+    assert!(matches!(
+        db.store
+            .store_refreshed_token(&account.id, generation - 1, &refreshed(b"old"), NOW)
+            .await,
+        Err(StoreError::StaleFence { .. })
+    ));
+    db.store
+        .store_refreshed_token(&account.id, generation, &refreshed(b"ct"), NOW)
+        .await
+        .unwrap();
+    if let Some(mut listener) = listener {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+            .await
+            .expect("the write-back's notification arrives")
+            .unwrap();
+        assert_eq!(got, account.id);
+    } else {
+        assert_eq!(db.kind(), store::DatabaseKind::Sqlite);
+    }
+}

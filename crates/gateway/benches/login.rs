@@ -1,0 +1,414 @@
+//! Login-gateway benchmark (`cargo bench -p gateway --bench login`).
+//!
+//! Measures, in one run and on one machine:
+//! - a plain HTTP request to wxhub (the discovery document) — the unit of comparison;
+//! - complete follow-required logins: relying party (the `openidconnect` crate) → wxhub
+//!   authorize → simulator's authorize page → wxhub callback (code exchange and `user/info`
+//!   with the scheduler stand-in's core token) → token endpoint (ES256 ID token, verified by
+//!   the RP) → userinfo; on SQLite, and on PostgreSQL when `WXHUB_TEST_POSTGRES_URL` is set;
+//! - safe-mode push acknowledgements (signature, msg_signature, AES decrypt, dedup insert)
+//!   per second and their p99 latency.
+//!
+//! Writes its figures to `docs/performance.md` (its own section, replaced on each run).
+
+#[path = "../tests/gateway/common.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use store::oidc::LoginMode;
+use wechat::crypto::{EncodingAesKey, MsgCrypt};
+use wechat::push as sig;
+use wechat_sim::FollowOptions;
+
+const BASELINE_REQUESTS: usize = 400;
+const LOGINS: usize = 100;
+const PUSHES: usize = 400;
+
+/// The HTTP requests one follow-required login is made of, every one of them counted:
+/// browser → wxhub `/authorize`; browser → simulator authorize page; browser → wxhub
+/// `/wechat/callback`, during which wxhub → simulator `/sns/oauth2/access_token` and
+/// wxhub → simulator `/cgi-bin/user/info`; RP → wxhub `/token`; RP → wxhub `/userinfo`.
+/// (The RP fetched discovery and the JWKS once, before the measured logins, as a real RP
+/// caches them; the browser's final hop to the RP's own callback is the RP's page, not part of
+/// the login protocol, and the bench hands the code to the RP directly.)
+const REQUESTS_PER_LOGIN: usize = 7;
+/// Of those, the simulator's (counted by the simulator itself and checked).
+const SIM_REQUESTS_PER_LOGIN: u64 = 3;
+
+/// Where one login's time goes (wall time from the RP's/browser's side).
+#[derive(Default, Clone, Copy)]
+struct Steps {
+    authorize: Duration,
+    wechat_page: Duration,
+    callback: Duration,
+    token: Duration,
+    verify: Duration,
+    userinfo: Duration,
+}
+
+impl Steps {
+    fn total(&self) -> Duration {
+        self.authorize + self.wechat_page + self.callback + self.token + self.verify + self.userinfo
+    }
+
+    fn add(&mut self, o: &Steps) {
+        self.authorize += o.authorize;
+        self.wechat_page += o.wechat_page;
+        self.callback += o.callback;
+        self.token += o.token;
+        self.verify += o.verify;
+        self.userinfo += o.userinfo;
+    }
+
+    fn div(&self, n: u32) -> Steps {
+        Steps {
+            authorize: self.authorize / n,
+            wechat_page: self.wechat_page / n,
+            callback: self.callback / n,
+            token: self.token / n,
+            verify: self.verify / n,
+            userinfo: self.userinfo / n,
+        }
+    }
+}
+
+struct Figures {
+    db: &'static str,
+    /// A plain request to wxhub (discovery document), browser connection.
+    baseline: Duration,
+    /// A complete login (wall time of the measured loop / logins).
+    login: Duration,
+    steps: Steps,
+    /// The simulator's share: its two API calls made directly (code exchange + user/info).
+    sim_api: Duration,
+}
+
+/// A plain request to wxhub: the discovery document over the kept-alive connection of the
+/// same client the browser uses.
+async fn plain_request_time(env: &Env) -> Duration {
+    let url = format!("{}/.well-known/openid-configuration", env.issuer(APPID));
+    for _ in 0..20 {
+        env.get(&url).await;
+    }
+    let start = Instant::now();
+    for _ in 0..BASELINE_REQUESTS {
+        assert_eq!(env.get(&url).await.status(), 200);
+    }
+    start.elapsed() / BASELINE_REQUESTS as u32
+}
+
+fn sim_calls(env: &Env) -> u64 {
+    env.sim()
+        .counters(Some(APPID), None)
+        .iter()
+        .map(|r| r.counter.calls)
+        .sum()
+}
+
+/// One login, timed step by step; the same calls as `Rp::finish` plus `browse_to_callback`.
+async fn one_login(env: &Env, rp: &Rp) -> Steps {
+    use openidconnect::core::{CoreGenderClaim, CoreIdTokenClaims, CoreJwsSigningAlgorithm};
+    use openidconnect::{AuthorizationCode, OAuth2TokenResponse, TokenResponse};
+    let mut steps = Steps::default();
+    let attempt = rp.start();
+    let t = Instant::now();
+    let to_wechat = env.get(&attempt.url).await;
+    assert_eq!(to_wechat.status(), 302);
+    steps.authorize = t.elapsed();
+    let t = Instant::now();
+    let back = env
+        .get(&as_user(&location(&to_wechat), "bob", "allow"))
+        .await;
+    assert_eq!(back.status(), 302);
+    steps.wechat_page = t.elapsed();
+    let t = Instant::now();
+    let to_rp = env.get(&location(&back)).await;
+    assert_eq!(to_rp.status(), 302);
+    steps.callback = t.elapsed();
+    let callback = location(&to_rp);
+    assert_eq!(
+        query_param(&callback, "state").as_deref(),
+        Some(attempt.state.secret().as_str())
+    );
+    let code = query_param(&callback, "code").expect("code");
+    let t = Instant::now();
+    let response = rp
+        .client
+        .exchange_code(AuthorizationCode::new(code))
+        .unwrap()
+        .set_pkce_verifier(attempt.verifier)
+        .request_async(&rp_http)
+        .await
+        .unwrap();
+    steps.token = t.elapsed();
+    let t = Instant::now();
+    let verifier = rp
+        .client
+        .id_token_verifier()
+        .set_allowed_algs(vec![CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
+    let claims: &CoreIdTokenClaims = response
+        .id_token()
+        .unwrap()
+        .claims(&verifier, &attempt.nonce)
+        .unwrap();
+    steps.verify = t.elapsed();
+    let t = Instant::now();
+    let info = rp
+        .client
+        .user_info(
+            response.access_token().clone(),
+            Some(claims.subject().clone()),
+        )
+        .unwrap()
+        .request_async::<WxClaims, _, CoreGenderClaim>(&rp_http)
+        .await
+        .unwrap();
+    steps.userinfo = t.elapsed();
+    assert!(info.additional_claims().follows_account);
+    steps
+}
+
+async fn login_time(env: &Env) -> (Duration, Steps) {
+    env.sim()
+        .follow(APPID, "bob", FollowOptions::default())
+        .await
+        .unwrap();
+    let (id, secret) = env.client(APPID, LoginMode::FollowRequired, false).await;
+    // Discovery and JWKS are fetched once, as a real RP caches them.
+    let rp = Rp::discover(env, APPID, &id, secret).await;
+    for _ in 0..10 {
+        one_login(env, &rp).await;
+    }
+    let sim_before = sim_calls(env);
+    let mut sum = Steps::default();
+    let start = Instant::now();
+    for _ in 0..LOGINS {
+        sum.add(&one_login(env, &rp).await);
+    }
+    let elapsed = start.elapsed();
+    // Every request the simulator served in the measured loop was a login's (no token
+    // fetch, no push): exactly three per login.
+    assert_eq!(
+        sim_calls(env) - sim_before,
+        SIM_REQUESTS_PER_LOGIN * LOGINS as u64,
+        "the simulator served requests that are not the logins'"
+    );
+    (elapsed / LOGINS as u32, sum.div(LOGINS as u32))
+}
+
+/// The simulator's part of the callback, measured directly with the gateway's kind of client:
+/// a code exchange (after getting a code from the authorize page) and a `user/info`.
+async fn sim_api_time(env: &Env) -> Duration {
+    use wechat::{AppSecret, Lang, Scope};
+    let mut config = wechat::ClientConfig::for_base(env.running.base_url());
+    config.timeout = Duration::from_secs(5);
+    let client = wechat::Client::new(config).unwrap();
+    let account_id = env.account_id(APPID).await;
+    let core = gateway::CoreTokens::current(&*env.tokens, &account_id)
+        .await
+        .unwrap();
+    let secret = AppSecret::new(secret_of(APPID));
+    let mut total = Duration::ZERO;
+    for i in 0..(LOGINS + 10) {
+        let url = client
+            .authorize_url(APPID, "http://127.0.0.1/cb", Scope::SnsapiBase, "s", false)
+            .unwrap();
+        let back = env.get(&as_user(&url, "bob", "allow")).await;
+        let code = query_param(&location(&back), "code").unwrap();
+        let t = Instant::now();
+        let token = client.exchange_code(APPID, &secret, &code).await.unwrap();
+        client
+            .user_info(&core, &token.openid, Lang::ZhCn)
+            .await
+            .unwrap();
+        if i >= 10 {
+            total += t.elapsed();
+        }
+    }
+    total / LOGINS as u32
+}
+
+/// Safe-mode text pushes with distinct MsgIds: returns (per-second, p99).
+async fn push_acks(env: &Env) -> (f64, Duration) {
+    let crypt = MsgCrypt::new(EncodingAesKey::parse(AES_KEY).unwrap(), APPID);
+    let url = format!("{}/wechat/push", env.issuer(APPID));
+    let mut latencies = Vec::with_capacity(PUSHES);
+    let start = Instant::now();
+    for i in 0..PUSHES {
+        let ts = env.now_secs().to_string();
+        let nonce = format!("bench{i}");
+        let message = format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[o_bench]]></FromUserName>\
+             <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType>\
+             <Content><![CDATA[hello {i}]]></Content><MsgId>{}</MsgId></xml>",
+            original_id_of(APPID),
+            1_000_000_000_000_000u64 + i as u64
+        );
+        let encrypt = crypt.encrypt(&message);
+        let body = format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
+            original_id_of(APPID)
+        );
+        let t = Instant::now();
+        let r = env
+            .browser
+            .post(&url)
+            .query(&[
+                ("signature", sig::signature(PUSH_TOKEN, &ts, &nonce)),
+                ("timestamp", ts.clone()),
+                ("nonce", nonce.clone()),
+                ("encrypt_type", "aes".to_owned()),
+                (
+                    "msg_signature",
+                    sig::msg_signature(PUSH_TOKEN, &ts, &nonce, &encrypt),
+                ),
+            ])
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), "success");
+        latencies.push(t.elapsed());
+    }
+    let total = start.elapsed();
+    latencies.sort();
+    let p99 = latencies[(latencies.len() * 99).div_ceil(100) - 1];
+    (PUSHES as f64 / total.as_secs_f64(), p99)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn write_section(section: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/performance.md");
+    let _ = std::fs::create_dir_all(path.parent().unwrap());
+    let existing = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Performance\n".to_owned());
+    const BEGIN: &str = "<!-- gateway-bench:begin -->";
+    const END: &str = "<!-- gateway-bench:end -->";
+    let block = format!("{BEGIN}\n{section}{END}\n");
+    let updated = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(b), Some(e)) if e > b => {
+            format!(
+                "{}{block}{}",
+                &existing[..b],
+                &existing[e + END.len()..].trim_start_matches('\n')
+            )
+        }
+        _ => format!(
+            "{}\n{block}",
+            existing.trim_end_matches('\n').to_owned() + "\n"
+        ),
+    };
+    std::fs::write(&path, updated).unwrap();
+    println!("figures written to {}", path.display());
+}
+
+fn row(f: &Figures) -> String {
+    let n = REQUESTS_PER_LOGIN as f64;
+    format!(
+        "| {} | {} | {} | {:.0} | {:.1}× | **{:.2}×** |\n",
+        f.db,
+        ms(f.baseline),
+        ms(f.login),
+        1.0 / f.login.as_secs_f64(),
+        f.login.as_secs_f64() / f.baseline.as_secs_f64(),
+        f.login.as_secs_f64() / (n * f.baseline.as_secs_f64()),
+    )
+}
+
+fn steps_row(f: &Figures) -> String {
+    let s = &f.steps;
+    format!(
+        "| {} | {} | {} | {} (of which simulator ≈ {}) | {} | {} | {} |\n",
+        f.db,
+        ms(s.authorize),
+        ms(s.wechat_page),
+        ms(s.callback),
+        ms(f.sim_api),
+        ms(s.token),
+        ms(s.verify),
+        ms(s.userinfo),
+    )
+}
+
+async fn measure(env: &Env, db: &'static str) -> Figures {
+    let baseline = plain_request_time(env).await;
+    let (login, steps) = login_time(env).await;
+    let sim_api = sim_api_time(env).await;
+    let f = Figures {
+        db,
+        baseline,
+        login,
+        steps,
+        sim_api,
+    };
+    eprint!("{}{}", row(&f), steps_row(&f));
+    eprintln!("  (sum of steps {})", ms(f.steps.total()));
+    f
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut figures = Vec::new();
+        let env = Env::sqlite().await;
+        figures.push(measure(&env, "SQLite").await);
+        let (pushes_per_sec, push_p99) = push_acks(&env).await;
+        drop(env);
+        if let Ok(url) = std::env::var("WXHUB_TEST_POSTGRES_URL")
+            && !url.trim().is_empty()
+        {
+            let env = Env::start(DbKind::Postgres, 1, Some(url)).await;
+            figures.push(measure(&env, "PostgreSQL").await);
+        }
+        let mut section = format!(
+            "## Login gateway\n\n\
+             `cargo bench -p gateway --bench login`: one process, sequential requests over loopback \
+             (wxhub, the WeChat simulator and the relying party share the machine's 2 cores), \
+             every client keeping its connections alive. A login is the whole follow-required \
+             flow: browser → wxhub `/authorize` → simulator authorize page → wxhub callback \
+             (which calls the simulator's `/sns/oauth2/access_token` and `/cgi-bin/user/info`) → \
+             RP → wxhub `/token` (ES256 ID token, verified by the RP) → RP → wxhub `/userinfo`: \
+             **{REQUESTS_PER_LOGIN} HTTP requests** (4 to wxhub, 3 to the simulator, which the \
+             bench checks with the simulator's counters). The RP (the `openidconnect` crate) \
+             fetched discovery and the JWKS once, before the measured logins. A plain request \
+             is `GET /.well-known/openid-configuration` to wxhub (one account lookup) over the \
+             browser's kept-alive connection, measured in the same run. The goal is a login \
+             costing at most 2× the {REQUESTS_PER_LOGIN} plain requests it is made of.\n\n\
+             | database | plain request to wxhub | complete login | logins/s | login ÷ plain request | login ÷ ({REQUESTS_PER_LOGIN} × plain request) |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        for f in &figures {
+            section.push_str(&row(f));
+        }
+        if figures.len() == 1 {
+            section.push_str("\nPostgreSQL: not measured in this run (`WXHUB_TEST_POSTGRES_URL` unset).\n");
+        }
+        section.push_str(
+            "\nWhere a login's time goes (mean per login, measured around each request in the bench; \
+             the simulator's share of the callback is its two API calls timed directly):\n\n\
+             | database | authorize | simulator page | callback | token | RP verifies ID token | userinfo |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+        for f in &figures {
+            section.push_str(&steps_row(f));
+        }
+        section.push_str(&format!(
+            "\nSafe-mode push acknowledgements (SQLite; signature + msg_signature checks, AES \
+             decrypt, hardened parse, nonce and dedup inserts, `success`): **{pushes_per_sec:.0}/s**, \
+             p99 **{}** ({PUSHES} sequential pushes) — far inside WeChat's 5 s.\n\n",
+            ms(push_p99)
+        ));
+        print!("{section}");
+        if std::env::var_os("GATEWAY_BENCH_NO_WRITE").is_none() {
+            write_section(&section);
+        }
+    });
+}

@@ -1,0 +1,409 @@
+//! The push callback `{public_url}/t/{appid}/wechat/push` (spec §6, §7).
+//!
+//! Order of checks, cheapest and most decisive first, and nothing stored until all pass:
+//! body size (64 KiB, before parsing) → URL `signature` (constant time) → timestamp window →
+//! hardened XML parse (no DOCTYPE, no entities, bounded depth) → the account's push mode:
+//! safe mode accepts only an `Encrypt` envelope, compatible mode requires the `Encrypt`
+//! element, and both verify `msg_signature` over the raw query `timestamp` and decrypt
+//! (checking the embedded appid), using the decrypted message and never the plain fields →
+//! `ToUserName` against the account's original id (required outside safe mode) → `CreateTime`
+//! in range. Then one transaction records the `(timestamp, nonce)` together with the push under
+//! its dedup key (`MsgId`, or `FromUserName + CreateTime + Event`, §6.4) and its effect on the
+//! end user, before answering `success` — so a retry on any replica is recognised and
+//! acknowledged without reprocessing, a retry after a failed attempt is processed, and a nonce
+//! reused for another message is refused.
+//!
+//! Why the push mode matters: in plain mode the URL signature covers only token, timestamp and
+//! nonce, not the body, so whoever holds an unused (signature, timestamp, nonce) can post any
+//! body. An account configured for safe mode therefore never accepts a plain body, and a follow
+//! learned from a plain-mode push is re-checked with `user/info` before a login relies on it.
+//!
+//! WeChat waits 5 s (§6.4); the work here is a few database statements. The optional relay
+//! to the owner's own server happens after the answer, in the background.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use store::end_users::Subscription;
+use store::gateway::{IncomingPush, NonceUse, PushMode, PushRecording};
+use store::pushes::ReceivedPush;
+use wechat::crypto::{EncodingAesKey, MsgCrypt};
+use wechat::push as sig;
+use wechat::xml::{self, PushBody, PushKind, PushMessage};
+
+use crate::error::PushRejection;
+use crate::{Gateway, GatewayError, random_alnum, token_hash};
+
+/// Largest push body accepted (spec §6; `wechat::xml::MAX_PUSH_BYTES`).
+pub const MAX_PUSH_BYTES: usize = xml::MAX_PUSH_BYTES;
+/// How far a push's `timestamp` may be from our clock.
+pub const TIMESTAMP_WINDOW_SECS: i64 = 300;
+/// Timeout of one relay to the owner's server.
+pub const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The query WeChat signs (§6.2, §6.3, §7.4).
+#[derive(Debug, Default, Deserialize)]
+pub struct PushQuery {
+    pub signature: Option<String>,
+    pub timestamp: Option<String>,
+    pub nonce: Option<String>,
+    pub echostr: Option<String>,
+    pub openid: Option<String>,
+    pub encrypt_type: Option<String>,
+    pub msg_signature: Option<String>,
+}
+
+fn reject(r: PushRejection) -> GatewayError {
+    GatewayError::Push(r)
+}
+
+struct Verified {
+    account: store::accounts::Account,
+    token: vault::SecretString,
+    aes_key: Option<vault::SecretString>,
+    timestamp: i64,
+    /// The query's `timestamp` exactly as sent: what the signatures cover.
+    timestamp_raw: String,
+    nonce: String,
+}
+
+/// Checks the URL signature and the timestamp window.
+async fn verify_request(
+    gw: &Gateway,
+    appid: &str,
+    q: &PushQuery,
+) -> Result<Verified, GatewayError> {
+    let account = gw
+        .active_account(appid)
+        .await
+        .map_err(|_| reject(PushRejection::NotConfigured))?;
+    let secrets = accounts::read_secrets(&gw.store, &gw.vault.current(), &account.id).await?;
+    let token = secrets
+        .push_token
+        .ok_or(reject(PushRejection::NotConfigured))?;
+    let (Some(signature), Some(ts), Some(nonce)) = (&q.signature, &q.timestamp, &q.nonce) else {
+        return Err(reject(PushRejection::BadSignature));
+    };
+    if !sig::verify_signature(token.expose(), ts, nonce, signature) {
+        return Err(reject(PushRejection::BadSignature));
+    }
+    let timestamp: i64 = ts.parse().map_err(|_| reject(PushRejection::Stale))?;
+    // abs_diff: a hostile timestamp near i64::MIN/MAX must not overflow.
+    if gw.clock.now_secs().abs_diff(timestamp) > TIMESTAMP_WINDOW_SECS.unsigned_abs() {
+        return Err(reject(PushRejection::Stale));
+    }
+    Ok(Verified {
+        account,
+        token,
+        aes_key: secrets.encoding_aes_key,
+        timestamp,
+        timestamp_raw: ts.clone(),
+        nonce: nonce.clone(),
+    })
+}
+
+/// URL verification (§6.2): the raw `echostr` when the signature verifies. Its
+/// `(timestamp, nonce)` is recorded like a delivery's, so it cannot be reused for a push.
+pub async fn verify_url(gw: &Gateway, appid: &str, q: PushQuery) -> Result<String, GatewayError> {
+    let v = verify_request(gw, appid, &q).await?;
+    let echostr = q
+        .echostr
+        .filter(|e| !e.is_empty() && e.len() <= 512)
+        .ok_or(reject(PushRejection::BadXml))?;
+    let key = format!("url-verification:{}", token_hash(&echostr));
+    match gw
+        .store
+        .remember_push_nonce(&v.account.id, v.timestamp, &v.nonce, &key, gw.now())
+        .await?
+    {
+        NonceUse::First | NonceUse::SameMessage => Ok(echostr),
+        NonceUse::OtherMessage => Err(reject(PushRejection::Replay)),
+    }
+}
+
+/// Decrypts a safe-mode (or compatible-mode) `Encrypt` after checking `msg_signature`.
+fn open_encrypted(
+    v: &Verified,
+    appid: &str,
+    q: &PushQuery,
+    encrypt: &str,
+) -> Result<PushMessage, GatewayError> {
+    let key = v
+        .aes_key
+        .as_ref()
+        .ok_or(reject(PushRejection::NotConfigured))?;
+    let msg_signature = q
+        .msg_signature
+        .as_deref()
+        .ok_or(reject(PushRejection::BadSignature))?;
+    if q.encrypt_type.as_deref() != Some("aes") {
+        return Err(reject(PushRejection::NotEncrypted));
+    }
+    // §7.3: verify before decrypting, over the timestamp exactly as sent.
+    if !sig::verify_msg_signature(
+        v.token.expose(),
+        &v.timestamp_raw,
+        &v.nonce,
+        encrypt,
+        msg_signature,
+    ) {
+        return Err(reject(PushRejection::BadSignature));
+    }
+    let key = EncodingAesKey::parse(key.expose())
+        .map_err(|_| GatewayError::Internal("stored EncodingAESKey is invalid".into()))?;
+    // Decryption checks the trailing appid (§7.2): a message for another account fails.
+    let plain = MsgCrypt::new(key, appid)
+        .decrypt(encrypt)
+        .map_err(|_| reject(PushRejection::WrongAccount))?;
+    xml::parse_message(plain.as_bytes()).map_err(|_| reject(PushRejection::BadXml))
+}
+
+/// The subscription change a push carries; `event_time` is its `CreateTime` in ms.
+fn subscription_of(msg: &PushMessage, event_time: i64) -> Option<Subscription> {
+    match &msg.kind {
+        PushKind::Subscribe { event_key, .. } => Some(Subscription {
+            openid: msg.from_user.clone(),
+            subscribed: true,
+            subscribe_time: Some(event_time),
+            subscribe_scene: event_key.as_ref().map(|_| "ADD_SCENE_QR_CODE".to_owned()),
+            qr_scene: event_key.clone(),
+            event_time,
+        }),
+        PushKind::Unsubscribe => Some(Subscription {
+            openid: msg.from_user.clone(),
+            subscribed: false,
+            subscribe_time: None,
+            subscribe_scene: None,
+            qr_scene: None,
+            event_time,
+        }),
+        _ => None,
+    }
+}
+
+/// The account's push mode: as configured, else safe when it has an EncodingAESKey.
+fn push_mode(configured: Option<PushMode>, has_aes_key: bool) -> PushMode {
+    configured.unwrap_or(if has_aes_key {
+        PushMode::Safe
+    } else {
+        PushMode::Plain
+    })
+}
+
+/// The message to act on, by the account's push mode, and whether it was authenticated
+/// (`msg_signature` over the encrypted message); returns the `Encrypt` value for the relay.
+fn open_body(
+    v: &Verified,
+    appid: &str,
+    q: &PushQuery,
+    mode: PushMode,
+    body: &[u8],
+) -> Result<(PushMessage, Option<String>), GatewayError> {
+    let parsed = xml::parse_push(body).map_err(|_| reject(PushRejection::BadXml))?;
+    match (mode, parsed) {
+        // An envelope is accepted in any mode: it is authenticated.
+        (_, PushBody::Encrypted(env)) => {
+            let msg = open_encrypted(v, appid, q, &env.encrypt)?;
+            if msg.to_user != env.to_user {
+                return Err(reject(PushRejection::WrongAccount));
+            }
+            Ok((msg, Some(env.encrypt)))
+        }
+        // Safe mode: a readable body is a downgrade (nothing signs it).
+        (PushMode::Safe, PushBody::Message(_)) => Err(reject(PushRejection::NotEncrypted)),
+        // Compatible mode: the signed, encrypted copy is required and is what counts.
+        (PushMode::Compatible, PushBody::Message(plain)) => {
+            let encrypt = plain.encrypt.ok_or(reject(PushRejection::NotEncrypted))?;
+            let msg = open_encrypted(v, appid, q, &encrypt)?;
+            if msg.to_user != plain.to_user {
+                return Err(reject(PushRejection::WrongAccount));
+            }
+            Ok((msg, Some(encrypt)))
+        }
+        (PushMode::Plain, PushBody::Message(plain)) => Ok((plain, None)),
+    }
+}
+
+/// Logs (once per account and process) that pushes are refused for want of an original id.
+fn warn_missing_original_id(gw: &Gateway, account_id: &str) {
+    let first = gw
+        .warned_missing_original_id
+        .lock()
+        .expect("warned set lock")
+        .insert(account_id.to_owned());
+    if first {
+        tracing::error!(
+            account_id,
+            "plain/compatible-mode push refused: the account's original id (gh_…) is not \
+             configured; set it with gateway::settings::update"
+        );
+    }
+}
+
+/// A message delivery (§6.3): verified, deduplicated, stored with its effect; returns the
+/// body to answer (`success`).
+pub async fn receive(
+    gw: &Gateway,
+    appid: &str,
+    q: PushQuery,
+    body: Bytes,
+) -> Result<&'static str, GatewayError> {
+    if body.len() > MAX_PUSH_BYTES {
+        return Err(reject(PushRejection::TooLarge));
+    }
+    let v = verify_request(gw, appid, &q).await?;
+    let settings = gw.store.gateway_settings(&v.account.id).await?;
+    let mode = push_mode(settings.push_mode, v.aes_key.is_some());
+    let (msg, encrypt) = open_body(&v, appid, &q, mode, &body)?;
+    let authenticated = encrypt.is_some();
+    match settings.original_id.as_deref() {
+        Some(id) if id == msg.to_user => {}
+        Some(_) => return Err(reject(PushRejection::WrongAccount)),
+        // Safe mode: the decrypted appid already proves the account.
+        None if mode == PushMode::Safe && authenticated => {}
+        None => {
+            warn_missing_original_id(gw, &v.account.id);
+            return Err(reject(PushRejection::OriginalIdMissing));
+        }
+    }
+    // CreateTime is hostile input: out of range is malformed, never an overflow.
+    let event_time = msg
+        .create_time
+        .checked_mul(1000)
+        .filter(|t| *t >= 0)
+        .ok_or(reject(PushRejection::BadXml))?;
+    let now = gw.now();
+    let record = ReceivedPush {
+        account_id: v.account.id.clone(),
+        dedup_key: msg.dedup_key(),
+        msg_type: msg.msg_type().to_owned(),
+        event: msg.event().map(str::to_owned),
+        openid: Some(msg.from_user.clone()),
+        received_at: now,
+        summary: match msg.event() {
+            Some(e) => format!("event {e}"),
+            None => format!("message {}", msg.msg_type()),
+        },
+    };
+    let subscription = subscription_of(&msg, event_time);
+    let recording = gw
+        .store
+        .record_push_with_subscription(
+            &IncomingPush {
+                push: &record,
+                subscription: subscription.as_ref(),
+                push_time: v.timestamp,
+                nonce: &v.nonce,
+                authenticated,
+            },
+            now,
+        )
+        .await?;
+    match recording {
+        PushRecording::Processed => {
+            if let Some(url) = settings.push_relay_url {
+                relay(gw, url, &v, &q, body, encrypt, record.dedup_key);
+            }
+        }
+        PushRecording::Retry => {
+            tracing::debug!(account_id = %v.account.id, "push retry acknowledged without reprocessing");
+        }
+        PushRecording::NonceReused => return Err(reject(PushRejection::Replay)),
+    }
+    Ok(xml::SUCCESS)
+}
+
+/// Whether wxhub may relay pushes to `url`: https, or http to a loopback host only (local
+/// development and tests) — a relayed push carries a valid signature, so it must not travel
+/// in the clear.
+pub fn relay_url_allowed(url: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return false;
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.fragment().is_some() {
+        return false;
+    }
+    match parsed.scheme() {
+        "https" => parsed.host().is_some(),
+        "http" => match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// Sends a copy of the push to the owner's server, re-signed with the account's Token (fresh
+/// timestamp and nonce; `msg_signature` recomputed for encrypted bodies). The relay's own
+/// `(timestamp, nonce)` is recorded in the nonce cache first, under the push's dedup key, so
+/// the signed copy cannot be replayed to wxhub with another body. The owner's answer is not
+/// relayed back: WeChat has already been answered.
+fn relay(
+    gw: &Gateway,
+    url: String,
+    v: &Verified,
+    q: &PushQuery,
+    body: Bytes,
+    encrypt: Option<String>,
+    dedup_key: String,
+) {
+    if !relay_url_allowed(&url) {
+        tracing::warn!(account_id = %v.account.id, "push relay URL is not https (or loopback http); not relayed");
+        return;
+    }
+    let now = gw.now();
+    let ts_secs = now.div_euclid(1000);
+    let ts = ts_secs.to_string();
+    let nonce = random_alnum(16);
+    let mut query = vec![
+        ("signature", sig::signature(v.token.expose(), &ts, &nonce)),
+        ("timestamp", ts.clone()),
+        ("nonce", nonce.clone()),
+    ];
+    if let Some(openid) = &q.openid {
+        query.push(("openid", openid.clone()));
+    }
+    if let Some(encrypt) = &encrypt {
+        query.push(("encrypt_type", "aes".to_owned()));
+        query.push((
+            "msg_signature",
+            sig::msg_signature(v.token.expose(), &ts, &nonce, encrypt),
+        ));
+    }
+    let http = gw.relay_http.clone();
+    let store = gw.store.clone();
+    let account_id = v.account.id.clone();
+    tokio::spawn(async move {
+        match store
+            .remember_push_nonce(&account_id, ts_secs, &nonce, &dedup_key, now)
+            .await
+        {
+            Ok(NonceUse::First) => {}
+            Ok(_) => {
+                tracing::warn!(%account_id, "push relay nonce collided; not relayed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%account_id, error = %e, "push relay nonce not recorded; not relayed");
+                return;
+            }
+        }
+        let sent = http
+            .post(&url)
+            .query(&query)
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                tracing::warn!(%account_id, status = %r.status(), "push relay answered an error")
+            }
+            Err(e) => tracing::warn!(%account_id, error = %e.without_url(), "push relay failed"),
+        }
+    });
+}

@@ -1,0 +1,350 @@
+//! The core-token scheduler, the token API and the WeChat API proxy.
+//!
+//! WeChat's core access_token is the one thing every backend of an Official Account needs and
+//! the one thing they must never fetch themselves: each `/cgi-bin/token` call supersedes the
+//! previous token (it dies 300 s later) and counts against a 2000/day quota, so independent
+//! fetchers invalidate each other (40001) and exhaust the quota (45009) — the most common
+//! complaint in every WeChat SDK's tracker (spec §10.1). This crate makes wxhub the only
+//! fetcher: it refreshes each account's token once per window, across any number of replicas,
+//! and hands it out.
+//!
+//! - [`TokenService`]: the handle everything else uses. [`TokenService::current`] serves from
+//!   memory; [`TokenService::report_rejected`] is the compare-and-swap refresh for a token a
+//!   backend saw rejected; [`TokenService::run_due`] processes every refresh due at the
+//!   clock's current time (the background loop calls it; tests call it after moving a
+//!   `ManualClock`); [`TokenService::start`] runs the background tasks.
+//! - [`router`]: the token API and the proxy under `/api/v1/accounts/{appid}/…`, plus
+//!   `/api/v1/openapi.json`.
+//! - [`policy`]: when to refresh and how to back off; [`apikey`]: key generation and hashing.
+//!
+//! It must never log, return in an error, or store in clear a token, an AppSecret or an API
+//! key; never hold a database transaction across a WeChat call; and never call WeChat for an
+//! account without holding its lease.
+
+mod api;
+pub mod apikey;
+mod cache;
+mod engine;
+pub mod policy;
+mod proxy;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use accounts::VaultHandle;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use store::Store;
+use store::tokens::TokenState;
+use tokio::sync::{Notify, Semaphore, broadcast};
+use wechat::SharedClock;
+
+pub use api::router;
+pub use cache::CurrentToken;
+pub use engine::{BackgroundTasks, EngineEvent, RunReport};
+pub use policy::RefreshPolicy;
+
+/// Settings of a [`TokenService`]. `Default` suits production.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// When to refresh and how to retry.
+    pub policy: RefreshPolicy,
+    /// This replica's name in lease rows (default: a fresh UUIDv7 per process, so a restarted
+    /// process never mistakes an old lease for its own).
+    pub holder: String,
+    /// How long a claimed lease lasts (default 60 s). Must exceed the WeChat client's timeout,
+    /// so a holder whose lease lapsed has given up on its call.
+    pub lease: Duration,
+    /// Refreshes in flight at once in this process (default 64).
+    pub concurrency: usize,
+    /// Longest sleep of the background loop (default 5 s): it also notices accounts added and
+    /// rescheduled by other processes.
+    pub poll_interval: Duration,
+    /// Full cache reload from the database, the fallback for lost notifications (default 5 min).
+    pub reload_interval: Duration,
+    /// How long [`TokenService::current`] waits for an account's first token (real time,
+    /// default 10 s).
+    pub first_token_wait: Duration,
+    /// How long a verified API key is trusted without asking the database (by the injected
+    /// clock, default 10 s).
+    pub api_key_cache_ttl: Duration,
+    /// Largest request body the proxy accepts (default 2 MiB); larger → 413.
+    pub max_proxy_body: usize,
+    /// Timeout of a proxied WeChat call (default 30 s).
+    pub proxy_timeout: Duration,
+    /// Seed of the jitter RNG (default: random). Tests pin it.
+    pub rng_seed: Option<u64>,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            policy: RefreshPolicy::default(),
+            holder: format!("wxhub-{}", uuid::Uuid::now_v7()),
+            lease: Duration::from_secs(60),
+            concurrency: 64,
+            poll_interval: Duration::from_secs(5),
+            reload_interval: Duration::from_secs(300),
+            first_token_wait: Duration::from_secs(10),
+            api_key_cache_ttl: Duration::from_secs(10),
+            max_proxy_body: 2 * 1024 * 1024,
+            proxy_timeout: Duration::from_secs(30),
+            rng_seed: None,
+        }
+    }
+}
+
+/// What can go wrong getting a token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// No such account (or not visible to the caller).
+    #[error("unknown account")]
+    UnknownAccount,
+    /// The account is disabled: wxhub neither refreshes nor serves its token.
+    #[error("the account is disabled")]
+    AccountDisabled,
+    /// No valid token, and the scheduler knows why (needs attention, quota exhausted,
+    /// retrying). `reason` is for the account's owner and holds no secret.
+    #[error("no valid token ({state}): {reason}")]
+    Unavailable {
+        /// Where the account's token stands.
+        state: TokenState,
+        /// WeChat's errcode of the last failure, if any.
+        code: Option<i64>,
+        /// What went wrong and how to fix it.
+        reason: String,
+        /// When the scheduler tries next (Unix ms).
+        retry_at: Option<i64>,
+    },
+    /// A rejected-token report arrived for a token younger than the policy's minimum age.
+    #[error("the current token was fetched moments ago; not refreshing again yet")]
+    RateLimited {
+        /// When a report would be honoured (Unix ms).
+        retry_at: i64,
+    },
+    /// The first token did not arrive in time.
+    #[error("no token yet; the first fetch is still in progress")]
+    Pending,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The vault refused (a key missing from the keyring).
+    #[error(transparent)]
+    Vault(#[from] accounts::AccountError),
+}
+
+/// The scheduler and token cache of one replica. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    vault: Arc<VaultHandle>,
+    client: wechat::Client,
+    clock: SharedClock,
+    config: SchedulerConfig,
+    api_base: url::Url,
+    proxy_http: reqwest::Client,
+    cache: cache::TokenCache,
+    keys: apikey::KeyCache,
+    /// One async mutex per account: single flight inside this process.
+    flights: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    permits: Arc<Semaphore>,
+    wake: Notify,
+    events: broadcast::Sender<EngineEvent>,
+    rng: Mutex<StdRng>,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("holder", &self.inner.config.holder)
+            .field("accounts", &self.inner.cache.len())
+            .finish()
+    }
+}
+
+impl TokenService {
+    /// Builds the service and fills its cache from the database: tokens that are still valid
+    /// are served as they are, so a restart makes no upstream call. Starts nothing; call
+    /// [`TokenService::start`] for the background loop (or drive it with
+    /// [`TokenService::run_due`]).
+    ///
+    /// `client` is the WeChat client (its `api_base` is also where the proxy forwards).
+    pub async fn open(
+        store: Store,
+        vault: Arc<VaultHandle>,
+        client: wechat::Client,
+        clock: SharedClock,
+        config: SchedulerConfig,
+    ) -> Result<Self, TokenError> {
+        let seed = config
+            .rng_seed
+            .unwrap_or_else(|| rand::rng().random::<u64>());
+        let proxy_http = reqwest::Client::builder()
+            .timeout(config.proxy_timeout)
+            // Never follow a redirect: it could carry the access_token to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| {
+                TokenError::Vault(accounts::AccountError::Invalid(format!(
+                    "proxy HTTP client: {}",
+                    e.without_url()
+                )))
+            })?;
+        let service = Self {
+            inner: Arc::new(Inner {
+                api_base: client.config().api_base.clone(),
+                store,
+                vault,
+                client,
+                clock,
+                permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+                config,
+                proxy_http,
+                cache: cache::TokenCache::new(),
+                keys: apikey::KeyCache::default(),
+                flights: Mutex::new(std::collections::HashMap::new()),
+                wake: Notify::new(),
+                events: broadcast::channel(4096).0,
+                rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            }),
+        };
+        service.reload_all().await?;
+        Ok(service)
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.inner.config
+    }
+
+    /// The store it uses.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Engine events (lease claims, refreshes, failures, stale writes, cache updates), for
+    /// tests and metrics. Lagging receivers lose the oldest events.
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The account id registered under `appid`, from memory (then the database).
+    pub async fn account_id_for_appid(&self, appid: &str) -> Result<String, TokenError> {
+        if let Some(id) = self.inner.cache.account_id_of(appid) {
+            return Ok(id);
+        }
+        let account = self
+            .inner
+            .store
+            .find_account_by_appid(appid)
+            .await?
+            .ok_or(TokenError::UnknownAccount)?;
+        self.reload_account(&account.id).await?;
+        Ok(account.id)
+    }
+
+    /// The account's current token, from memory. If the account has none yet (just created)
+    /// or the cached one expired while healthy, asks for a fetch and waits for it, at most
+    /// [`SchedulerConfig::first_token_wait`]. Never bypasses a backoff: an account in
+    /// needs-attention, quota-exhausted or retrying state without a valid token answers
+    /// [`TokenError::Unavailable`] with the reason.
+    pub async fn current(&self, account_id: &str) -> Result<CurrentToken, TokenError> {
+        if let Some(token) = self.cached(account_id) {
+            return Ok(token);
+        }
+        self.fetch_missing(account_id).await
+    }
+
+    /// The cached token if it is still valid at the clock's time; memory only.
+    pub fn cached(&self, account_id: &str) -> Option<CurrentToken> {
+        let now = self.inner.clock.now_ms();
+        let entry = self.inner.cache.get(account_id)?;
+        if entry.account_state != store::accounts::AccountState::Active {
+            return None;
+        }
+        entry.token.clone().filter(|t| t.expires_at > now)
+    }
+
+    /// The token API's JSON body for the cached token if it is still valid at `now`; memory
+    /// only (the body was serialized when the token entered the cache).
+    pub(crate) fn cached_json(&self, account_id: &str, now: i64) -> Option<Vec<u8>> {
+        let entry = self.inner.cache.get(account_id)?;
+        if entry.account_state != store::accounts::AccountState::Active {
+            return None;
+        }
+        let valid = entry.token.as_ref().is_some_and(|t| t.expires_at > now);
+        entry
+            .json
+            .as_ref()
+            .filter(|_| valid)
+            .map(|json| json.body(now))
+    }
+
+    /// Where the account's token stands in this replica's memory: state, errcode and reason.
+    pub fn status(&self, account_id: &str) -> Option<(TokenState, Option<i64>, Option<String>)> {
+        self.inner
+            .cache
+            .get(account_id)
+            .map(|e| (e.state, e.error_code, e.reason.clone()))
+    }
+
+    /// A backend saw `rejected` refused by WeChat (40001/40014/42001). If it is still the
+    /// current token, one refresh happens — single flight in this process, one lease across
+    /// replicas, at most once per [`RefreshPolicy::rejected_min_age`] — and the new token is
+    /// returned; if it is already stale, the current token is returned at once.
+    pub async fn report_rejected(
+        &self,
+        account_id: &str,
+        rejected: &wechat::AccessToken,
+    ) -> Result<CurrentToken, TokenError> {
+        self.refresh_rejected(account_id, rejected).await
+    }
+
+    /// The owner changed the account's credentials (or fixed the whitelist): an account in
+    /// needs-attention state is retried at once instead of at its slow schedule.
+    pub async fn credentials_changed(&self, account_id: &str) -> Result<(), TokenError> {
+        let now = self.inner.clock.now_ms();
+        let row = self
+            .inner
+            .store
+            .get_core_token(account_id)
+            .await?
+            .ok_or(TokenError::UnknownAccount)?;
+        if matches!(
+            row.state,
+            TokenState::NeedsAttention | TokenState::Retrying | TokenState::Pending
+        ) {
+            self.inner
+                .store
+                .reschedule_token_refresh(account_id, row.state, now, now)
+                .await?;
+            self.inner.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Revokes one of an account's API keys and forgets it in this replica at once (other
+    /// replicas stop accepting it within [`SchedulerConfig::api_key_cache_ttl`]).
+    pub async fn revoke_api_key(&self, account_id: &str, key_id: &str) -> Result<bool, TokenError> {
+        let now = self.inner.clock.now_ms();
+        let keys = self.inner.store.list_api_keys(account_id).await?;
+        let revoked = self
+            .inner
+            .store
+            .revoke_api_key(account_id, key_id, now)
+            .await?;
+        if let Some(key) = keys.iter().find(|k| k.id == key_id) {
+            self.inner.keys.forget_hex(&key.key_hash);
+        }
+        Ok(revoked)
+    }
+
+    /// Wakes the background loop (after adding an account, for instance).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+}

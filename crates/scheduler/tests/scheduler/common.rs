@@ -1,0 +1,264 @@
+//! Test setup: a simulator and a hub database on one `ManualClock`, accounts registered on
+//! both sides, token services pointed at the simulator.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use accounts::{AccountInput, VaultHandle};
+use scheduler::{SchedulerConfig, TokenService};
+use sqlx::{AssertSqlSafe, Connection, Executor};
+use store::Store;
+use store::accounts::{AccountKind, TokenMode};
+use store::people::{NewUser, Role};
+use vault::{KeyId, Keyring, SecretString, Vault};
+use wechat::{Clock, ManualClock};
+use wechat_sim::{AccountSpec, RunningSim, SimConfig, Simulator};
+
+/// 2026-01-15 12:00 in Shanghai.
+pub const START: i64 = 1_768_449_600_000;
+pub const TOKEN: &str = "/cgi-bin/token";
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path =
+            std::env::temp_dir().join(format!("wxhub-scheduler-test-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One registered account.
+#[derive(Debug, Clone)]
+pub struct Acct {
+    pub id: String,
+    pub appid: String,
+}
+
+/// The simulator, the hub's database and vault, and the clock they share.
+pub struct Hub {
+    pub clock: ManualClock,
+    pub running: RunningSim,
+    pub store: Store,
+    pub url: String,
+    pub vault: Arc<VaultHandle>,
+    /// Timeout of the WeChat client of services created from now on.
+    pub client_timeout: Duration,
+    owner: String,
+    _dir: Option<TempDir>,
+}
+
+pub fn appid(i: usize) -> String {
+    format!("wx{i:016x}")
+}
+
+pub fn secret(i: usize) -> String {
+    format!("{:032x}", i + 0xabc0_0000)
+}
+
+impl Hub {
+    /// A hub on a fresh SQLite file.
+    pub async fn sqlite() -> Hub {
+        let dir = TempDir::new();
+        let url = format!("sqlite://{}", dir.0.join("wxhub.db").display());
+        Hub::on(url, Some(dir)).await
+    }
+
+    async fn on(url: String, dir: Option<TempDir>) -> Hub {
+        let clock = ManualClock::new(START);
+        let mut config = SimConfig::with_manual_clock(clock.clone());
+        config.limits.max_accounts = 200_000;
+        let running = wechat_sim::spawn(Simulator::new(config), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let store = Store::connect(&url).await.unwrap();
+        let keyring = Keyring::generate(KeyId::new("k1").unwrap());
+        let vault = Arc::new(VaultHandle::fixed(Vault::new(keyring)));
+        let owner = store
+            .create_user(
+                &NewUser {
+                    id: store::new_id(),
+                    email: format!("owner-{}@example.com", uuid::Uuid::now_v7()),
+                    password_hash: "!".to_owned(),
+                    role: Role::Owner,
+                },
+                START,
+            )
+            .await
+            .unwrap();
+        Hub {
+            clock,
+            running,
+            store,
+            url,
+            vault,
+            client_timeout: Duration::from_millis(1500),
+            owner: owner.id,
+            _dir: dir,
+        }
+    }
+
+    pub fn sim(&self) -> &Simulator {
+        &self.running.sim
+    }
+
+    /// A WeChat client pointed at the simulator with a short timeout.
+    pub fn client(&self) -> wechat::Client {
+        let mut config = wechat::ClientConfig::for_base(self.running.base_url());
+        config.timeout = self.client_timeout;
+        wechat::Client::new(config).unwrap()
+    }
+
+    /// A config with a pinned RNG seed.
+    pub fn config(seed: u64) -> SchedulerConfig {
+        SchedulerConfig {
+            rng_seed: Some(seed),
+            holder: format!("test-replica-{seed}"),
+            ..SchedulerConfig::default()
+        }
+    }
+
+    /// A token service on this hub's database (or another store on the same database).
+    pub async fn service_on(&self, store: Store, config: SchedulerConfig) -> TokenService {
+        TokenService::open(
+            store,
+            self.vault.clone(),
+            self.client(),
+            Arc::new(self.clock.clone()),
+            config,
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn service(&self, config: SchedulerConfig) -> TokenService {
+        self.service_on(self.store.clone(), config).await
+    }
+
+    /// Registers `n` accounts (numbered from `first`) in the simulator and in the hub.
+    pub async fn accounts(&self, first: usize, n: usize, mode: TokenMode) -> Vec<Acct> {
+        let specs = (first..first + n).map(|i| AccountSpec::new(appid(i), secret(i)));
+        self.sim().create_accounts(specs).unwrap();
+        let mut out = Vec::new();
+        for i in first..first + n {
+            out.push(self.register(i, &secret(i), mode).await);
+        }
+        out
+    }
+
+    /// Registers account `i` in the hub only, with `appsecret`.
+    pub async fn register(&self, i: usize, appsecret: &str, mode: TokenMode) -> Acct {
+        let input = AccountInput {
+            owner_user_id: self.owner.clone(),
+            appid: appid(i),
+            name: format!("Account {i}"),
+            kind: AccountKind::Service,
+            verified: true,
+            token_mode: mode,
+            appsecret: SecretString::new(appsecret.to_owned()),
+            push_token: None,
+            encoding_aes_key: None,
+        };
+        let vault = self.vault.current();
+        let account = accounts::register_account(&self.store, &vault, &input, self.now())
+            .await
+            .unwrap();
+        Acct {
+            id: account.id,
+            appid: account.appid,
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+    }
+
+    /// Successful token fetches the simulator saw for `appid`, and all attempts.
+    pub fn fetches(&self, appid: &str) -> (u64, u64) {
+        let c = self.sim().counter(appid, TOKEN);
+        (c.ok, c.calls)
+    }
+
+    /// Whether the simulator accepts `token` for `appid` right now.
+    pub fn accepted(&self, appid: &str, token: &str) -> bool {
+        self.sim()
+            .tokens(appid)
+            .unwrap()
+            .iter()
+            .any(|t| t.access_token == token && t.status == "valid")
+    }
+}
+
+/// Runs `test` against a fresh PostgreSQL database (a `Hub` on it), or reports that it did not
+/// run. The database is dropped afterwards, also when the test fails.
+pub async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Hub) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admin_url = match std::env::var("WXHUB_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => {
+            eprintln!("did not run: WXHUB_TEST_POSTGRES_URL is not set");
+            return;
+        }
+    };
+    let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to WXHUB_TEST_POSTGRES_URL");
+    admin
+        .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create the test database");
+    let url = with_database(&admin_url, &name);
+    let hub = Hub::on(url, None).await;
+    let store = hub.store.clone();
+    let outcome = tokio::spawn(test(hub)).await;
+    store.close().await;
+    admin
+        .execute(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .await
+        .expect("drop the test database");
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((head, query)) => (head, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let (scheme, rest) = head.split_once("://").expect("a postgres:// URL");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{authority}/{database}{query}")
+}
+
+/// Serves the scheduler's router on 127.0.0.1:0; returns its base URL.
+pub async fn serve(service: TokenService) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, scheduler::router(service))
+            .await
+            .unwrap();
+    });
+    format!("http://{addr}")
+}

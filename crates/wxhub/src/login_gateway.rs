@@ -1,0 +1,71 @@
+//! Wiring of the login gateway: the adapter that hands it the scheduler's core tokens, and
+//! its construction from the configuration.
+//!
+//! The gateway never fetches a core token itself (that would invalidate the scheduler's, spec
+//! §10); it asks [`scheduler::TokenService`] through [`gateway::CoreTokens`].
+
+use std::sync::Arc;
+
+use gateway::{BoxFuture, CoreTokenError, CoreTokens, Gateway, GatewayConfig};
+use wechat::AccessToken;
+
+use crate::config::Config;
+
+/// [`gateway::CoreTokens`] over the scheduler: `current` serves from its cache,
+/// `report_rejected` is its compare-and-swap refresh (single flight across replicas).
+pub struct SchedulerCoreTokens(pub scheduler::TokenService);
+
+fn unavailable(e: scheduler::TokenError) -> CoreTokenError {
+    CoreTokenError {
+        reason: e.to_string(),
+    }
+}
+
+impl CoreTokens for SchedulerCoreTokens {
+    fn current<'a>(
+        &'a self,
+        account_id: &'a str,
+    ) -> BoxFuture<'a, Result<AccessToken, CoreTokenError>> {
+        Box::pin(async move {
+            self.0
+                .current(account_id)
+                .await
+                .map(|t| t.access_token)
+                .map_err(unavailable)
+        })
+    }
+
+    fn report_rejected<'a>(
+        &'a self,
+        account_id: &'a str,
+        rejected: &'a AccessToken,
+    ) -> BoxFuture<'a, Result<AccessToken, CoreTokenError>> {
+        Box::pin(async move {
+            self.0
+                .report_rejected(account_id, rejected)
+                .await
+                .map(|t| t.access_token)
+                .map_err(unavailable)
+        })
+    }
+}
+
+/// Builds the gateway over the hub's WeChat client (whose API and authorize-page bases come
+/// from the configuration).
+pub fn build(
+    config: &Config,
+    store: &store::Store,
+    vault: &Arc<accounts::VaultHandle>,
+    clock: &wechat::SharedClock,
+    wechat: wechat::Client,
+    tokens: &scheduler::TokenService,
+) -> anyhow::Result<Arc<Gateway>> {
+    Ok(Gateway::new(GatewayConfig {
+        store: store.clone(),
+        vault: vault.clone(),
+        clock: clock.clone(),
+        wechat,
+        core_tokens: Arc::new(SchedulerCoreTokens(tokens.clone())),
+        public_url: config.public_url.clone(),
+    })?)
+}

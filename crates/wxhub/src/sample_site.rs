@@ -1,0 +1,266 @@
+//! The demo's sample tenant website: an ordinary OpenID Connect relying party, written the way
+//! an account owner's site would be, so `wxhub demo` can be clicked through end to end.
+//!
+//! It knows nothing about WeChat. It sends the browser to the account's issuer with `state`,
+//! `nonce` and PKCE, redeems the code at the token endpoint with its client secret (the back
+//! channel), checks the ID token's `iss`, `aud`, `nonce` and expiry, reads `/userinfo` and
+//! shows who logged in. Pending logins are kept in memory, bounded: it is a demo page, not a
+//! pattern for storing sessions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Logins started but not finished that the site remembers at most.
+const MAX_PENDING: usize = 1_000;
+
+/// One "Log in with WeChat" button: an OIDC client registered at one account's issuer.
+#[derive(Clone)]
+pub struct SiteClient {
+    pub label: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+struct Pending {
+    client: usize,
+    verifier: String,
+    nonce: String,
+}
+
+/// The site's state. Cheap to clone.
+#[derive(Clone)]
+pub struct SampleSite {
+    base: url::Url,
+    clients: Arc<Vec<SiteClient>>,
+    pending: Arc<Mutex<HashMap<String, Pending>>>,
+    http: reqwest::Client,
+}
+
+impl SampleSite {
+    /// A site served at `base` (its `/callback` must be registered with every client).
+    pub fn new(base: url::Url, clients: Vec<SiteClient>) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ok(Self {
+            base,
+            clients: Arc::new(clients),
+            pending: Arc::default(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+        })
+    }
+
+    /// The redirect URI to register for this site.
+    pub fn callback_url(base: &url::Url) -> String {
+        format!("{}callback", base.as_str())
+    }
+}
+
+/// The site's routes.
+pub fn router(site: SampleSite) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login))
+        .route("/callback", get(callback))
+        .with_state(site)
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(body: &str) -> Response {
+    (
+        [(header::REFERRER_POLICY, "no-referrer")],
+        Html(format!(
+            "<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>示例网站 Sample site</title></head><body>{body}</body></html>"
+        )),
+    )
+        .into_response()
+}
+
+async fn home(State(site): State<SampleSite>) -> Response {
+    let buttons: String = site
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "<p><a href=\"/login?client={i}\"><button>{}</button></a></p>",
+                escape(&c.label)
+            )
+        })
+        .collect();
+    page(&format!(
+        "<h1>示例网站 Sample tenant site</h1>\
+         <p>This site logs people in through wxhub with plain OpenID Connect.</p>{buttons}"
+    ))
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    client: usize,
+}
+
+async fn login(State(site): State<SampleSite>, Query(q): Query<LoginQuery>) -> Response {
+    let Some(client) = site.clients.get(q.client) else {
+        return page("<p>Unknown login button.</p>");
+    };
+    let (state, nonce, verifier) = (random_token(), random_token(), random_token());
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    {
+        let mut pending = site.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() >= MAX_PENDING {
+            pending.clear();
+        }
+        pending.insert(
+            state.clone(),
+            Pending {
+                client: q.client,
+                verifier,
+                nonce: nonce.clone(),
+            },
+        );
+    }
+    let mut authorize = match url::Url::parse(&format!("{}/authorize", client.issuer)) {
+        Ok(url) => url,
+        Err(_) => return page("<p>The issuer URL is invalid.</p>"),
+    };
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client.client_id)
+        .append_pair("redirect_uri", &SampleSite::callback_url(&site.base))
+        .append_pair("scope", "openid profile")
+        .append_pair("state", &state)
+        .append_pair("nonce", &nonce)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    Redirect::to(authorize.as_str()).into_response()
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    id_token: String,
+}
+
+async fn callback(State(site): State<SampleSite>, Query(q): Query<CallbackQuery>) -> Response {
+    let pending = q.state.as_deref().and_then(|state| {
+        site.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(state)
+    });
+    let Some(pending) = pending else {
+        return page(
+            "<p>This login was not started here (unknown state). <a href=\"/\">Start again</a></p>",
+        );
+    };
+    if let Some(error) = q.error {
+        return page(&format!(
+            "<h1>未登录 Not logged in</h1><p>The issuer answered <code>{}</code>.</p>\
+             <p><a href=\"/\">Back</a></p>",
+            escape(&error)
+        ));
+    }
+    let Some(code) = q.code else {
+        return page("<p>No code in the redirect.</p>");
+    };
+    match redeem(&site, &pending, &code).await {
+        Ok((claims, userinfo)) => page(&format!(
+            "<h1>已登录 Logged in</h1><h2>ID token claims</h2><pre id=\"claims\">{}</pre>\
+             <h2>/userinfo</h2><pre id=\"userinfo\">{}</pre><p><a href=\"/\">Back</a></p>",
+            escape(&serde_json::to_string_pretty(&claims).unwrap_or_default()),
+            escape(&serde_json::to_string_pretty(&userinfo).unwrap_or_default()),
+        )),
+        Err(err) => page(&format!(
+            "<h1>Login failed</h1><p>{}</p><p><a href=\"/\">Back</a></p>",
+            escape(&format!("{err:#}"))
+        )),
+    }
+}
+
+/// The back channel: code → tokens → checked claims and userinfo.
+async fn redeem(
+    site: &SampleSite,
+    pending: &Pending,
+    code: &str,
+) -> anyhow::Result<(serde_json::Value, serde_json::Value)> {
+    let client = &site.clients[pending.client];
+    let redirect_uri = SampleSite::callback_url(&site.base);
+    let tokens: TokenResponse = site
+        .http
+        .post(format!("{}/token", client.issuer))
+        .basic_auth(&client.client_id, Some(&client.client_secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("code_verifier", pending.verifier.as_str()),
+        ])
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    // Received straight from the token endpoint, so the claims are checked but the signature
+    // is left to real sites' OIDC libraries (OpenID Connect Core §3.1.3.7 allows this over
+    // TLS; the demo runs on loopback).
+    let payload = tokens
+        .id_token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("the ID token is not a JWT"))?;
+    let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload)?)?;
+    anyhow::ensure!(claims["iss"] == client.issuer.as_str(), "wrong issuer");
+    anyhow::ensure!(claims["aud"] == client.client_id.as_str(), "wrong audience");
+    anyhow::ensure!(claims["nonce"] == pending.nonce.as_str(), "wrong nonce");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    anyhow::ensure!(
+        claims["exp"].as_u64().is_some_and(|exp| exp > now),
+        "the ID token has expired"
+    );
+    let userinfo = site
+        .http
+        .get(format!("{}/userinfo", client.issuer))
+        .bearer_auth(&tokens.access_token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok((claims, userinfo))
+}

@@ -1,0 +1,201 @@
+//! `wxhub account …` and `wxhub apikey …` in-process, then the whole server serving the
+//! registered account's token to the created key, against the simulator.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use store::accounts::{AccountKind, TokenMode};
+use wechat::SystemClock;
+use wechat_sim::{AccountSpec, SimConfig, Simulator};
+use wxhub::config::{Config, ConfigArgs};
+use wxhub::server::{AppState, serve_on};
+use wxhub::tenants::{self, NewAccountArgs};
+
+const APPID: &str = "wx0123456789abcdef";
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+struct Dir(std::path::PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn args() -> NewAccountArgs {
+    NewAccountArgs {
+        appid: APPID.to_owned(),
+        name: "Tenant Test".to_owned(),
+        owner_email: "owner@example.com".to_owned(),
+        kind: AccountKind::Service,
+        verified: true,
+        token_mode: TokenMode::Token,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_registers_an_account_and_its_key_reads_the_token_from_the_server() {
+    let sim = Simulator::new(SimConfig::default());
+    sim.create_account(AccountSpec::new(APPID, SECRET)).unwrap();
+    let running = wechat_sim::spawn(sim, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = Dir(std::env::temp_dir().join(format!("wxhub-tenants-test-{}", store::new_id())));
+    let config = Config::load(&ConfigArgs {
+        data_dir: Some(dir.0.clone()),
+        dev_keyring: true,
+        wechat_api_url: Some(running.base_url()),
+        ..ConfigArgs::default()
+    })
+    .unwrap();
+
+    // No secret on stdin: refused, nothing registered.
+    let empty = tenants::account_add(&config, &args(), &mut Cursor::new(Vec::new())).await;
+    assert!(format!("{:#}", empty.unwrap_err()).contains("no AppSecret on stdin"));
+    let report = tenants::account_add(&config, &args(), &mut Cursor::new(format!("{SECRET}\n")))
+        .await
+        .unwrap();
+    assert!(report.contains(APPID), "{report}");
+    assert!(!report.contains(SECRET));
+
+    let created = tenants::apikey_create(&config, APPID, "backend-1")
+        .await
+        .unwrap();
+    let key = created.lines().next().unwrap().to_owned();
+    assert!(key.starts_with("wxk_") && key.len() == 47, "{created}");
+    let listed = tenants::apikey_list(&config, APPID).await.unwrap();
+    assert!(
+        listed.contains("backend-1") && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&key));
+
+    let state = AppState::open(config.clone(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_on(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let response = http
+        .get(format!(
+            "http://{addr}/api/v1/accounts/{APPID}/access_token"
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let accepted = running.sim.tokens(APPID).unwrap();
+    assert!(
+        accepted
+            .iter()
+            .any(|t| t.access_token == token && t.status == "valid")
+    );
+    let wrong = http
+        .get(format!(
+            "http://{addr}/api/v1/accounts/{APPID}/access_token"
+        ))
+        .bearer_auth(format!("wxk_{}", "B".repeat(43)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+
+    let accounts = tenants::account_list(&config).await.unwrap();
+    assert!(
+        accounts.contains(APPID) && accounts.contains("token=healthy"),
+        "{accounts}"
+    );
+    let key_id = listed.split_whitespace().next().unwrap();
+    let revoked = tenants::apikey_revoke(&config, APPID, key_id)
+        .await
+        .unwrap();
+    assert!(revoked.contains("revoked"));
+    assert!(
+        tenants::apikey_revoke(&config, APPID, key_id)
+            .await
+            .is_err()
+    );
+    assert!(
+        tenants::apikey_list(&config, APPID)
+            .await
+            .unwrap()
+            .contains("revoked")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_configure_validates_keeps_and_clears_gateway_settings() {
+    let dir = Dir(std::env::temp_dir().join(format!("wxhub-configure-test-{}", store::new_id())));
+    let config = Config::load(&ConfigArgs {
+        data_dir: Some(dir.0.clone()),
+        dev_keyring: true,
+        ..ConfigArgs::default()
+    })
+    .unwrap();
+    tenants::account_add(&config, &args(), &mut Cursor::new(format!("{SECRET}\n")))
+        .await
+        .unwrap();
+    let change = |f: fn(&mut tenants::SettingsChange)| {
+        let mut c = tenants::SettingsChange::default();
+        f(&mut c);
+        c
+    };
+
+    let bad = tenants::account_configure(
+        &config,
+        APPID,
+        change(|c| c.original_id = Some("gh_short".into())),
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{bad:#}").contains("原始ID"), "{bad:#}");
+    let bad = tenants::account_configure(
+        &config,
+        APPID,
+        change(|c| c.follow_qr_url = Some("http://cdn.example/qr.png".into())),
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{bad:#}").contains("https"), "{bad:#}");
+
+    let shown = tenants::account_configure(
+        &config,
+        APPID,
+        change(|c| {
+            c.original_id = Some("gh_0123456789ab".into());
+            c.push_mode = Some("compatible".into());
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(shown.contains("gh_0123456789ab"), "{shown}");
+    assert!(shown.contains("compatible"), "{shown}");
+    assert!(
+        shown.contains(&format!("/t/{APPID}/wechat/push")),
+        "{shown}"
+    );
+    // Options not given keep their value; "" clears one.
+    let shown = tenants::account_configure(
+        &config,
+        APPID,
+        change(|c| c.push_mode = Some(String::new())),
+    )
+    .await
+    .unwrap();
+    assert!(shown.contains("gh_0123456789ab"), "{shown}");
+    assert!(!shown.contains("compatible"), "{shown}");
+    let unknown = tenants::account_configure(&config, "wx9999999999999999", change(|_| {}))
+        .await
+        .unwrap_err();
+    assert!(format!("{unknown:#}").contains("no account with appid"));
+}
