@@ -267,7 +267,12 @@ pub async fn run_demo(
 ) -> anyhow::Result<()> {
     let (sim_listener, sim_base) = bind(sim_listen, "the simulator").await?;
     let (site_listener, site_base) = bind(site_listen, "the sample site").await?;
-    let (hub_listener, _) = bind(config.listen, "the hub").await?;
+    let (hub_listener, hub_bound) = bind(config.listen, "the hub").await?;
+    if config.public_url.port() == Some(0) {
+        // `--listen 127.0.0.1:0` (tests, or a busy machine): the public URL is where the
+        // hub actually listens.
+        config.public_url = hub_bound;
+    }
     config.wechat_api_url = sim_base.clone();
     config.wechat_open_url = sim_base.clone();
 

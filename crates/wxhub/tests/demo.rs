@@ -1,0 +1,182 @@
+//! `wxhub demo`, the README's run command, as a person would use it: start it, open the sample
+//! website it prints, log in with WeChat in both modes, and land back logged in. The browser is
+//! played by an HTTP client that follows redirects by hand and keeps the login cookie.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Demo {
+    child: Child,
+    dir: std::path::PathBuf,
+    site: String,
+    sim: String,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts the demo on free ports and reads the URLs it prints.
+fn start_demo() -> Demo {
+    let dir = std::env::temp_dir().join(format!("wxhub-demo-test-{}", store::new_id()));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wxhub"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("WXHUB_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .env("WXHUB_LOG", "warn")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen", "127.0.0.1:0", "demo"])
+        .args([
+            "--sim-listen",
+            "127.0.0.1:0",
+            "--site-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start wxhub demo");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (mut site, mut sim) = (None, None);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read the demo's output");
+        let url = line.split_whitespace().find(|w| w.starts_with("http://"));
+        if line.contains("sample website") {
+            site = url.map(str::to_owned);
+        } else if line.contains("simulated WeChat app") {
+            sim = url.map(|u| u.trim_end_matches("__sim/phone").to_owned());
+        }
+        if site.is_some() && sim.is_some() {
+            break;
+        }
+    }
+    Demo {
+        child,
+        dir,
+        site: site.expect("the demo prints the sample website's URL"),
+        sim: sim.expect("the demo prints the simulated WeChat app's URL"),
+    }
+}
+
+/// A browser: no automatic redirects, one cookie kept by hand (the login binding).
+struct Browser {
+    http: reqwest::Client,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookie: None,
+        }
+    }
+
+    /// GETs `url`; returns the redirect target, or the page's text when there is none.
+    async fn get(&mut self, url: &str) -> Result<String, String> {
+        let mut request = self.http.get(url);
+        if let Some(cookie) = &self.cookie {
+            request = request.header("cookie", cookie);
+        }
+        let response = request.send().await.unwrap();
+        if let Some(set) = response.headers().get("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
+            self.cookie = Some(pair);
+        }
+        match response.headers().get("location") {
+            Some(location) => Ok(location.to_str().unwrap().to_owned()),
+            None => Err(response.text().await.unwrap()),
+        }
+    }
+
+    /// Logs in through the sample site's button `button`, as `user` answering `answer` on
+    /// the simulator's authorize page; returns the page the site finally shows.
+    async fn login(&mut self, demo: &Demo, button: usize, user: &str, answer: &str) -> String {
+        let authorize = self
+            .get(&format!("{}login?client={button}", demo.site))
+            .await
+            .unwrap();
+        let wechat = self
+            .get(&authorize)
+            .await
+            .expect("wxhub sends the browser to WeChat");
+        let wechat = wechat.split('#').next().unwrap();
+        assert!(wechat.starts_with(&demo.sim), "{wechat}");
+        let callback = self
+            .get(&format!("{wechat}&sim_user={user}&sim_answer={answer}"))
+            .await
+            .expect("WeChat redirects back");
+        let mut next = self.get(&callback).await;
+        // Follow redirects until a page: the site's callback, or a page of wxhub's.
+        while let Ok(location) = next {
+            next = self.get(&location).await;
+        }
+        next.unwrap_err()
+    }
+}
+
+/// Waits (bounded) until the simulator has delivered alice's follow of the first account to
+/// the hub, which the demo makes right after it starts.
+async fn alice_follow_delivered(demo: &Demo) {
+    let http = reqwest::Client::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let deliveries: serde_json::Value = http
+                .get(format!("{}__sim/deliveries", demo.sim))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let done = deliveries.as_array().unwrap().iter().any(|d| {
+                d["event"] == "subscribe"
+                    && d["attempts"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|a| a["status"] == 200))
+            });
+            if done {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("alice's subscribe push reaches the hub");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_logs_people_in_with_both_modes() {
+    // reqwest is built without a default TLS provider; plain HTTP still needs one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let demo = start_demo();
+    alice_follow_delivered(&demo).await;
+
+    // Follow-required: alice follows the first account, so she is let straight in.
+    let page = Browser::new().login(&demo, 0, "alice", "allow").await;
+    assert!(page.contains("已登录 Logged in"), "{page}");
+    assert!(page.contains("&quot;follows_account&quot;: true"), "{page}");
+
+    // Follow-required: bob does not follow, so wxhub asks him to.
+    let page = Browser::new().login(&demo, 0, "bob", "allow").await;
+    assert!(page.contains("Follow to continue"), "{page}");
+
+    // Userinfo: carol's nickname comes from WeChat; refusing leaves her logged out.
+    let page = Browser::new().login(&demo, 1, "carol", "allow").await;
+    assert!(page.contains("已登录 Logged in"), "{page}");
+    assert!(page.contains("Carol"), "{page}");
+    let page = Browser::new().login(&demo, 1, "carol", "deny").await;
+    assert!(page.contains("You declined"), "{page}");
+}
