@@ -9,6 +9,8 @@ use std::time::Duration;
 struct Demo {
     child: Child,
     dir: std::path::PathBuf,
+    /// Everything the demo logged (at debug level).
+    log: std::path::PathBuf,
     site: String,
     sim: String,
 }
@@ -18,12 +20,15 @@ impl Drop for Demo {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
 /// Starts the demo on free ports and reads the URLs it prints.
 fn start_demo() -> Demo {
     let dir = std::env::temp_dir().join(format!("wxhub-demo-test-{}", store::new_id()));
+    let log = dir.with_extension("log");
+    let log_file = std::fs::File::create(&log).expect("create the log file");
     let mut command = Command::new(env!("CARGO_BIN_EXE_wxhub"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("WXHUB_") {
@@ -31,7 +36,7 @@ fn start_demo() -> Demo {
         }
     }
     let mut child = command
-        .env("WXHUB_LOG", "warn")
+        .env("WXHUB_LOG", "debug")
         .arg("--data-dir")
         .arg(&dir)
         .args(["--listen", "127.0.0.1:0", "demo"])
@@ -42,7 +47,7 @@ fn start_demo() -> Demo {
             "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log_file))
         .spawn()
         .expect("start wxhub demo");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -62,6 +67,7 @@ fn start_demo() -> Demo {
     Demo {
         child,
         dir,
+        log,
         site: site.expect("the demo prints the sample website's URL"),
         sim: sim.expect("the demo prints the simulated WeChat app's URL"),
     }
@@ -71,6 +77,8 @@ fn start_demo() -> Demo {
 struct Browser {
     http: reqwest::Client,
     cookie: Option<String>,
+    /// Every redirect target seen (they carry codes and states).
+    seen: Vec<String>,
 }
 
 impl Browser {
@@ -81,6 +89,7 @@ impl Browser {
                 .build()
                 .unwrap(),
             cookie: None,
+            seen: Vec::new(),
         }
     }
 
@@ -96,7 +105,11 @@ impl Browser {
             self.cookie = Some(pair);
         }
         match response.headers().get("location") {
-            Some(location) => Ok(location.to_str().unwrap().to_owned()),
+            Some(location) => {
+                let location = location.to_str().unwrap().to_owned();
+                self.seen.push(location.clone());
+                Ok(location)
+            }
             None => Err(response.text().await.unwrap()),
         }
     }
@@ -165,7 +178,8 @@ async fn demo_logs_people_in_with_both_modes() {
     alice_follow_delivered(&demo).await;
 
     // Follow-required: alice follows the first account, so she is let straight in.
-    let page = Browser::new().login(&demo, 0, "alice", "allow").await;
+    let mut alice = Browser::new();
+    let page = alice.login(&demo, 0, "alice", "allow").await;
     assert!(page.contains("已登录 Logged in"), "{page}");
     assert!(page.contains("&quot;follows_account&quot;: true"), "{page}");
 
@@ -179,4 +193,76 @@ async fn demo_logs_people_in_with_both_modes() {
     assert!(page.contains("Carol"), "{page}");
     let page = Browser::new().login(&demo, 1, "carol", "deny").await;
     assert!(page.contains("You declined"), "{page}");
+}
+
+/// The values of `code=` query parameters in `urls`.
+fn codes(urls: &[String]) -> Vec<String> {
+    urls.iter()
+        .filter_map(|u| url::Url::parse(u).ok())
+        .flat_map(|u| {
+            u.query_pairs()
+                .filter(|(k, _)| k == "code")
+                .map(|(_, v)| v.into_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_logs_no_secret_token_or_code_even_at_debug_level() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let demo = start_demo();
+    alice_follow_delivered(&demo).await;
+    let mut browser = Browser::new();
+    let page = browser.login(&demo, 0, "alice", "allow").await;
+    assert!(page.contains("已登录 Logged in"), "{page}");
+    let mut carol = Browser::new();
+    carol.login(&demo, 1, "carol", "allow").await;
+
+    let mut secrets: Vec<String> = [
+        // The demo's sample AppSecrets, push Tokens and EncodingAESKeys (crates/wxhub/src/demo.rs).
+        "0d1e2a3d4b5e6e7f8a9b0c1d2e3f4a5b",
+        "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d",
+        "democoffee",
+        "demobooks",
+        "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut",
+    ]
+    .map(str::to_owned)
+    .into();
+    // Every core token the simulator minted for the sample accounts.
+    let http = reqwest::Client::new();
+    for appid in ["wx5a1e0d3c0ffee001", "wx5a1e0d3cb00c5002"] {
+        let tokens: serde_json::Value = http
+            .get(format!("{}__sim/accounts/{appid}/tokens", demo.sim))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for token in tokens.as_array().expect("a token list") {
+            secrets.push(token["access_token"].as_str().unwrap().to_owned());
+        }
+    }
+    // The OAuth codes of both sides: WeChat's and wxhub's.
+    let seen: Vec<String> = browser.seen.iter().chain(&carol.seen).cloned().collect();
+    let codes = codes(&seen);
+    assert!(
+        codes.len() >= 4,
+        "expected WeChat's and wxhub's codes: {seen:?}"
+    );
+    secrets.extend(codes);
+
+    let log = std::fs::read_to_string(&demo.log).unwrap();
+    assert!(
+        log.contains("core token refreshed"),
+        "the log is not at debug level: {log}"
+    );
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "the log contains a secret, token or code"
+        );
+    }
 }
