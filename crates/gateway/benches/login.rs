@@ -362,9 +362,7 @@ fn main() {
         figures.push(measure(&env, "SQLite").await);
         let (pushes_per_sec, push_p99) = push_acks(&env).await;
         drop(env);
-        if let Ok(url) = std::env::var("WXHUB_TEST_POSTGRES_URL")
-            && !url.trim().is_empty()
-        {
+        if let Some(url) = testkit::postgres_admin_url() {
             let env = Env::start(DbKind::Postgres, 1, Some(url)).await;
             figures.push(measure(&env, "PostgreSQL").await);
         }

@@ -1,13 +1,14 @@
 //! A fresh database per test: an SQLite file in a temporary directory, or (when
-//! `WXHUB_TEST_POSTGRES_URL` is set) a new PostgreSQL database dropped afterwards.
+//! `WXHUB_TEST_POSTGRES_URL` is set) a new PostgreSQL database dropped afterwards; both
+//! from `testkit`.
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use store::Store;
 use store::people::{NewUser, Role};
+use testkit::TestDatabase;
 
 /// Fixed test time: 2025-01-01T00:00:00Z.
 pub const NOW: i64 = 1_735_689_600_000;
@@ -18,49 +19,32 @@ pub struct TestDb {
     pub url: String,
     /// The SQLite file, for byte-level inspection.
     pub sqlite_file: Option<PathBuf>,
-    /// The PostgreSQL database name and the admin URL it was created from.
-    pg: Option<(String, String)>,
-    dir: Option<PathBuf>,
+    db: TestDatabase,
 }
 
 impl TestDb {
     pub async fn sqlite() -> Self {
-        let dir = std::env::temp_dir().join(format!("wxhub-accounts-test-{}", store::new_id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("wxhub.db");
-        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let db = TestDatabase::sqlite();
+        let url = db.url().to_owned();
         let store = Store::connect(&url).await.expect("open SQLite");
         Self {
             store,
             url,
-            sqlite_file: Some(file),
-            pg: None,
-            dir: Some(dir),
+            sqlite_file: db.sqlite_file().map(Path::to_path_buf),
+            db,
         }
     }
 
     /// `None` (after saying so on stderr) when no PostgreSQL server is configured.
     pub async fn postgres() -> Option<Self> {
-        let admin = match std::env::var("WXHUB_TEST_POSTGRES_URL") {
-            Ok(url) if !url.trim().is_empty() => url,
-            _ => {
-                eprintln!("did not run: WXHUB_TEST_POSTGRES_URL is not set");
-                return None;
-            }
-        };
-        let name = format!("test_{}", store::new_id().replace('-', ""));
-        let mut conn = PgConnection::connect(&admin).await.expect("connect admin");
-        conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await
-            .expect("create test database");
-        let url = with_database(&admin, &name);
+        let db = TestDatabase::postgres().await?;
+        let url = db.url().to_owned();
         let store = Store::connect(&url).await.expect("open PostgreSQL");
         Some(Self {
             store,
             url,
             sqlite_file: None,
-            pg: Some((name, admin)),
-            dir: None,
+            db,
         })
     }
 
@@ -107,24 +91,8 @@ impl TestDb {
 
     pub async fn finish(self) {
         self.store.close().await;
-        if let Some((name, admin)) = &self.pg {
-            let mut conn = PgConnection::connect(admin).await.expect("connect admin");
-            conn.execute(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .await
-            .expect("drop test database");
-        }
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        self.db.finish().await;
     }
-}
-
-fn with_database(admin: &str, name: &str) -> String {
-    let mut url = url::Url::parse(admin).expect("WXHUB_TEST_POSTGRES_URL is a URL");
-    url.set_path(&format!("/{name}"));
-    url.to_string()
 }
 
 /// `pg_dump` from PATH, or from the PostgreSQL 15 install CI uses.

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -27,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use store::Store;
 use store::accounts::{AccountKind, TokenMode};
 use store::oidc::LoginMode;
+use testkit::TestDatabase;
 use tokio::task::JoinHandle;
 use vault::{KeyId, Keyring, SecretString, Vault};
 use wechat::{AccessToken, AppSecret, ManualClock};
@@ -113,12 +113,6 @@ impl CoreTokens for SimCoreTokens {
     }
 }
 
-/// Where the test database lives; removed or dropped afterwards.
-enum DbGuard {
-    Sqlite(PathBuf),
-    Postgres { admin_url: String, name: String },
-}
-
 /// One gateway replica serving HTTP.
 pub struct Hub {
     pub addr: SocketAddr,
@@ -147,37 +141,30 @@ pub struct Env {
     pub public: String,
     /// The database URL (for tests that reach into the database directly).
     pub db_url: String,
-    db: DbGuard,
+    /// The test database, removed or dropped when the `Env` is (taken in `drop`).
+    db: Option<TestDatabase>,
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
-        match &self.db {
-            DbGuard::Sqlite(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            DbGuard::Postgres { admin_url, name } => {
-                let (admin_url, name) = (admin_url.clone(), name.clone());
-                // Dropping a database needs a connection; do it on a fresh thread and runtime.
-                let _ = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async {
-                        use sqlx::{Connection, Executor};
-                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
-                            let _ = c
-                                .execute(sqlx::AssertSqlSafe(format!(
-                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                                )))
-                                .await;
-                        }
-                    })
-                })
-                .join();
-            }
+        let Some(db) = self.db.take() else {
+            return;
+        };
+        if !db.is_postgres() {
+            // Removes the SQLite file's directory.
+            drop(db);
+            return;
         }
+        // Dropping a database needs a connection; do it on a fresh thread and runtime. A
+        // failure to drop it is not the test's failure.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(db.finish());
+        })
+        .join();
     }
 }
 
@@ -190,32 +177,7 @@ pub enum DbKind {
 
 /// The PostgreSQL admin URL, or `None` after printing the store's "did not run" line.
 pub fn postgres_url() -> Option<String> {
-    match std::env::var("WXHUB_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            eprintln!("did not run: WXHUB_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (head, query) = match url.split_once('?') {
-        Some((h, q)) => (h, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let (scheme, rest) = head.split_once("://").unwrap();
-    let authority = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{authority}/{database}{query}")
-}
-
-fn uniq() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
+    testkit::postgres_admin_url_or_skip()
 }
 
 impl Env {
@@ -233,30 +195,13 @@ impl Env {
         let running = wechat_sim::spawn(Simulator::new(cfg), "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let (url, db) = match kind {
-            DbKind::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("wxhub-gateway-test-{}", uniq()));
-                std::fs::create_dir_all(&dir).unwrap();
-                (
-                    format!("sqlite://{}", dir.join("wxhub.db").display()),
-                    DbGuard::Sqlite(dir),
-                )
-            }
+        let db = match kind {
+            DbKind::Sqlite => TestDatabase::sqlite(),
             DbKind::Postgres => {
-                use sqlx::{Connection, Executor};
-                let admin_url = pg_admin.expect("postgres admin URL");
-                let name = format!("gw_test_{}", uniq());
-                let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-                admin
-                    .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .await
-                    .unwrap();
-                (
-                    with_database(&admin_url, &name),
-                    DbGuard::Postgres { admin_url, name },
-                )
+                TestDatabase::postgres_on(&pg_admin.expect("postgres admin URL")).await
             }
         };
+        let url = db.url().to_owned();
         let vault = Arc::new(VaultHandle::fixed(Vault::new(Keyring::generate(
             KeyId::new("k1").unwrap(),
         ))));
@@ -312,7 +257,7 @@ impl Env {
             cookies: Default::default(),
             public,
             db_url: url.clone(),
-            db,
+            db: Some(db),
         };
         env.account(APPID, PushMode::Safe, |_| {}).await;
         for user in ["alice", "bob", "carol"] {

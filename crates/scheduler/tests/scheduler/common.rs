@@ -2,16 +2,15 @@
 //! both sides, token services pointed at the simulator.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use accounts::{AccountInput, VaultHandle};
 use scheduler::{SchedulerConfig, TokenService};
-use sqlx::{AssertSqlSafe, Connection, Executor};
 use store::Store;
 use store::accounts::{AccountKind, TokenMode};
 use store::people::{NewUser, Role};
+use testkit::TestDatabase;
 use vault::{KeyId, Keyring, SecretString, Vault};
 use wechat::{Clock, ManualClock};
 use wechat_sim::{AccountSpec, RunningSim, SimConfig, Simulator};
@@ -19,24 +18,6 @@ use wechat_sim::{AccountSpec, RunningSim, SimConfig, Simulator};
 /// 2026-01-15 12:00 in Shanghai.
 pub const START: i64 = 1_768_449_600_000;
 pub const TOKEN: &str = "/cgi-bin/token";
-
-/// A directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let path =
-            std::env::temp_dir().join(format!("wxhub-scheduler-test-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// One registered account.
 #[derive(Debug, Clone)]
@@ -55,7 +36,8 @@ pub struct Hub {
     /// Timeout of the WeChat client of services created from now on.
     pub client_timeout: Duration,
     owner: String,
-    _dir: Option<TempDir>,
+    /// The SQLite database, removed when the hub is dropped (`on_postgres` keeps its own).
+    _sqlite: Option<TestDatabase>,
 }
 
 pub fn appid(i: usize) -> String {
@@ -69,12 +51,12 @@ pub fn secret(i: usize) -> String {
 impl Hub {
     /// A hub on a fresh SQLite file.
     pub async fn sqlite() -> Hub {
-        let dir = TempDir::new();
-        let url = format!("sqlite://{}", dir.0.join("wxhub.db").display());
-        Hub::on(url, Some(dir)).await
+        let db = TestDatabase::sqlite();
+        let url = db.url().to_owned();
+        Hub::on(url, Some(db)).await
     }
 
-    async fn on(url: String, dir: Option<TempDir>) -> Hub {
+    async fn on(url: String, sqlite: Option<TestDatabase>) -> Hub {
         let clock = ManualClock::new(START);
         let mut config = SimConfig::with_manual_clock(clock.clone());
         config.limits.max_accounts = 200_000;
@@ -104,7 +86,7 @@ impl Hub {
             vault,
             client_timeout: Duration::from_millis(1500),
             owner: owner.id,
-            _dir: dir,
+            _sqlite: sqlite,
         }
     }
 
@@ -210,45 +192,17 @@ where
     F: FnOnce(Hub) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let admin_url = match std::env::var("WXHUB_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            eprintln!("did not run: WXHUB_TEST_POSTGRES_URL is not set");
-            return;
-        }
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
     };
-    let name = format!("test_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
-        .await
-        .expect("connect to WXHUB_TEST_POSTGRES_URL");
-    admin
-        .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .await
-        .expect("create the test database");
-    let url = with_database(&admin_url, &name);
-    let hub = Hub::on(url, None).await;
+    let hub = Hub::on(db.url().to_owned(), None).await;
     let store = hub.store.clone();
     let outcome = tokio::spawn(test(hub)).await;
     store.close().await;
-    admin
-        .execute(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .await
-        .expect("drop the test database");
+    db.finish().await;
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());
     }
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (head, query) = match url.split_once('?') {
-        Some((head, query)) => (head, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let (scheme, rest) = head.split_once("://").expect("a postgres:// URL");
-    let authority = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{authority}/{database}{query}")
 }
 
 /// Serves the scheduler's router on 127.0.0.1:0; returns its base URL.

@@ -3,17 +3,18 @@
 //! SQLite: a new file in a temporary directory removed afterwards. PostgreSQL: when
 //! `WXHUB_TEST_POSTGRES_URL` names a server where the user may create databases, a new
 //! database `test_<uuid>` created for the test and dropped after it (also when it fails);
-//! otherwise the test says so on stderr and passes.
+//! otherwise the test says so on stderr and passes. The databases come from `testkit`.
 
 use std::future::Future;
-use std::path::PathBuf;
 
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Connection, Executor, Row};
+use sqlx::{AssertSqlSafe, Executor, Row};
 use store::accounts::{Account, AccountKind, AccountSecrets, NewAccount, TokenMode};
 use store::people::{NewUser, Role, User};
 use store::{DatabaseKind, Store};
+pub use testkit::TempDir;
+use testkit::TestDatabase;
 
 /// Fixed test time: 2025-01-01T00:00:00Z. Tests move time by adding to it.
 pub const NOW: i64 = 1_735_689_600_000;
@@ -83,36 +84,15 @@ impl TestDb {
     }
 }
 
-/// A directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("wxhub-store-test-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Runs `test` against a fresh SQLite file.
 pub async fn on_sqlite<F, Fut>(test: F)
 where
     F: FnOnce(TestDb) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let dir = TempDir::new();
-    let file = dir.path().join("wxhub.db");
-    let url = format!("sqlite://{}", file.display());
+    let db = TestDatabase::sqlite();
+    let file = db.sqlite_file().expect("an SQLite file").to_owned();
+    let url = db.url().to_owned();
     let store = Store::connect(&url)
         .await
         .expect("open the SQLite test database");
@@ -127,7 +107,7 @@ where
         raw: Raw::Sqlite(raw),
     }))
     .await;
-    drop(dir);
+    db.finish().await;
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());
     }
@@ -139,22 +119,10 @@ where
     F: FnOnce(TestDb) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let admin_url = match std::env::var("WXHUB_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            eprintln!("did not run: WXHUB_TEST_POSTGRES_URL is not set");
-            return;
-        }
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
     };
-    let name = format!("test_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = PgConnection::connect(&admin_url)
-        .await
-        .expect("connect to WXHUB_TEST_POSTGRES_URL");
-    admin
-        .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .await
-        .expect("create the test database");
-    let url = with_database(&admin_url, &name);
+    let url = db.url().to_owned();
     let outcome = async {
         let store = Store::connect(&url)
             .await
@@ -175,26 +143,10 @@ where
         outcome
     }
     .await;
-    admin
-        .execute(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .await
-        .expect("drop the test database");
+    db.finish().await;
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());
     }
-}
-
-/// `url` with its database (path) replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (head, query) = match url.split_once('?') {
-        Some((head, query)) => (head, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let (scheme, rest) = head.split_once("://").expect("a postgres:// URL");
-    let authority = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{authority}/{database}{query}")
 }
 
 /// Creates an owner with a unique email.
