@@ -88,6 +88,26 @@ impl Env {
             .access_token
     }
 
+    /// The errcode of a `/cgi-bin/token` call that must fail.
+    pub async fn token_error(&self, appid: &str) -> i64 {
+        code(
+            self.client
+                .get_token(appid, &secret(appid))
+                .await
+                .unwrap_err(),
+        )
+    }
+
+    /// The errcode of a `/cgi-bin/stable_token` call that must fail.
+    pub async fn stable_token_error(&self, appid: &str, force: bool) -> i64 {
+        code(
+            self.client
+                .get_stable_token(appid, &secret(appid), force)
+                .await
+                .unwrap_err(),
+        )
+    }
+
     /// GETs a simulator path (raw, no redirects).
     pub async fn get(&self, path_and_query: &str) -> reqwest::Response {
         self.http

@@ -51,11 +51,43 @@ struct Captured {
     encrypted: bool,
 }
 
+/// What a receiver captured, and a wake-up for tests waiting on it.
+#[derive(Default)]
+struct Got {
+    list: Mutex<Vec<Captured>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl Got {
+    fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, Vec<Captured>>> {
+        self.list.lock()
+    }
+
+    fn push(&self, captured: Captured) {
+        self.list.lock().unwrap().push(captured);
+        self.arrived.notify_waiters();
+    }
+
+    /// Waits until `n` pushes have arrived (the caller bounds it with a timeout).
+    async fn wait_for(&self, n: usize) {
+        loop {
+            let notified = self.arrived.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a push in between is not missed.
+            notified.as_mut().enable();
+            if self.list.lock().unwrap().len() >= n {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Receiver {
     answer: Answer,
     appid: String,
-    got: Arc<Mutex<Vec<Captured>>>,
+    got: Arc<Got>,
 }
 
 async fn receive(
@@ -98,7 +130,7 @@ async fn receive(
         }
     };
     // Recorded before answering: a hanging answer is abandoned by the sender.
-    r.got.lock().unwrap().push(Captured {
+    r.got.push(Captured {
         query: q,
         body: String::from_utf8_lossy(&body).into_owned(),
         signature_ok,
@@ -108,10 +140,8 @@ async fn receive(
     match r.answer {
         Answer::Success => "success".into_response(),
         Answer::Garbage => "{\"json\": true}".into_response(),
-        Answer::Hang => {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            "success".into_response()
-        }
+        // Never answers: the sender gives up at its timeout and drops the connection.
+        Answer::Hang => std::future::pending().await,
         Answer::TextReply => message.text_reply("hello", 1).into_response(),
         Answer::EncryptedTextReply => {
             EncryptedReply::seal(&crypt, TOKEN, &message.text_reply("secret hi", 1), 1, "n1")
@@ -136,8 +166,8 @@ async fn receive(
     }
 }
 
-async fn receiver(answer: Answer, appid: &str) -> (String, Arc<Mutex<Vec<Captured>>>) {
-    let got = Arc::new(Mutex::new(Vec::new()));
+async fn receiver(answer: Answer, appid: &str) -> (String, Arc<Got>) {
+    let got = Arc::new(Got::default());
     let app = Router::new()
         .route("/push", post(receive))
         .with_state(Receiver {
@@ -151,7 +181,7 @@ async fn receiver(answer: Answer, appid: &str) -> (String, Arc<Mutex<Vec<Capture
     (format!("http://{addr}/push"), got)
 }
 
-async fn setup(env: &Env, answer: Answer, mode: PushMode) -> Arc<Mutex<Vec<Captured>>> {
+async fn setup(env: &Env, answer: Answer, mode: PushMode) -> Arc<Got> {
     let (url, got) = receiver(answer, "wx1").await;
     env.account_with("wx1", |a| {
         a.push_url = Some(url);
@@ -219,13 +249,9 @@ async fn subscribe_push_is_signed_and_delivered_three_times_when_unanswered() {
         assert!(a.elapsed_ms >= 150, "waited about the 200 ms timeout");
     }
     // Every attempt reached the receiver with a valid signature and the same message.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while got.lock().unwrap().len() < 3 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), got.wait_for(3))
+        .await
+        .unwrap();
     let got = got.lock().unwrap().clone();
     assert!(got.iter().all(|c| c.signature_ok));
     assert!(

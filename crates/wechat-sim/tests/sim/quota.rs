@@ -19,12 +19,7 @@ async fn token_quota_exhausted_returns_45009() {
     for _ in 0..3 {
         env.token("wx1").await;
     }
-    let err = env
-        .client
-        .get_token("wx1", &secret("wx1"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 45009);
+    assert_eq!(env.token_error("wx1").await, 45009);
 }
 
 #[tokio::test]
@@ -50,12 +45,7 @@ async fn daily_quota_resets_at_midnight_china_time() {
     env.token("wx1").await;
     env.token("wx1").await;
     env.advance(59);
-    let err = env
-        .client
-        .get_token("wx1", &secret("wx1"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 45009);
+    assert_eq!(env.token_error("wx1").await, 45009);
     env.advance(1); // 00:00:00 in Shanghai, 16:00 UTC
     env.token("wx1").await;
 }
@@ -67,12 +57,7 @@ async fn quota_reset_offset_is_configurable() {
     limit_tokens(&env, "wx1", 1);
     env.token("wx1").await;
     env.advance(60); // midnight in Shanghai, but not in UTC
-    let err = env
-        .client
-        .get_token("wx1", &secret("wx1"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 45009);
+    assert_eq!(env.token_error("wx1").await, 45009);
     // The reset does happen at the configured midnight: 00:00 UTC.
     env.clock.set(UTC_MIDNIGHT_JAN_16 - 1000);
     let err = env
@@ -280,12 +265,7 @@ async fn failed_calls_consume_quota_when_configured() {
         .get_token("wx1", &secret("bad"))
         .await
         .unwrap_err();
-    let err = env
-        .client
-        .get_token("wx1", &secret("wx1"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 45009);
+    assert_eq!(env.token_error("wx1").await, 45009);
 }
 
 #[tokio::test]
@@ -451,12 +431,7 @@ async fn whitelist_enforce_returns_40164_naming_caller_ip() {
     }
     assert_eq!(code(err), 40164);
     // §12 item 7: stable_token enforces it too.
-    let err = env
-        .client
-        .get_stable_token("wx1", &secret("wx1"), false)
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 40164);
+    assert_eq!(env.stable_token_error("wx1", false).await, 40164);
 }
 
 #[tokio::test]
@@ -475,10 +450,5 @@ async fn whitelist_confirm_returns_89503() {
     env.account_with("wx1", |a| {
         a.whitelist_mode = wechat_sim::WhitelistMode::Confirm
     });
-    let err = env
-        .client
-        .get_token("wx1", &secret("wx1"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 89503);
+    assert_eq!(env.token_error("wx1").await, 89503);
 }

@@ -110,12 +110,7 @@ async fn missing_params_return_41002_41004_and_bad_grant_type_40002() {
 #[tokio::test]
 async fn unknown_appid_returns_40013() {
     let env = Env::new().await;
-    let err = env
-        .client
-        .get_token("wxnone", &secret("wxnone"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 40013);
+    assert_eq!(env.token_error("wxnone").await, 40013);
 }
 
 #[tokio::test]
@@ -134,18 +129,8 @@ async fn wrong_secret_returns_40125() {
 async fn frozen_secret_returns_40243() {
     let env = Env::new().await;
     env.account_with("wx1", |a| a.secret_frozen = true);
-    let err = env
-        .client
-        .get_token("wx1", &secret("wx1"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 40243);
-    let err = env
-        .client
-        .get_stable_token("wx1", &secret("wx1"), false)
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 40243);
+    assert_eq!(env.token_error("wx1").await, 40243);
+    assert_eq!(env.stable_token_error("wx1", false).await, 40243);
 }
 
 #[tokio::test]
@@ -332,12 +317,7 @@ async fn stable_force_21st_of_day_returns_45009() {
             .unwrap_or_else(|e| panic!("force #{}: {e}", i + 1));
         env.advance(30);
     }
-    let err = env
-        .client
-        .get_stable_token("wx1", &secret("wx1"), true)
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 45009);
+    assert_eq!(env.stable_token_error("wx1", true).await, 45009);
     // Normal mode still works.
     env.client
         .get_stable_token("wx1", &secret("wx1"), false)
@@ -525,50 +505,25 @@ async fn check_order_earlier_condition_wins_for_each_adjacent_pair() {
 async fn check_order_frozen_secret_wins_over_quota() {
     let env = Env::new().await;
     order_account(&env, true, false, true);
-    let err = env
-        .client
-        .get_token("wxw", &secret("wxw"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 40243);
-    let err = env
-        .client
-        .get_stable_token("wxw", &secret("wxw"), false)
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 40243);
+    assert_eq!(env.token_error("wxw").await, 40243);
+    assert_eq!(env.stable_token_error("wxw", false).await, 40243);
     // Unfrozen, the quota is what remains.
     env.sim()
         .modify_account("wxw", |a| a.secret_frozen = false)
         .unwrap();
-    let err = env
-        .client
-        .get_token("wxw", &secret("wxw"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 45009);
+    assert_eq!(env.token_error("wxw").await, 45009);
 }
 
 #[tokio::test]
 async fn frozen_account_from_a_non_whitelisted_ip_answers_40164() {
     let env = Env::new().await;
     order_account(&env, true, true, false);
-    let err = env
-        .client
-        .get_token("wxw", &secret("wxw"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 40164);
+    assert_eq!(env.token_error("wxw").await, 40164);
     // Whitelisting the caller reveals the frozen secret.
     env.sim()
         .modify_account("wxw", |a| a.ip_whitelist.push("127.0.0.1".into()))
         .unwrap();
-    let err = env
-        .client
-        .get_token("wxw", &secret("wxw"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 40243);
+    assert_eq!(env.token_error("wxw").await, 40243);
 }
 
 #[tokio::test]
@@ -702,12 +657,7 @@ async fn whitelist_on_stable_token_false_skips_the_whitelist_for_stable_token_on
         .get_stable_token("wx1", &secret("wx1"), false)
         .await
         .unwrap();
-    let err = env
-        .client
-        .get_token("wx1", &secret("wx1"))
-        .await
-        .unwrap_err();
-    assert_eq!(code(err), 40164);
+    assert_eq!(env.token_error("wx1").await, 40164);
 }
 
 #[tokio::test]
