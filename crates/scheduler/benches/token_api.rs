@@ -185,7 +185,9 @@ impl Drop for TempDir {
 async fn env() -> Env {
     let dir = TempDir(std::env::temp_dir().join(format!("wxhub-bench-{}", uuid::Uuid::now_v7())));
     std::fs::create_dir_all(&dir.0).unwrap();
-    let store = Store::open_sqlite(&dir.0.join("wxhub.db")).await.unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.0.join("wxhub.db").display()))
+        .await
+        .unwrap();
     let vault = Arc::new(VaultHandle::fixed(Vault::new(Keyring::generate(
         KeyId::new("k1").unwrap(),
     ))));

@@ -31,7 +31,6 @@ pub mod stats;
 pub mod tokens;
 
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,15 +110,6 @@ impl Store {
     /// [`CONNECT_TIMEOUT`], [`StoreError::SchemaTooNew`], [`StoreError::Migrate`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let store = Self::connect_unmigrated(url).await?;
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    /// Opens (creating if needed) the SQLite file at `path` and applies pending migrations.
-    pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
-        let redacted = format!("sqlite://{}", path.display());
-        let options = SqliteConnectOptions::new().filename(path);
-        let store = Self::connect_sqlite(options, redacted).await?;
         store.migrate().await?;
         Ok(store)
     }

@@ -3,13 +3,12 @@
 //! Every replica runs a scheduler; the database decides which one refreshes an account.
 //! The protocol:
 //!
-//! 1. [`Store::claim_token_lease`] is one conditional `UPDATE … RETURNING generation` that
-//!    takes the lease only if it is free or expired and increments `generation` in the same
-//!    statement. Exactly one concurrent claimer gets a row back; it holds the lease until
-//!    `lease_until` and is identified by the returned generation (the fence).
-//!    [`Store::claim_token_refresh`] is the scheduler's form of it: the same statement also
-//!    takes one unit of the day's upstream budget (so the budget holds across replicas with no
-//!    extra write) and returns the sealed AppSecret the call needs.
+//! 1. [`Store::claim_token_refresh`] is one conditional `UPDATE … RETURNING` that takes the
+//!    lease only if it is free or expired, increments `generation` and takes one unit of the
+//!    day's upstream budget in the same statement (so the budget holds across replicas with no
+//!    extra write), and returns the sealed AppSecret the call needs. Exactly one concurrent
+//!    claimer gets a row back; it holds the lease until `lease_until` and is identified by the
+//!    returned generation (the fence).
 //! 2. The holder calls WeChat — outside any transaction.
 //! 3. It writes the result with [`Store::store_refreshed_token`] or
 //!    [`Store::record_refresh_failure`], both conditional on `generation` still being the one it
@@ -163,41 +162,6 @@ fn token_from_row(row: &impl StoreRow) -> Result<CoreToken, sqlx::Error> {
 }
 
 impl Store {
-    /// Claims the refresh lease of an account for `holder` until `lease_until`, if it is free
-    /// or expired at `now`. Returns the new generation (the fence to present on write-back),
-    /// or `None` if someone else holds the lease (or the account does not exist).
-    ///
-    /// One statement, so exactly one of any number of concurrent claimers wins, on both
-    /// databases.
-    pub async fn claim_token_lease(
-        &self,
-        account_id: &str,
-        holder: &str,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "UPDATE core_tokens \
-                     SET lease_holder = ?, lease_until = ?, generation = generation + 1 \
-                     WHERE account_id = ? AND (lease_until IS NULL OR lease_until < ?) \
-                     RETURNING generation",
-            postgres: "UPDATE core_tokens \
-                       SET lease_holder = $1, lease_until = $2, generation = generation + 1 \
-                       WHERE account_id = $3 AND (lease_until IS NULL OR lease_until < $4) \
-                       RETURNING generation",
-        };
-        on_backend!(self, |pool, d| {
-            let row = sqlx::query(SQL.get(d))
-                .bind(holder)
-                .bind(lease_until)
-                .bind(account_id)
-                .bind(now)
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.map(|r| r.int("generation")).transpose()?)
-        })
-    }
-
     /// Stores a refreshed token and releases the lease, if `generation` is still current.
     /// Resets the failure state. On PostgreSQL the same statement announces the change to the
     /// other replicas (`pg_notify` on [`crate::notify::TOKEN_CHANNEL`] with the account id,
@@ -379,106 +343,6 @@ impl Store {
         })
     }
 
-    /// Token rows ordered by account id after `after_account_id`, at most `limit` (capped at
-    /// 1000): for filling the in-memory token cache page by page.
-    pub async fn list_core_tokens_page(
-        &self,
-        after_account_id: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<CoreToken>, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: concat!(
-                "SELECT ",
-                token_columns!(),
-                " FROM core_tokens WHERE account_id > ? ORDER BY account_id LIMIT ?"
-            ),
-            postgres: concat!(
-                "SELECT ",
-                token_columns!(),
-                " FROM core_tokens WHERE account_id > $1 ORDER BY account_id LIMIT $2"
-            ),
-        };
-        on_backend!(self, |pool, d| {
-            let rows = sqlx::query(SQL.get(d))
-                .bind(after_account_id.unwrap_or(""))
-                .bind(page_limit(limit, MAX_PAGE))
-                .fetch_all(pool)
-                .await?;
-            Ok(rows.iter().map(token_from_row).collect::<Result<_, _>>()?)
-        })
-    }
-
-    /// Every token row, read page by page (for the in-memory cache at start-up).
-    pub async fn load_all_core_tokens(&self) -> Result<Vec<CoreToken>, StoreError> {
-        let mut all = Vec::new();
-        loop {
-            let after = all.last().map(|t: &CoreToken| t.account_id.clone());
-            let page = self
-                .list_core_tokens_page(after.as_deref(), MAX_PAGE)
-                .await?;
-            let done = page.len() < MAX_PAGE as usize;
-            all.extend(page);
-            if done {
-                return Ok(all);
-            }
-        }
-    }
-
-    /// Counts one upstream token call against the daily quota of `day` (a day number the
-    /// caller derives from its clock, e.g. days since the epoch in China time). The count
-    /// restarts at 1 on a new day. Returns the count for `day`.
-    pub async fn count_upstream_token_call(
-        &self,
-        account_id: &str,
-        day: i64,
-    ) -> Result<i64, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "UPDATE core_tokens SET upstream_calls_today = \
-                     CASE WHEN quota_day = ?1 THEN upstream_calls_today + 1 ELSE 1 END, \
-                     quota_day = ?1 WHERE account_id = ?2 RETURNING upstream_calls_today",
-            postgres: "UPDATE core_tokens SET upstream_calls_today = \
-                       CASE WHEN quota_day = $1 THEN upstream_calls_today + 1 ELSE 1 END, \
-                       quota_day = $1 WHERE account_id = $2 RETURNING upstream_calls_today",
-        };
-        on_backend!(self, |pool, d| {
-            let row = sqlx::query(SQL.get(d))
-                .bind(day)
-                .bind(account_id)
-                .fetch_optional(pool)
-                .await?
-                .ok_or(StoreError::NotFound { what: "core token" })?;
-            Ok(row.int("upstream_calls_today")?)
-        })
-    }
-
-    /// Asks for a refresh at `now` because a backend reported the token of `generation` as
-    /// rejected. Only the first report of the current token moves the schedule: a report about
-    /// an older token, or a repeat while the refresh is already due, changes nothing.
-    /// Returns whether the schedule moved.
-    pub async fn request_early_refresh(
-        &self,
-        account_id: &str,
-        generation: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "UPDATE core_tokens SET next_refresh_at = ?1, updated_at = ?1 \
-                     WHERE account_id = ?2 AND generation = ?3 AND next_refresh_at > ?1",
-            postgres: "UPDATE core_tokens SET next_refresh_at = $1, updated_at = $1 \
-                       WHERE account_id = $2 AND generation = $3 AND next_refresh_at > $1",
-        };
-        on_backend!(self, |pool, d| {
-            Ok(sqlx::query(SQL.get(d))
-                .bind(now)
-                .bind(account_id)
-                .bind(generation)
-                .execute(pool)
-                .await?
-                .rows_affected()
-                == 1)
-        })
-    }
-
     /// Sets an account's token state and next attempt outside a lease, for an operator's
     /// action (e.g. "retry now" after fixing the secret). Clears the failure count.
     pub async fn reschedule_token_refresh(
@@ -630,39 +494,6 @@ impl Store {
                 .fetch_optional(pool)
                 .await?;
             Ok(row.map(|r| cache_row_from_row(&r)).transpose()?)
-        })
-    }
-
-    /// Counts one upstream token call against `day`'s budget, but only if fewer than `budget`
-    /// were counted for that day (the count restarts on a new day). Returns the new count, or
-    /// `None` when the budget is used up (or the account does not exist). One conditional
-    /// statement, so concurrent replicas together never exceed the budget.
-    pub async fn take_upstream_token_call(
-        &self,
-        account_id: &str,
-        day: i64,
-        budget: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "UPDATE core_tokens SET upstream_calls_today = \
-                     CASE WHEN quota_day = ?1 THEN upstream_calls_today + 1 ELSE 1 END, \
-                     quota_day = ?1 \
-                     WHERE account_id = ?2 AND (quota_day <> ?1 OR upstream_calls_today < ?3) \
-                     RETURNING upstream_calls_today",
-            postgres: "UPDATE core_tokens SET upstream_calls_today = \
-                       CASE WHEN quota_day = $1 THEN upstream_calls_today + 1 ELSE 1 END, \
-                       quota_day = $1 \
-                       WHERE account_id = $2 AND (quota_day <> $1 OR upstream_calls_today < $3) \
-                       RETURNING upstream_calls_today",
-        };
-        on_backend!(self, |pool, d| {
-            let row = sqlx::query(SQL.get(d))
-                .bind(day)
-                .bind(account_id)
-                .bind(budget)
-                .fetch_optional(pool)
-                .await?;
-            Ok(row.map(|r| r.int("upstream_calls_today")).transpose()?)
         })
     }
 

@@ -9,6 +9,33 @@ use crate::harness::{NOW, TestDb, account, new_account, owner};
 
 const LEASE_MS: i64 = 30_000;
 
+/// The lease half of `claim_token_refresh` (the one claim the scheduler makes), with a budget
+/// that never runs out, for the tests about leases and fences: returns the fence.
+trait ClaimLease {
+    async fn claim_token_lease(
+        &self,
+        account_id: &str,
+        holder: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<i64>, StoreError>;
+}
+
+impl ClaimLease for store::Store {
+    async fn claim_token_lease(
+        &self,
+        account_id: &str,
+        holder: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .claim_token_refresh(account_id, holder, now, lease_until, 0, i64::MAX)
+            .await?
+            .map(|claimed| claimed.generation))
+    }
+}
+
 fn refreshed(token: &[u8]) -> RefreshedToken {
     RefreshedToken {
         token: token.to_vec(),
@@ -284,155 +311,6 @@ pub async fn due_refreshes_skip_leased_future_and_disabled_accounts(db: TestDb) 
     let due = db.store.list_due_refreshes(NOW, 100).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].account_id, due2.id);
-}
-
-pub async fn token_rows_load_page_by_page(db: TestDb) {
-    let owner = owner(&db.store).await;
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        ids.push(
-            db.store
-                .create_account(&new_account(&owner, &format!("wx-load-{i}")), NOW)
-                .await
-                .unwrap()
-                .id,
-        );
-    }
-    ids.sort();
-    let first = db.store.list_core_tokens_page(None, 2).await.unwrap();
-    let rest = db
-        .store
-        .list_core_tokens_page(Some(&first[1].account_id), 10)
-        .await
-        .unwrap();
-    let paged: Vec<_> = first
-        .iter()
-        .chain(&rest)
-        .map(|t| t.account_id.clone())
-        .collect();
-    assert_eq!(paged, ids);
-    let all: Vec<_> = db
-        .store
-        .load_all_core_tokens()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.account_id)
-        .collect();
-    assert_eq!(all, ids);
-}
-
-pub async fn upstream_call_count_restarts_each_day(db: TestDb) {
-    let account = account(&db.store, "wx-quota").await;
-    let day = 20_089;
-    assert_eq!(
-        db.store
-            .count_upstream_token_call(&account.id, day)
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        db.store
-            .count_upstream_token_call(&account.id, day)
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        db.store
-            .count_upstream_token_call(&account.id, day)
-            .await
-            .unwrap(),
-        3
-    );
-    assert_eq!(
-        db.store
-            .count_upstream_token_call(&account.id, day + 1)
-            .await
-            .unwrap(),
-        1
-    );
-    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
-    assert_eq!((row.upstream_calls_today, row.quota_day), (1, day + 1));
-    assert!(matches!(
-        db.store.count_upstream_token_call("missing", day).await,
-        Err(StoreError::NotFound { .. })
-    ));
-}
-
-pub async fn early_refresh_moves_the_schedule_once_per_token(db: TestDb) {
-    let account = account(&db.store, "wx-early").await;
-    let generation = db
-        .store
-        .claim_token_lease(&account.id, "a", NOW, NOW + LEASE_MS)
-        .await
-        .unwrap()
-        .unwrap();
-    db.store
-        .store_refreshed_token(&account.id, generation, &refreshed(b"t1"), NOW)
-        .await
-        .unwrap();
-    let report = NOW + 10_000;
-    // A report about an older token changes nothing.
-    assert!(
-        !db.store
-            .request_early_refresh(&account.id, generation - 1, report)
-            .await
-            .unwrap()
-    );
-    assert!(
-        db.store
-            .request_early_refresh(&account.id, generation, report)
-            .await
-            .unwrap()
-    );
-    // Repeats of the same report do not move it again.
-    assert!(
-        !db.store
-            .request_early_refresh(&account.id, generation, report + 5)
-            .await
-            .unwrap()
-    );
-    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
-    assert_eq!(row.next_refresh_at, report);
-}
-
-pub async fn upstream_budget_is_never_exceeded_and_renews_each_day(db: TestDb) {
-    let account = account(&db.store, "wx-budget").await;
-    let day = 20_000;
-    for expected in 1..=3 {
-        assert_eq!(
-            db.store
-                .take_upstream_token_call(&account.id, day, 3)
-                .await
-                .unwrap(),
-            Some(expected)
-        );
-    }
-    assert_eq!(
-        db.store
-            .take_upstream_token_call(&account.id, day, 3)
-            .await
-            .unwrap(),
-        None
-    );
-    let row = db.store.get_core_token(&account.id).await.unwrap().unwrap();
-    assert_eq!(row.upstream_calls_today, 3);
-    assert_eq!(
-        db.store
-            .take_upstream_token_call(&account.id, day + 1, 3)
-            .await
-            .unwrap(),
-        Some(1)
-    );
-    assert_eq!(
-        db.store
-            .take_upstream_token_call("no-such-account", day, 3)
-            .await
-            .unwrap(),
-        None
-    );
 }
 
 pub async fn stable_force_is_limited_per_day_and_spaced(db: TestDb) {
