@@ -317,11 +317,21 @@ pub async fn run_demo(
     // Alice follows the first account once the hub answers pushes, so she is pre-registered
     // by the subscribe push; bob and carol follow nothing yet.
     let follow_task = tokio::spawn(async move {
-        if let Err(err) = sim
+        let outcome = sim
             .follow(SAMPLES[0].appid, "alice", FollowOptions::default())
-            .await
-        {
-            tracing::warn!(error = %err, "the sample follow did not go through");
+            .await;
+        let delivered = outcome
+            .as_ref()
+            .ok()
+            .and_then(|o| o.delivery.as_ref())
+            .is_some_and(|d| d.attempts.iter().any(|a| a.status == Some(200)));
+        if delivered {
+            println!(
+                "  alice now follows {} (the hub has her subscribe push)",
+                SAMPLES[0].name
+            );
+        } else {
+            tracing::warn!(outcome = ?outcome.map(|o| o.delivery.map(|d| d.attempts.len())), "the sample follow did not reach the hub");
         }
     });
     let served = server::serve_on(hub_listener, state, server::shutdown_signal()).await;
