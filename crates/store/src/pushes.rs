@@ -1,11 +1,13 @@
 //! Received pushes: WeChat retries a push it got no timely answer for (up to three times), so
 //! each push is recorded under a dedup key (`MsgId`, or `FromUserName + CreateTime` for
-//! events) and handled only the first time.
+//! events) and handled only the first time. The gateway records a push together with what it
+//! changes, in one transaction (`Store::record_push_with_subscription` in `gateway.rs`).
 //!
 //! Stored summaries are for the dashboard; callers must not put message content or secrets in
 //! them.
 
 use crate::db::{MAX_PAGE, Sql, StoreRow, page_limit};
+#[cfg(feature = "test-fixtures")]
 use crate::error::on_constraint;
 use crate::{Store, StoreError};
 
@@ -35,9 +37,10 @@ fn push_from_row(row: &impl StoreRow) -> Result<ReceivedPush, sqlx::Error> {
 }
 
 impl Store {
-    /// Records a push unless its dedup key was seen for this account. Returns `true` the first
-    /// time (handle it) and `false` for a retry (answer and do nothing) — never an error for a
-    /// repeat.
+    /// Test fixture: records a push unless its dedup key was seen for this account. Returns
+    /// `true` the first time and `false` for a retry — never an error for a repeat.
+    #[cfg(feature = "test-fixtures")]
+    #[doc(hidden)]
     pub async fn record_push_once(&self, push: &ReceivedPush) -> Result<bool, StoreError> {
         const SQL: Sql = Sql {
             sqlite: "INSERT INTO received_pushes (account_id, dedup_key, msg_type, event, openid, \

@@ -1,0 +1,202 @@
+//! Registered OIDC clients (tenant websites): each belongs to one account and is found by its
+//! public client_id, alone or together with the account whose issuer it is used at.
+
+use crate::accounts::Account;
+use crate::db::{DbEnum, Sql, StoreRow};
+use crate::error::on_constraint;
+use crate::{Store, StoreError};
+
+use super::account_from_prefixed_row;
+
+db_enum! {
+    /// How a client's users log in through WeChat.
+    pub enum LoginMode {
+        /// `snsapi_base`, then the user must follow the account.
+        FollowRequired = "follow_required",
+        /// `snsapi_userinfo`, no follow needed.
+        Userinfo = "userinfo",
+    }
+}
+
+/// A registered OIDC client (a tenant website).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcClient {
+    pub id: String,
+    pub account_id: String,
+    pub client_id: String,
+    /// `None` for a public client (PKCE only).
+    pub client_secret_hash: Option<String>,
+    /// Exact redirect URIs; authorize requests must match one byte for byte.
+    pub redirect_uris: Vec<String>,
+    pub login_mode: LoginMode,
+    pub name: String,
+    pub created_at: i64,
+}
+
+macro_rules! client_columns {
+    () => {
+        "id, account_id, client_id, client_secret_hash, redirect_uris, login_mode, name, created_at"
+    };
+}
+
+fn client_from_row(row: &impl StoreRow) -> Result<OidcClient, sqlx::Error> {
+    let uris = row.text("redirect_uris")?;
+    Ok(OidcClient {
+        id: row.text("id")?,
+        account_id: row.text("account_id")?,
+        client_id: row.text("client_id")?,
+        client_secret_hash: row.opt_text("client_secret_hash")?,
+        redirect_uris: serde_json::from_str(&uris).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "redirect_uris".to_owned(),
+            source: Box::new(e),
+        })?,
+        login_mode: row.enumerated("login_mode")?,
+        name: row.text("name")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+impl Store {
+    /// Registers a client. `client.created_at` is ignored in favour of `now`.
+    /// Errors: [`StoreError::Duplicate`] if the client_id is taken.
+    pub async fn create_oidc_client(
+        &self,
+        client: &OidcClient,
+        now: i64,
+    ) -> Result<OidcClient, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "INSERT INTO oidc_clients (id, account_id, client_id, client_secret_hash, \
+                 redirect_uris, login_mode, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 RETURNING ",
+                client_columns!()
+            ),
+            postgres: concat!(
+                "INSERT INTO oidc_clients (id, account_id, client_id, client_secret_hash, \
+                 redirect_uris, login_mode, name, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+                client_columns!()
+            ),
+        };
+        let uris = serde_json::Value::from(client.redirect_uris.clone()).to_string();
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(&client.id)
+                .bind(&client.account_id)
+                .bind(&client.client_id)
+                .bind(client.client_secret_hash.as_deref())
+                .bind(&uris)
+                .bind(client.login_mode.as_db())
+                .bind(&client.name)
+                .bind(now)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| on_constraint(e, "oidc client_id", "account"))?;
+            Ok(client_from_row(&row)?)
+        })
+    }
+
+    /// The client with this public client_id.
+    pub async fn find_oidc_client(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<OidcClient>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                client_columns!(),
+                " FROM oidc_clients WHERE client_id = ?"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                client_columns!(),
+                " FROM oidc_clients WHERE client_id = $1"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(client_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| client_from_row(&r)).transpose()?)
+        })
+    }
+
+    /// The client with public `client_id` together with its account, if the account has this
+    /// `appid` (one query for the authorize and token endpoints; `None` covers an unknown
+    /// account, an unknown client and another account's client alike).
+    pub async fn find_client_at_issuer(
+        &self,
+        appid: &str,
+        client_id: &str,
+    ) -> Result<Option<(Account, OidcClient)>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT c.id, c.account_id, c.client_id, c.client_secret_hash, c.redirect_uris, \
+                 c.login_mode, c.name, c.created_at, ",
+                account_prefixed_columns!(),
+                " FROM oidc_clients c JOIN accounts a ON a.id = c.account_id \
+                 WHERE c.client_id = ? AND a.appid = ?"
+            ),
+            postgres: concat!(
+                "SELECT c.id, c.account_id, c.client_id, c.client_secret_hash, c.redirect_uris, \
+                 c.login_mode, c.name, c.created_at, ",
+                account_prefixed_columns!(),
+                " FROM oidc_clients c JOIN accounts a ON a.id = c.account_id \
+                 WHERE c.client_id = $1 AND a.appid = $2"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(client_id)
+                .bind(appid)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row
+                .map(|r| {
+                    Ok::<_, sqlx::Error>((account_from_prefixed_row(&r)?, client_from_row(&r)?))
+                })
+                .transpose()?)
+        })
+    }
+
+    /// An account's clients, oldest first.
+    pub async fn list_oidc_clients(&self, account_id: &str) -> Result<Vec<OidcClient>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                client_columns!(),
+                " FROM oidc_clients WHERE account_id = ? ORDER BY created_at, id"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                client_columns!(),
+                " FROM oidc_clients WHERE account_id = $1 ORDER BY created_at, id"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d))
+                .bind(account_id)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(client_from_row).collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Removes one of an account's clients with its pending authorizations, codes and tokens.
+    pub async fn delete_oidc_client(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "DELETE FROM oidc_clients WHERE account_id = ? AND id = ?",
+            postgres: "DELETE FROM oidc_clients WHERE account_id = $1 AND id = $2",
+        };
+        on_backend!(self, |pool, d| {
+            Ok(sqlx::query(SQL.get(d))
+                .bind(account_id)
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1)
+        })
+    }
+}

@@ -1,0 +1,89 @@
+//! OpenID Connect provider state, one module per part of the flow:
+//!
+//! - [`clients`]: registered clients (tenant websites) and their lookup at an issuer;
+//! - [`logins`]: pending authorizations (the trip to WeChat and back) and authorization codes;
+//! - [`access_tokens`]: issued access tokens, as userinfo reads them;
+//! - [`signing_keys`]: the ID-token signing keys, sealed by the vault.
+//!
+//! Codes and access tokens are stored only as hashes. A code is single use: redemption is one
+//! conditional `UPDATE … WHERE used_at IS NULL AND expires_at > now`, so of two concurrent
+//! redemptions exactly one succeeds, on any replica. A second redemption of a used code is an
+//! attack or a bug (RFC 6749 §4.1.2), so it revokes every access token issued for that code.
+//! Private signing keys arrive encrypted by the vault. Every item is re-exported here, so
+//! callers name them `store::oidc::…` whatever module holds them.
+
+use crate::accounts::Account;
+use crate::db::{Sql, StoreRow};
+use crate::{Store, StoreError};
+
+/// The account's columns aliased `a_…`, for joins.
+macro_rules! account_prefixed_columns {
+    () => {
+        "a.id AS a_id, a.owner_user_id AS a_owner_user_id, a.appid AS a_appid, a.name AS a_name, \
+         a.kind AS a_kind, a.verified AS a_verified, a.token_mode AS a_token_mode, \
+         a.state AS a_state, a.created_at AS a_created_at, a.updated_at AS a_updated_at"
+    };
+}
+
+pub mod access_tokens;
+pub mod clients;
+pub mod logins;
+pub mod signing_keys;
+
+#[cfg(feature = "test-fixtures")]
+#[doc(hidden)]
+pub use access_tokens::AccessToken;
+pub use access_tokens::{NewAccessToken, UserinfoGrant};
+pub use clients::{LoginMode, OidcClient};
+pub(crate) use logins::pending_from_row;
+pub use logins::{
+    AuthCode, CallbackContext, CodeRedemption, PendingAuthorization, PendingStatus,
+    RedemptionContext,
+};
+pub use signing_keys::{SigningKey, SigningKeyStatus};
+
+fn account_from_prefixed_row(row: &impl StoreRow) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        id: row.text("a_id")?,
+        owner_user_id: row.text("a_owner_user_id")?,
+        appid: row.text("a_appid")?,
+        name: row.text("a_name")?,
+        kind: row.enumerated("a_kind")?,
+        verified: row.flag("a_verified")?,
+        token_mode: row.enumerated("a_token_mode")?,
+        state: row.enumerated("a_state")?,
+        created_at: row.int("a_created_at")?,
+        updated_at: row.int("a_updated_at")?,
+    })
+}
+
+impl Store {
+    /// Removes pending authorizations, codes and access tokens that expired before `cutoff`;
+    /// returns how many rows in all. Pass a cutoff some minutes in the past so a late reuse of
+    /// a code still finds it and revokes its tokens.
+    pub async fn delete_expired_oidc_rows(&self, cutoff: i64) -> Result<u64, StoreError> {
+        const PENDING: Sql = Sql {
+            sqlite: "DELETE FROM oidc_pending_authorizations WHERE expires_at < ?",
+            postgres: "DELETE FROM oidc_pending_authorizations WHERE expires_at < $1",
+        };
+        const CODES: Sql = Sql {
+            sqlite: "DELETE FROM oidc_auth_codes WHERE expires_at < ?",
+            postgres: "DELETE FROM oidc_auth_codes WHERE expires_at < $1",
+        };
+        const TOKENS: Sql = Sql {
+            sqlite: "DELETE FROM oidc_access_tokens WHERE expires_at < ?",
+            postgres: "DELETE FROM oidc_access_tokens WHERE expires_at < $1",
+        };
+        let mut deleted = 0;
+        for sql in [&PENDING, &CODES, &TOKENS] {
+            deleted += on_backend!(self, |pool, d| {
+                sqlx::query(sql.get(d))
+                    .bind(cutoff)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            });
+        }
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,282 @@
+//! ID-token signing keys: at most one `next` (published, not yet signing), one `active`, and
+//! any number of `retired` (published until the tokens they signed expire). A unique index
+//! on the live statuses keeps that true whatever replicas race. Private keys arrive sealed by
+//! the vault.
+
+use std::fmt;
+
+use crate::db::{BeginWrite, Sql, StoreRow};
+use crate::error::on_constraint;
+use crate::{Store, StoreError};
+
+db_enum! {
+    /// Whether a signing key signs new tokens.
+    pub enum SigningKeyStatus {
+        /// Published in the JWKS, not yet signing: relying parties pick it up before it is
+        /// activated.
+        Next = "next",
+        /// Signs new ID tokens.
+        Active = "active",
+        /// Only published in the JWKS so tokens it signed still verify.
+        Retired = "retired",
+    }
+}
+
+/// A signing key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub kid: String,
+    /// JOSE algorithm, e.g. `RS256` or `ES256`.
+    pub algorithm: String,
+    /// Vault ciphertext of the private key.
+    pub private_key: Vec<u8>,
+    /// The public JWK as JSON text.
+    pub public_jwk: String,
+    pub status: SigningKeyStatus,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("private_key", &"<ciphertext>")
+            .field("public_jwk", &self.public_jwk)
+            .field("status", &self.status)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish()
+    }
+}
+
+macro_rules! signing_key_columns {
+    () => {
+        "kid, algorithm, private_key, public_jwk, status, created_at, retired_at"
+    };
+}
+
+fn signing_key_from_row(row: &impl StoreRow) -> Result<SigningKey, sqlx::Error> {
+    Ok(SigningKey {
+        kid: row.text("kid")?,
+        algorithm: row.text("algorithm")?,
+        private_key: row.bytes("private_key")?,
+        public_jwk: row.text("public_jwk")?,
+        status: row.enumerated("status")?,
+        created_at: row.int("created_at")?,
+        retired_at: row.opt_int("retired_at")?,
+    })
+}
+
+impl Store {
+    /// Stores the first signing key as active, unless an active key exists (another replica
+    /// may have created one at the same moment; the unique index on live statuses decides).
+    /// Returns whether this key became the active one.
+    pub async fn create_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
+                     status, created_at) SELECT ?, ?, ?, ?, 'active', ? \
+                     WHERE NOT EXISTS (SELECT 1 FROM oidc_signing_keys WHERE status = 'active')",
+            postgres: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
+                       status, created_at) SELECT $1, $2, $3, $4, 'active', $5 \
+                       WHERE NOT EXISTS (SELECT 1 FROM oidc_signing_keys WHERE status = 'active')",
+        };
+        let inserted = on_backend!(self, |pool, d| {
+            sqlx::query(SQL.get(d))
+                .bind(&key.kid)
+                .bind(&key.algorithm)
+                .bind(&key.private_key)
+                .bind(&key.public_jwk)
+                .bind(key.created_at)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        });
+        match inserted.map_err(|e| on_constraint(e, "active signing key", "signing key")) {
+            Ok(rows) => Ok(rows == 1),
+            Err(StoreError::Duplicate { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publishes `key` as the next signing key (in the JWKS, not signing yet).
+    /// Errors: [`StoreError::Duplicate`] when a next key is already published.
+    pub async fn publish_next_signing_key(&self, key: &SigningKey) -> Result<(), StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
+                     status, created_at) VALUES (?, ?, ?, ?, 'next', ?)",
+            postgres: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
+                       status, created_at) VALUES ($1, $2, $3, $4, 'next', $5)",
+        };
+        on_backend!(self, |pool, d| {
+            sqlx::query(SQL.get(d))
+                .bind(&key.kid)
+                .bind(&key.algorithm)
+                .bind(&key.private_key)
+                .bind(&key.public_jwk)
+                .bind(key.created_at)
+                .execute(pool)
+                .await
+                .map_err(|e| on_constraint(e, "next signing key", "signing key"))?;
+            Ok(())
+        })
+    }
+
+    /// The published next key, if any.
+    pub async fn next_signing_key(&self) -> Result<Option<SigningKey>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM oidc_signing_keys WHERE status = 'next'"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM oidc_signing_keys WHERE status = 'next'"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d)).fetch_optional(pool).await?;
+            Ok(row.map(|r| signing_key_from_row(&r)).transpose()?)
+        })
+    }
+
+    /// Makes the next key `kid` the active one and retires the active key, in one
+    /// transaction. Returns whether `kid` was the next key (nothing changes otherwise).
+    pub async fn promote_next_signing_key(&self, kid: &str, now: i64) -> Result<bool, StoreError> {
+        const RETIRE: Sql = Sql {
+            sqlite: "UPDATE oidc_signing_keys SET status = 'retired', retired_at = ? \
+                     WHERE status = 'active'",
+            postgres: "UPDATE oidc_signing_keys SET status = 'retired', retired_at = $1 \
+                       WHERE status = 'active'",
+        };
+        const PROMOTE: Sql = Sql {
+            sqlite: "UPDATE oidc_signing_keys SET status = 'active' \
+                     WHERE kid = ? AND status = 'next'",
+            postgres: "UPDATE oidc_signing_keys SET status = 'active' \
+                       WHERE kid = $1 AND status = 'next'",
+        };
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(RETIRE.get(d))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let promoted = sqlx::query(PROMOTE.get(d))
+                .bind(kid)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| on_constraint(e, "active signing key", "signing key"))?
+                .rows_affected()
+                == 1;
+            if promoted {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            Ok(promoted)
+        })
+    }
+
+    /// The key that signs new tokens, if any.
+    pub async fn active_signing_key(&self) -> Result<Option<SigningKey>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM oidc_signing_keys WHERE status = 'active' ORDER BY created_at DESC LIMIT 1"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM oidc_signing_keys WHERE status = 'active' ORDER BY created_at DESC LIMIT 1"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d)).fetch_optional(pool).await?;
+            Ok(row.map(|r| signing_key_from_row(&r)).transpose()?)
+        })
+    }
+
+    /// Every stored key, next, active and retired, newest first (for the JWKS).
+    pub async fn list_signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM oidc_signing_keys ORDER BY created_at DESC, kid"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM oidc_signing_keys ORDER BY created_at DESC, kid"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d)).fetch_all(pool).await?;
+            Ok(rows
+                .iter()
+                .map(signing_key_from_row)
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Deletes keys retired before `cutoff` (once no token they signed can still be valid);
+    /// returns how many.
+    pub async fn delete_signing_keys_retired_before(&self, cutoff: i64) -> Result<u64, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "DELETE FROM oidc_signing_keys WHERE status = 'retired' AND retired_at < ?",
+            postgres: "DELETE FROM oidc_signing_keys WHERE status = 'retired' AND retired_at < $1",
+        };
+        on_backend!(self, |pool, d| {
+            Ok(sqlx::query(SQL.get(d))
+                .bind(cutoff)
+                .execute(pool)
+                .await?
+                .rows_affected())
+        })
+    }
+
+    /// Test fixture: adds a signing key as the active one and retires the previously active
+    /// keys, in one transaction (the gateway publishes a next key and promotes it instead). `key.status` and `key.retired_at` are ignored.
+    #[cfg(feature = "test-fixtures")]
+    #[doc(hidden)]
+    pub async fn activate_new_signing_key(
+        &self,
+        key: &SigningKey,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        const RETIRE: Sql = Sql {
+            sqlite: "UPDATE oidc_signing_keys SET status = 'retired', retired_at = ? \
+                     WHERE status = 'active'",
+            postgres: "UPDATE oidc_signing_keys SET status = 'retired', retired_at = $1 \
+                       WHERE status = 'active'",
+        };
+        const INSERT: Sql = Sql {
+            sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
+                     status, created_at) VALUES (?, ?, ?, ?, 'active', ?)",
+            postgres: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
+                       status, created_at) VALUES ($1, $2, $3, $4, 'active', $5)",
+        };
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(RETIRE.get(d))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(INSERT.get(d))
+                .bind(&key.kid)
+                .bind(&key.algorithm)
+                .bind(&key.private_key)
+                .bind(&key.public_jwk)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| on_constraint(e, "signing key kid", "signing key"))?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
