@@ -109,6 +109,7 @@ impl ApiError {
             TokenError::Pending => ApiError::Pending,
             TokenError::Store(e) => ApiError::Internal(e.to_string()),
             TokenError::Vault(e) => ApiError::Internal(e.to_string()),
+            TokenError::HttpClient(e) => ApiError::Internal(e.to_string()),
         }
     }
 }

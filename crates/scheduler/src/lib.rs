@@ -131,6 +131,9 @@ pub enum TokenError {
     /// The vault refused (a key missing from the keyring).
     #[error(transparent)]
     Vault(#[from] accounts::AccountError),
+    /// The proxy's HTTP client could not be built (TLS backend, system configuration).
+    #[error("cannot build the proxy's HTTP client")]
+    HttpClient(#[source] reqwest::Error),
 }
 
 /// The scheduler and token cache of one replica. Cheap to clone.
@@ -188,12 +191,7 @@ impl TokenService {
             // Never follow a redirect: it could carry the access_token to another host.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| {
-                TokenError::Vault(accounts::AccountError::Invalid(format!(
-                    "proxy HTTP client: {}",
-                    e.without_url()
-                )))
-            })?;
+            .map_err(|e| TokenError::HttpClient(e.without_url()))?;
         let service = Self {
             inner: Arc::new(Inner {
                 api_base: client.config().api_base.clone(),

@@ -1,0 +1,190 @@
+//! Background tasks: the due pass ([`TokenService::run_due`]) and the loop that runs it, the
+//! PostgreSQL listener for other replicas' refreshes, and the periodic full reload (the
+//! fallback for lost notifications).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::{Outcome, Reason, RunReport};
+use crate::{TokenError, TokenService};
+
+/// Background tasks of a [`TokenService`]; dropping this stops them.
+#[derive(Debug)]
+pub struct BackgroundTasks {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl TokenService {
+    /// Processes every refresh due at the clock's current time and returns when all are done
+    /// (bounded by [`crate::SchedulerConfig::concurrency`]). The background loop calls this;
+    /// tests call it after moving a `ManualClock` instead of sleeping.
+    ///
+    /// The due list is read a page at a time, and the next page is read as soon as the last
+    /// account of the current one has started — not after the whole page finished — so the
+    /// permits stay busy across pages instead of draining at each page's end.
+    pub async fn run_due(&self) -> Result<RunReport, TokenError> {
+        const PAGE: u32 = 1000;
+        let mut report = RunReport::default();
+        let mut seen = HashSet::new();
+        let mut set = JoinSet::new();
+        loop {
+            let now = self.inner.clock.now_ms();
+            let due = self.inner.store.list_due_refreshes(now, PAGE).await?;
+            let fresh: Vec<String> = due
+                .into_iter()
+                .map(|d| d.account_id)
+                .filter(|id| seen.insert(id.clone()))
+                .collect();
+            if fresh.is_empty() {
+                // Nothing new (what is listed is already running here): once the running ones
+                // are done, look once more — a refresh that failed early is due again only
+                // after its backoff, so this ends.
+                if set.is_empty() {
+                    break;
+                }
+                while let Some(joined) = set.join_next().await {
+                    Self::tally(&mut report, joined);
+                }
+                continue;
+            }
+            report.due += fresh.len();
+            for account_id in fresh {
+                // Wait for a permit while collecting finished refreshes.
+                let permit = loop {
+                    tokio::select! {
+                        permit = self.inner.permits.clone().acquire_owned() => {
+                            break permit.expect("the semaphore is never closed");
+                        }
+                        Some(joined) = set.join_next() => Self::tally(&mut report, joined),
+                    }
+                };
+                let service = self.clone();
+                set.spawn(async move {
+                    let outcome = service.refresh_scheduled(&account_id).await;
+                    drop(permit);
+                    (account_id, outcome)
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    fn tally(
+        report: &mut RunReport,
+        joined: Result<(String, Result<Outcome, TokenError>), tokio::task::JoinError>,
+    ) {
+        match joined {
+            Ok((_, Ok(Outcome::Refreshed))) => report.refreshed += 1,
+            Ok((_, Ok(Outcome::Failed))) => report.failed += 1,
+            Ok((_, Ok(_))) => report.skipped += 1,
+            Ok((account_id, Err(error))) => {
+                report.failed += 1;
+                tracing::error!(%account_id, %error, "token refresh failed inside wxhub");
+            }
+            Err(join) => {
+                report.failed += 1;
+                tracing::error!(error = %join, "token refresh task failed");
+            }
+        }
+    }
+
+    async fn refresh_scheduled(&self, account_id: &str) -> Result<Outcome, TokenError> {
+        let flight = self.flight(account_id);
+        // A refresh of this account is already running here (a rejected report): skip.
+        let Ok(_guard) = flight.try_lock() else {
+            return Ok(Outcome::Busy);
+        };
+        self.refresh_locked(account_id, Reason::Scheduled).await
+    }
+
+    /// Starts all background tasks: the due loop (sleeping on a tokio timer until the next due
+    /// refresh by the injected clock, at most `poll_interval`, woken early by
+    /// [`TokenService::wake`]) and the tasks of [`TokenService::listen`]. Dropping the returned
+    /// value stops them.
+    pub async fn start(&self) -> Result<BackgroundTasks, TokenError> {
+        let mut tasks = self.listen().await?;
+        let service = self.clone();
+        tasks
+            .tasks
+            .push(tokio::spawn(async move { service.due_loop().await }));
+        Ok(tasks)
+    }
+
+    /// Starts only the cache-keeping tasks: the PostgreSQL listener for other replicas'
+    /// refreshes and the periodic full reload (the fallback for lost notifications). Tests that
+    /// drive refreshes with [`TokenService::run_due`] use this instead of
+    /// [`TokenService::start`].
+    pub async fn listen(&self) -> Result<BackgroundTasks, TokenError> {
+        let mut tasks = Vec::new();
+        if let Some(mut listener) = self.inner.store.listen_token_refreshes().await? {
+            let service = self.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    match listener.recv().await {
+                        Ok(account_id) => {
+                            if let Err(error) = service.reload_account(&account_id).await {
+                                tracing::warn!(%account_id, %error, "cannot reload an announced token");
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "token notification listener failed; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            // Announcements sent while the connection was down are lost:
+                            // catch up now rather than at the next periodic reload.
+                            if let Err(error) = service.reload_all().await {
+                                tracing::warn!(%error, "token cache reload after a listener failure failed");
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        let service = self.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(service.inner.config.reload_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(error) = service.reload_all().await {
+                    tracing::warn!(%error, "periodic token cache reload failed");
+                }
+            }
+        }));
+        Ok(BackgroundTasks { tasks })
+    }
+
+    async fn due_loop(&self) {
+        let poll = self.inner.config.poll_interval;
+        loop {
+            if let Err(error) = self.run_due().await {
+                tracing::error!(%error, "token scheduler pass failed");
+            }
+            let sleep = match self.inner.store.earliest_refresh_due().await {
+                Ok(Some(due)) => {
+                    let wait = due - self.inner.clock.now_ms();
+                    Duration::from_millis(u64::try_from(wait.max(10)).unwrap_or(0)).min(poll)
+                }
+                Ok(None) => poll,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the next due refresh");
+                    poll
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.inner.wake.notified() => {}
+            }
+        }
+    }
+}

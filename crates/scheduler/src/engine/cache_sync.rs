@@ -1,0 +1,111 @@
+//! Cache sync: database rows into this replica's token cache — one account after a
+//! notification or a miss ([`TokenService::reload_account`]), every account at start-up and
+//! periodically ([`TokenService::reload_all`]). Decrypts a row's token only when the cache does
+//! not already hold it.
+
+use store::tokens::TokenCacheRow;
+
+use super::EngineEvent;
+use crate::cache::{CurrentToken, Entry};
+use crate::{TokenError, TokenService};
+
+impl TokenService {
+    fn open_row_token(&self, row: &TokenCacheRow) -> Result<Option<CurrentToken>, TokenError> {
+        let (Some(ciphertext), Some(issued_at), Some(expires_at)) =
+            (&row.token, row.issued_at, row.expires_at)
+        else {
+            return Ok(None);
+        };
+        let vault = self.inner.vault.current();
+        let access_token =
+            accounts::open_core_token(&vault, &row.account_id, &row.wrapped_dek, ciphertext)?;
+        Ok(Some(CurrentToken {
+            access_token,
+            issued_at,
+            expires_at,
+            generation: row.generation,
+        }))
+    }
+
+    /// Puts a database row into the cache (decrypting its token).
+    fn put_row(&self, row: &TokenCacheRow) -> Result<(), TokenError> {
+        // The cached token keeps the generation it was first seen with (a failed claim bumps
+        // the row's generation without changing the token).
+        let mut token = self.open_row_token(row)?;
+        if let (Some(token), Some(old)) = (
+            token.as_mut(),
+            self.inner
+                .cache
+                .get(&row.account_id)
+                .and_then(|e| e.token.clone()),
+        ) && old.access_token == token.access_token
+        {
+            token.generation = old.generation;
+        }
+        let adopted = token.as_ref().map(|t| t.generation);
+        let changed = self
+            .inner
+            .cache
+            .get(&row.account_id)
+            .map(|e| e.token.as_ref().map(|t| t.generation))
+            != Some(adopted);
+        self.inner.cache.put(
+            &row.account_id,
+            Entry::new(
+                row.appid.clone(),
+                row.token_mode,
+                row.account_state,
+                token,
+                row.state,
+                row.last_error_code,
+                row.last_error_message.clone(),
+            ),
+        );
+        if changed && let Some(generation) = adopted {
+            self.emit(EngineEvent::Adopted {
+                account_id: row.account_id.clone(),
+                generation,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reloads one account's row into the cache (after a notification, or on a cache miss).
+    pub async fn reload_account(&self, account_id: &str) -> Result<(), TokenError> {
+        match self.inner.store.get_token_cache_row(account_id).await? {
+            Some(row) => self.put_row(&row),
+            None => Err(TokenError::UnknownAccount),
+        }
+    }
+
+    /// Reloads every account's row into the cache: at start-up, and periodically as the
+    /// fallback for lost notifications. Rows whose token the cache already holds are not
+    /// decrypted again.
+    pub async fn reload_all(&self) -> Result<usize, TokenError> {
+        let mut after: Option<String> = None;
+        let mut count = 0;
+        loop {
+            let page = self
+                .inner
+                .store
+                .list_token_cache_rows(after.as_deref(), 1000)
+                .await?;
+            for row in &page {
+                let unchanged = self.inner.cache.get(&row.account_id).is_some_and(|e| {
+                    e.state == row.state
+                        && e.account_state == row.account_state
+                        && e.token.as_ref().map(|t| (t.issued_at, t.expires_at))
+                            == row.issued_at.zip(row.expires_at)
+                });
+                if !unchanged && let Err(error) = self.put_row(row) {
+                    tracing::error!(account_id = %row.account_id, %error, "cannot load an account's token");
+                }
+                count += 1;
+            }
+            if page.len() < 1000 {
+                return Ok(count);
+            }
+            after = page.last().map(|r| r.account_id.clone());
+        }
+    }
+}
