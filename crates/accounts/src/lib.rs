@@ -17,6 +17,6 @@ mod vault_handle;
 
 pub use registry::{
     AccountError, AccountInput, PlainSecrets, open_core_token, open_secrets, read_secrets,
-    register_account, seal_core_token,
+    register_account, register_account_audited, seal_core_token, seal_field,
 };
 pub use vault_handle::VaultHandle;

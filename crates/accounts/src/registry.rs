@@ -74,9 +74,9 @@ pub fn validate_appid(appid: &str) -> Result<(), AccountError> {
     }
 }
 
-/// Checks the secrets' formats without echoing them.
-fn validate_secrets(input: &AccountInput) -> Result<(), AccountError> {
-    let secret = input.appsecret.expose();
+/// Checks an AppSecret's format (32 hex digits) without echoing it.
+pub fn validate_appsecret(secret: &SecretString) -> Result<(), AccountError> {
+    let secret = secret.expose();
     if secret.len() != 32 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(AccountError::Invalid(format!(
             "the AppSecret must be the 32 hex digits shown in the WeChat console \
@@ -84,24 +84,42 @@ fn validate_secrets(input: &AccountInput) -> Result<(), AccountError> {
             secret.len()
         )));
     }
-    if let Some(token) = &input.push_token {
-        let token = token.expose();
-        if !(3..=32).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(AccountError::Invalid(
-                "the push Token must be 3 to 32 letters or digits, as the WeChat console \
-                 requires; the value was not stored"
-                    .to_owned(),
-            ));
-        }
+    Ok(())
+}
+
+/// Checks a push Token's format (3 to 32 letters or digits) without echoing it.
+pub fn validate_push_token(token: &SecretString) -> Result<(), AccountError> {
+    let token = token.expose();
+    if !(3..=32).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(AccountError::Invalid(
+            "the push Token must be 3 to 32 letters or digits, as the WeChat console \
+             requires; the value was not stored"
+                .to_owned(),
+        ));
     }
-    if let Some(key) = &input.encoding_aes_key
-        && wechat::crypto::EncodingAesKey::parse(key.expose()).is_err()
-    {
+    Ok(())
+}
+
+/// Checks an EncodingAESKey's format (43 letters or digits) without echoing it.
+pub fn validate_encoding_aes_key(key: &SecretString) -> Result<(), AccountError> {
+    if wechat::crypto::EncodingAesKey::parse(key.expose()).is_err() {
         return Err(AccountError::Invalid(
             "the EncodingAESKey must be exactly 43 letters or digits, as generated in the \
              WeChat console; the value was not stored"
                 .to_owned(),
         ));
+    }
+    Ok(())
+}
+
+/// Checks the secrets' formats without echoing them.
+fn validate_secrets(input: &AccountInput) -> Result<(), AccountError> {
+    validate_appsecret(&input.appsecret)?;
+    if let Some(token) = &input.push_token {
+        validate_push_token(token)?;
+    }
+    if let Some(key) = &input.encoding_aes_key {
+        validate_encoding_aes_key(key)?;
     }
     Ok(())
 }
@@ -114,6 +132,27 @@ pub async fn register_account(
     input: &AccountInput,
     now: i64,
 ) -> Result<Account, AccountError> {
+    let account = seal_new_account(vault, input)?;
+    Ok(store.create_account(&account, now).await?)
+}
+
+/// [`register_account`] with its audit entry written in the same transaction (the tenancy
+/// layer's path).
+pub async fn register_account_audited(
+    store: &Store,
+    vault: &Vault,
+    input: &AccountInput,
+    now: i64,
+    record: &store::audit::AuditRecord,
+) -> Result<Account, AccountError> {
+    let account = seal_new_account(vault, input)?;
+    // The record names the account, whose id is only known now.
+    let record = record.clone().account(account.id.clone());
+    Ok(store.create_account_audited(&account, now, &record).await?)
+}
+
+/// Checks `input` and seals its secrets under a fresh data key for a new account id.
+fn seal_new_account(vault: &Vault, input: &AccountInput) -> Result<NewAccount, AccountError> {
     validate_appid(&input.appid)?;
     validate_secrets(input)?;
     if input.name.trim().is_empty() {
@@ -145,7 +184,21 @@ pub async fn register_account(
         token_mode: input.token_mode,
         secrets,
     };
-    Ok(store.create_account(&account, now).await?)
+    Ok(account)
+}
+
+/// Seals `value` for the account's `field` (one of the `FIELD_…` names) under the account's
+/// existing data key, for replacing a secret.
+pub fn seal_field(
+    vault: &Vault,
+    account_id: &str,
+    wrapped_dek: &[u8],
+    field: &str,
+    value: &SecretString,
+) -> Result<Vec<u8>, AccountError> {
+    let wrapped = vault::WrappedDek::from_bytes(wrapped_dek.to_vec())?;
+    let dek = vault.unwrap_dek(account_id, &wrapped)?;
+    Ok(dek.encrypt(account_id, field, value.expose().as_bytes()))
 }
 
 /// Decrypts an account's secrets. Reads one row; call it when the secret is needed, not

@@ -346,7 +346,14 @@ async fn deleting_an_account_shreds_its_data_key(db: &TestDb) {
     let account = register_account(&db.store, &vault, &input(&owner, &appid(4), SECRET), NOW)
         .await
         .unwrap();
-    db.store.delete_account(&account.id).await.unwrap();
+    db.store
+        .delete_account(
+            &account.id,
+            NOW,
+            &store::audit::AuditRecord::new("test", "account.delete"),
+        )
+        .await
+        .unwrap();
     assert!(
         db.store
             .load_account_secrets(&account.id)

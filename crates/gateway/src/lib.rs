@@ -21,7 +21,6 @@
 //! handlers and the router).
 
 mod binding;
-pub mod clients;
 pub mod error;
 mod http;
 pub mod keys;
@@ -30,7 +29,6 @@ pub mod maintenance;
 pub mod oidc;
 mod pages;
 pub mod push;
-pub mod settings;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -144,7 +142,7 @@ impl Gateway {
         self.clock.now_ms()
     }
 
-    /// The store, for [`maintenance::sweep`] and [`settings::update`] callers holding only the
+    /// The store, for [`maintenance::sweep`] and callers holding only the
     /// gateway.
     pub fn store(&self) -> &Store {
         &self.store
@@ -180,11 +178,4 @@ pub(crate) fn random_alnum(len: usize) -> String {
 /// They are 256-bit random values, so a fast hash is enough (no password stretching).
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// A new confidential client's secret and the hash to store (shown once, never stored).
-pub fn new_client_secret() -> (String, String) {
-    let secret = random_token();
-    let hash = token_hash(&secret);
-    (secret, hash)
 }

@@ -236,7 +236,7 @@ fn warn_missing_original_id(gw: &Gateway, account_id: &str) {
         tracing::error!(
             account_id,
             "plain/compatible-mode push refused: the account's original id (gh_…) is not \
-             configured; set it with gateway::settings::update"
+             configured; set it with `wxhub account configure --original-id` or the dashboard"
         );
     }
 }
@@ -314,28 +314,6 @@ pub async fn receive(
     Ok(xml::SUCCESS)
 }
 
-/// Whether wxhub may relay pushes to `url`: https, or http to a loopback host only (local
-/// development and tests) — a relayed push carries a valid signature, so it must not travel
-/// in the clear.
-pub fn relay_url_allowed(url: &str) -> bool {
-    let Ok(parsed) = url::Url::parse(url) else {
-        return false;
-    };
-    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.fragment().is_some() {
-        return false;
-    }
-    match parsed.scheme() {
-        "https" => parsed.host().is_some(),
-        "http" => match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            None => false,
-        },
-        _ => false,
-    }
-}
-
 /// Sends a copy of the push to the owner's server, re-signed with the account's Token (fresh
 /// timestamp and nonce; `msg_signature` recomputed for encrypted bodies). The relay's own
 /// `(timestamp, nonce)` is recorded in the nonce cache first, under the push's dedup key, so
@@ -350,7 +328,7 @@ fn relay(
     encrypt: Option<String>,
     dedup_key: String,
 ) {
-    if !relay_url_allowed(&url) {
+    if !tenancy::settings::relay_url_allowed(&url) {
         tracing::warn!(account_id = %v.account.id, "push relay URL is not https (or loopback http); not relayed");
         return;
     }

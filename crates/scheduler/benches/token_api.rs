@@ -271,11 +271,9 @@ async fn token_api(args: &Args) {
         .unwrap();
     env.store
         .create_api_key(
-            &store::new_id(),
-            &account.id,
-            &key.hash,
-            "bench",
+            &store::api_keys::NewApiKey::with_all_scopes(&account.id, &key.hash, "bench"),
             SystemClock.now_ms(),
+            &store::audit::AuditRecord::new("test", "api_key.create"),
         )
         .await
         .unwrap();
@@ -300,7 +298,7 @@ async fn token_api(args: &Args) {
         appid(0)
     );
     let bare_url = format!("http://{bare_addr}/bare");
-    let key = key.key.expose().to_owned();
+    let key = key.secret.expose().to_owned();
     // Warm up both (connections, caches), then alternate three rounds so that a change in the
     // machine's load hits both sides alike.
     load(bare_url.clone(), None, args.connections, 1).await;

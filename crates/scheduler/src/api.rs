@@ -52,6 +52,8 @@ pub fn router(service: TokenService) -> Router {
 pub(crate) enum ApiError {
     #[error("missing or invalid API key for this account")]
     Unauthorized,
+    #[error("{0}")]
+    ScopeMissing(&'static str),
     #[error("the account is disabled")]
     AccountDisabled,
     #[error("bad request: {0}")]
@@ -118,6 +120,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::ScopeMissing(_) => (StatusCode::FORBIDDEN, "scope_missing"),
             ApiError::AccountDisabled => (StatusCode::FORBIDDEN, "account_disabled"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::PathRefused(_) => (StatusCode::BAD_REQUEST, "proxy_path_refused"),
@@ -202,13 +205,22 @@ fn token_response(body: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// What a request needs its key to allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Token,
+    Report,
+    Proxy,
+}
+
 impl TokenService {
-    /// Checks the bearer key against `appid`: the verified key (with the account id it may
-    /// act for), or 401.
+    /// Checks the bearer key against `appid` and `scope`: the verified key (with the account
+    /// id it may act for), 401 for a wrong key, 403 for a key without the scope.
     pub(crate) async fn authenticate(
         &self,
         appid: &str,
         headers: &HeaderMap,
+        scope: Scope,
     ) -> Result<Arc<VerifiedKey>, ApiError> {
         let key = headers
             .get(header::AUTHORIZATION)
@@ -250,8 +262,11 @@ impl TokenService {
                 };
                 let verified = Arc::new(VerifiedKey {
                     key_hash: hash,
+                    id: record.id,
                     account_id: record.account_id,
                     appid: key_appid,
+                    scopes: record.scopes,
+                    proxy_paths: record.proxy_paths.map(Arc::from),
                     checked_at: now,
                 });
                 self.inner.keys.insert(verified.clone());
@@ -261,6 +276,18 @@ impl TokenService {
         // Another account's key is refused exactly like a wrong key.
         if verified.appid != appid {
             return Err(ApiError::Unauthorized);
+        }
+        let allowed = match scope {
+            Scope::Token => verified.scopes.token,
+            Scope::Report => verified.scopes.report,
+            Scope::Proxy => verified.scopes.proxy,
+        };
+        if !allowed {
+            return Err(ApiError::ScopeMissing(match scope {
+                Scope::Token => "this API key may not read the access_token (scope token)",
+                Scope::Report => "this API key may not report the access_token (scope report)",
+                Scope::Proxy => "this API key may not use the proxy (scope proxy)",
+            }));
         }
         Ok(verified)
     }
@@ -280,7 +307,9 @@ async fn get_token(
     request: Request,
 ) -> Result<Response, ApiError> {
     // `Request` rather than `HeaderMap`: the headers are read in place, not cloned.
-    let verified = service.authenticate(&appid, request.headers()).await?;
+    let verified = service
+        .authenticate(&appid, request.headers(), Scope::Token)
+        .await?;
     let account_id = verified.account_id.as_str();
     let now = service.now();
     // Fast path: the body serialized when the token entered the cache.
@@ -326,7 +355,9 @@ async fn report_invalid(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let verified = service.authenticate(&appid, &headers).await?;
+    let verified = service
+        .authenticate(&appid, &headers, Scope::Report)
+        .await?;
     let account_id = verified.account_id.as_str();
     // Parsed by hand: axum's JSON rejection would echo serde's message, which quotes values.
     let report: InvalidReport = serde_json::from_slice(&body).map_err(|_| {
@@ -335,6 +366,7 @@ async fn report_invalid(
                 .to_owned(),
         )
     })?;
+    tracing::debug!(%account_id, key_id = %verified.id, "access_token reported as rejected");
     let rejected = AccessToken::new(report.access_token);
     let token = service
         .report_rejected(account_id, &rejected)

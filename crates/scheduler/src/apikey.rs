@@ -4,55 +4,24 @@
 //! its SHA-256 (hex) is stored: with 256 bits of entropy a fast hash is as safe as a password
 //! hash, and it keeps the per-request check cheap. The key is shown once, at creation.
 //!
-//! Verified keys are remembered for [`crate::SchedulerConfig::api_key_cache_ttl`] (by the
-//! injected clock) so the token API does not touch the database per request; a key revoked
-//! elsewhere (another replica, the CLI) stops working within that time, and at once on the
-//! replica that revoked it through [`crate::TokenService::revoke_api_key`].
+//! The key format and its generation belong to the tenancy layer (`tenancy::credentials`),
+//! which creates keys; this module verifies them. Verified keys are remembered for
+//! [`crate::SchedulerConfig::api_key_cache_ttl`] (by the injected clock) so the token API does
+//! not touch the database per request; a revoke anywhere reaches every replica through the
+//! change feed within a second and drops the account's cached keys (`changes.rs`), the TTL
+//! being only the last resort.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use base64::Engine as _;
-use rand::TryRng;
-use rand::rngs::SysRng;
 use sha2::{Digest, Sha256};
+use store::api_keys::KeyScopes;
 use subtle::ConstantTimeEq;
-use vault::SecretString;
 
-/// Every key starts with this, so a leaked key is recognisable by secret scanners.
-pub const API_KEY_PREFIX: &str = "wxk_";
-/// Length of a key: the prefix and 43 base64url characters (32 bytes).
-pub const API_KEY_LEN: usize = API_KEY_PREFIX.len() + 43;
-
-/// A freshly generated key: the secret to show once, and the hash to store.
-#[derive(Debug)]
-pub struct GeneratedApiKey {
-    /// The key (redacted in `Debug`, zeroized on drop).
-    pub key: SecretString,
-    /// Hex SHA-256 of the key: what the database stores.
-    pub hash: String,
-}
-
-/// Generates a key from the OS random source.
-pub fn generate_api_key() -> Result<GeneratedApiKey, rand::rngs::SysError> {
-    let mut bytes = [0u8; 32];
-    SysRng.try_fill_bytes(&mut bytes)?;
-    let key = format!(
-        "{API_KEY_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
-    bytes.fill(0);
-    let hash = hash_api_key(&key);
-    Ok(GeneratedApiKey {
-        key: SecretString::new(key),
-        hash,
-    })
-}
-
-/// The stored form of a key: hex SHA-256.
-pub fn hash_api_key(key: &str) -> String {
-    hex::encode(hash_api_key_bytes(key))
-}
+pub use tenancy::credentials::{
+    API_KEY_LEN, API_KEY_PREFIX, Generated as GeneratedApiKey, generate_api_key,
+    hash_secret as hash_api_key, looks_like_api_key,
+};
 
 /// The raw SHA-256 of a key: the verification cache's index (no allocation per request).
 pub(crate) fn hash_api_key_bytes(key: &str) -> KeyHash {
@@ -62,20 +31,16 @@ pub(crate) fn hash_api_key_bytes(key: &str) -> KeyHash {
 /// A key's SHA-256.
 pub(crate) type KeyHash = [u8; 32];
 
-/// Whether `key` has the shape of a wxhub API key (checked before hashing).
-pub fn looks_like_api_key(key: &str) -> bool {
-    key.len() == API_KEY_LEN
-        && key.starts_with(API_KEY_PREFIX)
-        && key[API_KEY_PREFIX.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 #[derive(Debug, Clone)]
 pub(crate) struct VerifiedKey {
     pub key_hash: KeyHash,
+    /// The key's id (reports are counted per key).
+    pub id: String,
     pub account_id: String,
     pub appid: String,
+    pub scopes: KeyScopes,
+    /// The WeChat paths the proxy may call with this key; `None`: any.
+    pub proxy_paths: Option<Arc<[String]>>,
     pub checked_at: i64,
 }
 
@@ -109,12 +74,13 @@ impl KeyCache {
             .remove(hash);
     }
 
-    /// [`KeyCache::forget`] by the stored (hex) form of the hash.
-    pub fn forget_hex(&self, hex_hash: &str) {
-        let mut hash = KeyHash::default();
-        if hex::decode_to_slice(hex_hash, &mut hash).is_ok() {
-            self.forget(&hash);
-        }
+    /// Forgets every key of an account (after a key of it was created or revoked anywhere:
+    /// the next request asks the database).
+    pub fn forget_account(&self, account_id: &str) {
+        self.entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, entry| entry.account_id != account_id);
     }
 }
 
@@ -122,37 +88,37 @@ impl KeyCache {
 mod tests {
     use super::*;
 
-    #[test]
-    fn generated_keys_are_distinct_well_formed_and_hash_stably() {
-        let a = generate_api_key().unwrap();
-        let b = generate_api_key().unwrap();
-        assert_ne!(a.key.expose(), b.key.expose());
-        assert!(looks_like_api_key(a.key.expose()), "{}", a.key.len());
-        assert_eq!(a.hash, hash_api_key(a.key.expose()));
-        assert_eq!(a.hash.len(), 64);
-        assert!(!format!("{a:?}").contains(&a.key.expose()[4..]));
-    }
-
-    #[test]
-    fn malformed_keys_are_recognised() {
-        assert!(!looks_like_api_key("wxk_short"));
-        assert!(!looks_like_api_key(&format!("xxx_{}", "a".repeat(43))));
-        assert!(!looks_like_api_key(&format!("wxk_{}", "/".repeat(43))));
-    }
-
-    #[test]
-    fn cache_entries_expire() {
-        let cache = KeyCache::default();
-        let hash = hash_api_key_bytes("wxk_example");
-        cache.insert(Arc::new(VerifiedKey {
-            key_hash: hash,
-            account_id: "a".into(),
+    fn entry(account_id: &str, key: &str) -> Arc<VerifiedKey> {
+        Arc::new(VerifiedKey {
+            key_hash: hash_api_key_bytes(key),
+            id: key.to_owned(),
+            account_id: account_id.into(),
             appid: "wx".into(),
+            scopes: KeyScopes::ALL,
+            proxy_paths: None,
             checked_at: 1_000,
-        }));
-        assert!(cache.fresh(&hash, 1_500, 10_000).is_some());
-        assert!(cache.fresh(&hash, 11_000, 10_000).is_none());
-        cache.forget_hex(&hash_api_key("wxk_example"));
-        assert!(cache.fresh(&hash, 1_500, 10_000).is_none());
+        })
+    }
+
+    #[test]
+    fn cache_entries_expire_and_are_forgotten_per_account() {
+        let cache = KeyCache::default();
+        cache.insert(entry("a", "wxk_one"));
+        cache.insert(entry("b", "wxk_two"));
+        let one = hash_api_key_bytes("wxk_one");
+        let two = hash_api_key_bytes("wxk_two");
+        assert!(cache.fresh(&one, 1_500, 10_000).is_some());
+        assert!(cache.fresh(&one, 11_000, 10_000).is_none());
+        cache.forget_account("a");
+        assert!(cache.fresh(&one, 1_500, 10_000).is_none());
+        assert!(cache.fresh(&two, 1_500, 10_000).is_some());
+    }
+
+    #[test]
+    fn the_stored_hash_is_the_hex_of_the_cache_index() {
+        assert_eq!(
+            hash_api_key("wxk_x"),
+            hex::encode(hash_api_key_bytes("wxk_x"))
+        );
     }
 }

@@ -191,6 +191,17 @@ impl TokenCache {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Drops an account (it was deleted): its token is never served again.
+    pub fn remove(&self, account_id: &str) {
+        {
+            let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = maps.by_id.remove(account_id) {
+                maps.by_appid.remove(&entry.appid);
+            }
+        }
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Changes an entry's state (after a failed refresh) and keeps its token.
     pub fn set_state(
         &self,

@@ -24,6 +24,7 @@
 mod api;
 pub mod apikey;
 mod cache;
+mod changes;
 mod engine;
 pub mod policy;
 mod proxy;
@@ -323,22 +324,6 @@ impl TokenService {
             self.inner.wake.notify_one();
         }
         Ok(())
-    }
-
-    /// Revokes one of an account's API keys and forgets it in this replica at once (other
-    /// replicas stop accepting it within [`SchedulerConfig::api_key_cache_ttl`]).
-    pub async fn revoke_api_key(&self, account_id: &str, key_id: &str) -> Result<bool, TokenError> {
-        let now = self.inner.clock.now_ms();
-        let keys = self.inner.store.list_api_keys(account_id).await?;
-        let revoked = self
-            .inner
-            .store
-            .revoke_api_key(account_id, key_id, now)
-            .await?;
-        if let Some(key) = keys.iter().find(|k| k.id == key_id) {
-            self.inner.keys.forget_hex(&key.key_hash);
-        }
-        Ok(revoked)
     }
 
     /// Wakes the background loop (after adding an account, for instance).

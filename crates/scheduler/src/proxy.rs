@@ -27,7 +27,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use wechat::AccessToken;
 
 use crate::TokenService;
-use crate::api::ApiError;
+use crate::api::{ApiError, Scope};
 
 /// Answers up to this size are read whole and checked for a token error before forwarding.
 const PEEK_LIMIT: usize = 64 * 1024;
@@ -97,9 +97,20 @@ pub(crate) async fn proxy(
     Path((appid, path)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let verified = service.authenticate(&appid, request.headers()).await?;
+    let verified = service
+        .authenticate(&appid, request.headers(), Scope::Proxy)
+        .await?;
     let account_id = verified.account_id.as_str();
     check_path(&path).map_err(ApiError::PathRefused)?;
+    if let Some(allowed) = &verified.proxy_paths
+        && !allowed
+            .iter()
+            .any(|p| p.strip_prefix('/') == Some(path.as_str()))
+    {
+        return Err(ApiError::ScopeMissing(
+            "this API key may not call this WeChat path through the proxy",
+        ));
+    }
     let query = request.uri().query().unwrap_or("").to_owned();
     if query_has_token(&query) {
         return Err(ApiError::PathRefused(

@@ -13,9 +13,19 @@
 
 use std::fmt;
 
+use crate::audit::AuditRecord;
 use crate::db::{BeginWrite, DbEnum, MAX_PAGE, Sql, StoreRow, page_limit};
 use crate::error::on_constraint;
 use crate::{Store, StoreError};
+
+/// A token refresh that failed for want of good credentials (or is still waiting for its
+/// first token) is due at once after the credentials change. Binds: now, account id.
+const RETRY_FAILED_REFRESH_NOW: Sql = Sql {
+    sqlite: "UPDATE core_tokens SET next_refresh_at = ?1, updated_at = ?1 \
+             WHERE account_id = ?2 AND state IN ('needs_attention', 'retrying', 'pending')",
+    postgres: "UPDATE core_tokens SET next_refresh_at = $1, updated_at = $1 \
+               WHERE account_id = $2 AND state IN ('needs_attention', 'retrying', 'pending')",
+};
 
 db_enum! {
     /// WeChat's kind of official account.
@@ -171,6 +181,25 @@ impl Store {
         account: &NewAccount,
         now: i64,
     ) -> Result<Account, StoreError> {
+        self.insert_account(account, now, None).await
+    }
+
+    /// [`Store::create_account`] with its audit entry, in the same transaction.
+    pub async fn create_account_audited(
+        &self,
+        account: &NewAccount,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<Account, StoreError> {
+        self.insert_account(account, now, Some(record)).await
+    }
+
+    async fn insert_account(
+        &self,
+        account: &NewAccount,
+        now: i64,
+        record: Option<&AuditRecord>,
+    ) -> Result<Account, StoreError> {
         const INSERT_ACCOUNT: Sql = Sql {
             sqlite: concat!(
                 "INSERT INTO accounts (id, owner_user_id, appid, name, kind, verified, token_mode, \
@@ -229,7 +258,10 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
+            match record {
+                Some(record) => commit_audited!(self, tx, d, record, now),
+                None => tx.commit().await?,
+            }
             Ok(created)
         })
     }
@@ -382,29 +414,69 @@ impl Store {
         })
     }
 
-    /// Activates or disables an account.
+    /// Activates or disables an account, with its audit entry.
     pub async fn set_account_state(
         &self,
         id: &str,
         state: AccountState,
         now: i64,
-    ) -> Result<(), StoreError> {
+        record: &AuditRecord,
+    ) -> Result<Account, StoreError> {
         const SQL: Sql = Sql {
-            sqlite: "UPDATE accounts SET state = ?, updated_at = ? WHERE id = ?",
-            postgres: "UPDATE accounts SET state = $1, updated_at = $2 WHERE id = $3",
+            sqlite: concat!(
+                "UPDATE accounts SET state = ?, updated_at = ? WHERE id = ? RETURNING ",
+                account_columns!()
+            ),
+            postgres: concat!(
+                "UPDATE accounts SET state = $1, updated_at = $2 WHERE id = $3 RETURNING ",
+                account_columns!()
+            ),
         };
         on_backend!(self, |pool, d| {
-            let updated = sqlx::query(SQL.get(d))
+            let mut tx = pool.begin_write().await?;
+            let row = sqlx::query(SQL.get(d))
                 .bind(state.as_db())
                 .bind(now)
                 .bind(id)
-                .execute(pool)
+                .fetch_optional(&mut *tx)
                 .await?
-                .rows_affected();
-            if updated == 0 {
-                return Err(StoreError::NotFound { what: "account" });
-            }
-            Ok(())
+                .ok_or(StoreError::NotFound { what: "account" })?;
+            let account = account_from_row(&row)?;
+            commit_audited!(self, tx, d, record, now);
+            Ok(account)
+        })
+    }
+
+    /// Renames an account, with its audit entry.
+    pub async fn rename_account(
+        &self,
+        id: &str,
+        name: &str,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<Account, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "UPDATE accounts SET name = ?, updated_at = ? WHERE id = ? RETURNING ",
+                account_columns!()
+            ),
+            postgres: concat!(
+                "UPDATE accounts SET name = $1, updated_at = $2 WHERE id = $3 RETURNING ",
+                account_columns!()
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            let row = sqlx::query(SQL.get(d))
+                .bind(name)
+                .bind(now)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound { what: "account" })?;
+            let account = account_from_row(&row)?;
+            commit_audited!(self, tx, d, record, now);
+            Ok(account)
         })
     }
 
@@ -435,56 +507,129 @@ impl Store {
         })
     }
 
-    /// Replaces an account's encrypted fields (encrypted under its existing DEK). The wrapped
-    /// DEK is left alone.
-    pub async fn update_account_secret_fields(
+    /// Replaces an account's AppSecret ciphertext (sealed under its existing DEK; the wrapped
+    /// DEK is left alone, so this cannot undo a concurrent rotation), with its audit entry. A
+    /// token refresh that failed for want of a good secret is retried at once.
+    pub async fn replace_appsecret(
         &self,
         account_id: &str,
         appsecret: &[u8],
-        push_token: Option<&[u8]>,
-        encoding_aes_key: Option<&[u8]>,
         now: i64,
+        record: &AuditRecord,
     ) -> Result<(), StoreError> {
         const SQL: Sql = Sql {
-            sqlite: "UPDATE account_secrets SET appsecret = ?, push_token = ?, \
-                     encoding_aes_key = ?, updated_at = ? WHERE account_id = ?",
-            postgres: "UPDATE account_secrets SET appsecret = $1, push_token = $2, \
-                       encoding_aes_key = $3, updated_at = $4 WHERE account_id = $5",
+            sqlite: "UPDATE account_secrets SET appsecret = ?, updated_at = ? WHERE account_id = ?",
+            postgres: "UPDATE account_secrets SET appsecret = $1, updated_at = $2 \
+                       WHERE account_id = $3",
         };
         on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
             let updated = sqlx::query(SQL.get(d))
                 .bind(appsecret)
-                .bind(push_token)
-                .bind(encoding_aes_key)
                 .bind(now)
                 .bind(account_id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
             if updated == 0 {
                 return Err(StoreError::NotFound { what: "account" });
             }
+            sqlx::query(RETRY_FAILED_REFRESH_NOW.get(d))
+                .bind(now)
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+            commit_audited!(self, tx, d, record, now);
             Ok(())
+        })
+    }
+
+    /// Replaces an account's push Token and EncodingAESKey ciphertexts (`None` clears one),
+    /// with its audit entry.
+    pub async fn replace_push_credentials(
+        &self,
+        account_id: &str,
+        push_token: Option<&[u8]>,
+        encoding_aes_key: Option<&[u8]>,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE account_secrets SET push_token = ?, encoding_aes_key = ?, \
+                     updated_at = ? WHERE account_id = ?",
+            postgres: "UPDATE account_secrets SET push_token = $1, encoding_aes_key = $2, \
+                       updated_at = $3 WHERE account_id = $4",
+        };
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            let updated = sqlx::query(SQL.get(d))
+                .bind(push_token)
+                .bind(encoding_aes_key)
+                .bind(now)
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::NotFound { what: "account" });
+            }
+            commit_audited!(self, tx, d, record, now);
+            Ok(())
+        })
+    }
+
+    /// Makes an account's token refresh due now, unless a refresh holds its lease (that one
+    /// is about to deliver), with its audit entry. Returns whether it was rescheduled.
+    pub async fn request_refresh_now(
+        &self,
+        account_id: &str,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens SET next_refresh_at = ?1, updated_at = ?1 \
+                     WHERE account_id = ?2 AND (lease_until IS NULL OR lease_until < ?1)",
+            postgres: "UPDATE core_tokens SET next_refresh_at = $1, updated_at = $1 \
+                       WHERE account_id = $2 AND (lease_until IS NULL OR lease_until < $1)",
+        };
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            let updated = sqlx::query(SQL.get(d))
+                .bind(now)
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            commit_audited!(self, tx, d, record, now);
+            Ok(updated == 1)
         })
     }
 
     /// Deletes an account: its wrapped DEK and ciphertexts (so its secrets can never be
     /// decrypted again) and every row that belongs to it (tokens, end users, OIDC clients and
-    /// codes, API keys, pushes, statistics). The audit log keeps its entries.
-    pub async fn delete_account(&self, id: &str) -> Result<(), StoreError> {
+    /// codes, API keys, pushes, statistics), with its audit entry. The audit log keeps its
+    /// entries.
+    pub async fn delete_account(
+        &self,
+        id: &str,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<(), StoreError> {
         const SQL: Sql = Sql {
             sqlite: "DELETE FROM accounts WHERE id = ?",
             postgres: "DELETE FROM accounts WHERE id = $1",
         };
         on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
             let deleted = sqlx::query(SQL.get(d))
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
             if deleted == 0 {
                 return Err(StoreError::NotFound { what: "account" });
             }
+            commit_audited!(self, tx, d, record, now);
             Ok(())
         })
     }

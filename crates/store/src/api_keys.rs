@@ -2,11 +2,71 @@
 //!
 //! Only a hash of each key is stored; the key is shown to the owner once, at creation, by the
 //! caller. A revoked key stays listed (with `revoked_at`) so the dashboard can show its history,
-//! but never authenticates again.
+//! but never authenticates again. Each key carries its scopes: what it may do, and for the
+//! proxy optionally which WeChat paths.
 
-use crate::db::{Sql, StoreRow};
+use crate::audit::AuditRecord;
+use crate::db::{BeginWrite, Sql, StoreRow};
 use crate::error::on_constraint;
 use crate::{Store, StoreError};
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyScopes {
+    /// Read the core token (`GET …/access_token`).
+    pub token: bool,
+    /// Report the token as rejected (`POST …/access_token/invalid`).
+    pub report: bool,
+    /// Call WeChat through the proxy.
+    pub proxy: bool,
+}
+
+impl KeyScopes {
+    /// Every scope (what keys created before scopes existed have).
+    pub const ALL: KeyScopes = KeyScopes {
+        token: true,
+        report: true,
+        proxy: true,
+    };
+
+    /// The stored form: the scope names, comma-separated, in a fixed order.
+    pub fn to_db(self) -> String {
+        let mut names = Vec::new();
+        for (on, name) in [
+            (self.token, "token"),
+            (self.report, "report"),
+            (self.proxy, "proxy"),
+        ] {
+            if on {
+                names.push(name);
+            }
+        }
+        names.join(",")
+    }
+
+    /// Parses the stored form (or a user's `token,proxy`); `None` names an unknown scope.
+    pub fn parse(text: &str) -> Option<KeyScopes> {
+        let mut scopes = KeyScopes {
+            token: false,
+            report: false,
+            proxy: false,
+        };
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "token" => scopes.token = true,
+                "report" => scopes.report = true,
+                "proxy" => scopes.proxy = true,
+                _ => return None,
+            }
+        }
+        Some(scopes)
+    }
+
+    /// Whether the key may do nothing at all.
+    pub fn is_empty(self) -> bool {
+        !(self.token || self.report || self.proxy)
+    }
+}
 
 /// An API key's record (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,23 +75,66 @@ pub struct ApiKey {
     pub account_id: String,
     pub key_hash: String,
     pub label: String,
+    pub scopes: KeyScopes,
+    /// The WeChat paths (`/cgi-bin/…`) the proxy may call with this key; `None`: any.
+    pub proxy_paths: Option<Vec<String>>,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
 }
 
+/// A key to store (its hash, never the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    pub id: String,
+    pub account_id: String,
+    pub key_hash: String,
+    pub label: String,
+    pub scopes: KeyScopes,
+    pub proxy_paths: Option<Vec<String>>,
+}
+
+impl NewApiKey {
+    /// A key with every scope and no path limit, under a fresh id.
+    pub fn with_all_scopes(account_id: &str, key_hash: &str, label: &str) -> Self {
+        Self {
+            id: crate::new_id(),
+            account_id: account_id.to_owned(),
+            key_hash: key_hash.to_owned(),
+            label: label.to_owned(),
+            scopes: KeyScopes::ALL,
+            proxy_paths: None,
+        }
+    }
+}
+
 macro_rules! api_key_columns {
     () => {
-        "id, account_id, key_hash, label, created_at, last_used_at, revoked_at"
+        "id, account_id, key_hash, label, scopes, proxy_paths, created_at, last_used_at, \
+         revoked_at"
     };
 }
 
 fn api_key_from_row(row: &impl StoreRow) -> Result<ApiKey, sqlx::Error> {
+    let scopes = row.text("scopes")?;
+    let proxy_paths = row
+        .opt_text("proxy_paths")?
+        .map(|json| serde_json::from_str::<Vec<String>>(&json))
+        .transpose()
+        .map_err(|e| sqlx::Error::ColumnDecode {
+            index: "proxy_paths".to_owned(),
+            source: Box::new(e),
+        })?;
     Ok(ApiKey {
         id: row.text("id")?,
         account_id: row.text("account_id")?,
         key_hash: row.text("key_hash")?,
         label: row.text("label")?,
+        scopes: KeyScopes::parse(&scopes).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: "scopes".to_owned(),
+            source: format!("unknown scope in {scopes:?}").into(),
+        })?,
+        proxy_paths,
         created_at: row.int("created_at")?,
         last_used_at: row.opt_int("last_used_at")?,
         revoked_at: row.opt_int("revoked_at")?,
@@ -39,40 +142,47 @@ fn api_key_from_row(row: &impl StoreRow) -> Result<ApiKey, sqlx::Error> {
 }
 
 impl Store {
-    /// Stores a new key's hash. Errors: [`StoreError::Duplicate`] if the hash exists (a
-    /// collision means the key generator is broken), [`StoreError::NotFound`] for an unknown
-    /// account.
+    /// Stores a new key's hash, with its audit entry. Errors: [`StoreError::Duplicate`] if
+    /// the hash exists (a collision means the key generator is broken),
+    /// [`StoreError::NotFound`] for an unknown account.
     pub async fn create_api_key(
         &self,
-        id: &str,
-        account_id: &str,
-        key_hash: &str,
-        label: &str,
+        key: &NewApiKey,
         now: i64,
+        record: &AuditRecord,
     ) -> Result<ApiKey, StoreError> {
         const SQL: Sql = Sql {
             sqlite: concat!(
-                "INSERT INTO api_keys (id, account_id, key_hash, label, created_at) \
-                 VALUES (?, ?, ?, ?, ?) RETURNING ",
+                "INSERT INTO api_keys (id, account_id, key_hash, label, scopes, proxy_paths, \
+                 created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING ",
                 api_key_columns!()
             ),
             postgres: concat!(
-                "INSERT INTO api_keys (id, account_id, key_hash, label, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING ",
+                "INSERT INTO api_keys (id, account_id, key_hash, label, scopes, proxy_paths, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
                 api_key_columns!()
             ),
         };
+        let proxy_paths = key
+            .proxy_paths
+            .as_ref()
+            .map(|paths| serde_json::Value::from(paths.clone()).to_string());
         on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
             let row = sqlx::query(SQL.get(d))
-                .bind(id)
-                .bind(account_id)
-                .bind(key_hash)
-                .bind(label)
+                .bind(&key.id)
+                .bind(&key.account_id)
+                .bind(&key.key_hash)
+                .bind(&key.label)
+                .bind(key.scopes.to_db())
+                .bind(proxy_paths.as_deref())
                 .bind(now)
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| on_constraint(e, "api key", "account"))?;
-            Ok(api_key_from_row(&row)?)
+            let created = api_key_from_row(&row)?;
+            commit_audited!(self, tx, d, record, now);
+            Ok(created)
         })
     }
 
@@ -105,12 +215,14 @@ impl Store {
         })
     }
 
-    /// Revokes one of an account's keys. Returns `false` if there is no such unrevoked key.
+    /// Revokes one of an account's keys, with its audit entry. Returns `false` (and writes
+    /// nothing) if there is no such unrevoked key.
     pub async fn revoke_api_key(
         &self,
         account_id: &str,
         id: &str,
         now: i64,
+        record: &AuditRecord,
     ) -> Result<bool, StoreError> {
         const SQL: Sql = Sql {
             sqlite: "UPDATE api_keys SET revoked_at = ? \
@@ -119,14 +231,20 @@ impl Store {
                        WHERE account_id = $2 AND id = $3 AND revoked_at IS NULL",
         };
         on_backend!(self, |pool, d| {
-            Ok(sqlx::query(SQL.get(d))
+            let mut tx = pool.begin_write().await?;
+            let revoked = sqlx::query(SQL.get(d))
                 .bind(now)
                 .bind(account_id)
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected()
-                == 1)
+                == 1;
+            if !revoked {
+                return Ok(false);
+            }
+            commit_audited!(self, tx, d, record, now);
+            Ok(true)
         })
     }
 

@@ -369,6 +369,53 @@ impl Store {
         })
     }
 
+    /// An account's end users whose openid or nickname contains `query` (case-insensitive;
+    /// every user when `None`), ordered by openid after `after_openid` (keyset pagination), at
+    /// most `limit` (capped at 1000).
+    pub async fn search_end_users_page(
+        &self,
+        account_id: &str,
+        query: Option<&str>,
+        after_openid: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EndUser>, StoreError> {
+        // LIKE is case-insensitive for ASCII on SQLite; PostgreSQL needs ILIKE. `\` escapes
+        // the pattern characters a user may type.
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                end_user_columns!(),
+                " FROM end_users WHERE account_id = ?1 AND openid > ?2 \
+                 AND (?3 IS NULL OR openid LIKE ?3 ESCAPE '\\' OR nickname LIKE ?3 ESCAPE '\\') \
+                 ORDER BY openid LIMIT ?4"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                end_user_columns!(),
+                " FROM end_users WHERE account_id = $1 AND openid > $2 \
+                 AND ($3::TEXT IS NULL OR openid ILIKE $3 ESCAPE '\\' \
+                 OR nickname ILIKE $3 ESCAPE '\\') ORDER BY openid LIMIT $4"
+            ),
+        };
+        let pattern = query
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(|q| format!("%{}%", escape_like(q)));
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d))
+                .bind(account_id)
+                .bind(after_openid.unwrap_or(""))
+                .bind(pattern.as_deref())
+                .bind(page_limit(limit, MAX_PAGE))
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(end_user_from_row)
+                .collect::<Result<_, _>>()?)
+        })
+    }
+
     /// How many end users an account has, and how many of them currently follow it.
     pub async fn count_end_users(&self, account_id: &str) -> Result<(i64, i64), StoreError> {
         const SQL: Sql = Sql {
@@ -387,4 +434,16 @@ impl Store {
             Ok((row.int("total")?, row.int("following")?))
         })
     }
+}
+
+/// `text` with LIKE's pattern characters escaped by `\\`.
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -5,6 +5,7 @@
 //! Everything a login step needs lives here, so any replica can continue any step. Wait ids
 //! are hashes of the bearer token in the follow page's URL; the token itself is never stored.
 
+use crate::audit::AuditRecord;
 use crate::db::{BeginWrite, DbEnum, Sql, StoreRow, new_id};
 use crate::end_users::{EndUserLogin, RECORD_LOGIN, RECORD_SUBSCRIPTION, Subscription, bind_login};
 use crate::error::on_constraint;
@@ -113,12 +114,13 @@ fn follow_wait_from_row(row: &impl StoreRow) -> Result<FollowWait, sqlx::Error> 
 }
 
 impl Store {
-    /// Sets an account's gateway settings (every field; `None` clears).
+    /// Sets an account's gateway settings (every field; `None` clears), with its audit entry.
     pub async fn set_gateway_settings(
         &self,
         account_id: &str,
         settings: &GatewaySettings,
         now: i64,
+        record: &AuditRecord,
     ) -> Result<(), StoreError> {
         const SQL: Sql = Sql {
             sqlite: "INSERT INTO gateway_account_settings (account_id, original_id, \
@@ -137,6 +139,7 @@ impl Store {
                        updated_at = excluded.updated_at",
         };
         on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
             sqlx::query(SQL.get(d))
                 .bind(account_id)
                 .bind(settings.original_id.as_deref())
@@ -145,9 +148,10 @@ impl Store {
                 .bind(settings.follow_qr_url.as_deref())
                 .bind(settings.follow_link.as_deref())
                 .bind(now)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| on_constraint(e, "gateway settings", "account"))?;
+            commit_audited!(self, tx, d, record, now);
             Ok(())
         })
     }

@@ -18,9 +18,11 @@
 mod db;
 mod error;
 
+pub mod changes;
+#[macro_use]
+pub mod audit;
 pub mod accounts;
 pub mod api_keys;
-pub mod audit;
 pub mod end_users;
 pub mod gateway;
 pub mod notify;
@@ -71,6 +73,8 @@ pub struct Store {
     pub(crate) backend: Backend,
     /// The URL it was opened with, password removed; for errors only.
     redacted_url: Arc<str>,
+    /// Wakes this process's change feeds when a change commits (see [`changes`]).
+    change_signal: Arc<tokio::sync::Notify>,
 }
 
 impl fmt::Debug for Store {
@@ -135,10 +139,7 @@ impl Store {
                 .max_connections(10)
                 .acquire_timeout(CONNECT_TIMEOUT);
             let pool = connect_within(pool_options.connect_with(options), &redacted, url).await?;
-            Ok(Self {
-                backend: Backend::Postgres(pool),
-                redacted_url: redacted.into(),
-            })
+            Ok(Self::with_backend(Backend::Postgres(pool), redacted))
         } else {
             Err(StoreError::InvalidUrl {
                 url: redacted,
@@ -167,10 +168,15 @@ impl Store {
             .max_connections(8)
             .acquire_timeout(CONNECT_TIMEOUT);
         let pool = connect_within(pool_options.connect_with(options), &redacted, "").await?;
-        Ok(Self {
-            backend: Backend::Sqlite(pool),
-            redacted_url: redacted.into(),
-        })
+        Ok(Self::with_backend(Backend::Sqlite(pool), redacted))
+    }
+
+    fn with_backend(backend: Backend, redacted_url: String) -> Self {
+        Self {
+            backend,
+            redacted_url: redacted_url.into(),
+            change_signal: Arc::new(tokio::sync::Notify::new()),
+        }
     }
 
     /// Which database this store talks to.

@@ -5,7 +5,8 @@
 //! case-insensitive through `email_key`, the lower-cased email computed here, so both
 //! databases compare the same way.
 
-use crate::db::{DbEnum, MAX_PAGE, Sql, StoreRow, page_limit};
+use crate::audit::AuditRecord;
+use crate::db::{BeginWrite, DbEnum, MAX_PAGE, Sql, StoreRow, page_limit};
 use crate::error::{on_constraint, on_delete_restricted};
 use crate::{Store, StoreError};
 
@@ -85,6 +86,25 @@ fn session_from_row(row: &impl StoreRow) -> Result<Session, sqlx::Error> {
 impl Store {
     /// Creates a user. Errors: [`StoreError::Duplicate`] if the email (in any case) is taken.
     pub async fn create_user(&self, user: &NewUser, now: i64) -> Result<User, StoreError> {
+        self.insert_user(user, now, None).await
+    }
+
+    /// [`Store::create_user`] with its audit entry, in the same transaction.
+    pub async fn create_user_audited(
+        &self,
+        user: &NewUser,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<User, StoreError> {
+        self.insert_user(user, now, Some(record)).await
+    }
+
+    async fn insert_user(
+        &self,
+        user: &NewUser,
+        now: i64,
+        record: Option<&AuditRecord>,
+    ) -> Result<User, StoreError> {
         const SQL: Sql = Sql {
             sqlite: concat!(
                 "INSERT INTO users (id, email, email_key, password_hash, role, disabled, created_at) \
@@ -98,6 +118,7 @@ impl Store {
             ),
         };
         on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
             let row = sqlx::query(SQL.get(d))
                 .bind(&user.id)
                 .bind(user.email.trim())
@@ -105,10 +126,15 @@ impl Store {
                 .bind(&user.password_hash)
                 .bind(user.role.as_db())
                 .bind(now)
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| on_constraint(e, "user email", "user"))?;
-            Ok(user_from_row(&row)?)
+            let created = user_from_row(&row)?;
+            match record {
+                Some(record) => commit_audited!(self, tx, d, record, now),
+                None => tx.commit().await?,
+            }
+            Ok(created)
         })
     }
 
@@ -204,7 +230,6 @@ impl Store {
             postgres: "DELETE FROM sessions WHERE user_id = $1",
         };
         on_backend!(self, |pool, d| {
-            use crate::db::BeginWrite;
             let mut tx = pool.begin_write().await?;
             let updated = sqlx::query(UPDATE.get(d))
                 .bind(password_hash)
@@ -224,8 +249,15 @@ impl Store {
         })
     }
 
-    /// Disables or re-enables a user. Disabling also ends their sessions.
-    pub async fn set_user_disabled(&self, user_id: &str, disabled: bool) -> Result<(), StoreError> {
+    /// Disables or re-enables a user, with its audit entry. Disabling also ends their
+    /// sessions.
+    pub async fn set_user_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<(), StoreError> {
         const UPDATE: Sql = Sql {
             sqlite: "UPDATE users SET disabled = ? WHERE id = ?",
             postgres: "UPDATE users SET disabled = $1 WHERE id = $2",
@@ -235,7 +267,6 @@ impl Store {
             postgres: "DELETE FROM sessions WHERE user_id = $1",
         };
         on_backend!(self, |pool, d| {
-            use crate::db::BeginWrite;
             let mut tx = pool.begin_write().await?;
             let updated = sqlx::query(UPDATE.get(d))
                 .bind(disabled)
@@ -252,7 +283,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            tx.commit().await?;
+            commit_audited!(self, tx, d, record, now);
             Ok(())
         })
     }

@@ -1,54 +1,8 @@
-//! `wxhub client create`: registers an OIDC client (a tenant website) for an account until
-//! the dashboard can. The client secret is printed once and stored only as a hash.
+//! `wxhub signing-key …`: publishing and activating the login gateway's ID-token signing keys.
 
 use store::Store;
-use store::oidc::LoginMode;
 
 use crate::config::Config;
-
-/// Registers a client and returns what to show the operator (client_id, secret once, issuer).
-pub async fn create(
-    config: &Config,
-    appid: &str,
-    name: &str,
-    redirect_uris: Vec<String>,
-    mode: LoginMode,
-    public: bool,
-) -> anyhow::Result<String> {
-    let store = Store::connect(&config.database_url).await?;
-    let now = wechat::Clock::now_ms(&wechat::SystemClock);
-    let created = gateway::clients::create_client(
-        &store,
-        &gateway::clients::NewClient {
-            appid: appid.to_owned(),
-            name: name.to_owned(),
-            redirect_uris,
-            login_mode: mode,
-            public,
-        },
-        now,
-    )
-    .await;
-    store.close().await;
-    let (client, secret) = created?;
-    let issuer = format!(
-        "{}/t/{appid}",
-        config.public_url.as_str().trim_end_matches('/')
-    );
-    let mut out = format!(
-        "client_id:     {}\nissuer:        {issuer}\nlogin mode:    {}\nredirect URIs: {}\n",
-        client.client_id,
-        client.login_mode,
-        client.redirect_uris.join(" ")
-    );
-    match secret {
-        Some(secret) => out.push_str(&format!(
-            "client_secret: {secret}\n\nThe secret is shown only this once; store it in the website's configuration now.\n"
-        )),
-        None => out.push_str("public client: no secret; the website must use PKCE (S256).\n"),
-    }
-    Ok(out)
-}
 
 /// `wxhub signing-key rotate`: publishes the next ID-token signing key.
 pub async fn signing_key_rotate(config: &Config) -> anyhow::Result<String> {

@@ -7,12 +7,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use accounts::AccountInput;
 use anyhow::Context;
-use gateway::settings::{GatewaySettings, PushMode as GatewayPushMode};
 use store::accounts::{AccountKind, TokenMode};
 use store::oidc::LoginMode;
-use store::people::{NewUser, Role};
+use tenancy::Principal;
+use tenancy::settings::{PushMode as GatewayPushMode, SettingsChange};
+use tenancy::tenants::{LiveCheck, NewOwner, Registration};
+use tenancy::websites::NewWebsite;
 use vault::SecretString;
 use wechat::{Scope, SystemClock};
 use wechat_sim::{AccountSpec, FollowOptions, PushMode, SimConfig, Simulator, UserSpec};
@@ -152,71 +153,60 @@ async fn seed_hub(
     sim: &Simulator,
     site_base: &url::Url,
 ) -> anyhow::Result<Vec<SiteClient>> {
-    let now = state.clock.now_ms();
-    let owner = match state.store.find_user_by_email(DEMO_OWNER).await? {
-        Some(user) => user,
-        None => {
-            state
-                .store
-                .create_user(
-                    &NewUser {
-                        id: store::new_id(),
-                        email: DEMO_OWNER.to_owned(),
-                        // Not a PHC string, so no password verifies against it: the demo
-                        // owner cannot sign in until a password is set.
-                        password_hash: "!".to_owned(),
-                        role: Role::Owner,
-                    },
-                    now,
-                )
-                .await?
-        }
-    };
-    let vault = state.vault.current();
+    let tenancy = &state.tenancy;
+    let cli = Principal::cli();
     let mut site_clients = Vec::new();
     for (index, sample) in SAMPLES.iter().enumerate() {
-        let account = match state.store.find_account_by_appid(sample.appid).await? {
-            Some(account) => account,
-            None => {
-                let input = AccountInput {
-                    owner_user_id: owner.id.clone(),
-                    appid: sample.appid.to_owned(),
-                    name: sample.name.to_owned(),
-                    kind: AccountKind::Service,
-                    verified: sample.verified,
-                    token_mode: TokenMode::Token,
-                    appsecret: SecretString::new(sample.secret.to_owned()),
-                    push_token: Some(SecretString::new(sample.push_token.to_owned())),
-                    encoding_aes_key: Some(SecretString::new(sample.aes_key.to_owned())),
-                };
-                accounts::register_account(&state.store, &vault, &input, now).await?
-            }
-        };
+        if state
+            .store
+            .find_account_by_appid(sample.appid)
+            .await?
+            .is_none()
+        {
+            // Checked with the simulator like any registration.
+            let registration = Registration {
+                appid: sample.appid.to_owned(),
+                name: sample.name.to_owned(),
+                kind: AccountKind::Service,
+                verified: sample.verified,
+                token_mode: TokenMode::Token,
+                appsecret: SecretString::new(sample.secret.to_owned()),
+                push_token: Some(SecretString::new(sample.push_token.to_owned())),
+                encoding_aes_key: Some(SecretString::new(sample.aes_key.to_owned())),
+                // Created without a password, so the demo owner cannot sign in until one is
+                // set.
+                owner: NewOwner::Email(DEMO_OWNER.to_owned()),
+                check: LiveCheck::Check,
+            };
+            tenancy.register_account(&cli, registration).await?;
+        }
         let original_id = sim
             .account(sample.appid)
             .map(|spec| spec.original_id())
             .context("the simulator lacks a sample account")?;
-        gateway::settings::update(
-            &state.store,
-            &account.id,
-            &GatewaySettings {
-                original_id: Some(original_id),
-                push_mode: Some(match sample.mode {
-                    PushMode::Plain => GatewayPushMode::Plain,
-                    PushMode::Compatible => GatewayPushMode::Compatible,
-                    PushMode::Safe => GatewayPushMode::Safe,
-                }),
-                ..GatewaySettings::default()
-            },
-            now,
-        )
-        .await?;
+        tenancy
+            .update_gateway_settings(
+                &cli,
+                sample.appid,
+                SettingsChange {
+                    original_id: Some(Some(original_id)),
+                    push_mode: Some(Some(match sample.mode {
+                        PushMode::Plain => GatewayPushMode::Plain,
+                        PushMode::Compatible => GatewayPushMode::Compatible,
+                        PushMode::Safe => GatewayPushMode::Safe,
+                    })),
+                    ..SettingsChange::default()
+                },
+            )
+            .await?;
         if index > 1 {
             continue;
         }
-        for old in state.store.list_oidc_clients(&account.id).await? {
+        for old in tenancy.list_websites(&cli, sample.appid).await? {
             if old.name == SAMPLE_SITE {
-                state.store.delete_oidc_client(&account.id, &old.id).await?;
+                tenancy
+                    .delete_website(&cli, sample.appid, &old.client_id)
+                    .await?;
             }
         }
         let mode = if index == 0 {
@@ -224,27 +214,27 @@ async fn seed_hub(
         } else {
             LoginMode::Userinfo
         };
-        let (client, secret) = gateway::clients::create_client(
-            &state.store,
-            &gateway::clients::NewClient {
-                appid: sample.appid.to_owned(),
-                name: SAMPLE_SITE.to_owned(),
-                redirect_uris: vec![SampleSite::callback_url(site_base)],
-                login_mode: mode,
-                public: false,
-            },
-            now,
-        )
-        .await?;
+        let created = tenancy
+            .create_website(
+                &cli,
+                sample.appid,
+                &NewWebsite {
+                    name: SAMPLE_SITE.to_owned(),
+                    redirect_uris: vec![SampleSite::callback_url(site_base)],
+                    login_mode: mode,
+                    public: false,
+                },
+            )
+            .await?;
         site_clients.push(SiteClient {
             label: format!("用微信登录 Log in with WeChat: {} ({})", sample.name, mode),
-            issuer: format!(
-                "{}/t/{}",
-                state.config.public_url.as_str().trim_end_matches('/'),
-                sample.appid
-            ),
-            client_id: client.client_id,
-            client_secret: secret.context("a confidential client has a secret")?,
+            issuer: created.issuer,
+            client_id: created.client.client_id,
+            client_secret: created
+                .secret
+                .context("a confidential client has a secret")?
+                .expose()
+                .to_owned(),
         });
     }
     Ok(site_clients)
@@ -278,6 +268,13 @@ pub async fn run_demo(
 
     let sim = Simulator::new(SimConfig::default());
     seed_simulator(&sim, Some(&config.public_url)).await?;
+    // The simulator serves before the hub registers the sample accounts: registration checks
+    // the credentials with it.
+    let sim_task = tokio::spawn(wechat_sim::serve_with_shutdown(
+        sim_listener,
+        sim.clone(),
+        server::shutdown_signal(),
+    ));
     let state = AppState::open(config, Arc::new(SystemClock)).await?;
     let site_clients = seed_hub(&state, &sim, &site_base).await?;
     let hub_base = state.config.public_url.clone();
@@ -303,11 +300,6 @@ pub async fn run_demo(
             .join(", ")
     );
 
-    let sim_task = tokio::spawn(wechat_sim::serve_with_shutdown(
-        sim_listener,
-        sim.clone(),
-        server::shutdown_signal(),
-    ));
     let site = SampleSite::new(site_base, site_clients)?;
     let site_task = tokio::spawn(async move {
         axum::serve(site_listener, sample_site::router(site))

@@ -65,18 +65,35 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7200", value_name = "ADDR")]
         site_listen: SocketAddr,
     },
-    /// Register and list WeChat Official Accounts (until the dashboard exists).
+    /// Register and manage WeChat Official Accounts.
     #[command(subcommand)]
     Account(AccountCommand),
     /// Manage the API keys with which an account's backends read its access_token.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Show the audit log (who changed what, newest first).
+    Audit {
+        /// Only entries about this account.
+        #[arg(long)]
+        appid: Option<String>,
+        /// Only entries by this actor (a user id, or `cli`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action, e.g. `api_key.revoke`.
+        #[arg(long)]
+        action: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum AccountCommand {
     /// Register an account. Reads the secrets from stdin, never from the command line:
     /// line 1 the AppSecret, optional line 2 the push Token, optional line 3 the EncodingAESKey.
+    /// The credentials are checked with WeChat first (stable_token without force_refresh, which
+    /// invalidates no token a backend may be using); nothing is stored if WeChat refuses.
     Add {
         /// The account's AppID (wx + 16 hex digits).
         appid: String,
@@ -95,9 +112,70 @@ enum AccountCommand {
         /// Fetch the token with /cgi-bin/stable_token instead of /cgi-bin/token.
         #[arg(long)]
         stable_token: bool,
+        /// Store the credentials without asking WeChat (a host that cannot reach WeChat yet).
+        #[arg(long)]
+        skip_check: bool,
     },
-    /// List accounts with their token state.
+    /// List accounts with their token health.
     List,
+    /// Show one account: token health, the fix for a failure, and its gateway settings.
+    Show {
+        /// The account's AppID.
+        appid: String,
+    },
+    /// Rename an account.
+    Rename {
+        /// The account's AppID.
+        appid: String,
+        /// The new display name.
+        name: String,
+    },
+    /// Replace the AppSecret, read from stdin (one line), after checking it with WeChat.
+    SetSecret {
+        /// The account's AppID.
+        appid: String,
+        /// Store it without asking WeChat.
+        #[arg(long)]
+        skip_check: bool,
+    },
+    /// Set the push Token and EncodingAESKey from stdin (line 1 and 2; an empty line clears
+    /// one), or generate strong ones with --generate and print them once for WeChat's console.
+    PushCredentials {
+        /// The account's AppID.
+        appid: String,
+        /// Generate a new Token and EncodingAESKey.
+        #[arg(long)]
+        generate: bool,
+    },
+    /// Stop serving an account (no refreshes, token API 403, no logins) on every server.
+    Disable {
+        /// The account's AppID.
+        appid: String,
+    },
+    /// Serve a disabled account again.
+    Enable {
+        /// The account's AppID.
+        appid: String,
+    },
+    /// Delete an account and everything that belongs to it; its secrets are crypto-shredded.
+    Delete {
+        /// The account's AppID.
+        appid: String,
+        /// The appid again, to confirm.
+        #[arg(long, value_name = "APPID")]
+        confirm: String,
+    },
+    /// Fetch a new access_token now (at most once per 5 minutes; the previous token keeps
+    /// working for 5 minutes).
+    Refresh {
+        /// The account's AppID.
+        appid: String,
+    },
+    /// Reset the account's daily API quotas at WeChat (10 resets a month).
+    ClearQuota {
+        /// The account's AppID.
+        appid: String,
+    },
     /// Set how the login gateway treats an account's pushes and follow page. Options not
     /// given keep their value; an empty value ("") clears one.
     Configure {
@@ -131,13 +209,21 @@ enum ApikeyCommand {
         /// A note saying which backend uses the key.
         #[arg(long, default_value = "")]
         label: String,
+        /// What the key may do: token (read the access_token), report (report it rejected),
+        /// proxy (call WeChat through wxhub), comma-separated.
+        #[arg(long, default_value = "token,report,proxy")]
+        scopes: String,
+        /// Limit the proxy to this WeChat path (repeat for several), e.g.
+        /// /cgi-bin/message/custom/send.
+        #[arg(long = "proxy-path", value_name = "PATH")]
+        proxy_paths: Vec<String>,
     },
-    /// List an account's API keys (ids and labels; never the keys).
+    /// List an account's API keys (ids, labels, scopes; never the keys).
     List {
         /// The account's AppID.
         appid: String,
     },
-    /// Revoke an API key; servers refuse it within 10 s.
+    /// Revoke an API key; every server refuses it within a second.
     Revoke {
         /// The account's AppID.
         appid: String,
@@ -172,7 +258,8 @@ enum ClientCommand {
         /// A name for people.
         #[arg(long)]
         name: String,
-        /// An exact redirect URI (repeat for several).
+        /// An exact redirect URI (repeat for several): https, or http to 127.0.0.1/[::1]/
+        /// localhost; no wildcard, fragment or user information.
         #[arg(long = "redirect-uri", required = true, value_name = "URI")]
         redirect_uris: Vec<String>,
         /// `follow-required` (snsapi_base; the user must follow the account) or `userinfo`
@@ -182,6 +269,54 @@ enum ClientCommand {
         /// A public client (single-page or mobile app): no secret, PKCE required.
         #[arg(long)]
         public: bool,
+    },
+    /// List an account's websites.
+    List {
+        /// The account's appid.
+        #[arg(long)]
+        appid: String,
+    },
+    /// Show one website.
+    Show {
+        /// The account's appid.
+        #[arg(long)]
+        appid: String,
+        /// The website's client_id.
+        client_id: String,
+    },
+    /// Change a website's name, redirect URIs or login mode (what is not given is kept;
+    /// --redirect-uri replaces the whole list).
+    Edit {
+        /// The account's appid.
+        #[arg(long)]
+        appid: String,
+        /// The website's client_id.
+        client_id: String,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The new list of exact redirect URIs (repeat for several).
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// The new login mode.
+        #[arg(long, value_parser = ["follow-required", "userinfo"])]
+        mode: Option<String>,
+    },
+    /// Replace a confidential website's client secret; prints the new one once.
+    RotateSecret {
+        /// The account's appid.
+        #[arg(long)]
+        appid: String,
+        /// The website's client_id.
+        client_id: String,
+    },
+    /// Delete a website with its pending logins, codes and tokens.
+    Delete {
+        /// The account's appid.
+        #[arg(long)]
+        appid: String,
+        /// The website's client_id.
+        client_id: String,
     },
 }
 
@@ -282,20 +417,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<String> {
         Command::Vault(VaultCommand::DropKey { key_id }) => {
             ops::vault_drop_key(&config, &key_id).await
         }
-        Command::Client(ClientCommand::Create {
-            appid,
-            name,
-            redirect_uris,
-            mode,
-            public,
-        }) => {
-            let mode = if mode == "userinfo" {
-                store::oidc::LoginMode::Userinfo
-            } else {
-                store::oidc::LoginMode::FollowRequired
-            };
-            wxhub::clients::create(&config, &appid, &name, redirect_uris, mode, public).await
-        }
+        Command::Client(command) => client_command(&config, command).await,
         Command::Sim { listen, empty } => {
             demo::run_sim(listen, !empty).await.map(|()| String::new())
         }
@@ -305,14 +427,55 @@ async fn run(command: Command, config: Config) -> anyhow::Result<String> {
         } => demo::run_demo(config, sim_listen, site_listen)
             .await
             .map(|()| String::new()),
-        Command::Account(AccountCommand::Add {
+        Command::Account(command) => account_command(&config, command).await,
+        Command::SigningKey(SigningKeyCommand::Rotate) => {
+            wxhub::clients::signing_key_rotate(&config).await
+        }
+        Command::SigningKey(SigningKeyCommand::Activate { now }) => {
+            wxhub::clients::signing_key_activate(&config, now).await
+        }
+        Command::Apikey(ApikeyCommand::Create {
+            appid,
+            label,
+            scopes,
+            proxy_paths,
+        }) => tenants::apikey_create(&config, &appid, &label, &scopes, proxy_paths).await,
+        Command::Apikey(ApikeyCommand::List { appid }) => {
+            tenants::apikey_list(&config, &appid).await
+        }
+        Command::Apikey(ApikeyCommand::Revoke { appid, key_id }) => {
+            tenants::apikey_revoke(&config, &appid, &key_id).await
+        }
+        Command::Audit {
+            appid,
+            actor,
+            action,
+            limit,
+        } => {
+            let query = tenancy::people::AuditQuery {
+                appid,
+                actor,
+                action,
+                from: None,
+                until: None,
+            };
+            tenants::audit_list(&config, query, limit).await
+        }
+    }
+}
+
+async fn account_command(config: &Config, command: AccountCommand) -> anyhow::Result<String> {
+    let stdin = &mut std::io::stdin().lock();
+    match command {
+        AccountCommand::Add {
             appid,
             name,
             owner,
             subscription,
             unverified,
             stable_token,
-        }) => {
+            skip_check,
+        } => {
             let args = tenants::NewAccountArgs {
                 appid,
                 name,
@@ -328,41 +491,83 @@ async fn run(command: Command, config: Config) -> anyhow::Result<String> {
                 } else {
                     TokenMode::Token
                 },
+                skip_check,
             };
-            tenants::account_add(&config, &args, &mut std::io::stdin().lock()).await
+            tenants::account_add(config, &args, stdin).await
         }
-        Command::Account(AccountCommand::List) => tenants::account_list(&config).await,
-        Command::SigningKey(SigningKeyCommand::Rotate) => {
-            wxhub::clients::signing_key_rotate(&config).await
+        AccountCommand::List => tenants::account_list(config).await,
+        AccountCommand::Show { appid } => tenants::account_show(config, &appid).await,
+        AccountCommand::Rename { appid, name } => {
+            tenants::account_rename(config, &appid, &name).await
         }
-        Command::SigningKey(SigningKeyCommand::Activate { now }) => {
-            wxhub::clients::signing_key_activate(&config, now).await
+        AccountCommand::SetSecret { appid, skip_check } => {
+            tenants::account_set_secret(config, &appid, skip_check, stdin).await
         }
-        Command::Account(AccountCommand::Configure {
+        AccountCommand::PushCredentials { appid, generate } => {
+            tenants::account_push_credentials(config, &appid, generate, stdin).await
+        }
+        AccountCommand::Disable { appid } => {
+            tenants::account_set_enabled(config, &appid, false).await
+        }
+        AccountCommand::Enable { appid } => {
+            tenants::account_set_enabled(config, &appid, true).await
+        }
+        AccountCommand::Delete { appid, confirm } => {
+            tenants::account_delete(config, &appid, &confirm).await
+        }
+        AccountCommand::Refresh { appid } => tenants::account_refresh(config, &appid).await,
+        AccountCommand::ClearQuota { appid } => tenants::account_clear_quota(config, &appid).await,
+        AccountCommand::Configure {
             appid,
             original_id,
             push_mode,
             push_relay_url,
             follow_qr_url,
             follow_link,
-        }) => {
-            let change = tenants::SettingsChange {
+        } => {
+            let args = tenants::SettingsArgs {
                 original_id,
                 push_mode,
                 push_relay_url,
                 follow_qr_url,
                 follow_link,
             };
-            tenants::account_configure(&config, &appid, change).await
+            tenants::account_configure(config, &appid, args).await
         }
-        Command::Apikey(ApikeyCommand::Create { appid, label }) => {
-            tenants::apikey_create(&config, &appid, &label).await
+    }
+}
+
+async fn client_command(config: &Config, command: ClientCommand) -> anyhow::Result<String> {
+    match command {
+        ClientCommand::Create {
+            appid,
+            name,
+            redirect_uris,
+            mode,
+            public,
+        } => {
+            let mode = tenants::login_mode(&mode)?;
+            tenants::client_create(config, &appid, &name, redirect_uris, mode, public).await
         }
-        Command::Apikey(ApikeyCommand::List { appid }) => {
-            tenants::apikey_list(&config, &appid).await
+        ClientCommand::List { appid } => tenants::client_list(config, &appid).await,
+        ClientCommand::Show { appid, client_id } => {
+            tenants::client_show(config, &appid, &client_id).await
         }
-        Command::Apikey(ApikeyCommand::Revoke { appid, key_id }) => {
-            tenants::apikey_revoke(&config, &appid, &key_id).await
+        ClientCommand::Edit {
+            appid,
+            client_id,
+            name,
+            redirect_uris,
+            mode,
+        } => {
+            let mode = mode.as_deref().map(tenants::login_mode).transpose()?;
+            tenants::client_edit(config, &appid, &client_id, name, redirect_uris, mode).await
+        }
+        ClientCommand::RotateSecret { appid, client_id } => {
+            tenants::client_rotate_secret(config, &appid, &client_id).await
+        }
+        ClientCommand::Delete { appid, client_id } => {
+            tenants::client_delete(config, &appid, &client_id).await
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct AppState {
     pub tokens: scheduler::TokenService,
     /// The login gateway (OIDC issuers, WeChat login, push callbacks) under `/t/{appid}`.
     pub gateway: Arc<gateway::Gateway>,
+    /// The tenancy layer: every operation owners, operators and the CLI perform.
+    pub tenancy: tenancy::Tenancy,
 }
 
 impl AppState {
@@ -50,11 +52,7 @@ impl AppState {
         rotation::check_keyring_matches(&store, vault.current().keyring()).await?;
         let vault = Arc::new(vault);
         // The scheduler fills its token cache here; valid tokens are served as they are.
-        let wechat = wechat::Client::new(wechat::ClientConfig {
-            api_base: config.wechat_api_url.clone(),
-            open_base: config.wechat_open_url.clone(),
-            ..wechat::ClientConfig::default()
-        })?;
+        let wechat = wechat_client(&config)?;
         let tokens = scheduler::TokenService::open(
             store.clone(),
             vault.clone(),
@@ -64,9 +62,20 @@ impl AppState {
         )
         .await
         .context("loading the core-token cache")?;
+        let tenancy = tenancy::Tenancy::new(
+            store.clone(),
+            vault.clone(),
+            wechat.clone(),
+            clock.clone(),
+            tenancy::TenancyConfig {
+                daily_token_budget: tokens.config().policy.daily_budget,
+                ..tenancy::TenancyConfig::new(config.public_url.clone())
+            },
+        );
         let gateway =
             crate::login_gateway::build(&config, &store, &vault, &clock, wechat, &tokens)?;
         Ok(Self {
+            tenancy,
             store,
             vault,
             clock,
@@ -75,6 +84,15 @@ impl AppState {
             gateway,
         })
     }
+}
+
+/// The WeChat client for the configured API and OAuth URLs.
+pub fn wechat_client(config: &Config) -> anyhow::Result<wechat::Client> {
+    Ok(wechat::Client::new(wechat::ClientConfig {
+        api_base: config.wechat_api_url.clone(),
+        open_base: config.wechat_open_url.clone(),
+        ..wechat::ClientConfig::default()
+    })?)
 }
 
 /// Builds the router of the whole hub.

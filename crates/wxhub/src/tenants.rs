@@ -1,22 +1,29 @@
-//! `wxhub account …` and `wxhub apikey …`: registering accounts and managing their API keys
-//! from the command line, until the dashboard exists.
+//! `wxhub account …`, `wxhub apikey …`, `wxhub client …` and `wxhub audit`: the command line
+//! as a thin adapter over the tenancy layer, acting as [`Principal::cli`].
 //!
-//! Secrets never come from argv (it is visible in `ps` and shell history): `account add`
-//! reads the AppSecret — and optionally the push Token and EncodingAESKey — from stdin, one per
-//! line. `apikey create` prints the new key once; only its SHA-256 is stored, so it cannot be
-//! shown again. Each function returns the report to print, so tests run them in-process with
-//! the same code path as the CLI.
+//! Secrets never come from argv (it is visible in `ps` and shell history): they are read from
+//! stdin, one per line. Credentials that wxhub creates (API keys, client secrets, generated
+//! push credentials) are printed once; only hashes (or vault ciphertext, for what wxhub must
+//! use itself) are kept. Each function returns the report to print, so tests run them
+//! in-process with the same code path as the CLI.
 
 use std::fmt::Write as _;
 use std::io::BufRead;
+use std::sync::Arc;
 
-use accounts::AccountInput;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use store::Store;
-use store::accounts::{Account, AccountKind, TokenMode};
-use store::people::{NewUser, Role};
+use store::accounts::{AccountKind, TokenMode};
+use store::api_keys::{ApiKey, KeyScopes};
+use store::oidc::{LoginMode, OidcClient};
+use tenancy::keys::KeyRequest;
+use tenancy::people::AuditQuery;
+use tenancy::settings::{PushMode, SettingsChange};
+use tenancy::tenants::{AccountView, LiveCheck, NewOwner, Registration};
+use tenancy::websites::NewWebsite;
+use tenancy::{Principal, Tenancy, TenancyConfig, TenancyError};
 use vault::SecretString;
-use wechat::{Clock, SystemClock};
+use wechat::SystemClock;
 
 use crate::config::Config;
 
@@ -30,9 +37,12 @@ pub struct NewAccountArgs {
     pub kind: AccountKind,
     pub verified: bool,
     pub token_mode: TokenMode,
+    /// Store without asking WeChat first.
+    pub skip_check: bool,
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Store> {
+/// Opens the store (creating the data directory for SQLite) without starting anything.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     if config.database_url.starts_with("sqlite:") {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
@@ -44,11 +54,45 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(Store::connect(&config.database_url).await?)
 }
 
-async fn account_by_appid(store: &Store, appid: &str) -> anyhow::Result<Account> {
-    store
-        .find_account_by_appid(appid)
-        .await?
-        .with_context(|| format!("no account with appid {appid} is registered"))
+/// The tenancy layer as the CLI uses it: the configured database and keyring, WeChat at the
+/// configured URLs.
+pub async fn open_tenancy(config: &Config) -> anyhow::Result<Tenancy> {
+    let vault = crate::unseal::open_vault(config)?;
+    let store = open_store(config).await?;
+    Ok(Tenancy::new(
+        store,
+        Arc::new(accounts::VaultHandle::fixed(vault)),
+        crate::server::wechat_client(config)?,
+        Arc::new(SystemClock),
+        TenancyConfig::new(config.public_url.clone()),
+    ))
+}
+
+/// A tenancy error as the terminal shows it: the message, and for a failed credential check
+/// the fix in both languages.
+fn explain(error: TenancyError) -> anyhow::Error {
+    match &error {
+        TenancyError::CredentialCheck(failure) => {
+            let fix = failure.fix();
+            anyhow::anyhow!(
+                "WeChat refused the credentials; nothing was stored.\n  {}\n  {}",
+                fix.en,
+                fix.zh
+            )
+        }
+        _ => anyhow::Error::new(error),
+    }
+}
+
+/// Runs `f` on a freshly opened tenancy layer and closes the store afterwards.
+async fn with_tenancy<T>(
+    config: &Config,
+    f: impl AsyncFnOnce(&Tenancy, &Principal) -> Result<T, TenancyError>,
+) -> anyhow::Result<T> {
+    let tenancy = open_tenancy(config).await?;
+    let result = f(&tenancy, &Principal::cli()).await;
+    tenancy.store().close().await;
+    result.map_err(explain)
 }
 
 /// Reads one line of `input` as a secret; `None` for an absent or empty line.
@@ -63,9 +107,56 @@ fn read_secret_line(input: &mut dyn BufRead) -> anyhow::Result<Option<SecretStri
     Ok((!value.is_empty()).then(|| SecretString::new(value)))
 }
 
+fn time(ms: i64) -> String {
+    // Seconds since the epoch in UTC, ISO-like, without a date library.
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn describe_account(view: &AccountView) -> String {
+    let a = &view.account;
+    let h = &view.health;
+    let mut line = format!(
+        "{}  {}  mode={}  {}  token={}  fetches today={}/{}",
+        a.appid, a.name, a.token_mode, a.state, h.state, h.fetches_today, h.daily_budget
+    );
+    if let Some(expires) = h.expires_at {
+        let _ = write!(line, "  expires={}", time(expires));
+    }
+    if let Some(error) = &h.last_error {
+        let _ = write!(line, "\n    last error: {error}");
+    }
+    if let Some(fix) = &h.fix {
+        let _ = write!(line, "\n    fix: {}\n    处理：{}", fix.en, fix.zh);
+    }
+    line
+}
+
 /// `wxhub account add`: registers an account with its secrets from `secrets` (stdin): line 1
 /// the AppSecret, optional line 2 the push Token, optional line 3 the EncodingAESKey. The
-/// running scheduler fetches its first token within seconds.
+/// credentials are checked with WeChat first (without invalidating any token) unless
+/// `--skip-check`; the running scheduler fetches the first token within seconds.
 pub async fn account_add(
     config: &Config,
     args: &NewAccountArgs,
@@ -77,28 +168,7 @@ pub async fn account_add(
     )?;
     let push_token = read_secret_line(secrets)?;
     let encoding_aes_key = read_secret_line(secrets)?;
-    let vault = crate::unseal::open_vault(config)?;
-    let store = open_store(config).await?;
-    let now = SystemClock.now_ms();
-    let owner = match store.find_user_by_email(&args.owner_email).await? {
-        Some(user) => user,
-        None => {
-            store
-                .create_user(
-                    &NewUser {
-                        id: store::new_id(),
-                        email: args.owner_email.clone(),
-                        // Not a PHC string: no password verifies until the owner sets one.
-                        password_hash: "!".to_owned(),
-                        role: Role::Owner,
-                    },
-                    now,
-                )
-                .await?
-        }
-    };
-    let input = AccountInput {
-        owner_user_id: owner.id,
+    let registration = Registration {
         appid: args.appid.clone(),
         name: args.name.clone(),
         kind: args.kind,
@@ -107,126 +177,211 @@ pub async fn account_add(
         appsecret,
         push_token,
         encoding_aes_key,
+        owner: NewOwner::Email(args.owner_email.clone()),
+        check: if args.skip_check {
+            LiveCheck::Skip
+        } else {
+            LiveCheck::Check
+        },
     };
-    let account = accounts::register_account(&store, &vault, &input, now).await?;
-    store.close().await;
+    let view = with_tenancy(config, async |t, p| {
+        t.register_account(p, registration).await
+    })
+    .await?;
+    let account = &view.account;
     Ok(format!(
-        "registered account {} ({}) with id {}, token mode {}.\n\
+        "registered account {} ({}) with id {}, token mode {}{}.\n\
          The scheduler fetches its first access_token within seconds. Create an API key for its \
          backends with `wxhub apikey create {}`.",
-        account.appid, account.name, account.id, account.token_mode, account.appid
+        account.appid,
+        account.name,
+        account.id,
+        account.token_mode,
+        if args.skip_check {
+            "; the credentials were NOT checked with WeChat"
+        } else {
+            "; WeChat accepted the credentials"
+        },
+        account.appid
     ))
 }
 
-/// `wxhub account list`: every account with its token state.
+/// `wxhub account list`: every account with its token health.
 pub async fn account_list(config: &Config) -> anyhow::Result<String> {
-    let store = open_store(config).await?;
-    let mut out = String::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = store.list_accounts_page(after.as_deref(), 1000).await?;
-        for account in &page {
-            let token = store.get_core_token(&account.id).await?;
-            let (state, reason) = token
-                .map(|t| (t.state.to_string(), t.last_error_message))
-                .unwrap_or_else(|| ("pending".to_owned(), None));
-            let _ = writeln!(
-                out,
-                "{}  {}  mode={}  {}  token={}{}",
-                account.appid,
-                account.name,
-                account.token_mode,
-                account.state,
-                state,
-                reason.map(|r| format!(" ({r})")).unwrap_or_default()
-            );
+    let views = with_tenancy(config, async |t, p| {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = t.list_accounts(p, after.as_deref(), 1000).await?;
+            let done = page.len() < 1000;
+            after = page.last().map(|v| v.account.id.clone());
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
         }
-        if page.len() < 1000 {
-            break;
-        }
-        after = page.last().map(|a| a.id.clone());
+    })
+    .await?;
+    if views.is_empty() {
+        return Ok("no accounts registered; add one with `wxhub account add`\n".to_owned());
     }
-    store.close().await;
-    if out.is_empty() {
-        out.push_str("no accounts registered; add one with `wxhub account add`\n");
+    let mut out = String::new();
+    for view in &views {
+        let _ = writeln!(out, "{}", describe_account(view));
     }
     Ok(out)
 }
 
-/// `wxhub apikey create`: a new API key for the account's backends, printed once.
-pub async fn apikey_create(config: &Config, appid: &str, label: &str) -> anyhow::Result<String> {
-    let store = open_store(config).await?;
-    let account = account_by_appid(&store, appid).await?;
-    let key = scheduler::apikey::generate_api_key()
-        .map_err(|e| anyhow::anyhow!("the OS random source failed: {e}"))?;
-    let record = store
-        .create_api_key(
-            &store::new_id(),
-            &account.id,
-            &key.hash,
-            label,
-            SystemClock.now_ms(),
-        )
-        .await?;
-    store.close().await;
+/// `wxhub account show`: one account with its health and gateway settings.
+pub async fn account_show(config: &Config, appid: &str) -> anyhow::Result<String> {
+    let (view, settings) = with_tenancy(config, async |t, p| {
+        Ok((
+            t.account(p, appid).await?,
+            t.gateway_settings(p, appid).await?,
+        ))
+    })
+    .await?;
     Ok(format!(
-        "{}\n\nThis is API key {} for {} — shown once, store it now (only its hash is kept).\n\
-         Use it as `Authorization: Bearer <key>` on /api/v1/accounts/{}/…",
-        key.key.expose(),
-        record.id,
-        appid,
-        appid
+        "{}\n  id:       {}\n  owner:    {}\n  created:  {}\n{}",
+        describe_account(&view),
+        view.account.id,
+        view.account.owner_user_id,
+        time(view.account.created_at),
+        describe_settings(appid, &settings)
     ))
 }
 
-/// `wxhub apikey list`: an account's keys (ids, labels, use), never the keys.
-pub async fn apikey_list(config: &Config, appid: &str) -> anyhow::Result<String> {
-    let store = open_store(config).await?;
-    let account = account_by_appid(&store, appid).await?;
-    let keys = store.list_api_keys(&account.id).await?;
-    store.close().await;
-    let mut out = String::new();
-    for key in &keys {
-        let _ = writeln!(
-            out,
-            "{}  {}  created={}  last_used={}  {}",
-            key.id,
-            key.label,
-            key.created_at,
-            key.last_used_at
-                .map_or_else(|| "never".to_owned(), |t| t.to_string()),
-            if key.revoked_at.is_some() {
-                "revoked"
-            } else {
-                "active"
-            }
+/// `wxhub account rename`.
+pub async fn account_rename(config: &Config, appid: &str, name: &str) -> anyhow::Result<String> {
+    let account = with_tenancy(config, async |t, p| t.rename_account(p, appid, name).await).await?;
+    Ok(format!("renamed {} to {:?}\n", account.appid, account.name))
+}
+
+/// `wxhub account set-secret`: replaces the AppSecret (line 1 of stdin) after the live check.
+pub async fn account_set_secret(
+    config: &Config,
+    appid: &str,
+    skip_check: bool,
+    input: &mut dyn BufRead,
+) -> anyhow::Result<String> {
+    let secret = read_secret_line(input)?
+        .context("no AppSecret on stdin: pipe the new AppSecret in, one line")?;
+    let check = if skip_check {
+        LiveCheck::Skip
+    } else {
+        LiveCheck::Check
+    };
+    with_tenancy(config, async |t, p| {
+        t.replace_appsecret(p, appid, secret, check).await
+    })
+    .await?;
+    Ok(format!(
+        "replaced the AppSecret of {appid}{}; a token refresh that was failing is retried at once\n",
+        if skip_check {
+            " (NOT checked with WeChat)"
+        } else {
+            " (WeChat accepted it)"
+        }
+    ))
+}
+
+/// `wxhub account push-credentials`: sets the push Token and EncodingAESKey from stdin (line
+/// 1 and 2; an empty line clears), or with `generate` makes strong ones and prints them once.
+pub async fn account_push_credentials(
+    config: &Config,
+    appid: &str,
+    generate: bool,
+    input: &mut dyn BufRead,
+) -> anyhow::Result<String> {
+    if generate {
+        let creds = with_tenancy(config, async |t, p| {
+            t.rotate_push_credentials(p, appid).await
+        })
+        .await?;
+        return Ok(format!(
+            "Token:          {}\nEncodingAESKey: {}\n\nShown only this once. Enter both in the WeChat \
+             console (设置与开发 → 基本配置 → 服务器配置) for {appid}, with the push URL from \
+             `wxhub account show {appid}`; wxhub accepts pushes signed with them from now on.\n",
+            creds.token.expose(),
+            creds.encoding_aes_key.expose()
+        ));
+    }
+    let token = read_secret_line(input)?;
+    let key = read_secret_line(input)?;
+    let (has_token, has_key) = (token.is_some(), key.is_some());
+    with_tenancy(config, async |t, p| {
+        t.set_push_credentials(p, appid, token, key).await
+    })
+    .await?;
+    Ok(format!(
+        "push credentials of {appid}: Token {}, EncodingAESKey {}\n",
+        if has_token { "set" } else { "cleared" },
+        if has_key { "set" } else { "cleared" }
+    ))
+}
+
+/// `wxhub account disable` / `enable`.
+pub async fn account_set_enabled(
+    config: &Config,
+    appid: &str,
+    enabled: bool,
+) -> anyhow::Result<String> {
+    let account = with_tenancy(config, async |t, p| {
+        if enabled {
+            t.enable_account(p, appid).await
+        } else {
+            t.disable_account(p, appid).await
+        }
+    })
+    .await?;
+    Ok(if enabled {
+        format!(
+            "{} is active again; its token is refreshed and served\n",
+            account.appid
+        )
+    } else {
+        format!(
+            "{} is disabled: no refreshes, the token API answers 403 and logins are refused, on \
+             every server within a second\n",
+            account.appid
+        )
+    })
+}
+
+/// `wxhub account delete`: deletes the account after `confirm` repeats its appid.
+pub async fn account_delete(config: &Config, appid: &str, confirm: &str) -> anyhow::Result<String> {
+    if confirm != appid {
+        anyhow::bail!(
+            "deleting {appid} destroys its secrets, tokens, keys, websites and end users for good; \
+             repeat the appid with --confirm {appid} to go ahead"
         );
     }
-    if out.is_empty() {
-        out = format!("{appid} has no API keys; create one with `wxhub apikey create {appid}`\n");
-    }
-    Ok(out)
+    with_tenancy(config, async |t, p| t.delete_account(p, appid).await).await?;
+    Ok(format!(
+        "deleted {appid}; its data key is gone, so its secrets can never be decrypted again\n"
+    ))
 }
 
-/// `wxhub apikey revoke`: revokes a key. Running servers stop accepting it within 10 s.
-pub async fn apikey_revoke(config: &Config, appid: &str, key_id: &str) -> anyhow::Result<String> {
-    let store = open_store(config).await?;
-    let account = account_by_appid(&store, appid).await?;
-    let revoked = store
-        .revoke_api_key(&account.id, key_id, SystemClock.now_ms())
-        .await?;
-    store.close().await;
-    if !revoked {
-        bail!("{appid} has no active API key with id {key_id} (see `wxhub apikey list {appid}`)");
-    }
+/// `wxhub account refresh`: a new core token now.
+pub async fn account_refresh(config: &Config, appid: &str) -> anyhow::Result<String> {
+    with_tenancy(config, async |t, p| t.refresh_now(p, appid).await).await?;
     Ok(format!(
-        "revoked API key {key_id} of {appid}; running servers refuse it within 10 s"
+        "asked for a new access_token for {appid}; a running server fetches it within seconds \
+         (the previous token keeps working for 5 minutes)\n"
+    ))
+}
+
+/// `wxhub account clear-quota`.
+pub async fn account_clear_quota(config: &Config, appid: &str) -> anyhow::Result<String> {
+    with_tenancy(config, async |t, p| t.clear_quota(p, appid).await).await?;
+    Ok(format!(
+        "WeChat reset the daily API quotas of {appid} (one of its 10 resets this month)\n"
     ))
 }
 
 /// What `wxhub account configure` changes: `None` keeps a value, `Some("")` clears it.
 #[derive(Debug, Clone, Default)]
-pub struct SettingsChange {
+pub struct SettingsArgs {
     pub original_id: Option<String>,
     pub push_mode: Option<String>,
     pub push_relay_url: Option<String>,
@@ -234,50 +389,314 @@ pub struct SettingsChange {
     pub follow_link: Option<String>,
 }
 
-fn apply(target: &mut Option<String>, change: Option<String>) {
-    if let Some(value) = change {
-        *target = (!value.trim().is_empty()).then(|| value.trim().to_owned());
-    }
+fn clearable(value: Option<String>) -> Option<Option<String>> {
+    value.map(|v| (!v.trim().is_empty()).then_some(v))
+}
+
+fn describe_settings(appid: &str, view: &tenancy::settings::SettingsView) -> String {
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(not set)".to_owned());
+    let s = &view.settings;
+    format!(
+        "{appid} login gateway settings:\n  original id:    {}\n  push mode:      {}\n  \
+         push relay URL: {}\n  follow QR URL:  {}\n  follow link:    {}\n  push URL to enter in \
+         WeChat's console: {}\n",
+        show(&s.original_id),
+        s.push_mode.map_or(
+            "(by key: safe when an EncodingAESKey is set)".to_owned(),
+            |m| m.to_string()
+        ),
+        show(&s.push_relay_url),
+        show(&s.follow_qr_url),
+        show(&s.follow_link),
+        view.push_url,
+    )
 }
 
 /// `wxhub account configure`: updates the account's login-gateway settings and prints them.
 pub async fn account_configure(
     config: &Config,
     appid: &str,
-    change: SettingsChange,
+    args: SettingsArgs,
 ) -> anyhow::Result<String> {
-    use gateway::settings::PushMode;
-    let store = open_store(config).await?;
-    let account = account_by_appid(&store, appid).await?;
-    let mut settings = store.gateway_settings(&account.id).await?;
-    apply(&mut settings.original_id, change.original_id);
-    apply(&mut settings.push_relay_url, change.push_relay_url);
-    apply(&mut settings.follow_qr_url, change.follow_qr_url);
-    apply(&mut settings.follow_link, change.follow_link);
-    if let Some(mode) = change.push_mode {
-        settings.push_mode = match mode.as_str() {
-            "plain" => Some(PushMode::Plain),
-            "compatible" => Some(PushMode::Compatible),
-            "safe" => Some(PushMode::Safe),
-            "" => None,
-            other => bail!("push mode {other:?} is not plain, compatible or safe"),
-        };
-    }
-    gateway::settings::update(&store, &account.id, &settings, SystemClock.now_ms()).await?;
-    store.close().await;
-    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(not set)".to_owned());
+    let push_mode = match args.push_mode.as_deref() {
+        None => None,
+        Some("") => Some(None),
+        Some("plain") => Some(Some(PushMode::Plain)),
+        Some("compatible") => Some(Some(PushMode::Compatible)),
+        Some("safe") => Some(Some(PushMode::Safe)),
+        Some(other) => anyhow::bail!("push mode {other:?} is not plain, compatible or safe"),
+    };
+    let change = SettingsChange {
+        original_id: clearable(args.original_id),
+        push_mode,
+        push_relay_url: clearable(args.push_relay_url),
+        follow_qr_url: clearable(args.follow_qr_url),
+        follow_link: clearable(args.follow_link),
+    };
+    let view = with_tenancy(config, async |t, p| {
+        t.update_gateway_settings(p, appid, change).await
+    })
+    .await?;
+    Ok(describe_settings(appid, &view))
+}
+
+/// `wxhub apikey create`: a new API key for the account's backends, printed once.
+pub async fn apikey_create(
+    config: &Config,
+    appid: &str,
+    label: &str,
+    scopes: &str,
+    proxy_paths: Vec<String>,
+) -> anyhow::Result<String> {
+    let scopes = KeyScopes::parse(scopes).with_context(|| {
+        format!("scopes {scopes:?}: list token, report and/or proxy, separated by commas")
+    })?;
+    let request = KeyRequest {
+        label: label.to_owned(),
+        scopes,
+        proxy_paths: (!proxy_paths.is_empty()).then_some(proxy_paths),
+    };
+    let created = with_tenancy(config, async |t, p| {
+        t.create_api_key(p, appid, &request).await
+    })
+    .await?;
     Ok(format!(
-        "{appid} login gateway settings:\n  original id:    {}\n  push mode:      {}\n  \
-         push relay URL: {}\n  follow QR URL:  {}\n  follow link:    {}\n  push URL to enter in \
-         WeChat's console: {}/t/{appid}/wechat/push\n",
-        show(&settings.original_id),
-        settings.push_mode.map_or(
-            "(by key: safe when an EncodingAESKey is set)".to_owned(),
-            |m| m.to_string()
-        ),
-        show(&settings.push_relay_url),
-        show(&settings.follow_qr_url),
-        show(&settings.follow_link),
-        config.public_url.as_str().trim_end_matches('/'),
+        "{}\n\nThis is API key {} for {} (scopes {}) — shown once, store it now (only its hash \
+         is kept).\nUse it as `Authorization: Bearer <key>` on /api/v1/accounts/{}/…",
+        created.key.expose(),
+        created.record.id,
+        appid,
+        created.record.scopes.to_db(),
+        appid
     ))
+}
+
+fn describe_key(key: &ApiKey) -> String {
+    format!(
+        "{}  {}  scopes={}{}  created={}  last_used={}  {}",
+        key.id,
+        if key.label.is_empty() {
+            "(no label)"
+        } else {
+            &key.label
+        },
+        key.scopes.to_db(),
+        key.proxy_paths
+            .as_ref()
+            .map(|p| format!(" paths={}", p.join(",")))
+            .unwrap_or_default(),
+        time(key.created_at),
+        key.last_used_at.map_or_else(|| "never".to_owned(), time),
+        if key.revoked_at.is_some() {
+            "revoked"
+        } else {
+            "active"
+        }
+    )
+}
+
+/// `wxhub apikey list`: an account's keys (ids, labels, scopes, use), never the keys.
+pub async fn apikey_list(config: &Config, appid: &str) -> anyhow::Result<String> {
+    let keys = with_tenancy(config, async |t, p| t.list_api_keys(p, appid).await).await?;
+    if keys.is_empty() {
+        return Ok(format!(
+            "{appid} has no API keys; create one with `wxhub apikey create {appid}`\n"
+        ));
+    }
+    Ok(keys.iter().map(|k| describe_key(k) + "\n").collect())
+}
+
+/// `wxhub apikey revoke`: revokes a key; every running server refuses it within a second.
+pub async fn apikey_revoke(config: &Config, appid: &str, key_id: &str) -> anyhow::Result<String> {
+    with_tenancy(config, async |t, p| {
+        t.revoke_api_key(p, appid, key_id).await
+    })
+    .await
+    .with_context(|| format!("see `wxhub apikey list {appid}` for the key ids"))?;
+    Ok(format!(
+        "revoked API key {key_id} of {appid}; running servers refuse it within a second\n"
+    ))
+}
+
+fn describe_client(client: &OidcClient, issuer: &str) -> String {
+    format!(
+        "client_id:     {}\nname:          {}\nissuer:        {issuer}\nlogin mode:    {}\n\
+         redirect URIs: {}\nclient type:   {}\ncreated:       {}\n",
+        client.client_id,
+        client.name,
+        client.login_mode,
+        client.redirect_uris.join(" "),
+        if client.client_secret_hash.is_some() {
+            "confidential (client_secret_basic or client_secret_post)"
+        } else {
+            "public (PKCE only)"
+        },
+        time(client.created_at)
+    )
+}
+
+/// Parses `follow-required` / `userinfo`.
+pub fn login_mode(text: &str) -> anyhow::Result<LoginMode> {
+    match text {
+        "follow-required" => Ok(LoginMode::FollowRequired),
+        "userinfo" => Ok(LoginMode::Userinfo),
+        other => anyhow::bail!("login mode {other:?} is not follow-required or userinfo"),
+    }
+}
+
+/// `wxhub client create`: registers a website; prints the client_id, the issuer URL and, for
+/// a confidential client, the secret (only once).
+pub async fn client_create(
+    config: &Config,
+    appid: &str,
+    name: &str,
+    redirect_uris: Vec<String>,
+    mode: LoginMode,
+    public: bool,
+) -> anyhow::Result<String> {
+    let new = NewWebsite {
+        name: name.to_owned(),
+        redirect_uris,
+        login_mode: mode,
+        public,
+    };
+    let created = with_tenancy(config, async |t, p| t.create_website(p, appid, &new).await).await?;
+    let mut out = describe_client(&created.client, &created.issuer);
+    match created.secret {
+        Some(secret) => {
+            let _ = write!(
+                out,
+                "client_secret: {}\n\nThe secret is shown only this once; store it in the \
+                 website's configuration now.\n",
+                secret.expose()
+            );
+        }
+        None => out.push_str("public client: no secret; the website must use PKCE (S256).\n"),
+    }
+    Ok(out)
+}
+
+/// `wxhub client list`.
+pub async fn client_list(config: &Config, appid: &str) -> anyhow::Result<String> {
+    let clients = with_tenancy(config, async |t, p| t.list_websites(p, appid).await).await?;
+    if clients.is_empty() {
+        return Ok(format!(
+            "{appid} has no websites; register one with `wxhub client create --appid {appid} …`\n"
+        ));
+    }
+    Ok(clients
+        .iter()
+        .map(|c| {
+            format!(
+                "{}  {}  {}  {}\n",
+                c.client_id,
+                c.name,
+                c.login_mode,
+                c.redirect_uris.join(" ")
+            )
+        })
+        .collect())
+}
+
+/// `wxhub client show`.
+pub async fn client_show(config: &Config, appid: &str, client_id: &str) -> anyhow::Result<String> {
+    let website = with_tenancy(config, async |t, p| t.website(p, appid, client_id).await).await?;
+    Ok(describe_client(&website.client, &website.issuer))
+}
+
+/// `wxhub client edit`: `None` keeps a field.
+pub async fn client_edit(
+    config: &Config,
+    appid: &str,
+    client_id: &str,
+    name: Option<String>,
+    redirect_uris: Vec<String>,
+    mode: Option<LoginMode>,
+) -> anyhow::Result<String> {
+    let uris = (!redirect_uris.is_empty()).then_some(redirect_uris);
+    let client = with_tenancy(config, async |t, p| {
+        t.edit_website(p, appid, client_id, name.as_deref(), uris.as_deref(), mode)
+            .await
+    })
+    .await?;
+    let issuer = format!(
+        "{}/t/{appid}",
+        config.public_url.as_str().trim_end_matches('/')
+    );
+    Ok(describe_client(&client, &issuer))
+}
+
+/// `wxhub client rotate-secret`: prints the new secret once; the old one stops working.
+pub async fn client_rotate_secret(
+    config: &Config,
+    appid: &str,
+    client_id: &str,
+) -> anyhow::Result<String> {
+    let secret = with_tenancy(config, async |t, p| {
+        t.rotate_website_secret(p, appid, client_id).await
+    })
+    .await?;
+    Ok(format!(
+        "client_secret: {}\n\nThe new secret is shown only this once and the old one no longer \
+         works: update the website's configuration now.\n",
+        secret.expose()
+    ))
+}
+
+/// `wxhub client delete`.
+pub async fn client_delete(
+    config: &Config,
+    appid: &str,
+    client_id: &str,
+) -> anyhow::Result<String> {
+    with_tenancy(config, async |t, p| {
+        t.delete_website(p, appid, client_id).await
+    })
+    .await?;
+    Ok(format!(
+        "deleted website {client_id} of {appid} with its pending logins, codes and tokens\n"
+    ))
+}
+
+/// `wxhub audit`: the audit log, newest first.
+pub async fn audit_list(config: &Config, query: AuditQuery, limit: u32) -> anyhow::Result<String> {
+    let entries = with_tenancy(config, async |t, p| {
+        t.list_audit(p, &query, None, limit).await
+    })
+    .await?;
+    if entries.is_empty() {
+        return Ok("no audit entries match\n".to_owned());
+    }
+    Ok(entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{}  {:<28} actor={} {}{}{}\n",
+                time(e.at),
+                e.action,
+                e.actor,
+                e.account_id
+                    .as_deref()
+                    .map(|a| format!("account={a} "))
+                    .unwrap_or_default(),
+                e.target
+                    .as_deref()
+                    .map(|t| format!("target={t} "))
+                    .unwrap_or_default(),
+                e.details
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_as_utc() {
+        assert_eq!(time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(time(1_795_000_000_000), "2026-11-18 10:26:40Z");
+        assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00Z");
+    }
 }

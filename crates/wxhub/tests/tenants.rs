@@ -30,6 +30,7 @@ fn args() -> NewAccountArgs {
         kind: AccountKind::Service,
         verified: true,
         token_mode: TokenMode::Token,
+        skip_check: false,
     }
 }
 
@@ -58,9 +59,15 @@ async fn cli_registers_an_account_and_its_key_reads_the_token_from_the_server() 
     assert!(report.contains(APPID), "{report}");
     assert!(!report.contains(SECRET));
 
-    let created = tenants::apikey_create(&config, APPID, "backend-1")
-        .await
-        .unwrap();
+    let created = tenants::apikey_create(
+        &config,
+        APPID,
+        "backend-1",
+        "token,report,proxy",
+        Vec::new(),
+    )
+    .await
+    .unwrap();
     let key = created.lines().next().unwrap().to_owned();
     assert!(key.starts_with("wxk_") && key.len() == 47, "{created}");
     let listed = tenants::apikey_list(&config, APPID).await.unwrap();
@@ -142,11 +149,16 @@ async fn account_configure_validates_keeps_and_clears_gateway_settings() {
         ..ConfigArgs::default()
     })
     .unwrap();
-    tenants::account_add(&config, &args(), &mut Cursor::new(format!("{SECRET}\n")))
+    // No simulator here: registered without the credential check.
+    let offline = NewAccountArgs {
+        skip_check: true,
+        ..args()
+    };
+    tenants::account_add(&config, &offline, &mut Cursor::new(format!("{SECRET}\n")))
         .await
         .unwrap();
-    let change = |f: fn(&mut tenants::SettingsChange)| {
-        let mut c = tenants::SettingsChange::default();
+    let change = |f: fn(&mut tenants::SettingsArgs)| {
+        let mut c = tenants::SettingsArgs::default();
         f(&mut c);
         c
     };
@@ -197,5 +209,185 @@ async fn account_configure_validates_keeps_and_clears_gateway_settings() {
     let unknown = tenants::account_configure(&config, "wx9999999999999999", change(|_| {}))
         .await
         .unwrap_err();
-    assert!(format!("{unknown:#}").contains("no account with appid"));
+    assert!(format!("{unknown:#}").contains("no such account"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_checks_secrets_with_wechat_and_manages_websites_and_the_audit_log() {
+    let sim = Simulator::new(SimConfig::default());
+    sim.create_account(AccountSpec::new(APPID, SECRET)).unwrap();
+    let running = wechat_sim::spawn(sim, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = Dir(std::env::temp_dir().join(format!("wxhub-cli-test-{}", store::new_id())));
+    let config = Config::load(&ConfigArgs {
+        data_dir: Some(dir.0.clone()),
+        dev_keyring: true,
+        wechat_api_url: Some(running.base_url()),
+        ..ConfigArgs::default()
+    })
+    .unwrap();
+
+    // A wrong AppSecret is refused by WeChat with the fix in both languages; nothing stored.
+    let wrong = "ffffffffffffffffffffffffffffffff";
+    let refused = tenants::account_add(&config, &args(), &mut Cursor::new(format!("{wrong}\n")))
+        .await
+        .unwrap_err();
+    let text = format!("{refused:#}");
+    assert!(
+        text.contains("40125") && text.contains("AppSecret") && text.contains("重置"),
+        "{text}"
+    );
+    assert!(!text.contains(wrong));
+    assert!(
+        tenants::account_list(&config)
+            .await
+            .unwrap()
+            .contains("no accounts")
+    );
+    tenants::account_add(&config, &args(), &mut Cursor::new(format!("{SECRET}\n")))
+        .await
+        .unwrap();
+    // The check used stable_token without force: no /cgi-bin/token call was made.
+    assert_eq!(running.sim.counter(APPID, "/cgi-bin/token").calls, 0);
+    assert!(running.sim.counter(APPID, "/cgi-bin/stable_token").calls >= 2);
+    let replaced = tenants::account_set_secret(
+        &config,
+        APPID,
+        false,
+        &mut Cursor::new(format!("{wrong}\n")),
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{replaced:#}").contains("40125"));
+
+    // Push credentials generated for WeChat's console are printed once.
+    let creds =
+        tenants::account_push_credentials(&config, APPID, true, &mut Cursor::new(Vec::new()))
+            .await
+            .unwrap();
+    assert!(
+        creds.contains("Token:") && creds.contains("EncodingAESKey:"),
+        "{creds}"
+    );
+
+    // Websites: the redirect URI is checked and normalised, then edited, rotated, deleted.
+    let bad = tenants::client_create(
+        &config,
+        APPID,
+        "Site",
+        vec!["https://*.site.example/cb".to_owned()],
+        store::oidc::LoginMode::Userinfo,
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{bad:#}").contains("wildcard"), "{bad:#}");
+    let created = tenants::client_create(
+        &config,
+        APPID,
+        "Site",
+        vec!["HTTPS://Site.Example/cb".to_owned()],
+        store::oidc::LoginMode::Userinfo,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(created.contains("https://site.example/cb"), "{created}");
+    let client_id = created
+        .lines()
+        .find_map(|l| l.strip_prefix("client_id:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let secret = created
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let listed = tenants::client_list(&config, APPID).await.unwrap();
+    assert!(
+        listed.contains(&client_id) && !listed.contains(&secret),
+        "{listed}"
+    );
+    let edited = tenants::client_edit(
+        &config,
+        APPID,
+        &client_id,
+        Some("Renamed".to_owned()),
+        Vec::new(),
+        Some(store::oidc::LoginMode::FollowRequired),
+    )
+    .await
+    .unwrap();
+    assert!(
+        edited.contains("Renamed") && edited.contains("follow_required"),
+        "{edited}"
+    );
+    let rotated = tenants::client_rotate_secret(&config, APPID, &client_id)
+        .await
+        .unwrap();
+    assert!(!rotated.contains(&secret));
+    tenants::client_delete(&config, APPID, &client_id)
+        .await
+        .unwrap();
+    assert!(
+        tenants::client_show(&config, APPID, &client_id)
+            .await
+            .is_err()
+    );
+
+    // Disable and enable; delete needs the appid repeated.
+    assert!(
+        tenants::account_set_enabled(&config, APPID, false)
+            .await
+            .unwrap()
+            .contains("disabled")
+    );
+    assert!(
+        tenants::account_list(&config)
+            .await
+            .unwrap()
+            .contains("disabled")
+    );
+    tenants::account_set_enabled(&config, APPID, true)
+        .await
+        .unwrap();
+    assert!(
+        tenants::account_delete(&config, APPID, "wx0000000000000000")
+            .await
+            .is_err()
+    );
+
+    // Every change left an audit entry, newest first, with no secret in it.
+    let audit = tenants::audit_list(&config, tenancy::people::AuditQuery::default(), 100)
+        .await
+        .unwrap();
+    for action in [
+        "account.register",
+        "account.set_push_credentials",
+        "website.create",
+        "website.edit",
+        "website.rotate_secret",
+        "website.delete",
+        "account.disable",
+        "account.enable",
+    ] {
+        assert!(audit.contains(action), "{action} missing from\n{audit}");
+    }
+    assert!(
+        !audit.contains(SECRET) && !audit.contains(&secret),
+        "{audit}"
+    );
+    assert!(audit.find("account.enable") < audit.find("account.register"));
+    tenants::account_delete(&config, APPID, APPID)
+        .await
+        .unwrap();
+    assert!(
+        tenants::account_list(&config)
+            .await
+            .unwrap()
+            .contains("no accounts")
+    );
 }

@@ -129,6 +129,8 @@ impl Drop for Hub {
 
 pub struct Env {
     pub clock: ManualClock,
+    /// The tenancy layer over the first hub's store, acting as the CLI.
+    pub tenancy: tenancy::Tenancy,
     pub running: RunningSim,
     pub hubs: Vec<Hub>,
     pub vault: Arc<VaultHandle>,
@@ -247,7 +249,15 @@ impl Env {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
+        let tenancy = tenancy::Tenancy::new(
+            hubs[0].store.clone(),
+            vault.clone(),
+            wechat.clone(),
+            Arc::new(clock.clone()),
+            tenancy::TenancyConfig::new(url::Url::parse(&public).unwrap()),
+        );
         let env = Env {
+            tenancy,
             clock,
             running,
             hubs,
@@ -339,8 +349,7 @@ impl Env {
         )
         .await
         .unwrap();
-        gateway::settings::update(
-            self.store(),
+        self.update_settings(
             &account.id,
             &store::gateway::GatewaySettings {
                 original_id: spec.original_id.clone(),
@@ -351,7 +360,6 @@ impl Env {
                 }),
                 ..Default::default()
             },
-            self.now(),
         )
         .await
         .unwrap();
@@ -380,20 +388,48 @@ impl Env {
         mode: LoginMode,
         public: bool,
     ) -> (String, Option<String>) {
-        let (client, secret) = gateway::clients::create_client(
-            self.store(),
-            &gateway::clients::NewClient {
-                appid: appid.into(),
-                name: "test site".into(),
-                redirect_uris: vec![REDIRECT.into()],
-                login_mode: mode,
-                public,
-            },
-            self.now(),
+        let created = self.create_client(appid, mode, public).await.unwrap();
+        (
+            created.client.client_id,
+            created.secret.map(|s| s.expose().to_owned()),
         )
-        .await
-        .unwrap();
-        (client.client_id, secret)
+    }
+
+    /// Registers an OIDC client through the tenancy layer, as the CLI.
+    pub async fn create_client(
+        &self,
+        appid: &str,
+        mode: LoginMode,
+        public: bool,
+    ) -> Result<tenancy::websites::WebsiteWithSecret, tenancy::TenancyError> {
+        self.tenancy
+            .create_website(
+                &tenancy::Principal::cli(),
+                appid,
+                &tenancy::websites::NewWebsite {
+                    name: "test site".into(),
+                    redirect_uris: vec![REDIRECT.into()],
+                    login_mode: mode,
+                    public,
+                },
+            )
+            .await
+    }
+
+    /// Checks and stores an account's gateway settings (as the tenancy layer would).
+    pub async fn update_settings(
+        &self,
+        account_id: &str,
+        settings: &store::gateway::GatewaySettings,
+    ) -> Result<(), tenancy::TenancyError> {
+        tenancy::settings::validate(settings)?;
+        let record = store::audit::AuditRecord::new("test", "settings.update")
+            .account(account_id)
+            .announce(store::changes::ChangeKind::Settings);
+        self.store()
+            .set_gateway_settings(account_id, settings, self.now(), &record)
+            .await?;
+        Ok(())
     }
 
     /// GET without following redirects, with the browser's cookies.

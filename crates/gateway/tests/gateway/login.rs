@@ -252,18 +252,7 @@ async fn subscription_and_unverified_accounts_are_refused_with_a_page() {
     .await;
     for appid in ["wx1111111111111111", "wx2222222222222222"] {
         // Registering a client is refused up front...
-        let refused = gateway::clients::create_client(
-            env.store(),
-            &gateway::clients::NewClient {
-                appid: appid.into(),
-                name: "x".into(),
-                redirect_uris: vec![REDIRECT.into()],
-                login_mode: LoginMode::Userinfo,
-                public: false,
-            },
-            env.now(),
-        )
-        .await;
+        let refused = env.create_client(appid, LoginMode::Userinfo, false).await;
         assert!(
             refused
                 .unwrap_err()
@@ -404,9 +393,7 @@ async fn follow_page_shows_the_configured_qr_code_and_profile_link() {
     let mut settings = env.store().gateway_settings(&account).await.unwrap();
     settings.follow_qr_url = Some("https://mmbiz.qpic.cn/qr/\"onload=x.jpg".into());
     settings.follow_link = Some("https://mp.weixin.qq.com/mp/profile_ext?__biz=MzA".into());
-    gateway::settings::update(env.store(), &account, &settings, env.now())
-        .await
-        .unwrap();
+    env.update_settings(&account, &settings).await.unwrap();
     let (id, secret) = env.client(APPID, LoginMode::FollowRequired, false).await;
     let rp = Rp::discover(&env, APPID, &id, secret).await;
     let (_, page_url) = to_follow_page(&env, &rp, "carol").await;
@@ -420,18 +407,10 @@ async fn follow_page_shows_the_configured_qr_code_and_profile_link() {
     assert!(html.contains(&format!("var s=\"{page_url}/status\"")));
     // Settings are validated: no http images, no malformed original ids.
     settings.follow_qr_url = Some("http://mmbiz.qpic.cn/qr.jpg".into());
-    assert!(
-        gateway::settings::update(env.store(), &account, &settings, env.now())
-            .await
-            .is_err()
-    );
+    assert!(env.update_settings(&account, &settings).await.is_err());
     settings.follow_qr_url = None;
     settings.original_id = Some("gh_short".into());
-    assert!(
-        gateway::settings::update(env.store(), &account, &settings, env.now())
-            .await
-            .is_err()
-    );
+    assert!(env.update_settings(&account, &settings).await.is_err());
 }
 
 #[tokio::test]

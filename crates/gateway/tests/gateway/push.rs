@@ -298,21 +298,17 @@ async fn pushes_are_relayed_to_the_owners_server_re_signed() {
     };
     // A relay must be https (http only to loopback): the copy it carries is signed.
     assert!(
-        gateway::settings::update(
-            env.store(),
+        env.update_settings(
             &account,
             &store::gateway::GatewaySettings {
                 push_relay_url: Some("http://owner.example/push".into()),
                 ..settings.clone()
-            },
-            env.now(),
+            }
         )
         .await
         .is_err()
     );
-    gateway::settings::update(env.store(), &account, &settings, env.now())
-        .await
-        .unwrap();
+    env.update_settings(&account, &settings).await.unwrap();
     env.sim()
         .follow(APPID, "bob", FollowOptions::default())
         .await
@@ -566,9 +562,7 @@ async fn plain_pushes_need_the_original_id_configured() {
     let account = env.account_id(plain).await;
     let mut settings = env.store().gateway_settings(&account).await.unwrap();
     settings.original_id = None;
-    gateway::settings::update(env.store(), &account, &settings, env.now())
-        .await
-        .unwrap();
+    env.update_settings(&account, &settings).await.unwrap();
     let ts = env.now_secs().to_string();
     let r = post_signed(
         &env,
@@ -585,9 +579,7 @@ async fn plain_pushes_need_the_original_id_configured() {
     let account = env.account_id(APPID).await;
     let mut settings = env.store().gateway_settings(&account).await.unwrap();
     settings.original_id = None;
-    gateway::settings::update(env.store(), &account, &settings, env.now())
-        .await
-        .unwrap();
+    env.update_settings(&account, &settings).await.unwrap();
     let r = send(
         &env,
         APPID,

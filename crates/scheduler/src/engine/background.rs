@@ -125,7 +125,7 @@ impl TokenService {
     /// drive refreshes with [`TokenService::run_due`] use this instead of
     /// [`TokenService::start`].
     pub async fn listen(&self) -> Result<BackgroundTasks, TokenError> {
-        let mut tasks = Vec::new();
+        let mut tasks = vec![crate::changes::spawn(self).await?];
         if let Some(mut listener) = self.inner.store.listen_token_refreshes().await? {
             let service = self.clone();
             tasks.push(tokio::spawn(async move {

@@ -2,7 +2,8 @@
 //! public client_id, alone or together with the account whose issuer it is used at.
 
 use crate::accounts::Account;
-use crate::db::{DbEnum, Sql, StoreRow};
+use crate::audit::AuditRecord;
+use crate::db::{BeginWrite, DbEnum, Sql, StoreRow};
 use crate::error::on_constraint;
 use crate::{Store, StoreError};
 
@@ -33,6 +34,14 @@ pub struct OidcClient {
     pub created_at: i64,
 }
 
+/// What an edit of a client replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientEdit {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub login_mode: LoginMode,
+}
+
 macro_rules! client_columns {
     () => {
         "id, account_id, client_id, client_secret_hash, redirect_uris, login_mode, name, created_at"
@@ -57,12 +66,14 @@ fn client_from_row(row: &impl StoreRow) -> Result<OidcClient, sqlx::Error> {
 }
 
 impl Store {
-    /// Registers a client. `client.created_at` is ignored in favour of `now`.
+    /// Registers a client, with its audit entry. `client.created_at` is ignored in favour of
+    /// `now`.
     /// Errors: [`StoreError::Duplicate`] if the client_id is taken.
     pub async fn create_oidc_client(
         &self,
         client: &OidcClient,
         now: i64,
+        record: &AuditRecord,
     ) -> Result<OidcClient, StoreError> {
         const SQL: Sql = Sql {
             sqlite: concat!(
@@ -80,6 +91,7 @@ impl Store {
         };
         let uris = serde_json::Value::from(client.redirect_uris.clone()).to_string();
         on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
             let row = sqlx::query(SQL.get(d))
                 .bind(&client.id)
                 .bind(&client.account_id)
@@ -89,10 +101,12 @@ impl Store {
                 .bind(client.login_mode.as_db())
                 .bind(&client.name)
                 .bind(now)
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| on_constraint(e, "oidc client_id", "account"))?;
-            Ok(client_from_row(&row)?)
+            let created = client_from_row(&row)?;
+            commit_audited!(self, tx, d, record, now);
+            Ok(created)
         })
     }
 
@@ -183,20 +197,109 @@ impl Store {
         })
     }
 
-    /// Removes one of an account's clients with its pending authorizations, codes and tokens.
-    pub async fn delete_oidc_client(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
+    /// Replaces a client's name, redirect URIs and login mode, with its audit entry. Returns
+    /// the client, or `None` if the account has no such client.
+    pub async fn update_oidc_client(
+        &self,
+        account_id: &str,
+        id: &str,
+        edit: &ClientEdit,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<Option<OidcClient>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "UPDATE oidc_clients SET name = ?, redirect_uris = ?, login_mode = ?, \
+                 updated_at = ? WHERE account_id = ? AND id = ? RETURNING ",
+                client_columns!()
+            ),
+            postgres: concat!(
+                "UPDATE oidc_clients SET name = $1, redirect_uris = $2, login_mode = $3, \
+                 updated_at = $4 WHERE account_id = $5 AND id = $6 RETURNING ",
+                client_columns!()
+            ),
+        };
+        let uris = serde_json::Value::from(edit.redirect_uris.clone()).to_string();
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            let row = sqlx::query(SQL.get(d))
+                .bind(&edit.name)
+                .bind(&uris)
+                .bind(edit.login_mode.as_db())
+                .bind(now)
+                .bind(account_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let updated = client_from_row(&row)?;
+            commit_audited!(self, tx, d, record, now);
+            Ok(Some(updated))
+        })
+    }
+
+    /// Replaces a confidential client's secret hash, with its audit entry. Returns `false`
+    /// if the account has no such confidential client (a public client has no secret).
+    pub async fn set_oidc_client_secret(
+        &self,
+        account_id: &str,
+        id: &str,
+        secret_hash: &str,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE oidc_clients SET client_secret_hash = ?, updated_at = ? \
+                     WHERE account_id = ? AND id = ? AND client_secret_hash IS NOT NULL",
+            postgres: "UPDATE oidc_clients SET client_secret_hash = $1, updated_at = $2 \
+                       WHERE account_id = $3 AND id = $4 AND client_secret_hash IS NOT NULL",
+        };
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            let updated = sqlx::query(SQL.get(d))
+                .bind(secret_hash)
+                .bind(now)
+                .bind(account_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if !updated {
+                return Ok(false);
+            }
+            commit_audited!(self, tx, d, record, now);
+            Ok(true)
+        })
+    }
+
+    /// Removes one of an account's clients with its pending authorizations, codes and tokens,
+    /// with its audit entry. Returns `false` if there is no such client.
+    pub async fn delete_oidc_client(
+        &self,
+        account_id: &str,
+        id: &str,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<bool, StoreError> {
         const SQL: Sql = Sql {
             sqlite: "DELETE FROM oidc_clients WHERE account_id = ? AND id = ?",
             postgres: "DELETE FROM oidc_clients WHERE account_id = $1 AND id = $2",
         };
         on_backend!(self, |pool, d| {
-            Ok(sqlx::query(SQL.get(d))
+            let mut tx = pool.begin_write().await?;
+            let deleted = sqlx::query(SQL.get(d))
                 .bind(account_id)
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected()
-                == 1)
+                == 1;
+            if !deleted {
+                return Ok(false);
+            }
+            commit_audited!(self, tx, d, record, now);
+            Ok(true)
         })
     }
 }

@@ -62,7 +62,12 @@ pub async fn account_crud_round_trips(db: TestDb) {
     assert_eq!((updated.created_at, updated.updated_at), (NOW, NOW + 5));
 
     db.store
-        .set_account_state(&new.id, AccountState::Disabled, NOW + 6)
+        .set_account_state(
+            &new.id,
+            AccountState::Disabled,
+            NOW + 6,
+            &store::audit::AuditRecord::new("test", "account.disable"),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -70,8 +75,13 @@ pub async fn account_crud_round_trips(db: TestDb) {
         AccountState::Disabled
     );
 
+    let record = store::audit::AuditRecord::new("test", "account.replace_secret");
     db.store
-        .update_account_secret_fields(&new.id, b"new-appsecret", None, Some(b"aes"), NOW + 7)
+        .replace_appsecret(&new.id, b"new-appsecret", NOW + 7, &record)
+        .await
+        .unwrap();
+    db.store
+        .replace_push_credentials(&new.id, None, Some(b"aes"), NOW + 7, &record)
         .await
         .unwrap();
     let stored = db
@@ -96,7 +106,12 @@ pub async fn account_crud_round_trips(db: TestDb) {
     ));
     assert!(matches!(
         db.store
-            .set_account_state("missing", AccountState::Active, NOW)
+            .set_account_state(
+                "missing",
+                AccountState::Active,
+                NOW,
+                &store::audit::AuditRecord::new("test", "account.disable")
+            )
             .await,
         Err(StoreError::NotFound { what: "account" })
     ));
@@ -169,7 +184,18 @@ pub async fn deleting_an_account_shreds_its_secrets_and_cascades(db: TestDb) {
             .await
             .unwrap();
         db.store
-            .create_api_key(&store::new_id(), id, &format!("hash-{id}"), "backend", NOW)
+            .create_api_key(
+                &store::api_keys::NewApiKey {
+                    id: store::new_id(),
+                    ..store::api_keys::NewApiKey::with_all_scopes(
+                        id,
+                        &format!("hash-{id}"),
+                        "backend",
+                    )
+                },
+                NOW,
+                &store::audit::AuditRecord::new("test", "api_key.create"),
+            )
             .await
             .unwrap();
         db.store
@@ -198,12 +224,20 @@ pub async fn deleting_an_account_shreds_its_secrets_and_cascades(db: TestDb) {
                     created_at: NOW,
                 },
                 NOW,
+                &store::audit::AuditRecord::new("test", "website.create"),
             )
             .await
             .unwrap();
     }
 
-    db.store.delete_account(&doomed.id).await.unwrap();
+    db.store
+        .delete_account(
+            &doomed.id,
+            NOW,
+            &store::audit::AuditRecord::new("test", "account.delete"),
+        )
+        .await
+        .unwrap();
 
     assert!(db.store.get_account(&doomed.id).await.unwrap().is_none());
     assert!(
@@ -237,7 +271,13 @@ pub async fn deleting_an_account_shreds_its_secrets_and_cascades(db: TestDb) {
             .is_some()
     );
     assert!(matches!(
-        db.store.delete_account(&doomed.id).await,
+        db.store
+            .delete_account(
+                &doomed.id,
+                NOW,
+                &store::audit::AuditRecord::new("test", "account.delete")
+            )
+            .await,
         Err(StoreError::NotFound { what: "account" })
     ));
 }

@@ -68,6 +68,7 @@ suite! {
     records::stats_upsert_is_additive,
     records::revoked_api_key_no_longer_authenticates,
     records::audit_log_lists_newest_first,
+    records::announced_changes_reach_a_feed_once_and_in_order,
     oidc::auth_code_is_single_use_and_reuse_revokes_its_tokens,
     oidc::expired_or_foreign_auth_code_is_not_redeemed,
     oidc::pending_authorization_finishes_once,

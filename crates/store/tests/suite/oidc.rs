@@ -26,6 +26,7 @@ async fn client(db: &TestDb, account: &Account, client_id: &str) -> OidcClient {
                 created_at: 0,
             },
             NOW,
+            &store::audit::AuditRecord::new("test", "website.create"),
         )
         .await
         .unwrap()
@@ -274,6 +275,7 @@ pub async fn client_id_is_unique_and_redirect_uris_round_trip(db: TestDb) {
                 ..created.clone()
             },
             NOW,
+            &store::audit::AuditRecord::new("test", "website.create"),
         )
         .await
         .unwrap_err();
@@ -299,6 +301,7 @@ pub async fn client_id_is_unique_and_redirect_uris_round_trip(db: TestDb) {
                 ..created.clone()
             },
             NOW + 1,
+            &store::audit::AuditRecord::new("test", "website.create"),
         )
         .await
         .unwrap();
@@ -309,7 +312,12 @@ pub async fn client_id_is_unique_and_redirect_uris_round_trip(db: TestDb) {
     );
     assert!(
         db.store
-            .delete_oidc_client(&account.id, &created.id)
+            .delete_oidc_client(
+                &account.id,
+                &created.id,
+                NOW,
+                &store::audit::AuditRecord::new("test", "website.delete")
+            )
             .await
             .unwrap()
     );

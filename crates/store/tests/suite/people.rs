@@ -79,7 +79,15 @@ pub async fn session_is_valid_until_expiry_and_ends_when_user_is_disabled(db: Te
         .create_session("session-hash-2", &user.id, NOW, NOW + 3_600_000)
         .await
         .unwrap();
-    db.store.set_user_disabled(&user.id, true).await.unwrap();
+    db.store
+        .set_user_disabled(
+            &user.id,
+            true,
+            NOW,
+            &store::audit::AuditRecord::new("test", "person.disable"),
+        )
+        .await
+        .unwrap();
     assert!(
         db.store
             .touch_session("session-hash-2", NOW + 1)
@@ -93,7 +101,15 @@ pub async fn session_is_valid_until_expiry_and_ends_when_user_is_disabled(db: Te
         "disabling ends all the user's sessions"
     );
 
-    db.store.set_user_disabled(&user.id, false).await.unwrap();
+    db.store
+        .set_user_disabled(
+            &user.id,
+            false,
+            NOW,
+            &store::audit::AuditRecord::new("test", "person.disable"),
+        )
+        .await
+        .unwrap();
     db.store
         .create_session("session-hash-3", &user.id, NOW, NOW + 10)
         .await
@@ -155,7 +171,14 @@ pub async fn user_owning_accounts_cannot_be_deleted(db: TestDb) {
         ),
         "{error:?}"
     );
-    db.store.delete_account(&account.id).await.unwrap();
+    db.store
+        .delete_account(
+            &account.id,
+            NOW,
+            &store::audit::AuditRecord::new("test", "account.delete"),
+        )
+        .await
+        .unwrap();
     db.store.delete_user(&owner.id).await.unwrap();
     assert!(db.store.get_user(&owner.id).await.unwrap().is_none());
     assert!(matches!(

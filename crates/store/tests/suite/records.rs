@@ -1,5 +1,7 @@
 use serde_json::json;
 use store::StoreError;
+use store::audit::{AuditFilter, AuditRecord};
+use store::changes::ChangeKind;
 use store::end_users::{CreatedVia, EndUserLogin, Subscription};
 use store::pushes::ReceivedPush;
 use store::stats::{StatPoint, hour_start};
@@ -273,11 +275,16 @@ pub async fn revoked_api_key_no_longer_authenticates(db: TestDb) {
     let key = db
         .store
         .create_api_key(
-            &store::new_id(),
-            &account.id,
-            "sha256-of-key",
-            "backend",
+            &store::api_keys::NewApiKey {
+                id: store::new_id(),
+                ..store::api_keys::NewApiKey::with_all_scopes(
+                    &account.id,
+                    "sha256-of-key",
+                    "backend",
+                )
+            },
             NOW,
+            &store::audit::AuditRecord::new("test", "api_key.create"),
         )
         .await
         .unwrap();
@@ -302,7 +309,14 @@ pub async fn revoked_api_key_no_longer_authenticates(db: TestDb) {
 
     let error = db
         .store
-        .create_api_key(&store::new_id(), &account.id, "sha256-of-key", "copy", NOW)
+        .create_api_key(
+            &store::api_keys::NewApiKey {
+                id: store::new_id(),
+                ..store::api_keys::NewApiKey::with_all_scopes(&account.id, "sha256-of-key", "copy")
+            },
+            NOW,
+            &store::audit::AuditRecord::new("test", "api_key.create"),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -312,19 +326,34 @@ pub async fn revoked_api_key_no_longer_authenticates(db: TestDb) {
 
     assert!(
         !db.store
-            .revoke_api_key("other-account", &key.id, NOW + 6)
+            .revoke_api_key(
+                "other-account",
+                &key.id,
+                NOW + 6,
+                &store::audit::AuditRecord::new("test", "api_key.revoke")
+            )
             .await
             .unwrap()
     );
     assert!(
         db.store
-            .revoke_api_key(&account.id, &key.id, NOW + 6)
+            .revoke_api_key(
+                &account.id,
+                &key.id,
+                NOW + 6,
+                &store::audit::AuditRecord::new("test", "api_key.revoke")
+            )
             .await
             .unwrap()
     );
     assert!(
         !db.store
-            .revoke_api_key(&account.id, &key.id, NOW + 7)
+            .revoke_api_key(
+                &account.id,
+                &key.id,
+                NOW + 7,
+                &store::audit::AuditRecord::new("test", "api_key.revoke")
+            )
             .await
             .unwrap()
     );
@@ -342,38 +371,142 @@ pub async fn revoked_api_key_no_longer_authenticates(db: TestDb) {
 }
 
 pub async fn audit_log_lists_newest_first(db: TestDb) {
-    let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(
-            db.store
-                .append_audit(
-                    "user-1",
-                    "account.create",
-                    Some(&format!("account-{i}")),
-                    &json!({ "appid": format!("wx-{i}") }),
-                    NOW + i,
-                )
-                .await
-                .unwrap(),
-        );
+        let record = AuditRecord::new(if i % 2 == 0 { "user-1" } else { "cli" }, "account.rename")
+            .account(format!("account-{}", i % 2))
+            .target(format!("target-{i}"))
+            .details(json!({ "appid": format!("wx-{i}") }));
+        db.store.append_audit(&record, NOW + i).await.unwrap();
     }
-    let first = db.store.list_audit_page(None, 2).await.unwrap();
-    assert_eq!(
-        first.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
-        vec![ids[4].clone(), ids[3].clone()]
-    );
+    let all = AuditFilter::default();
+    let first = db.store.list_audit_page(&all, None, 2).await.unwrap();
+    let targets = |entries: &[store::audit::AuditEntry]| {
+        entries
+            .iter()
+            .map(|e| e.target.clone().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(targets(&first), ["target-4", "target-3"]);
     assert_eq!(first[0].details, json!({ "appid": "wx-4" }));
-    assert_eq!(first[0].target.as_deref(), Some("account-4"));
+    assert_eq!(first[0].account_id.as_deref(), Some("account-0"));
     assert_eq!(first[0].at, NOW + 4);
     let rest = db
         .store
-        .list_audit_page(Some(&first[1].id), 10)
+        .list_audit_page(&all, Some(&first[1].id), 10)
         .await
         .unwrap();
-    assert_eq!(
-        rest.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
-        vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]
+    assert_eq!(targets(&rest), ["target-2", "target-1", "target-0"]);
+
+    // Filters combine, and pages continue within the filter.
+    let by = |account: Option<&str>, actor: Option<&str>, from: Option<i64>| AuditFilter {
+        account_id: account.map(str::to_owned),
+        actor: actor.map(str::to_owned),
+        from,
+        ..AuditFilter::default()
+    };
+    let account_0 = db
+        .store
+        .list_audit_page(&by(Some("account-0"), None, None), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(targets(&account_0), ["target-4", "target-2", "target-0"]);
+    let cli = db
+        .store
+        .list_audit_page(&by(None, Some("cli"), None), None, 1)
+        .await
+        .unwrap();
+    assert_eq!(targets(&cli), ["target-3"]);
+    let next = db
+        .store
+        .list_audit_page(&by(None, Some("cli"), None), Some(&cli[0].id), 1)
+        .await
+        .unwrap();
+    assert_eq!(targets(&next), ["target-1"]);
+    let recent = db
+        .store
+        .list_audit_page(
+            &by(Some("account-0"), Some("user-1"), Some(NOW + 2)),
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(targets(&recent), ["target-4", "target-2"]);
+    let action = AuditFilter {
+        action: Some("account.delete".to_owned()),
+        until: Some(NOW + 3),
+        ..AuditFilter::default()
+    };
+    assert!(
+        db.store
+            .list_audit_page(&action, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
+}
+
+pub async fn announced_changes_reach_a_feed_once_and_in_order(db: TestDb) {
+    let mut feed = db.store.change_feed().await.unwrap();
+    // Written before the feed existed: not replayed. (None here; the feed starts empty.)
+    for (i, kind) in [
+        ChangeKind::Account,
+        ChangeKind::ApiKeys,
+        ChangeKind::Refresh,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let record = AuditRecord::new("cli", "test.change")
+            .account(format!("account-{i}"))
+            .announce(kind);
+        db.store
+            .append_audit(&record, NOW + i as i64)
+            .await
+            .unwrap();
+    }
+    // Not announced: audited only.
+    db.store
+        .append_audit(
+            &AuditRecord::new("cli", "test.quiet").account("account-9"),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
+            .await
+            .expect("the feed wakes")
+            .unwrap();
+        seen.extend(batch);
+    }
+    assert_eq!(
+        seen.iter()
+            .map(|c| (c.account_id.as_str(), c.kind))
+            .collect::<Vec<_>>(),
+        [
+            ("account-0", ChangeKind::Account),
+            ("account-1", ChangeKind::ApiKeys),
+            ("account-2", ChangeKind::Refresh)
+        ]
+    );
+    // A second feed opened now starts after them; a new change reaches both, once each.
+    let mut late = db.store.change_feed().await.unwrap();
+    let record = AuditRecord::new("cli", "test.change")
+        .account("account-3")
+        .announce(ChangeKind::Websites);
+    db.store.append_audit(&record, NOW + 10).await.unwrap();
+    for feed in [&mut feed, &mut late] {
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
+            .await
+            .expect("the feed wakes")
+            .unwrap();
+        assert_eq!(batch.len(), 1, "{batch:?}");
+        assert_eq!(batch[0].account_id, "account-3");
+    }
+    // Old rows are swept by time.
+    assert_eq!(db.store.delete_changes_before(NOW + 5).await.unwrap(), 3);
 }
 
 pub async fn delayed_subscribe_does_not_undo_a_later_unsubscribe(db: TestDb) {

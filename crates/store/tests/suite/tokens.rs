@@ -293,7 +293,12 @@ pub async fn due_refreshes_skip_leased_future_and_disabled_accounts(db: TestDb) 
         .await
         .unwrap();
     db.store
-        .set_account_state(&disabled.id, AccountState::Disabled, NOW)
+        .set_account_state(
+            &disabled.id,
+            AccountState::Disabled,
+            NOW,
+            &store::audit::AuditRecord::new("test", "account.disable"),
+        )
         .await
         .unwrap();
 
@@ -393,7 +398,12 @@ pub async fn earliest_due_skips_leases_and_disabled_accounts(db: TestDb) {
         Some(NOW + 5_000)
     );
     db.store
-        .set_account_state(&b.id, AccountState::Disabled, NOW)
+        .set_account_state(
+            &b.id,
+            AccountState::Disabled,
+            NOW,
+            &store::audit::AuditRecord::new("test", "account.disable"),
+        )
         .await
         .unwrap();
     assert_eq!(

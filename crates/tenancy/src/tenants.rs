@@ -1,0 +1,645 @@
+//! Accounts: registering them (after the live check), their health, renaming, replacing
+//! secrets, disabling, deleting, and the token actions "refresh now" and "clear quota".
+
+use accounts::AccountInput;
+use accounts::registry::{FIELD_APPSECRET, FIELD_ENCODING_AES_KEY, FIELD_PUSH_TOKEN};
+use serde_json::json;
+use store::accounts::{Account, AccountKind, AccountState, TokenMode};
+use store::changes::ChangeKind;
+use store::people::{NewUser, Role};
+use store::tokens::TokenState;
+use vault::SecretString;
+use wechat::AppSecret;
+
+use crate::check::{self, CheckFailure, Fix};
+use crate::credentials::{self, PushCredentials};
+use crate::policy::{self, Operation};
+use crate::{Principal, Tenancy, TenancyError};
+
+/// Who owns a new account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewOwner {
+    /// The owner registering it (the only choice an owner has).
+    Caller,
+    /// The owner with this email, created without a password if missing (CLI only: the
+    /// dashboard invites owners instead).
+    Email(String),
+}
+
+/// Whether to ask WeChat before storing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveCheck {
+    /// Ask WeChat (always, from the dashboard).
+    Check,
+    /// Store without asking (the CLI on a host that cannot reach WeChat yet); audited.
+    Skip,
+}
+
+/// An account to register.
+#[derive(Debug)]
+pub struct Registration {
+    pub appid: String,
+    pub name: String,
+    pub kind: AccountKind,
+    pub verified: bool,
+    pub token_mode: TokenMode,
+    pub appsecret: SecretString,
+    pub push_token: Option<SecretString>,
+    pub encoding_aes_key: Option<SecretString>,
+    pub owner: NewOwner,
+    pub check: LiveCheck,
+}
+
+/// An account with where its core token stands: what owners and operators see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountView {
+    pub account: Account,
+    pub health: Health,
+}
+
+/// An account's token health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub state: TokenState,
+    /// When the current token expires (Unix ms), if there is one.
+    pub expires_at: Option<i64>,
+    /// Token fetches from WeChat today (Asia/Shanghai day), and the daily budget.
+    pub fetches_today: i64,
+    pub daily_budget: i64,
+    /// The last failure's errcode and the scheduler's description of it.
+    pub last_error_code: Option<i64>,
+    pub last_error: Option<String>,
+    /// What to do about the last failure, when it is one a person can fix.
+    pub fix: Option<Fix>,
+}
+
+fn state_name(state: AccountState) -> &'static str {
+    state.as_str()
+}
+
+impl Tenancy {
+    /// Registers an account after checking its credentials with WeChat (unless the CLI
+    /// skips the check). Nothing is stored when the check or a format rule fails.
+    pub async fn register_account(
+        &self,
+        principal: &Principal,
+        registration: Registration,
+    ) -> Result<AccountView, TenancyError> {
+        policy::authorize(principal, Operation::AccountRegister, None)?;
+        if registration.check == LiveCheck::Skip && *principal != Principal::Cli {
+            return Err(TenancyError::Denied {
+                operation: "account.register without the credential check",
+            });
+        }
+        let appid = registration.appid.trim().to_owned();
+        accounts::registry::validate_appid(&appid).map_err(invalid("appid"))?;
+        accounts::registry::validate_appsecret(&registration.appsecret)
+            .map_err(invalid("appsecret"))?;
+        if let Some(token) = &registration.push_token {
+            accounts::registry::validate_push_token(token).map_err(invalid("push_token"))?;
+        }
+        if let Some(key) = &registration.encoding_aes_key {
+            accounts::registry::validate_encoding_aes_key(key)
+                .map_err(invalid("encoding_aes_key"))?;
+        }
+        let name = registration.name.trim();
+        if name.is_empty() || name.chars().count() > 64 {
+            return Err(TenancyError::invalid(
+                "name",
+                "the account needs a name of 1 to 64 characters (shown to end users on the \
+                 follow page)",
+            ));
+        }
+        if self.store().find_account_by_appid(&appid).await?.is_some() {
+            // For an owner this may reveal that someone registered the appid; WeChat's
+            // appids are public (they appear in every OAuth URL), and one appid can only be
+            // hosted once.
+            return Err(TenancyError::Conflict {
+                what: "account appid",
+            });
+        }
+        if registration.check == LiveCheck::Check {
+            let secret = AppSecret::new(registration.appsecret.expose());
+            check::check_credentials(&self.inner.wechat, &appid, &secret)
+                .await
+                .map_err(TenancyError::CredentialCheck)?;
+        }
+        let owner_user_id = match (&registration.owner, principal) {
+            (_, Principal::Owner { user_id }) => user_id.clone(),
+            (NewOwner::Email(email), _) => self.owner_by_email(principal, email).await?,
+            (NewOwner::Caller, _) => {
+                return Err(TenancyError::invalid(
+                    "owner",
+                    "name the owner's email: only an owner registers accounts for themselves",
+                ));
+            }
+        };
+        let record = self
+            .record(principal, Operation::AccountRegister, None)
+            .details(json!({
+                "appid": appid,
+                "name": name,
+                "kind": registration.kind.as_str(),
+                "verified": registration.verified,
+                "token_mode": registration.token_mode.as_str(),
+                "owner_user_id": owner_user_id,
+                "push_token": registration.push_token.is_some(),
+                "encoding_aes_key": registration.encoding_aes_key.is_some(),
+                "credential_check": registration.check == LiveCheck::Check,
+            }))
+            .announce(ChangeKind::Account);
+        let input = AccountInput {
+            owner_user_id,
+            appid,
+            name: name.to_owned(),
+            kind: registration.kind,
+            verified: registration.verified,
+            token_mode: registration.token_mode,
+            appsecret: registration.appsecret,
+            push_token: registration.push_token,
+            encoding_aes_key: registration.encoding_aes_key,
+        };
+        let vault = self.inner.vault.current();
+        let account =
+            accounts::register_account_audited(self.store(), &vault, &input, self.now(), &record)
+                .await?;
+        self.view(account).await
+    }
+
+    /// The owner with `email`, created (without a password, audited) when missing.
+    async fn owner_by_email(
+        &self,
+        principal: &Principal,
+        email: &str,
+    ) -> Result<String, TenancyError> {
+        let email = crate::people::checked_email(email)?;
+        match self.store().find_user_by_email(&email).await? {
+            Some(user) if user.role == Role::Owner => Ok(user.id),
+            Some(_) => Err(TenancyError::invalid(
+                "owner",
+                format!("{email} is an operator; accounts belong to owners"),
+            )),
+            None => {
+                let user = NewUser {
+                    id: store::new_id(),
+                    email: email.clone(),
+                    // Not a PHC string: no password verifies until the owner sets one.
+                    password_hash: "!".to_owned(),
+                    role: Role::Owner,
+                };
+                let record = self
+                    .record(principal, Operation::PersonCreate, None)
+                    .target(user.id.clone())
+                    .details(json!({ "email": email, "role": "owner" }));
+                Ok(self
+                    .store()
+                    .create_user_audited(&user, self.now(), &record)
+                    .await?
+                    .id)
+            }
+        }
+    }
+
+    /// The account with its health.
+    async fn view(&self, account: Account) -> Result<AccountView, TenancyError> {
+        let token = self.store().get_core_token(&account.id).await?;
+        let budget = self.config().daily_token_budget;
+        let health = match token {
+            Some(token) => {
+                let fix = match token.state {
+                    TokenState::NeedsAttention | TokenState::QuotaExhausted => Some(
+                        CheckFailure {
+                            code: token.last_error_code,
+                            ip: token.last_error_ip.clone(),
+                            unreachable: false,
+                        }
+                        .fix(),
+                    ),
+                    _ => None,
+                };
+                Health {
+                    state: token.state,
+                    expires_at: token.expires_at,
+                    fetches_today: token.upstream_calls_today,
+                    daily_budget: budget,
+                    last_error_code: token.last_error_code,
+                    last_error: token.last_error_message,
+                    fix,
+                }
+            }
+            None => Health {
+                state: TokenState::Pending,
+                expires_at: None,
+                fetches_today: 0,
+                daily_budget: budget,
+                last_error_code: None,
+                last_error: None,
+                fix: None,
+            },
+        };
+        Ok(AccountView { account, health })
+    }
+
+    /// The accounts `principal` may see, ordered by id after `after_id`, at most `limit`.
+    pub async fn list_accounts(
+        &self,
+        principal: &Principal,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AccountView>, TenancyError> {
+        policy::authorize(principal, Operation::AccountList, None)?;
+        let accounts = match principal.owner_id() {
+            Some(owner) => self
+                .store()
+                .list_accounts_of_owner(owner)
+                .await?
+                .into_iter()
+                .filter(|a| after_id.is_none_or(|after| a.id.as_str() > after))
+                .take(limit as usize)
+                .collect(),
+            None => self.store().list_accounts_page(after_id, limit).await?,
+        };
+        let mut views = Vec::with_capacity(accounts.len());
+        for account in accounts {
+            views.push(self.view(account).await?);
+        }
+        Ok(views)
+    }
+
+    /// One account with its health.
+    pub async fn account(
+        &self,
+        principal: &Principal,
+        appid: &str,
+    ) -> Result<AccountView, TenancyError> {
+        let account = self
+            .authorized_account(principal, Operation::AccountView, appid)
+            .await?;
+        self.view(account).await
+    }
+
+    /// Renames an account.
+    pub async fn rename_account(
+        &self,
+        principal: &Principal,
+        appid: &str,
+        name: &str,
+    ) -> Result<Account, TenancyError> {
+        let account = self
+            .authorized_account(principal, Operation::AccountRename, appid)
+            .await?;
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 {
+            return Err(TenancyError::invalid(
+                "name",
+                "the account needs a name of 1 to 64 characters",
+            ));
+        }
+        let record = self
+            .record(principal, Operation::AccountRename, Some(&account))
+            .details(json!({ "appid": account.appid, "before": account.name, "after": name }))
+            .announce(ChangeKind::Account);
+        Ok(self
+            .store()
+            .rename_account(&account.id, name, self.now(), &record)
+            .await?)
+    }
+
+    /// Replaces the AppSecret after checking it with WeChat; a token refresh that failed for
+    /// want of a good secret is retried at once, on whichever replica claims it.
+    pub async fn replace_appsecret(
+        &self,
+        principal: &Principal,
+        appid: &str,
+        appsecret: SecretString,
+        check: LiveCheck,
+    ) -> Result<(), TenancyError> {
+        let account = self
+            .authorized_account(principal, Operation::AccountReplaceSecret, appid)
+            .await?;
+        if check == LiveCheck::Skip && *principal != Principal::Cli {
+            return Err(TenancyError::Denied {
+                operation: "account.replace_secret without the credential check",
+            });
+        }
+        accounts::registry::validate_appsecret(&appsecret).map_err(invalid("appsecret"))?;
+        if check == LiveCheck::Check {
+            let secret = AppSecret::new(appsecret.expose());
+            check::check_credentials(&self.inner.wechat, &account.appid, &secret)
+                .await
+                .map_err(TenancyError::CredentialCheck)?;
+        }
+        let sealed = self.sealed(&account).await?;
+        let vault = self.inner.vault.current();
+        let ciphertext = accounts::seal_field(
+            &vault,
+            &account.id,
+            &sealed.wrapped_dek,
+            FIELD_APPSECRET,
+            &appsecret,
+        )?;
+        let record = self
+            .record(principal, Operation::AccountReplaceSecret, Some(&account))
+            .details(json!({
+                "appid": account.appid,
+                "appsecret": "replaced",
+                "credential_check": check == LiveCheck::Check,
+            }))
+            .announce(ChangeKind::Credentials);
+        self.store()
+            .replace_appsecret(&account.id, &ciphertext, self.now(), &record)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets (or with `None`, clears) the push Token and EncodingAESKey. WeChat's console is
+    /// the other half: the owner enters the same values there.
+    pub async fn set_push_credentials(
+        &self,
+        principal: &Principal,
+        appid: &str,
+        push_token: Option<SecretString>,
+        encoding_aes_key: Option<SecretString>,
+    ) -> Result<(), TenancyError> {
+        let account = self
+            .authorized_account(principal, Operation::AccountSetPushCredentials, appid)
+            .await?;
+        if let Some(token) = &push_token {
+            accounts::registry::validate_push_token(token).map_err(invalid("push_token"))?;
+        }
+        if let Some(key) = &encoding_aes_key {
+            accounts::registry::validate_encoding_aes_key(key)
+                .map_err(invalid("encoding_aes_key"))?;
+        }
+        if encoding_aes_key.is_some() && push_token.is_none() {
+            return Err(TenancyError::invalid(
+                "push_token",
+                "an EncodingAESKey needs a push Token too: WeChat signs every push with the Token",
+            ));
+        }
+        let sealed = self.sealed(&account).await?;
+        let vault = self.inner.vault.current();
+        let seal = |field: &str, value: &SecretString| {
+            accounts::seal_field(&vault, &account.id, &sealed.wrapped_dek, field, value)
+        };
+        let token_ct = push_token
+            .as_ref()
+            .map(|v| seal(FIELD_PUSH_TOKEN, v))
+            .transpose()?;
+        let key_ct = encoding_aes_key
+            .as_ref()
+            .map(|v| seal(FIELD_ENCODING_AES_KEY, v))
+            .transpose()?;
+        let change = |before: bool, after: bool| match (before, after) {
+            (false, false) => "unset",
+            (false, true) => "set",
+            (true, true) => "replaced",
+            (true, false) => "cleared",
+        };
+        let record = self
+            .record(
+                principal,
+                Operation::AccountSetPushCredentials,
+                Some(&account),
+            )
+            .details(json!({
+                "appid": account.appid,
+                "push_token": change(sealed.push_token.is_some(), token_ct.is_some()),
+                "encoding_aes_key": change(sealed.encoding_aes_key.is_some(), key_ct.is_some()),
+            }))
+            .announce(ChangeKind::Credentials);
+        self.store()
+            .replace_push_credentials(
+                &account.id,
+                token_ct.as_deref(),
+                key_ct.as_deref(),
+                self.now(),
+                &record,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Generates strong push credentials, stores them, and returns them once for the owner
+    /// to paste into WeChat's console.
+    pub async fn rotate_push_credentials(
+        &self,
+        principal: &Principal,
+        appid: &str,
+    ) -> Result<PushCredentials, TenancyError> {
+        // Authorize before drawing anything.
+        self.authorized_account(principal, Operation::AccountSetPushCredentials, appid)
+            .await?;
+        let generated = credentials::generate_push_credentials()?;
+        self.set_push_credentials(
+            principal,
+            appid,
+            Some(SecretString::new(generated.token.expose().to_owned())),
+            Some(SecretString::new(
+                generated.encoding_aes_key.expose().to_owned(),
+            )),
+        )
+        .await?;
+        Ok(generated)
+    }
+
+    /// Stops serving an account: no refreshes, the token API answers 403, logins are
+    /// refused — on every replica within a second.
+    pub async fn disable_account(
+        &self,
+        principal: &Principal,
+        appid: &str,
+    ) -> Result<Account, TenancyError> {
+        self.set_state(
+            principal,
+            Operation::AccountDisable,
+            appid,
+            AccountState::Disabled,
+        )
+        .await
+    }
+
+    /// Serves a disabled account again.
+    pub async fn enable_account(
+        &self,
+        principal: &Principal,
+        appid: &str,
+    ) -> Result<Account, TenancyError> {
+        self.set_state(
+            principal,
+            Operation::AccountEnable,
+            appid,
+            AccountState::Active,
+        )
+        .await
+    }
+
+    async fn set_state(
+        &self,
+        principal: &Principal,
+        operation: Operation,
+        appid: &str,
+        state: AccountState,
+    ) -> Result<Account, TenancyError> {
+        let account = self.authorized_account(principal, operation, appid).await?;
+        let record = self
+            .record(principal, operation, Some(&account))
+            .details(json!({
+                "appid": account.appid,
+                "before": state_name(account.state),
+                "after": state_name(state),
+            }))
+            .announce(ChangeKind::Account);
+        Ok(self
+            .store()
+            .set_account_state(&account.id, state, self.now(), &record)
+            .await?)
+    }
+
+    /// Deletes an account and everything that belongs to it; its data key goes with it, so
+    /// its secrets can never be decrypted again (crypto-shredding). The audit log keeps the
+    /// record.
+    pub async fn delete_account(
+        &self,
+        principal: &Principal,
+        appid: &str,
+    ) -> Result<(), TenancyError> {
+        let account = self
+            .authorized_account(principal, Operation::AccountDelete, appid)
+            .await?;
+        let record = self
+            .record(principal, Operation::AccountDelete, Some(&account))
+            .details(json!({
+                "appid": account.appid,
+                "name": account.name,
+                "owner_user_id": account.owner_user_id,
+            }))
+            .announce(ChangeKind::Account);
+        self.store()
+            .delete_account(&account.id, self.now(), &record)
+            .await?;
+        Ok(())
+    }
+
+    /// Asks for a new core token now (the scheduler of whichever replica claims the lease
+    /// fetches it). Refused within [`crate::TenancyConfig::refresh_now_min_interval`] of the
+    /// last fetch: each fetch supersedes the token every backend uses and spends the quota.
+    pub async fn refresh_now(
+        &self,
+        principal: &Principal,
+        appid: &str,
+    ) -> Result<(), TenancyError> {
+        let account = self
+            .authorized_account(principal, Operation::AccountRefreshNow, appid)
+            .await?;
+        if account.state != AccountState::Active {
+            return Err(TenancyError::invalid(
+                "account",
+                "the account is disabled; enable it first",
+            ));
+        }
+        let now = self.now();
+        let min =
+            i64::try_from(self.config().refresh_now_min_interval.as_millis()).unwrap_or(i64::MAX);
+        if let Some(token) = self.store().get_core_token(&account.id).await?
+            && let Some(issued) = token.issued_at
+            && now - issued < min
+        {
+            return Err(TenancyError::TooSoon {
+                message: format!(
+                    "the token was fetched {} s ago; a new fetch is allowed {} s after the last",
+                    (now - issued) / 1000,
+                    min / 1000
+                ),
+            });
+        }
+        let record = self
+            .record(principal, Operation::AccountRefreshNow, Some(&account))
+            .details(json!({ "appid": account.appid }))
+            .announce(ChangeKind::Refresh);
+        if !self
+            .store()
+            .request_refresh_now(&account.id, now, &record)
+            .await?
+        {
+            return Err(TenancyError::TooSoon {
+                message: "a refresh of this account is in progress right now".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Resets the account's daily API quotas at WeChat (`/cgi-bin/clear_quota/v2` with the
+    /// AppSecret, which works when no token can be fetched any more; 10 a month,
+    /// docs/wechat.md §3.2–§3.3). An account waiting for the daily reset is retried at once.
+    pub async fn clear_quota(
+        &self,
+        principal: &Principal,
+        appid: &str,
+    ) -> Result<(), TenancyError> {
+        let account = self
+            .authorized_account(principal, Operation::AccountClearQuota, appid)
+            .await?;
+        let sealed = self.sealed(&account).await?;
+        let secret = {
+            let vault = self.inner.vault.current();
+            let plain = accounts::open_secrets(&vault, &account.id, &sealed)?;
+            AppSecret::new(plain.appsecret.expose())
+        };
+        let result = self
+            .inner
+            .wechat
+            .clear_quota_v2(&account.appid, &secret)
+            .await;
+        drop(secret);
+        let details = |outcome: &str| json!({ "appid": account.appid, "outcome": outcome });
+        let now = self.now();
+        match result {
+            Ok(()) => {
+                let waiting = self
+                    .store()
+                    .get_core_token(&account.id)
+                    .await?
+                    .is_some_and(|t| t.state == TokenState::QuotaExhausted);
+                let record = self
+                    .record(principal, Operation::AccountClearQuota, Some(&account))
+                    .details(details("cleared"));
+                if waiting {
+                    let record = record.announce(ChangeKind::Refresh);
+                    self.store()
+                        .request_refresh_now(&account.id, now, &record)
+                        .await?;
+                } else {
+                    self.store().append_audit(&record, now).await?;
+                }
+                Ok(())
+            }
+            Err(error) => {
+                // A refused reset is recorded too: it may have spent one of the ten.
+                let record = self
+                    .record(principal, Operation::AccountClearQuota, Some(&account))
+                    .details(details(&format!("refused: {error}")));
+                self.store().append_audit(&record, now).await?;
+                Err(TenancyError::Wechat(error))
+            }
+        }
+    }
+
+    async fn sealed(
+        &self,
+        account: &Account,
+    ) -> Result<store::accounts::AccountSecrets, TenancyError> {
+        self.store()
+            .load_account_secrets(&account.id)
+            .await?
+            .ok_or(TenancyError::NotFound { what: "account" })
+    }
+}
+
+/// Maps a format error of `accounts` to this layer's error for `field`.
+fn invalid(field: &'static str) -> impl Fn(accounts::AccountError) -> TenancyError {
+    move |error| match error {
+        accounts::AccountError::Invalid(message) => TenancyError::Invalid { field, message },
+        other => other.into(),
+    }
+}
