@@ -34,12 +34,7 @@ pub struct NewAccountArgs {
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
     if config.database_url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
+        crate::server::create_data_dir(&config.data_dir)?;
     }
     Ok(Store::connect(&config.database_url).await?)
 }
