@@ -128,7 +128,8 @@ impl Store {
         };
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url).map_err(invalid)?;
-            Self::connect_sqlite(options, redacted).await
+            let in_memory = sqlite_url_is_in_memory(url);
+            Self::connect_sqlite(options, in_memory, redacted).await
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).map_err(invalid)?;
             // One direct attempt first: a pool retries until its time-out and then reports only
@@ -150,8 +151,21 @@ impl Store {
 
     async fn connect_sqlite(
         options: SqliteConnectOptions,
+        in_memory: bool,
         redacted: String,
     ) -> Result<Self, StoreError> {
+        if !in_memory {
+            // The file holds wrapped data keys, sealed secrets and tokens, key hashes: readable by
+            // wxhub's user only. SQLite gives the -wal and -shm files the database file's
+            // permissions, so creating that file 0600 before SQLite does keeps all three
+            // private whatever the umask.
+            make_sqlite_files_private(options.get_filename()).map_err(|error| {
+                StoreError::Unavailable {
+                    url: redacted.clone(),
+                    cause: format!("cannot create the database file: {error}"),
+                }
+            })?;
+        }
         let options = options
             .create_if_missing(true)
             // WAL: readers do not block the writer and vice versa.
@@ -281,6 +295,77 @@ impl Store {
     }
 }
 
+/// Whether an `sqlite:` URL names an in-memory database (`sqlite::memory:`, `mode=memory`),
+/// which has no file to protect.
+fn sqlite_url_is_in_memory(url: &str) -> bool {
+    let rest = url.strip_prefix("sqlite:").unwrap_or(url);
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (database, query) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || query.split('&').any(|param| param == "mode=memory")
+}
+
+/// Permission bits of the SQLite database file and its `-wal` and `-shm` companions.
+#[cfg(unix)]
+pub const SQLITE_FILE_MODE: u32 = 0o600;
+
+/// Creates the database file `db` with mode [`SQLITE_FILE_MODE`] if it does not exist, and
+/// takes group and other permissions away from an existing one and from its `-wal` and `-shm`
+/// files (logging each change: a database that was readable by others may have been copied).
+/// A permission that cannot be changed (a file owned by another user) is logged, not fatal:
+/// SQLite then decides whether the file can be opened.
+#[cfg(unix)]
+fn make_sqlite_files_private(db: &std::path::Path) -> std::io::Result<()> {
+    use std::io::ErrorKind;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(SQLITE_FILE_MODE)
+        .open(db)
+    {
+        Ok(_) => {}
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(error),
+    }
+    let companion = |suffix: &str| {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        std::path::PathBuf::from(path)
+    };
+    for path in [db.to_path_buf(), companion("-wal"), companion("-shm")] {
+        let mode = match std::fs::metadata(&path) {
+            Ok(meta) => meta.permissions().mode() & 0o777,
+            Err(error) if error.kind() == ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        let file = path.display();
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(SQLITE_FILE_MODE)) {
+            Ok(()) => tracing::warn!(
+                %file,
+                old_mode = format!("{mode:04o}"),
+                "the SQLite file was readable by other users; its mode is now 0600"
+            ),
+            Err(error) => tracing::warn!(
+                %file,
+                old_mode = format!("{mode:04o}"),
+                %error,
+                "the SQLite file is readable by other users and its mode cannot be changed; \
+                 make it 0600"
+            ),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn make_sqlite_files_private(_db: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Runs a pool's connect future with a hard deadline, mapping failures to
 /// [`StoreError::Unavailable`] without the password of `url`.
 async fn connect_within<P>(
@@ -394,6 +479,19 @@ mod tests {
             redact_url("sqlite:///var/lib/wxhub/wxhub.db"),
             "sqlite:///var/lib/wxhub/wxhub.db"
         );
+    }
+
+    #[test]
+    fn in_memory_sqlite_urls_are_recognised() {
+        assert!(sqlite_url_is_in_memory("sqlite::memory:"));
+        assert!(sqlite_url_is_in_memory("sqlite://:memory:"));
+        assert!(sqlite_url_is_in_memory(
+            "sqlite://shared?mode=memory&cache=shared"
+        ));
+        assert!(!sqlite_url_is_in_memory("sqlite://data/wxhub.db?mode=rwc"));
+        assert!(!sqlite_url_is_in_memory(
+            "sqlite:///var/lib/wxhub/memory.db"
+        ));
     }
 
     #[test]

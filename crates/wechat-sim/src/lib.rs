@@ -1,5 +1,5 @@
 //! `wechat-sim`: an in-memory WeChat Official Account platform for tests, demos and
-//! benchmarks, following `shared/wechat-api.md` (the "spec").
+//! benchmarks, following the project's WeChat reference `docs/wechat.md`.
 //!
 //! No machine here reaches WeChat, so every WeChat behaviour wxhub depends on is reproduced:
 //! token lifetimes and the 300 s grace of the previous token (§1), stable tokens (§2), daily

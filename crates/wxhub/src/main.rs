@@ -572,11 +572,17 @@ async fn client_command(config: &Config, command: ClientCommand) -> anyhow::Resu
     }
 }
 
+/// Logs go to standard error. Text logs are coloured only when standard error is a terminal
+/// and `NO_COLOR` is unset or empty (no-color.org), so a redirected log file or journal holds
+/// plain text without escape codes.
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("WXHUB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

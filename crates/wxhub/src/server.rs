@@ -40,12 +40,7 @@ impl AppState {
     /// master key the database uses. Decrypts nothing: secrets are read when needed.
     pub async fn open(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
         if config.database_url.starts_with("sqlite:") {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!(
-                    "cannot create the data directory {}",
-                    config.data_dir.display()
-                )
-            })?;
+            create_data_dir(&config.data_dir)?;
         }
         let vault = crate::unseal::open_vault_handle(&config)?;
         let store = Store::connect(&config.database_url).await?;
@@ -93,6 +88,22 @@ pub fn wechat_client(config: &Config) -> anyhow::Result<wechat::Client> {
         open_base: config.wechat_open_url.clone(),
         ..wechat::ClientConfig::default()
     })?)
+}
+
+/// Creates the data directory (and missing parents) readable by wxhub's user only (0700 on
+/// Unix): it holds the SQLite database and possibly a development keyring. An existing
+/// directory is left as it is.
+pub fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
 }
 
 /// Builds the router of the whole hub.

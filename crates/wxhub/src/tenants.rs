@@ -44,12 +44,7 @@ pub struct NewAccountArgs {
 /// Opens the store (creating the data directory for SQLite) without starting anything.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     if config.database_url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
+        crate::server::create_data_dir(&config.data_dir)?;
     }
     Ok(Store::connect(&config.database_url).await?)
 }

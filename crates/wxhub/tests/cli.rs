@@ -145,6 +145,17 @@ fn migrate_applies_once_then_reports_up_to_date() {
 }
 
 #[test]
+fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
+    let dir = Dir::new();
+    // Standard error is a pipe here, as when it is redirected to a file or a journal.
+    let output = wxhub(&dir, &["migrate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let log = stderr(&output);
+    assert!(log.contains("applied database migrations"), "{log}");
+    assert!(!log.contains('\u{1b}'), "escape codes in {log:?}");
+}
+
+#[test]
 fn unreachable_database_fails_with_a_clear_error_and_no_password() {
     let dir = Dir::new();
     // Port 1 on loopback: nothing listens there, so the connection is refused.

@@ -87,3 +87,23 @@ async fn a_running_server_picks_up_a_rotated_keyring_file() {
         "rotated"
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_data_directory_and_its_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let (dir, config) = dev_config();
+    let state = AppState::open(config, Arc::new(SystemClock)).await.unwrap();
+    assert_eq!(mode(&dir.0), 0o700, "the data directory");
+    for name in ["wxhub.db", "wxhub.db-wal", "wxhub.db-shm"] {
+        assert_eq!(mode(&dir.0.join(name)), 0o600, "{name}");
+    }
+    state.store.close().await;
+}

@@ -2,11 +2,14 @@
 //!
 //! Every case is an `async fn(TestDb)` in one of the modules below; `suite!` turns each into
 //! two tests, `sqlite::<name>` and `postgres::<name>`, each on a fresh database. CI checks
-//! that `postgres::` tests ran and passed.
+//! that `postgres::` tests ran and passed. `files` holds the SQLite-only cases about the
+//! database file itself.
 
 mod harness;
 
 mod accounts;
+#[cfg(unix)]
+mod files;
 mod migrations;
 mod oidc;
 mod people;
