@@ -58,5 +58,9 @@ impl TokenService {
             // The login gateway reads websites and settings from the database per request.
             ChangeKind::Websites | ChangeKind::Settings => {}
         }
+        self.emit(crate::EngineEvent::ChangeApplied {
+            account_id: change.account_id.clone(),
+            kind: change.kind,
+        });
     }
 }

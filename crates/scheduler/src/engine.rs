@@ -58,6 +58,11 @@ pub enum EngineEvent {
     StaleWrite { account_id: String, generation: i64 },
     /// The cache took a token written by another replica (notification or reload).
     Adopted { account_id: String, generation: i64 },
+    /// A change announced by the tenancy layer (on any replica) was applied to the caches.
+    ChangeApplied {
+        account_id: String,
+        kind: store::changes::ChangeKind,
+    },
 }
 
 /// What one [`TokenService::run_due`] pass did.
