@@ -98,7 +98,7 @@ impl TokenErrorCode {
     }
 }
 
-/// Why an account cannot offer web login (spec §4: verified service accounts only).
+/// Why an account cannot offer web login (docs/wechat.md §4: verified service accounts only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginRefusal {
     SubscriptionAccount,

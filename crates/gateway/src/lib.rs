@@ -2,13 +2,13 @@
 //! front of WeChat's two web-login modes, and the account's push callback.
 //!
 //! Tenant websites speak standard OIDC (authorization code flow, PKCE S256, ES256 ID tokens);
-//! the gateway turns that into WeChat's OAuth (spec §4) and, for follow-required clients,
+//! the gateway turns that into WeChat's OAuth (docs/wechat.md §4) and, for follow-required clients,
 //! `/cgi-bin/user/info` with the account's core token (§5.1). The push callback (§6, §7)
 //! pre-registers users as they follow and wakes logins waiting for a follow.
 //!
 //! What it must never do:
 //! - call `/cgi-bin/token`: the core token belongs to the scheduler, reached through
-//!   [`CoreTokens`] (a second fetcher would invalidate the scheduler's token, spec §10);
+//!   [`CoreTokens`] (a second fetcher would invalidate the scheduler's token, docs/wechat.md §10);
 //! - keep flow state in memory: pending authorizations, follow waits, codes and tokens are in
 //!   the database, so any replica continues any step;
 //! - log or show a secret, token or code (only their hashes are stored).

@@ -1,4 +1,4 @@
-//! The WeChat side of a login: the OAuth callback (spec §4.2–§4.7) and, for follow-required
+//! The WeChat side of a login: the OAuth callback (docs/wechat.md §4.2–§4.7) and, for follow-required
 //! clients, `/cgi-bin/user/info` (§5.1) and the follow wait.
 //!
 //! Every step reads and writes its state in the database (pending authorization, follow

@@ -73,7 +73,7 @@ pub struct AuthorizeParams {
     pub code_challenge_method: Option<String>,
 }
 
-/// Whether an account may use WeChat web login at all (spec §4: verified service accounts).
+/// Whether an account may use WeChat web login at all (docs/wechat.md §4: verified service accounts).
 pub fn login_refusal(account: &Account) -> Option<LoginRefusal> {
     if account.kind == AccountKind::Subscription {
         Some(LoginRefusal::SubscriptionAccount)

@@ -1,4 +1,4 @@
-//! The push callback `{public_url}/t/{appid}/wechat/push` (spec §6, §7).
+//! The push callback `{public_url}/t/{appid}/wechat/push` (docs/wechat.md §6, §7).
 //!
 //! Order of checks, cheapest and most decisive first, and nothing stored until all pass:
 //! body size (64 KiB, before parsing) → URL `signature` (constant time) → timestamp window →
@@ -35,7 +35,7 @@ use wechat::xml::{self, PushBody, PushKind, PushMessage};
 use crate::error::PushRejection;
 use crate::{Gateway, GatewayError, random_alnum, token_hash};
 
-/// Largest push body accepted (spec §6; `wechat::xml::MAX_PUSH_BYTES`).
+/// Largest push body accepted (docs/wechat.md §6; `wechat::xml::MAX_PUSH_BYTES`).
 pub const MAX_PUSH_BYTES: usize = xml::MAX_PUSH_BYTES;
 /// How far a push's `timestamp` may be from our clock.
 pub const TIMESTAMP_WINDOW_SECS: i64 = 300;

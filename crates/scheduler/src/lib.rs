@@ -4,7 +4,7 @@
 //! the one thing they must never fetch themselves: each `/cgi-bin/token` call supersedes the
 //! previous token (it dies 300 s later) and counts against a 2000/day quota, so independent
 //! fetchers invalidate each other (40001) and exhaust the quota (45009) — the most common
-//! complaint in every WeChat SDK's tracker (spec §10.1). This crate makes wxhub the only
+//! complaint in every WeChat SDK's tracker (docs/wechat.md §10.1). This crate makes wxhub the only
 //! fetcher: it refreshes each account's token once per window, across any number of replicas,
 //! and hands it out.
 //!

@@ -5,13 +5,13 @@
 //!
 //! - A `/cgi-bin/token` token is refreshed once 75–85 % of its lifetime has passed (uniform
 //!   jitter, so accounts created together spread out), while the old token still works for the
-//!   remaining 15–25 % (~18–30 min of 7200 s) — time for retries (spec §10.3).
-//! - A `stable_token` token cannot be renewed early without `force_refresh` (spec §2: a normal
+//!   remaining 15–25 % (~18–30 min of 7200 s) — time for retries (docs/wechat.md §10.3).
+//! - A `stable_token` token cannot be renewed early without `force_refresh` (docs/wechat.md §2: a normal
 //!   call returns the same token until its last 300 s), so it is refreshed inside that window.
 //! - Transient failures back off exponentially with full jitter, capped so that the retry still
 //!   lands before the current token expires.
 //! - Credential/configuration failures wait `attention_retry` (hourly) — a person must act.
-//! - 45009 waits for the next daily reset at 00:00 Asia/Shanghai (spec §1, §12 item 1).
+//! - 45009 waits for the next daily reset at 00:00 Asia/Shanghai (docs/wechat.md §1, §12 item 1).
 
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ pub struct RefreshPolicy {
     pub refresh_from: f64,
     /// Latest refresh point as a fraction of the token's lifetime (default 0.85).
     pub refresh_to: f64,
-    /// Stable-token mode: WeChat rotates a stable token only in its last 300 s (spec §2), so
+    /// Stable-token mode: WeChat rotates a stable token only in its last 300 s (docs/wechat.md §2), so
     /// the refresh is scheduled this long before expiry (default 300 s)…
     pub stable_window: Duration,
     /// …minus a random part of up to this much (default 60 s), leaving retries room.
@@ -47,9 +47,9 @@ pub struct RefreshPolicy {
     /// A backend's "token rejected" report forces a refresh only if the current token is at
     /// least this old (default 30 s), so a misbehaving backend cannot burn the quota.
     pub rejected_min_age: Duration,
-    /// Stable-token force refreshes per day (spec §2: 20).
+    /// Stable-token force refreshes per day (docs/wechat.md §2: 20).
     pub stable_force_daily_limit: i64,
-    /// Minimum spacing of stable-token force refreshes (spec §2: 30 s).
+    /// Minimum spacing of stable-token force refreshes (docs/wechat.md §2: 30 s).
     pub stable_force_min_interval: Duration,
     /// Offset east of UTC of the time zone whose midnight resets WeChat's daily quotas (UTC+8).
     pub quota_utc_offset_secs: i64,

@@ -3,7 +3,7 @@
 //! A backend calls `…/wechat/cgi-bin/user/info?openid=…` with its API key instead of
 //! `https://api.weixin.qq.com/cgi-bin/user/info?access_token=…&openid=…`. The proxy passes the
 //! method, the query, the `Content-Type` and the body through and streams the answer back. On
-//! 40001/40014/42001 it reports the token as rejected (compare-and-swap refresh, spec §10.3)
+//! 40001/40014/42001 it reports the token as rejected (compare-and-swap refresh, docs/wechat.md §10.3)
 //! and retries **once** with the new token — never more, so a broken token cannot loop
 //! (WxJava #313).
 //!
@@ -72,7 +72,7 @@ fn query_has_token(query: &str) -> bool {
         .any(|(key, _)| key.trim().eq_ignore_ascii_case("access_token"))
 }
 
-/// Whether a (small, complete) WeChat answer says the token was rejected (spec §8).
+/// Whether a (small, complete) WeChat answer says the token was rejected (docs/wechat.md §8).
 fn is_token_rejected(body: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Probe {

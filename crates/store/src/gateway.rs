@@ -14,7 +14,8 @@ use crate::pushes::ReceivedPush;
 use crate::{Store, StoreError};
 
 db_enum! {
-    /// The message encryption mode configured for the account in WeChat's console (§6.5).
+    /// The message encryption mode configured for the account in WeChat's console
+    /// (docs/wechat.md §6.5).
     pub enum PushMode {
         /// 明文: the body is readable and not authenticated (the URL signature does not cover
         /// it).

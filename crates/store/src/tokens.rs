@@ -497,7 +497,7 @@ impl Store {
         })
     }
 
-    /// Takes one stable-token force refresh (spec §2: at most `daily_limit` per `day`, at least
+    /// Takes one stable-token force refresh (docs/wechat.md §2: at most `daily_limit` per `day`, at least
     /// `min_interval_ms` apart). Returns whether it was granted; one conditional statement.
     pub async fn take_stable_force(
         &self,

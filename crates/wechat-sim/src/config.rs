@@ -1,7 +1,7 @@
-//! [`SimConfig`]: every behaviour knob of the simulator, with the defaults spec §12 suggests.
+//! [`SimConfig`]: every behaviour knob of the simulator, with the defaults docs/wechat.md §12 suggests.
 //!
-//! Where the spec marks a behaviour as undocumented ([?] items, §12), the simulator picks the
-//! spec's suggested model by default and exposes a field here so a test can flip it. Real
+//! Where docs/wechat.md marks a behaviour as not confirmed (§12), the simulator picks the
+//! model it suggests by default and exposes a field here so a test can flip it. Real
 //! waits (push timeouts) are configured here too, so tests can shorten them.
 
 use std::collections::BTreeMap;

@@ -1,5 +1,6 @@
 //! `wechat-sim`: an in-memory WeChat Official Account platform for tests, demos and
-//! benchmarks, following the project's WeChat reference `docs/wechat.md`.
+//! benchmarks, following the project's WeChat reference `docs/wechat.md`. Section numbers
+//! (§N) in this crate, its tests and its README refer to that document.
 //!
 //! No machine here reaches WeChat, so every WeChat behaviour wxhub depends on is reproduced:
 //! token lifetimes and the 300 s grace of the previous token (§1), stable tokens (§2), daily

@@ -1,4 +1,4 @@
-//! OAuth2 web authorization (网页授权, spec §4): the authorize page, code exchange, user-token
+//! OAuth2 web authorization (网页授权, docs/wechat.md §4): the authorize page, code exchange, user-token
 //! refresh, `sns/auth` and `sns/userinfo`.
 //!
 //! The authorize step is an HTML page, as in WeChat: its errors are pages, never JSON (§4.1).

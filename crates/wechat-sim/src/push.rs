@@ -1,4 +1,4 @@
-//! The push driver (spec §6.3–§6.5, §7): builds the XML WeChat would POST for a follow, QR
+//! The push driver (docs/wechat.md §6.3–§6.5, §7): builds the XML WeChat would POST for a follow, QR
 //! follow, scan, unfollow or text message, signs it (and encrypts it in compatible/safe mode)
 //! with the account's push Token and EncodingAESKey, POSTs it to the account's push URL, and
 //! records every attempt with its answer, judged by `wechat::xml::parse_reply` plus the rules

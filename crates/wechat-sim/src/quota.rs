@@ -1,4 +1,4 @@
-//! Daily API quotas per (appid, cgi_path) and the tools that inspect and reset them (spec §1
+//! Daily API quotas per (appid, cgi_path) and the tools that inspect and reset them (docs/wechat.md §1
 //! "Daily limit", §3.1–§3.3, §3.8).
 //!
 //! A quota day starts at 00:00 in the configured time zone (UTC+8 by default, §12 item 1);

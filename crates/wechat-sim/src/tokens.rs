@@ -1,4 +1,4 @@
-//! Core access tokens (`/cgi-bin/token`, spec §1), stable tokens (`/cgi-bin/stable_token`,
+//! Core access tokens (`/cgi-bin/token`, docs/wechat.md §1), stable tokens (`/cgi-bin/stable_token`,
 //! §2), the credential checks in front of them (appid, secret, frozen secret, IP whitelist)
 //! and the validation every token-authenticated API runs.
 //!

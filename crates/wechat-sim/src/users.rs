@@ -1,4 +1,4 @@
-//! User management APIs (spec §5): `user/info`, `user/info/batchget`, `user/get`, and the
+//! User management APIs (docs/wechat.md §5): `user/info`, `user/info/batchget`, `user/get`, and the
 //! follow-state changes the push driver makes.
 //!
 //! Openids are per account: a person has a different openid at every account, so an openid

@@ -1,4 +1,4 @@
-//! WeChat's wire conventions (spec §0) on the simulator's side: which endpoints exist, how a
+//! WeChat's wire conventions (docs/wechat.md §0) on the simulator's side: which endpoints exist, how a
 //! request is read (query, JSON body, caller IP) and how answers are written — business
 //! errors as HTTP 200 `{"errcode","errmsg"}` with a ` rid: ...` suffix and the Content-Type
 //! `application/json; encoding=utf-8`; authorize-page errors as HTML.

@@ -1,4 +1,4 @@
-//! Request and response types of the WeChat endpoints wxhub uses (spec §1–§5).
+//! Request and response types of the WeChat endpoints wxhub uses (docs/wechat.md §1–§5).
 //!
 //! Decoding is tolerant where WeChat is inconsistent: unknown fields are ignored, and legacy
 //! profile fields may be absent or present-but-empty (both become `None`, §5.1). Numbers are

@@ -1,4 +1,4 @@
-//! [`Client`]: typed async calls to the WeChat API (spec §1–§5).
+//! [`Client`]: typed async calls to the WeChat API (docs/wechat.md §1–§5).
 //!
 //! Success is decided by the body — `errcode` absent or 0 — never by the HTTP status (§0): a
 //! 200 with `errcode: 40001` is an [`WechatError::Api`], and a 5xx whose body still carries an

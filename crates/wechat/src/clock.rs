@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub type UnixMillis = i64;
 
 /// China Standard Time is UTC+8 all year (no daylight saving), and WeChat's daily quotas are
-/// assumed to reset at 00:00 there (spec §1, §12 item 1).
+/// assumed to reset at 00:00 there (docs/wechat.md §1, §12 item 1).
 pub const CHINA_UTC_OFFSET_SECS: i64 = 8 * 3600;
 
 const MS_PER_DAY: i64 = 86_400_000;

@@ -1,4 +1,4 @@
-//! Safe-mode (安全模式) message encryption, the WXBizMsgCrypt scheme (spec §7).
+//! Safe-mode (安全模式) message encryption, the WXBizMsgCrypt scheme (docs/wechat.md §7).
 //!
 //! `Encrypt = base64(AES-256-CBC(pkcs7_32(random16 || msg_len_be32 || msg || appid)))` with
 //! `IV = key[0..16]`. The PKCS#7 padding is to a **32-byte** multiple (§7.1), not the AES block
@@ -34,7 +34,7 @@ const AES_BLOCK: usize = 16;
 const HEADER_LEN: usize = 20;
 
 /// Decodes the EncodingAESKey. 43 base64 characters carry 258 bits for a 256-bit key; the two
-/// spare bits are ignored, as every WeChat SDK does (the spec's own §7.5 key has them set).
+/// spare bits are ignored, as every WeChat SDK does (the docs/wechat.md §7.5 key has them set).
 const KEY_ENGINE: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),

@@ -1,4 +1,4 @@
-//! WeChat's global error codes (spec §8) and how wxhub classifies them.
+//! WeChat's global error codes (docs/wechat.md §8) and how wxhub classifies them.
 //!
 //! WeChat answers business errors with HTTP 200 and `{"errcode": N, "errmsg": "..."}`. The code is
 //! the only stable part: `errmsg` is free text that grows request ids (`rid: ...`) and hints, so
@@ -38,7 +38,7 @@ macro_rules! codes {
         impl ErrCode {
             $( $(#[$doc])* pub const $name: ErrCode = ErrCode($code); )*
 
-            /// Every code in spec §8 (and the IP-confirmation codes of §1), in table order.
+            /// Every code in docs/wechat.md §8 (and the IP-confirmation codes of §1), in table order.
             pub const KNOWN: &'static [ErrCode] = &[$(ErrCode::$name),*];
 
             /// The constant's name for a known code (`"INVALID_CREDENTIAL"`), for logs.
@@ -142,7 +142,7 @@ impl ErrCode {
         self.name().is_some()
     }
 
-    /// Success is an absent errcode or 0 (spec §0).
+    /// Success is an absent errcode or 0 (docs/wechat.md §0).
     pub fn is_ok(self) -> bool {
         self.0 == 0
     }

@@ -15,7 +15,7 @@ const MAX_ERRMSG: usize = 512;
 /// A failed WeChat API call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WechatError {
-    /// WeChat answered with a non-zero `errcode` (whatever the HTTP status, spec §0).
+    /// WeChat answered with a non-zero `errcode` (whatever the HTTP status, docs/wechat.md §0).
     #[error("WeChat {endpoint} returned errcode {code}: {errmsg}{}", rid.as_ref().map(|r| format!(" (rid {r})")).unwrap_or_default())]
     Api {
         /// The API path, e.g. `/cgi-bin/token`.
@@ -131,7 +131,7 @@ impl WechatError {
     }
 
     /// For a 40164 (IP not whitelisted), the caller's egress IP that WeChat echoes in errmsg
-    /// (`invalid ip 1.2.3.4 ipv6 ::ffff:1.2.3.4, not in whitelist`, spec §1), so the owner can
+    /// (`invalid ip 1.2.3.4 ipv6 ::ffff:1.2.3.4, not in whitelist`, docs/wechat.md §1), so the owner can
     /// be told exactly which address to whitelist.
     pub fn caller_ip(&self) -> Option<IpAddr> {
         match self {

@@ -4,7 +4,7 @@
 use crate::crypto::{EncodingAesKey, MsgCrypt};
 use crate::xml;
 
-/// Fixed key of the `safe_mode_decrypt` target (the spec's §7.5 vector key).
+/// Fixed key of the `safe_mode_decrypt` target (the docs/wechat.md §7.5 vector key).
 pub const FUZZ_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 /// Fixed appid of the `safe_mode_decrypt` target.
 pub const FUZZ_APPID: &str = "wxb11529c136998cb6";

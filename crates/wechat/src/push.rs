@@ -1,4 +1,4 @@
-//! Signatures of WeChat's server pushes (spec §6.2, §6.3, §7.3).
+//! Signatures of WeChat's server pushes (docs/wechat.md §6.2, §6.3, §7.3).
 //!
 //! WeChat signs every request it sends to a push URL with the account's push Token:
 //! `signature = sha1(sort(token, timestamp, nonce))`, and in safe mode additionally
@@ -22,13 +22,13 @@ fn sorted_sha1_hex(parts: &mut [&str]) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The URL `signature` of a push or of the URL-verification GET (spec §6.2):
+/// The URL `signature` of a push or of the URL-verification GET (docs/wechat.md §6.2):
 /// sha1 over the sorted concatenation of `token`, `timestamp` and `nonce`, lowercase hex.
 pub fn signature(token: &str, timestamp: &str, nonce: &str) -> String {
     sorted_sha1_hex(&mut [token, timestamp, nonce])
 }
 
-/// The safe-mode `msg_signature` (spec §7.3): sha1 over the sorted concatenation of `token`,
+/// The safe-mode `msg_signature` (docs/wechat.md §7.3): sha1 over the sorted concatenation of `token`,
 /// `timestamp`, `nonce` and the base64 `encrypt` string exactly as it appears in the XML.
 pub fn msg_signature(token: &str, timestamp: &str, nonce: &str, encrypt: &str) -> String {
     sorted_sha1_hex(&mut [token, timestamp, nonce, encrypt])
@@ -42,7 +42,7 @@ pub fn verify_signature(token: &str, timestamp: &str, nonce: &str, signature: &s
 }
 
 /// Whether `msg_signature` is the safe-mode signature of `(token, timestamp, nonce, encrypt)`.
-/// Check this *before* decrypting (spec §7.3): an attacker without the token cannot then feed
+/// Check this *before* decrypting (docs/wechat.md §7.3): an attacker without the token cannot then feed
 /// chosen ciphertexts to the decryptor.
 pub fn verify_msg_signature(
     token: &str,

@@ -88,12 +88,12 @@ secret_type! {
 
 secret_type! {
     /// An access token: the account's core token (`/cgi-bin/token`, `/cgi-bin/stable_token`)
-    /// or a user's OAuth token (`/sns/oauth2/access_token`). Opaque, up to 512+ characters (§0).
+    /// or a user's OAuth token (`/sns/oauth2/access_token`). Opaque, up to 512+ characters (docs/wechat.md §0).
     AccessToken
 }
 
 secret_type! {
-    /// A user's OAuth refresh token (30 days, §4.5).
+    /// A user's OAuth refresh token (30 days, docs/wechat.md §4.5).
     RefreshToken
 }
 

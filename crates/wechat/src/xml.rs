@@ -1,5 +1,5 @@
 //! Push XML: parsing what WeChat POSTs to a push URL, and building (and checking) replies
-//! (spec §6.3–§6.5, §7.4).
+//! (docs/wechat.md §6.3–§6.5, §7.4).
 //!
 //! The parser reads untrusted bytes from the internet, so it is deliberately narrow:
 //! - a hard size cap ([`MAX_PUSH_BYTES`]) checked before any parsing;

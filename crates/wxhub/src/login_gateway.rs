@@ -1,8 +1,8 @@
 //! Wiring of the login gateway: the adapter that hands it the scheduler's core tokens, and
 //! its construction from the configuration.
 //!
-//! The gateway never fetches a core token itself (that would invalidate the scheduler's, spec
-//! §10); it asks [`scheduler::TokenService`] through [`gateway::CoreTokens`].
+//! The gateway never fetches a core token itself (that would invalidate the scheduler's,
+//! docs/wechat.md §10); it asks [`scheduler::TokenService`] through [`gateway::CoreTokens`].
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! Integration tests: the `wechat` client against the simulator on 127.0.0.1:0, one test per
-//! rule of spec §1–§7 and the §11 checklist. Time moves with a shared ManualClock; the only
+//! rule of docs/wechat.md §1–§7 and the §11 checklist. Time moves with a shared ManualClock; the only
 //! real waits are push delivery timeouts (configured short) and injected latency.
 
 mod common;
