@@ -391,3 +391,76 @@ async fn openapi_document_describes_the_routes() {
         assert!(doc["paths"][path].is_object(), "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_is_refused_what_its_scopes_do_not_allow_with_403() {
+    let api = api().await;
+    let add_key = |scopes: &str, paths: Option<Vec<String>>| {
+        let store = api.hub.store.clone();
+        let account_id = api.a.id.clone();
+        let scopes = store::api_keys::KeyScopes::parse(scopes).unwrap();
+        let now = api.hub.now();
+        async move {
+            let key = generate_api_key().unwrap();
+            store
+                .create_api_key(
+                    &store::api_keys::NewApiKey {
+                        scopes,
+                        proxy_paths: paths,
+                        ..store::api_keys::NewApiKey::with_all_scopes(&account_id, &key.hash, "s")
+                    },
+                    now,
+                    &store::audit::AuditRecord::new("test", "api_key.create"),
+                )
+                .await
+                .unwrap();
+            key.secret.expose().to_owned()
+        }
+    };
+    let token_only = add_key("token", None).await;
+    assert_eq!(
+        api.get_token(&api.a.appid, &token_only).await.0,
+        StatusCode::OK
+    );
+    let report = api
+        .http
+        .post(api.url(&api.a.appid, "access_token/invalid"))
+        .bearer_auth(&token_only)
+        .json(&serde_json::json!({ "access_token": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(report.status(), StatusCode::FORBIDDEN);
+    let body: Value = report.json().await.unwrap();
+    assert_eq!(body["error"], "scope_missing");
+    let proxied = api
+        .http
+        .get(api.url(&api.a.appid, "wechat/cgi-bin/get_api_domain_ip"))
+        .bearer_auth(&token_only)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), StatusCode::FORBIDDEN);
+
+    let proxy_only = add_key("proxy", Some(vec!["/cgi-bin/get_api_domain_ip".to_owned()])).await;
+    assert_eq!(
+        api.get_token(&api.a.appid, &proxy_only).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let allowed = api
+        .http
+        .get(api.url(&api.a.appid, "wechat/cgi-bin/get_api_domain_ip"))
+        .bearer_auth(&proxy_only)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    let other_path = api
+        .http
+        .get(api.url(&api.a.appid, "wechat/cgi-bin/getcallbackip"))
+        .bearer_auth(&proxy_only)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_path.status(), StatusCode::FORBIDDEN);
+}
