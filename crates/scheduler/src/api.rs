@@ -75,8 +75,9 @@ pub(crate) enum ApiError {
     Pending,
     #[error("WeChat could not be reached: {0}")]
     Upstream(String),
+    /// A failure inside wxhub; the source is logged (with its chain), never returned.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 #[derive(Serialize)]
@@ -109,9 +110,9 @@ impl ApiError {
                 retry_after_secs: ((retry_at - now + 999) / 1000).max(1),
             },
             TokenError::Pending => ApiError::Pending,
-            TokenError::Store(e) => ApiError::Internal(e.to_string()),
-            TokenError::Vault(e) => ApiError::Internal(e.to_string()),
-            TokenError::HttpClient(e) => ApiError::Internal(e.to_string()),
+            TokenError::Store(e) => ApiError::Internal(Box::new(e)),
+            TokenError::Vault(e) => ApiError::Internal(Box::new(e)),
+            TokenError::HttpClient(e) => ApiError::Internal(Box::new(e)),
         }
     }
 }
@@ -153,14 +154,31 @@ impl IntoResponse for ApiError {
                 Some(*retry_after_secs),
             ),
             ApiError::Pending => (self.to_string(), None, None, Some(1)),
-            ApiError::Internal(cause) | ApiError::Upstream(cause) => {
+            ApiError::Internal(cause) => {
+                // The whole chain, for the operator; the caller gets a fixed sentence.
+                let mut chain = cause.to_string();
+                let mut source = cause.source();
+                while let Some(inner) = source {
+                    chain.push_str(": ");
+                    chain.push_str(&inner.to_string());
+                    source = inner.source();
+                }
+                tracing::error!(error = %chain, code, "token API request failed");
+                (
+                    "internal error; the operator can find the cause in wxhub's log".to_owned(),
+                    None,
+                    None,
+                    None,
+                )
+            }
+            ApiError::Upstream(cause) => {
                 tracing::error!(error = %cause, code, "token API request failed");
-                let message = if matches!(self, ApiError::Internal(_)) {
-                    "internal error; the operator can find the cause in wxhub's log".to_owned()
-                } else {
-                    "WeChat could not be reached; retry later".to_owned()
-                };
-                (message, None, None, None)
+                (
+                    "WeChat could not be reached; retry later".to_owned(),
+                    None,
+                    None,
+                    None,
+                )
             }
             other => (other.to_string(), None, None, None),
         };
@@ -242,7 +260,7 @@ impl TokenService {
                     .store
                     .use_api_key(&hex::encode(hash), now)
                     .await
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    .map_err(|e| ApiError::Internal(Box::new(e)))?;
                 let Some(record) = record else {
                     self.inner.keys.forget(&hash);
                     return Err(ApiError::Unauthorized);

@@ -72,6 +72,7 @@ suite! {
     records::revoked_api_key_no_longer_authenticates,
     records::audit_log_lists_newest_first,
     records::announced_changes_reach_a_feed_once_and_in_order,
+    records::a_failed_change_leaves_no_audit_entry_and_no_announcement,
     oidc::auth_code_is_single_use_and_reuse_revokes_its_tokens,
     oidc::expired_or_foreign_auth_code_is_not_redeemed,
     oidc::pending_authorization_finishes_once,

@@ -446,6 +446,55 @@ pub async fn audit_log_lists_newest_first(db: TestDb) {
     );
 }
 
+pub async fn a_failed_change_leaves_no_audit_entry_and_no_announcement(db: TestDb) {
+    let account = account(&db.store, "wx-atomic").await;
+    let record = |action: &str| {
+        AuditRecord::new("cli", action)
+            .account(account.id.clone())
+            .announce(ChangeKind::ApiKeys)
+    };
+    let key = store::api_keys::NewApiKey::with_all_scopes(&account.id, "same-hash", "one");
+    db.store
+        .create_api_key(&key, NOW, &record("api_key.create"))
+        .await
+        .unwrap();
+    // The same hash again: the insert fails, and its audit entry and change row with it.
+    let again = store::api_keys::NewApiKey::with_all_scopes(&account.id, "same-hash", "two");
+    assert!(matches!(
+        db.store
+            .create_api_key(&again, NOW + 1, &record("api_key.create.again"))
+            .await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    // Nothing to revoke: nothing written.
+    assert!(
+        !db.store
+            .revoke_api_key(
+                &account.id,
+                "no-such-key",
+                NOW + 2,
+                &record("api_key.revoke")
+            )
+            .await
+            .unwrap()
+    );
+    let actions: Vec<String> = db
+        .store
+        .list_audit_page(&AuditFilter::default(), None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(actions, ["api_key.create"]);
+    let changes = db
+        .store
+        .list_changes_since(i64::MIN, i64::MIN, 100)
+        .await
+        .unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+}
+
 pub async fn announced_changes_reach_a_feed_once_and_in_order(db: TestDb) {
     let mut feed = db.store.change_feed().await.unwrap();
     // Written before the feed existed: not replayed. (None here; the feed starts empty.)
