@@ -149,6 +149,28 @@ impl fmt::Debug for WrappedDekRecord {
     }
 }
 
+/// Where an account's core token stands, without the token: what listings show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHealth {
+    pub state: crate::tokens::TokenState,
+    pub issued_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    /// Token fetches on `quota_day`.
+    pub upstream_calls_today: i64,
+    pub quota_day: i64,
+    pub last_error_code: Option<i64>,
+    pub last_error_message: Option<String>,
+    pub last_error_ip: Option<String>,
+}
+
+macro_rules! account_columns_as_a {
+    () => {
+        "a.id AS id, a.owner_user_id AS owner_user_id, a.appid AS appid, a.name AS name, \
+         a.kind AS kind, a.verified AS verified, a.token_mode AS token_mode, a.state AS state, \
+         a.created_at AS created_at, a.updated_at AS updated_at"
+    };
+}
+
 macro_rules! account_columns {
     () => {
         "id, owner_user_id, appid, name, kind, verified, token_mode, state, created_at, updated_at"
@@ -366,6 +388,68 @@ impl Store {
                 .iter()
                 .map(account_from_row)
                 .collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Accounts with their token health, ordered by id after `after_id` (keyset pagination),
+    /// at most `limit` (capped at 1000); only `owner_user_id`'s when given. One query, no
+    /// ciphertext: what account listings show.
+    pub async fn list_account_health_page(
+        &self,
+        owner_user_id: Option<&str>,
+        after_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(Account, Option<TokenHealth>)>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                account_columns_as_a!(),
+                ", t.account_id AS t_account_id, t.state AS t_state, t.issued_at AS t_issued_at, \
+                 t.expires_at AS t_expires_at, t.upstream_calls_today AS t_calls, \
+                 t.quota_day AS t_quota_day, t.last_error_code AS t_error_code, \
+                 t.last_error_message AS t_error_message, t.last_error_ip AS t_error_ip \
+                 FROM accounts a LEFT JOIN core_tokens t ON t.account_id = a.id \
+                 WHERE a.id > ?1 AND (?2 IS NULL OR a.owner_user_id = ?2) ORDER BY a.id LIMIT ?3"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                account_columns_as_a!(),
+                ", t.account_id AS t_account_id, t.state AS t_state, t.issued_at AS t_issued_at, \
+                 t.expires_at AS t_expires_at, t.upstream_calls_today AS t_calls, \
+                 t.quota_day AS t_quota_day, t.last_error_code AS t_error_code, \
+                 t.last_error_message AS t_error_message, t.last_error_ip AS t_error_ip \
+                 FROM accounts a LEFT JOIN core_tokens t ON t.account_id = a.id \
+                 WHERE a.id > $1 AND ($2::TEXT IS NULL OR a.owner_user_id = $2) \
+                 ORDER BY a.id LIMIT $3"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d))
+                .bind(after_id.unwrap_or(""))
+                .bind(owner_user_id)
+                .bind(page_limit(limit, MAX_PAGE))
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    let account = account_from_row(row)?;
+                    let health = match row.opt_text("t_account_id")? {
+                        None => None,
+                        Some(_) => Some(TokenHealth {
+                            state: row.enumerated("t_state")?,
+                            issued_at: row.opt_int("t_issued_at")?,
+                            expires_at: row.opt_int("t_expires_at")?,
+                            upstream_calls_today: row.int("t_calls")?,
+                            quota_day: row.int("t_quota_day")?,
+                            last_error_code: row.opt_int("t_error_code")?,
+                            last_error_message: row.opt_text("t_error_message")?,
+                            last_error_ip: row.opt_text("t_error_ip")?,
+                        }),
+                    };
+                    Ok((account, health))
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
         })
     }
 

@@ -51,6 +51,8 @@ pub struct TenancyConfig {
     /// The shortest time between two "refresh now" of one account (each one supersedes the
     /// token every backend uses and spends the daily quota).
     pub refresh_now_min_interval: std::time::Duration,
+    /// The time zone of WeChat's daily quota day, as the scheduler counts it (UTC+8).
+    pub quota_utc_offset_secs: i64,
 }
 
 impl TenancyConfig {
@@ -60,6 +62,7 @@ impl TenancyConfig {
             public_url,
             daily_token_budget: 200,
             refresh_now_min_interval: std::time::Duration::from_secs(300),
+            quota_utc_offset_secs: wechat::clock::CHINA_UTC_OFFSET_SECS,
         }
     }
 }

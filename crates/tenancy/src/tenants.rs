@@ -4,7 +4,7 @@
 use accounts::AccountInput;
 use accounts::registry::{FIELD_APPSECRET, FIELD_ENCODING_AES_KEY, FIELD_PUSH_TOKEN};
 use serde_json::json;
-use store::accounts::{Account, AccountKind, AccountState, TokenMode};
+use store::accounts::{Account, AccountKind, AccountState, TokenHealth, TokenMode};
 use store::changes::ChangeKind;
 use store::people::{NewUser, Role};
 use store::tokens::TokenState;
@@ -203,7 +203,22 @@ impl Tenancy {
     /// The account with its health.
     async fn view(&self, account: Account) -> Result<AccountView, TenancyError> {
         let token = self.store().get_core_token(&account.id).await?;
+        let health = token.map(|t| TokenHealth {
+            state: t.state,
+            issued_at: t.issued_at,
+            expires_at: t.expires_at,
+            upstream_calls_today: t.upstream_calls_today,
+            quota_day: t.quota_day,
+            last_error_code: t.last_error_code,
+            last_error_message: t.last_error_message,
+            last_error_ip: t.last_error_ip,
+        });
+        Ok(self.with_health(account, health))
+    }
+
+    fn with_health(&self, account: Account, token: Option<TokenHealth>) -> AccountView {
         let budget = self.config().daily_token_budget;
+        let today = wechat::clock::day_index(self.now(), self.config().quota_utc_offset_secs);
         let health = match token {
             Some(token) => {
                 let fix = match token.state {
@@ -220,7 +235,12 @@ impl Tenancy {
                 Health {
                     state: token.state,
                     expires_at: token.expires_at,
-                    fetches_today: token.upstream_calls_today,
+                    // The count is of the day it was last taken on.
+                    fetches_today: if token.quota_day == today {
+                        token.upstream_calls_today
+                    } else {
+                        0
+                    },
                     daily_budget: budget,
                     last_error_code: token.last_error_code,
                     last_error: token.last_error_message,
@@ -237,7 +257,7 @@ impl Tenancy {
                 fix: None,
             },
         };
-        Ok(AccountView { account, health })
+        AccountView { account, health }
     }
 
     /// The accounts `principal` may see, ordered by id after `after_id`, at most `limit`.
@@ -248,22 +268,14 @@ impl Tenancy {
         limit: u32,
     ) -> Result<Vec<AccountView>, TenancyError> {
         policy::authorize(principal, Operation::AccountList, None)?;
-        let accounts = match principal.owner_id() {
-            Some(owner) => self
-                .store()
-                .list_accounts_of_owner(owner)
-                .await?
-                .into_iter()
-                .filter(|a| after_id.is_none_or(|after| a.id.as_str() > after))
-                .take(limit as usize)
-                .collect(),
-            None => self.store().list_accounts_page(after_id, limit).await?,
-        };
-        let mut views = Vec::with_capacity(accounts.len());
-        for account in accounts {
-            views.push(self.view(account).await?);
-        }
-        Ok(views)
+        let rows = self
+            .store()
+            .list_account_health_page(principal.owner_id(), after_id, limit)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(account, health)| self.with_health(account, health))
+            .collect())
     }
 
     /// One account with its health.

@@ -64,6 +64,7 @@ impl AppState {
             clock.clone(),
             tenancy::TenancyConfig {
                 daily_token_budget: tokens.config().policy.daily_budget,
+                quota_utc_offset_secs: tokens.config().policy.quota_utc_offset_secs,
                 ..tenancy::TenancyConfig::new(config.public_url.clone())
             },
         );

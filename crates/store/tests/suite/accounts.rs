@@ -417,3 +417,56 @@ pub async fn deks_are_counted_per_kek(db: TestDb) {
         vec![("kek-a".to_owned(), 1), ("kek-b".to_owned(), 3)]
     );
 }
+
+pub async fn account_health_lists_by_owner_in_pages_with_token_state(db: TestDb) {
+    let alice = owner(&db.store).await;
+    let bob = owner(&db.store).await;
+    let mut alices = Vec::new();
+    for i in 0..3 {
+        let account = db
+            .store
+            .create_account(&new_account(&alice, &format!("wx-health-a{i}")), NOW)
+            .await
+            .unwrap();
+        alices.push(account.id);
+    }
+    db.store
+        .create_account(&new_account(&bob, "wx-health-b"), NOW)
+        .await
+        .unwrap();
+    let all = db
+        .store
+        .list_account_health_page(None, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+    // A new account has its pending token row.
+    assert!(all.iter().all(|(_, health)| {
+        health.as_ref().is_some_and(|h| {
+            h.state == store::tokens::TokenState::Pending && h.expires_at.is_none()
+        })
+    }));
+    let first = db
+        .store
+        .list_account_health_page(Some(&alice.id), None, 2)
+        .await
+        .unwrap();
+    let rest = db
+        .store
+        .list_account_health_page(Some(&alice.id), Some(&first[1].0.id), 2)
+        .await
+        .unwrap();
+    let ids: Vec<String> = first
+        .iter()
+        .chain(&rest)
+        .map(|(a, _)| a.id.clone())
+        .collect();
+    alices.sort();
+    assert_eq!(ids, alices);
+    assert!(
+        first
+            .iter()
+            .chain(&rest)
+            .all(|(a, _)| a.owner_user_id == alice.id)
+    );
+}

@@ -49,6 +49,7 @@ suite! {
     accounts::duplicate_appid_is_rejected,
     accounts::deleting_an_account_shreds_its_secrets_and_cascades,
     accounts::accounts_page_by_id_without_secrets,
+    accounts::account_health_lists_by_owner_in_pages_with_token_state,
     accounts::rotation_lists_other_keks_and_rewraps_only_unchanged_rows,
     accounts::deks_are_counted_per_kek,
     tokens::lease_claim_has_exactly_one_winner,
