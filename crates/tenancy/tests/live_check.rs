@@ -2,43 +2,21 @@
 //! fix and stores nothing (no account, no audit entry); a passing check leaves the token the
 //! owner's current backend uses valid, because it never calls `/cgi-bin/token`.
 
-use std::sync::Arc;
+mod common;
 
-use accounts::VaultHandle;
-use store::Store;
 use store::accounts::{AccountKind, TokenMode};
 use store::audit::AuditFilter;
 use tenancy::tenants::{LiveCheck, NewOwner, Registration};
-use tenancy::{Principal, Tenancy, TenancyConfig, TenancyError};
+use tenancy::{Principal, Tenancy, TenancyError};
 use testkit::TestDatabase;
-use vault::{KeyId, Keyring, SecretString, Vault};
-use wechat::{AppSecret, SystemClock};
-use wechat_sim::{AccountSpec, RunningSim, SimConfig, Simulator, WhitelistMode};
+use vault::SecretString;
+use wechat::AppSecret;
+use wechat_sim::{AccountSpec, RunningSim, WhitelistMode};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
 async fn setup(db: &TestDatabase, api_base: Option<url::Url>) -> (Tenancy, RunningSim) {
-    let sim = wechat_sim::spawn(
-        Simulator::new(SimConfig::default()),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let store = Store::connect(db.url()).await.unwrap();
-    let vault = Arc::new(VaultHandle::fixed(Vault::new(Keyring::generate(
-        KeyId::new("k1").unwrap(),
-    ))));
-    let mut config = wechat::ClientConfig::for_base(api_base.unwrap_or_else(|| sim.base_url()));
-    config.timeout = std::time::Duration::from_secs(2);
-    let wechat = wechat::Client::new(config).unwrap();
-    let tenancy = Tenancy::new(
-        store,
-        vault,
-        wechat,
-        Arc::new(SystemClock),
-        TenancyConfig::new(url::Url::parse("https://hub.example").unwrap()),
-    );
-    (tenancy, sim)
+    common::tenancy_with_sim(db, api_base).await
 }
 
 fn registration(appid: &str, secret: &str) -> Registration {

@@ -5,10 +5,8 @@
 //! exhaustively, so a new operation fails to compile here until it is given a call, and fails
 //! the test until it is given a row in `EXPECTED`.
 
-use std::sync::Arc;
+mod common;
 
-use accounts::VaultHandle;
-use store::Store;
 use store::accounts::{AccountKind, TokenMode};
 use store::api_keys::KeyScopes;
 use store::oidc::LoginMode;
@@ -18,11 +16,10 @@ use tenancy::people::AuditQuery;
 use tenancy::settings::SettingsChange;
 use tenancy::tenants::{LiveCheck, NewOwner, Registration};
 use tenancy::websites::NewWebsite;
-use tenancy::{Operation, Principal, Tenancy, TenancyConfig, TenancyError};
+use tenancy::{Operation, Principal, Tenancy, TenancyError};
 use testkit::TestDatabase;
-use vault::{KeyId, Keyring, SecretString, Vault};
-use wechat::SystemClock;
-use wechat_sim::{AccountSpec, RunningSim, SimConfig, Simulator};
+use vault::SecretString;
+use wechat_sim::{AccountSpec, RunningSim};
 
 /// (operation, the account's owner, another owner, an operator): allowed?
 const EXPECTED: &[(Operation, bool, bool, bool)] = &[
@@ -79,24 +76,7 @@ fn secret_of(appid: &str) -> String {
 
 impl World {
     async fn new(db: &TestDatabase) -> World {
-        let sim = wechat_sim::spawn(
-            Simulator::new(SimConfig::default()),
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        let store = Store::connect(db.url()).await.unwrap();
-        let vault = Arc::new(VaultHandle::fixed(Vault::new(Keyring::generate(
-            KeyId::new("k1").unwrap(),
-        ))));
-        let wechat = wechat::Client::new(wechat::ClientConfig::for_base(sim.base_url())).unwrap();
-        let tenancy = Tenancy::new(
-            store,
-            vault,
-            wechat,
-            Arc::new(SystemClock),
-            TenancyConfig::new(url::Url::parse("https://hub.example").unwrap()),
-        );
+        let (tenancy, sim) = common::tenancy_with_sim(db, None).await;
         let cli = Principal::cli();
         let mut principals = Vec::new();
         for (email, role) in [

@@ -10,27 +10,24 @@ use store::accounts::{AccountKind, TokenMode};
 use store::people::{NewUser, Role};
 use vault::{Keyring, SecretString, Vault};
 
-struct Dir(PathBuf);
+/// A data directory of its own (removed on drop).
+struct Dir(testkit::TempDir);
 
 impl Dir {
     fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("wxhub-cli-test-{}", store::new_id()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
+        Self(testkit::TempDir::new())
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 
     fn db_url(&self) -> String {
-        format!("sqlite://{}/wxhub.db?mode=rwc", self.0.display())
+        format!("sqlite://{}/wxhub.db?mode=rwc", self.path().display())
     }
 
     fn keyring(&self) -> PathBuf {
-        self.0.join("keyring.toml")
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.path().join("keyring.toml")
     }
 }
 
@@ -44,7 +41,7 @@ fn wxhub(dir: &Dir, args: &[&str]) -> Output {
     }
     command
         .arg("--data-dir")
-        .arg(&dir.0)
+        .arg(dir.path())
         .args(args)
         .output()
         .expect("run wxhub")
@@ -252,7 +249,7 @@ async fn serve_refuses_a_keyring_that_lacks_the_databases_key() {
             .success()
     );
     register_one(&dir, &dir.keyring(), "0123456789abcdef0123456789abcdef").await;
-    let stranger = dir.0.join("stranger.toml");
+    let stranger = dir.path().join("stranger.toml");
     let out = wxhub(
         &dir,
         &[

@@ -95,9 +95,9 @@ async fn changes_on_one_replica_reach_the_other(db: TestDatabase) {
     let running = wechat_sim::spawn(sim, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let dir = std::env::temp_dir().join(format!("wxhub-replicas-test-{}", store::new_id()));
+    let dir = testkit::TempDir::new();
     let config = Config::load(&ConfigArgs {
-        data_dir: Some(dir.clone()),
+        data_dir: Some(dir.path().to_owned()),
         database_url: Some(db.url().to_owned()),
         dev_keyring: true,
         wechat_api_url: Some(running.base_url()),
@@ -173,7 +173,6 @@ async fn changes_on_one_replica_reach_the_other(db: TestDatabase) {
 
     a.stop().await;
     b.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
     db.finish().await;
 }
 

@@ -6,18 +6,12 @@ use wechat::SystemClock;
 use wxhub::config::{Config, ConfigArgs};
 use wxhub::server::{AppState, serve_on};
 
-struct Dir(std::path::PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn dev_config() -> (Dir, Config) {
-    let dir = Dir(std::env::temp_dir().join(format!("wxhub-server-test-{}", store::new_id())));
+/// A configuration whose data directory (not yet created) lies in a fresh temporary
+/// directory, removed on drop.
+fn dev_config() -> (testkit::TempDir, Config) {
+    let dir = testkit::TempDir::new();
     let config = Config::load(&ConfigArgs {
-        data_dir: Some(dir.0.clone()),
+        data_dir: Some(dir.path().join("data")),
         dev_keyring: true,
         ..ConfigArgs::default()
     })
@@ -58,7 +52,7 @@ async fn health_and_readiness_answer_on_a_random_port() {
 #[tokio::test]
 async fn a_running_server_picks_up_a_rotated_keyring_file() {
     let (dir, config) = dev_config();
-    let keyring_path = dir.0.join("keyring.toml");
+    let keyring_path = dir.path().join("data").join("keyring.toml");
     let state = AppState::open(config, Arc::new(SystemClock)).await.unwrap();
     let before = state.vault.current().keyring().active_id().to_string();
     assert!(
@@ -101,9 +95,10 @@ async fn a_new_data_directory_and_its_database_are_private() {
     };
     let (dir, config) = dev_config();
     let state = AppState::open(config, Arc::new(SystemClock)).await.unwrap();
-    assert_eq!(mode(&dir.0), 0o700, "the data directory");
+    let data = dir.path().join("data");
+    assert_eq!(mode(&data), 0o700, "the data directory");
     for name in ["wxhub.db", "wxhub.db-wal", "wxhub.db-shm"] {
-        assert_eq!(mode(&dir.0.join(name)), 0o600, "{name}");
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}");
     }
     state.store.close().await;
 }

@@ -14,12 +14,15 @@ use wxhub::tenants::{self, NewAccountArgs};
 const APPID: &str = "wx0123456789abcdef";
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
-struct Dir(std::path::PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh data directory (removed on drop) with the simulator at `sim` as WeChat.
+fn config_in(dir: &testkit::TempDir, sim: Option<&wechat_sim::RunningSim>) -> Config {
+    Config::load(&ConfigArgs {
+        data_dir: Some(dir.path().join("data")),
+        dev_keyring: true,
+        wechat_api_url: sim.map(|s| s.base_url()),
+        ..ConfigArgs::default()
+    })
+    .unwrap()
 }
 
 fn args() -> NewAccountArgs {
@@ -41,14 +44,8 @@ async fn cli_registers_an_account_and_its_key_reads_the_token_from_the_server() 
     let running = wechat_sim::spawn(sim, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let dir = Dir(std::env::temp_dir().join(format!("wxhub-tenants-test-{}", store::new_id())));
-    let config = Config::load(&ConfigArgs {
-        data_dir: Some(dir.0.clone()),
-        dev_keyring: true,
-        wechat_api_url: Some(running.base_url()),
-        ..ConfigArgs::default()
-    })
-    .unwrap();
+    let dir = testkit::TempDir::new();
+    let config = config_in(&dir, Some(&running));
 
     // No secret on stdin: refused, nothing registered.
     let empty = tenants::account_add(&config, &args(), &mut Cursor::new(Vec::new())).await;
@@ -142,13 +139,8 @@ async fn cli_registers_an_account_and_its_key_reads_the_token_from_the_server() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_configure_validates_keeps_and_clears_gateway_settings() {
-    let dir = Dir(std::env::temp_dir().join(format!("wxhub-configure-test-{}", store::new_id())));
-    let config = Config::load(&ConfigArgs {
-        data_dir: Some(dir.0.clone()),
-        dev_keyring: true,
-        ..ConfigArgs::default()
-    })
-    .unwrap();
+    let dir = testkit::TempDir::new();
+    let config = config_in(&dir, None);
     // No simulator here: registered without the credential check.
     let offline = NewAccountArgs {
         skip_check: true,
@@ -219,14 +211,8 @@ async fn cli_checks_secrets_with_wechat_and_manages_websites_and_the_audit_log()
     let running = wechat_sim::spawn(sim, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let dir = Dir(std::env::temp_dir().join(format!("wxhub-cli-test-{}", store::new_id())));
-    let config = Config::load(&ConfigArgs {
-        data_dir: Some(dir.0.clone()),
-        dev_keyring: true,
-        wechat_api_url: Some(running.base_url()),
-        ..ConfigArgs::default()
-    })
-    .unwrap();
+    let dir = testkit::TempDir::new();
+    let config = config_in(&dir, Some(&running));
 
     // A wrong AppSecret is refused by WeChat with the fix in both languages; nothing stored.
     let wrong = "ffffffffffffffffffffffffffffffff";
