@@ -27,6 +27,7 @@ pub mod notify;
 pub mod oidc;
 pub mod people;
 pub mod pushes;
+pub mod sealed;
 pub mod stats;
 pub mod tokens;
 

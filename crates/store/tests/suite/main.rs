@@ -11,6 +11,7 @@ mod migrations;
 mod oidc;
 mod people;
 mod records;
+mod sealed;
 mod tokens;
 
 macro_rules! suite {
@@ -76,4 +77,7 @@ suite! {
     oidc::concurrent_redemptions_spend_once_and_revoke_the_issued_token,
     oidc::next_key_is_published_then_promoted_and_one_key_is_active,
     oidc::one_query_lookups_agree_with_the_separate_ones,
+    sealed::sealed_deks_are_counted_per_holder_and_kek,
+    sealed::every_holder_lists_other_keks_and_replaces_only_unchanged_rows,
+    sealed::migration_6_splits_signing_keys_sealed_in_one_blob,
 }
