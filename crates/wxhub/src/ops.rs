@@ -147,18 +147,71 @@ pub async fn vault_rotate(
     rotation::check_keyring_matches(&store, &keyring).await?;
     let rotated = keyring.add_key(new_key_id(key_id)?)?;
     rotated.save(&path)?;
-    let mut out = format!(
+    let out = format!(
         "added master key `{}` to {} and made it active\n",
         rotated.active_id(),
         path.display()
     );
+    finish_activation(store, rotated, no_rewrap, batch, out).await
+}
+
+/// `wxhub vault rotate --no-activate`: adds a fresh master key without making it active, for
+/// replicas with their own copies of the keyring: once every copy holds the key, activating it
+/// anywhere ([`vault_activate`]) wraps under a key every replica can already read.
+pub async fn vault_add_inactive_key(
+    config: &Config,
+    key_id: Option<String>,
+) -> anyhow::Result<String> {
+    let path = keyring_file(config)?;
+    let (store, keyring) = open_store_and_keyring(config).await?;
+    let checked = rotation::check_keyring_matches(&store, &keyring).await;
+    store.close().await;
+    checked?;
+    let staged = keyring
+        .add_key(new_key_id(key_id)?)?
+        .with_active(keyring.active_id())?;
+    let added = staged.key_ids().last().expect("the key just added").clone();
+    staged.save(&path)?;
+    Ok(format!(
+        "added master key `{added}` to {} (not active; `{}` stays active).\n\
+         Copy this keyring file to every replica, then run `wxhub vault activate {added}`\n",
+        path.display(),
+        staged.active_id()
+    ))
+}
+
+/// `wxhub vault activate`: makes a key of the keyring the active one and (unless
+/// `no_rewrap`) re-wraps every data key under it.
+pub async fn vault_activate(
+    config: &Config,
+    key_id: &str,
+    no_rewrap: bool,
+    batch: u32,
+) -> anyhow::Result<String> {
+    let path = keyring_file(config)?;
+    let (store, keyring) = open_store_and_keyring(config).await?;
+    rotation::check_keyring_matches(&store, &keyring).await?;
+    let activated = keyring.with_active(&KeyId::new(key_id)?)?;
+    activated.save(&path)?;
+    let out = format!("made master key `{key_id}` active in {}\n", path.display());
+    finish_activation(store, activated, no_rewrap, batch, out).await
+}
+
+/// After a new active key is saved: the re-wrap under it, or the reminder to run it.
+async fn finish_activation(
+    store: Store,
+    keyring: Keyring,
+    no_rewrap: bool,
+    batch: u32,
+    mut out: String,
+) -> anyhow::Result<String> {
     if no_rewrap {
         out.push_str(
             "data keys were not re-wrapped: run `wxhub vault rewrap` when every replica has \
              the new keyring\n",
         );
     } else {
-        let report = rotation::rewrap_all(&store, &Vault::new(rotated), &SystemClock, batch).await;
+        let report = rotation::rewrap_all(&store, &Vault::new(keyring), &SystemClock, batch).await;
         out.push_str(&describe_rewrap(&report?));
     }
     store.close().await;
