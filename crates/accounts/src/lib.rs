@@ -4,9 +4,10 @@
 //! - [`registry`]: [`register_account`], [`read_secrets`] and the format rules for appids
 //!   and secrets;
 //! - [`rotation`]: the keyring/database consistency check, [`rotation::rewrap_all`] and the
-//!   status report behind `wxhub vault …`;
+//!   status report behind `wxhub vault …`, over every kind of sealed data the store lists
+//!   (`store::sealed::DekHolder`: account secrets, signing keys);
 //! - [`VaultHandle`]: the reloadable vault a running server uses, so a rotated keyring file
-//!   reaches it without a restart.
+//!   reaches it without a restart, checked against the database before it is used.
 //!
 //! Nothing here decrypts anything unless asked for that one account's secret, and nothing
 //! here logs a secret.
@@ -19,4 +20,4 @@ pub use registry::{
     AccountError, AccountInput, PlainSecrets, open_core_token, open_secrets, read_secrets,
     register_account, register_account_audited, seal_core_token, seal_field,
 };
-pub use vault_handle::VaultHandle;
+pub use vault_handle::{ReloadError, VaultHandle};

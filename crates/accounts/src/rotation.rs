@@ -1,16 +1,20 @@
 //! Master-key rotation against the database: the keyring/database consistency check, the
-//! online re-wrap of every account's data key, and the status report.
+//! online re-wrap of every data key, and the status report.
 //!
-//! Re-wrapping replaces only the small wrapped-DEK record of each account, never the secrets
-//! themselves (they stay encrypted under the unchanged DEK). Each row is replaced with a
-//! conditional UPDATE that only succeeds if the row still holds what was read, so the re-wrap
-//! can run while the service serves and writes, can be interrupted at any point, and resumes
-//! by simply running again: it only ever looks for DEKs not yet under the active key.
+//! "Every data key" is every [`DekHolder`] the store lists — account secrets, ID-token signing
+//! keys, and whatever is sealed later: each function here loops over [`DekHolder::ALL`], so a
+//! new kind of sealed data is covered by adding it there.
+//!
+//! Re-wrapping replaces only the small wrapped-DEK record of each row, never the data itself
+//! (it stays encrypted under the unchanged DEK). Each row is replaced with a conditional
+//! UPDATE that only succeeds if the row still holds what was read, so the re-wrap can run
+//! while the service serves and writes, can be interrupted at any point, and resumes by simply
+//! running again: it only ever looks for DEKs not yet under the active key.
 
 use std::collections::BTreeMap;
 
 use store::Store;
-use store::accounts::WrappedDekRecord;
+use store::sealed::{DekHolder, SealedDek};
 use vault::{Keyring, Vault, VaultError, WrappedDek};
 use wechat::Clock;
 
@@ -28,16 +32,18 @@ pub enum RotationError {
         "the database holds data keys wrapped under master key(s) {}, which the keyring lacks: \
          this keyring does not belong to this database (or a key was removed too early); \
          nothing was written",
-        describe_missing(.missing)
+        describe_keys(.missing)
     )]
     MissingKeys {
-        /// Key id → number of accounts whose data key it wraps.
-        missing: Vec<(String, i64)>,
+        /// Each missing key with what it wraps.
+        missing: Vec<KeyUse>,
     },
-    /// The vault refused one account's data key.
-    #[error("account {account_id}: {source}")]
+    /// The vault refused one row's data key.
+    #[error("{} {id}: {source}", .holder.noun())]
     Vault {
-        account_id: String,
+        holder: DekHolder,
+        /// The row's id (account id, kid).
+        id: String,
         #[source]
         source: VaultError,
     },
@@ -45,12 +51,60 @@ pub enum RotationError {
     Store(#[from] store::StoreError),
 }
 
-fn describe_missing(missing: &[(String, i64)]) -> String {
-    missing
-        .iter()
-        .map(|(id, n)| format!("`{id}` ({n} account(s))"))
+/// `` `k1` (2 account(s), 1 signing key(s)) ``, for each key.
+pub fn describe_keys(keys: &[KeyUse]) -> String {
+    keys.iter()
+        .map(|key| format!("`{}` ({})", key.kek_id, key.describe_counts()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// How many data keys of each kind one master key wraps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    pub kek_id: String,
+    /// One entry per holder, in [`DekHolder::ALL`] order.
+    pub counts: Vec<(DekHolder, i64)>,
+}
+
+impl KeyUse {
+    fn new(kek_id: String, counts: &BTreeMap<DekHolder, i64>) -> Self {
+        Self {
+            kek_id,
+            counts: DekHolder::ALL
+                .iter()
+                .map(|h| (*h, counts.get(h).copied().unwrap_or(0)))
+                .collect(),
+        }
+    }
+
+    /// Data keys of every kind under this master key.
+    pub fn total(&self) -> i64 {
+        self.counts.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Data keys of `holder` under this master key.
+    pub fn count(&self, holder: DekHolder) -> i64 {
+        self.counts
+            .iter()
+            .find(|(h, _)| *h == holder)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// `2 account(s), 1 signing key(s)` (the kinds it wraps; `nothing` when none).
+    pub fn describe_counts(&self) -> String {
+        let parts: Vec<String> = self
+            .counts
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(h, n)| format!("{n} {}(s)", h.noun()))
+            .collect();
+        if parts.is_empty() {
+            "nothing".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 /// How the stored data keys are spread over the keyring's master keys.
@@ -58,10 +112,10 @@ fn describe_missing(missing: &[(String, i64)]) -> String {
 pub struct VaultStatus {
     /// The keyring's active key.
     pub active: String,
-    /// Every key of the keyring with the number of data keys it wraps, in keyring order.
-    pub keys: Vec<(String, i64)>,
+    /// Every key of the keyring with what it wraps, in keyring order.
+    pub keys: Vec<KeyUse>,
     /// Key ids that wrap data keys but are missing from the keyring.
-    pub missing: Vec<(String, i64)>,
+    pub missing: Vec<KeyUse>,
 }
 
 impl VaultStatus {
@@ -70,28 +124,47 @@ impl VaultStatus {
         self.keys
             .iter()
             .chain(&self.missing)
-            .filter(|(id, _)| *id != self.active)
-            .map(|(_, n)| n)
+            .filter(|key| key.kek_id != self.active)
+            .map(KeyUse::total)
             .sum()
+    }
+
+    /// The keyring's keys that still wrap a data key of any kind.
+    pub fn in_use(&self) -> impl Iterator<Item = &KeyUse> {
+        self.keys.iter().filter(|key| key.total() > 0)
     }
 }
 
-/// Reads how many data keys each master key wraps.
+/// Reads how many data keys of each kind each master key wraps.
 pub async fn status(store: &Store, keyring: &Keyring) -> Result<VaultStatus, RotationError> {
-    let mut counts: BTreeMap<String, i64> = store.count_deks_by_kek().await?.into_iter().collect();
+    let mut by_kek: BTreeMap<String, BTreeMap<DekHolder, i64>> = BTreeMap::new();
+    for count in store.count_sealed_deks_by_kek().await? {
+        *by_kek
+            .entry(count.kek_id)
+            .or_default()
+            .entry(count.holder)
+            .or_default() += count.count;
+    }
     let keys = keyring
         .key_ids()
-        .map(|id| (id.to_string(), counts.remove(id.as_str()).unwrap_or(0)))
+        .map(|id| {
+            let counts = by_kek.remove(id.as_str()).unwrap_or_default();
+            KeyUse::new(id.to_string(), &counts)
+        })
         .collect();
     Ok(VaultStatus {
         active: keyring.active_id().to_string(),
         keys,
-        missing: counts.into_iter().collect(),
+        missing: by_kek
+            .into_iter()
+            .map(|(id, counts)| KeyUse::new(id, &counts))
+            .collect(),
     })
 }
 
 /// Refuses a keyring that lacks a key the database uses, naming the missing key ids. Run at
-/// start, before anything is written with the keyring.
+/// start, and before a reloaded keyring replaces the one in use, before anything is written
+/// with the keyring.
 pub async fn check_keyring_matches(store: &Store, keyring: &Keyring) -> Result<(), RotationError> {
     let status = status(store, keyring).await?;
     if status.missing.is_empty() {
@@ -104,10 +177,12 @@ pub async fn check_keyring_matches(store: &Store, keyring: &Keyring) -> Result<(
 }
 
 /// What a re-wrap did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RewrapReport {
     /// Data keys now wrapped under the active key by this run.
     pub rewrapped: u64,
+    /// Of those, how many of each kind (kinds with none are left out).
+    pub rewrapped_by_holder: BTreeMap<DekHolder, u64>,
     /// Rows that changed between read and write (deleted, or re-wrapped by another process);
     /// they are looked at again on the next pass.
     pub raced: u64,
@@ -115,8 +190,9 @@ pub struct RewrapReport {
     pub remaining: u64,
 }
 
-/// Re-wraps every data key that is not under the vault's active key, in batches of `batch`,
-/// until a full pass finds none. Safe to run while the service serves and to interrupt.
+/// Re-wraps every data key of every kind that is not under the vault's active key, in batches
+/// of `batch`, until a full pass finds none. Safe to run while the service serves and to
+/// interrupt.
 pub async fn rewrap_all(
     store: &Store,
     vault: &Vault,
@@ -128,22 +204,29 @@ pub async fn rewrap_all(
     let mut report = RewrapReport::default();
     for _ in 0..MAX_PASSES {
         let mut found = 0u64;
-        let mut after: Option<String> = None;
-        loop {
-            let page = store
-                .list_deks_not_wrapped_by(&active, after.as_deref(), batch)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.account_id.clone());
-            found += page.len() as u64;
-            for record in &page {
-                if rewrap_one(store, vault, clock, record).await? {
-                    report.rewrapped += 1;
-                } else {
-                    report.raced += 1;
+        for holder in DekHolder::ALL {
+            let mut after: Option<String> = None;
+            loop {
+                let page = store
+                    .list_sealed_deks_not_under(holder, &active, after.as_deref(), batch)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.id.clone());
+                found += page.len() as u64;
+                for record in &page {
+                    if rewrap_one(store, vault, clock, record).await? {
+                        report.rewrapped += 1;
+                        *report.rewrapped_by_holder.entry(holder).or_default() += 1;
+                    } else {
+                        report.raced += 1;
+                    }
                 }
+                tracing::info!(
+                    rewrapped = report.rewrapped,
+                    holder = holder.plural(),
+                    "re-wrapping data keys"
+                );
             }
-            tracing::info!(rewrapped = report.rewrapped, "re-wrapping data keys");
         }
         if found == 0 {
             return Ok(report);
@@ -157,26 +240,19 @@ async fn rewrap_one(
     store: &Store,
     vault: &Vault,
     clock: &dyn Clock,
-    record: &WrappedDekRecord,
+    record: &SealedDek,
 ) -> Result<bool, RotationError> {
     let vault_error = |source| RotationError::Vault {
-        account_id: record.account_id.clone(),
+        holder: record.holder,
+        id: record.id.clone(),
         source,
     };
+    let subject = record.holder.vault_subject(&record.id);
     let wrapped = WrappedDek::from_bytes(record.wrapped_dek.clone()).map_err(vault_error)?;
-    let Some(new) = vault
-        .rewrap(&record.account_id, &wrapped)
-        .map_err(vault_error)?
-    else {
+    let Some(new) = vault.rewrap(&subject, &wrapped).map_err(vault_error)? else {
         return Ok(true);
     };
     Ok(store
-        .replace_wrapped_dek(
-            &record.account_id,
-            record,
-            new.as_bytes(),
-            new.kek_id(),
-            clock.now_ms(),
-        )
+        .replace_sealed_dek(record, new.as_bytes(), new.kek_id(), clock.now_ms())
         .await?)
 }

@@ -108,9 +108,8 @@ async fn discovery(State(gw): Gw, Path(appid): Path<String>) -> Result<Response,
 
 async fn jwks(State(gw): Gw, Path(appid): Path<String>) -> Result<Response, GatewayError> {
     gw.active_account(&appid).await?;
-    let vault = gw.vault.current();
     // Make sure there is a key to publish before the first login needs one.
-    gw.keys.active(&gw.store, &vault, gw.now()).await?;
+    gw.keys.active(&gw.store, &gw.vault, gw.now()).await?;
     Ok(Json(crate::keys::jwks(&gw.store).await?).into_response())
 }
 

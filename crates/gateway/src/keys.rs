@@ -2,8 +2,11 @@
 //! sealed by the vault, published in the JWKS with a `kid`, rotatable.
 //!
 //! The private key never reaches the database in the clear: each key gets its own vault data
-//! key, bound to the pseudo account id `oidc-signing-key:{kid}`, and the stored blob is the
-//! wrapped data key followed by the key's ciphertext. Without the keyring the blob is useless.
+//! key, bound to `oidc-signing-key:{kid}` (`DekHolder::SigningKey`), stored wrapped in the
+//! row's `wrapped_dek` with its master key's id in `dek_kek_id`, beside the key's ciphertext.
+//! Master-key rotation re-wraps those data keys like every account's (`wxhub vault rewrap`),
+//! and a key wrapped under a master key this replica has not loaded yet is opened after
+//! reloading the keyring file (`VaultHandle::for_kek`). Without the keyring the row is useless.
 //! Rotation is two steps, so no relying party ever sees a token signed by a key missing from
 //! the JWKS it cached: [`rotate_signing_key`] publishes a `next` key (in the JWKS, not
 //! signing), and [`activate_next_signing_key`], once the next key has been published long
@@ -17,6 +20,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use accounts::VaultHandle;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use p256::ecdsa::signature::Signer;
@@ -25,6 +29,7 @@ use rand::RngExt;
 use serde_json::{Value, json};
 use store::Store;
 use store::oidc::SigningKey as StoredKey;
+use store::sealed::DekHolder;
 use vault::Vault;
 
 use crate::GatewayError;
@@ -36,10 +41,6 @@ pub const ALGORITHM: &str = "ES256";
 pub const DEFAULT_NEXT_KEY_DELAY: Duration = Duration::from_secs(24 * 3600);
 /// Field name binding the key's ciphertext (vault associated data).
 const FIELD: &str = "oidc_signing_key";
-
-fn vault_subject(kid: &str) -> String {
-    format!("oidc-signing-key:{kid}")
-}
 
 /// A decrypted signing key.
 pub struct LoadedKey {
@@ -69,35 +70,34 @@ pub struct KeyCache {
     current: Mutex<Option<Arc<LoadedKey>>>,
 }
 
-fn seal(vault: &Vault, kid: &str, key: &SigningKey) -> Vec<u8> {
-    let subject = vault_subject(kid);
+/// A private key sealed under a fresh data key of its own: the wrapped data key, the id of the
+/// master key that wrapped it, and the key's ciphertext.
+struct Sealed {
+    wrapped_dek: Vec<u8>,
+    dek_kek_id: String,
+    private_key: Vec<u8>,
+}
+
+fn seal(vault: &Vault, kid: &str, key: &SigningKey) -> Sealed {
+    let subject = DekHolder::SigningKey.vault_subject(kid);
     let (dek, wrapped) = vault.create_dek(&subject);
-    let ciphertext = dek.encrypt(&subject, FIELD, &key.to_bytes()[..]);
-    let wrapped = wrapped.into_bytes();
-    let len = u16::try_from(wrapped.len()).expect("a wrapped data key is far below 64 KiB");
-    let mut blob = Vec::with_capacity(2 + wrapped.len() + ciphertext.len());
-    blob.extend_from_slice(&len.to_be_bytes());
-    blob.extend_from_slice(&wrapped);
-    blob.extend_from_slice(&ciphertext);
-    blob
+    Sealed {
+        private_key: dek.encrypt(&subject, FIELD, &key.to_bytes()[..]),
+        dek_kek_id: wrapped.kek_id().to_owned(),
+        wrapped_dek: wrapped.into_bytes(),
+    }
 }
 
 fn open(vault: &Vault, stored: &StoredKey) -> Result<LoadedKey, GatewayError> {
     let bad = || GatewayError::Internal(format!("signing key {} is malformed", stored.kid));
-    let blob = &stored.private_key;
-    if blob.len() < 2 {
-        return Err(bad());
-    }
-    let len = usize::from(u16::from_be_bytes([blob[0], blob[1]]));
-    let (wrapped, ciphertext) = blob[2..].split_at_checked(len).ok_or_else(bad)?;
-    let subject = vault_subject(&stored.kid);
+    let subject = DekHolder::SigningKey.vault_subject(&stored.kid);
     let vault_err = |e: vault::VaultError| {
         GatewayError::Internal(format!("signing key {} cannot be opened: {e}", stored.kid))
     };
-    let wrapped = vault::WrappedDek::from_bytes(wrapped.to_vec()).map_err(vault_err)?;
+    let wrapped = vault::WrappedDek::from_bytes(stored.wrapped_dek.clone()).map_err(vault_err)?;
     let dek = vault.unwrap_dek(&subject, &wrapped).map_err(vault_err)?;
     let secret = dek
-        .decrypt(&subject, FIELD, ciphertext)
+        .decrypt(&subject, FIELD, &stored.private_key)
         .map_err(vault_err)?;
     let key = SigningKey::from_slice(secret.expose()).map_err(|_| bad())?;
     Ok(LoadedKey {
@@ -126,8 +126,11 @@ fn new_stored_key(vault: &Vault, status: store::oidc::SigningKeyStatus, now: i64
         }
     };
     let kid = hex::encode(rand::rng().random::<[u8; 8]>());
+    let sealed = seal(vault, &kid, &key);
     StoredKey {
-        private_key: seal(vault, &kid, &key),
+        wrapped_dek: sealed.wrapped_dek,
+        dek_kek_id: sealed.dek_kek_id,
+        private_key: sealed.private_key,
         public_jwk: public_jwk(&kid, &key).to_string(),
         kid,
         algorithm: ALGORITHM.to_owned(),
@@ -205,7 +208,7 @@ impl KeyCache {
     pub(crate) async fn for_active_kid(
         &self,
         store: &Store,
-        vault: &Vault,
+        vault: &VaultHandle,
         active_kid: Option<&str>,
         now: i64,
     ) -> Result<Arc<LoadedKey>, GatewayError> {
@@ -222,7 +225,7 @@ impl KeyCache {
     pub(crate) async fn active(
         &self,
         store: &Store,
-        vault: &Vault,
+        vault: &VaultHandle,
         now: i64,
     ) -> Result<Arc<LoadedKey>, GatewayError> {
         let stored = match store.active_signing_key().await? {
@@ -230,7 +233,8 @@ impl KeyCache {
             None => {
                 // Another replica may create the first key at the same moment: whichever
                 // insert wins is used by both.
-                let first = new_stored_key(vault, store::oidc::SigningKeyStatus::Active, now);
+                let first =
+                    new_stored_key(&vault.current(), store::oidc::SigningKeyStatus::Active, now);
                 if store.create_first_signing_key(&first).await? {
                     tracing::info!(kid = %first.kid, "first OIDC signing key created");
                 }
@@ -245,7 +249,8 @@ impl KeyCache {
         {
             return Ok(cached.clone());
         }
-        let loaded = Arc::new(open(vault, &stored)?);
+        // Another replica may have sealed it under a master key added moments ago.
+        let loaded = Arc::new(open(&vault.for_kek(&stored.dek_kek_id), &stored)?);
         *self.current.lock().expect("key cache lock") = Some(loaded.clone());
         Ok(loaded)
     }
@@ -276,16 +281,22 @@ mod tests {
     fn sealed_key_opens_only_as_itself_and_signs_verifiable_tokens() {
         let vault = vault();
         let key = SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let sealed = seal(&vault, "kid1", &key);
+        assert_eq!(sealed.dek_kek_id, "k1");
         let stored = StoredKey {
             kid: "kid1".into(),
             algorithm: ALGORITHM.into(),
-            private_key: seal(&vault, "kid1", &key),
+            wrapped_dek: sealed.wrapped_dek,
+            dek_kek_id: sealed.dek_kek_id,
+            private_key: sealed.private_key,
             public_jwk: public_jwk("kid1", &key).to_string(),
             status: store::oidc::SigningKeyStatus::Active,
             created_at: 0,
             retired_at: None,
         };
-        assert!(!stored.private_key.windows(32).any(|w| w == [7u8; 32]));
+        for bytes in [&stored.private_key, &stored.wrapped_dek] {
+            assert!(!bytes.windows(32).any(|w| w == [7u8; 32]));
+        }
         let loaded = open(&vault, &stored).unwrap();
         let jwt = loaded.sign_jwt(&json!({"sub": "o1"}));
         let (signed, sig) = jwt.rsplit_once('.').unwrap();
@@ -293,7 +304,7 @@ mod tests {
         VerifyingKey::from(&key)
             .verify(signed.as_bytes(), &sig)
             .unwrap();
-        // The same blob under another kid (moved to another row) does not open.
+        // The same sealed key under another kid (moved to another row) does not open.
         let moved = StoredKey {
             kid: "kid2".into(),
             ..stored

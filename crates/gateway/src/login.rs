@@ -149,10 +149,12 @@ pub async fn wechat_callback(
         )));
     };
 
-    let vault = gw.vault.current();
     let secrets = match sealed {
-        Some(sealed) => accounts::open_secrets(&vault, &account.id, &sealed)?,
-        None => accounts::read_secrets(&gw.store, &vault, &account.id).await?,
+        Some(sealed) => {
+            let vault = gw.vault.for_kek(&sealed.dek_kek_id);
+            accounts::open_secrets(&vault, &account.id, &sealed)?
+        }
+        None => gw.vault.read_secrets(&gw.store, &account.id).await?,
     };
     let appsecret = AppSecret::new(secrets.appsecret.expose());
     let token = gw.wechat.exchange_code(appid, &appsecret, &code).await?;

@@ -471,12 +471,11 @@ pub async fn token(
         claims.insert("nonce".into(), Value::from(nonce.clone()));
     }
     user_claims(&mut claims, &record.scope, context.user.as_ref());
-    let vault = gw.vault.current();
     let key = gw
         .keys
         .for_active_kid(
             &gw.store,
-            &vault,
+            &gw.vault,
             context.active_signing_kid.as_deref(),
             now,
         )

@@ -78,7 +78,7 @@ async fn verify_request(
         .active_account(appid)
         .await
         .map_err(|_| reject(PushRejection::NotConfigured))?;
-    let secrets = accounts::read_secrets(&gw.store, &gw.vault.current(), &account.id).await?;
+    let secrets = gw.vault.read_secrets(&gw.store, &account.id).await?;
     let token = secrets
         .push_token
         .ok_or(reject(PushRejection::NotConfigured))?;

@@ -131,24 +131,6 @@ impl fmt::Debug for AccountSecrets {
     }
 }
 
-/// An account's wrapped DEK, as rotation reads it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct WrappedDekRecord {
-    pub account_id: String,
-    pub wrapped_dek: Vec<u8>,
-    pub dek_kek_id: String,
-}
-
-impl fmt::Debug for WrappedDekRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WrappedDekRecord")
-            .field("account_id", &self.account_id)
-            .field("wrapped_dek_len", &self.wrapped_dek.len())
-            .field("dek_kek_id", &self.dek_kek_id)
-            .finish()
-    }
-}
-
 /// Where an account's core token stands, without the token: what listings show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenHealth {
@@ -715,90 +697,6 @@ impl Store {
             }
             commit_audited!(self, tx, d, record, now);
             Ok(())
-        })
-    }
-
-    /// Rotation step: the next `limit` (capped at 1000) wrapped DEKs not wrapped by
-    /// `active_kek_id`, ordered by account id after `after_account_id` (keyset pagination).
-    pub async fn list_deks_not_wrapped_by(
-        &self,
-        active_kek_id: &str,
-        after_account_id: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<WrappedDekRecord>, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "SELECT account_id, wrapped_dek, dek_kek_id FROM account_secrets \
-                     WHERE dek_kek_id <> ? AND account_id > ? ORDER BY account_id LIMIT ?",
-            postgres: "SELECT account_id, wrapped_dek, dek_kek_id FROM account_secrets \
-                       WHERE dek_kek_id <> $1 AND account_id > $2 ORDER BY account_id LIMIT $3",
-        };
-        on_backend!(self, |pool, d| {
-            let rows = sqlx::query(SQL.get(d))
-                .bind(active_kek_id)
-                .bind(after_account_id.unwrap_or(""))
-                .bind(page_limit(limit, MAX_PAGE))
-                .fetch_all(pool)
-                .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(WrappedDekRecord {
-                        account_id: row.text("account_id")?,
-                        wrapped_dek: row.bytes("wrapped_dek")?,
-                        dek_kek_id: row.text("dek_kek_id")?,
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(StoreError::from)
-        })
-    }
-
-    /// Rotation step: stores a re-wrapped DEK only if the row still holds `old` (bytes and KEK
-    /// id), so a concurrent rotation or a deleted account is never overwritten. Returns whether
-    /// the row was replaced.
-    pub async fn replace_wrapped_dek(
-        &self,
-        account_id: &str,
-        old: &WrappedDekRecord,
-        new_wrapped_dek: &[u8],
-        new_kek_id: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "UPDATE account_secrets SET wrapped_dek = ?, dek_kek_id = ?, updated_at = ? \
-                     WHERE account_id = ? AND wrapped_dek = ? AND dek_kek_id = ?",
-            postgres: "UPDATE account_secrets SET wrapped_dek = $1, dek_kek_id = $2, updated_at = $3 \
-                       WHERE account_id = $4 AND wrapped_dek = $5 AND dek_kek_id = $6",
-        };
-        on_backend!(self, |pool, d| {
-            Ok(sqlx::query(SQL.get(d))
-                .bind(new_wrapped_dek)
-                .bind(new_kek_id)
-                .bind(now)
-                .bind(account_id)
-                .bind(&old.wrapped_dek)
-                .bind(&old.dek_kek_id)
-                .execute(pool)
-                .await?
-                .rows_affected()
-                == 1)
-        })
-    }
-
-    /// How many accounts' DEKs each KEK wraps, ordered by KEK id. A KEK that is not listed
-    /// wraps none and may be dropped from the keyring.
-    pub async fn count_deks_by_kek(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "SELECT dek_kek_id, COUNT(*) AS n FROM account_secrets \
-                     GROUP BY dek_kek_id ORDER BY dek_kek_id",
-            postgres: "SELECT dek_kek_id, COUNT(*) AS n FROM account_secrets \
-                       GROUP BY dek_kek_id ORDER BY dek_kek_id",
-        };
-        on_backend!(self, |pool, d| {
-            let rows = sqlx::query(SQL.get(d)).fetch_all(pool).await?;
-            rows.iter()
-                .map(|row| Ok((row.text("dek_kek_id")?, row.int("n")?)))
-                .collect::<Result<_, sqlx::Error>>()
-                .map_err(StoreError::from)
         })
     }
 }

@@ -29,6 +29,7 @@ pub mod notify;
 pub mod oidc;
 pub mod people;
 pub mod pushes;
+pub mod sealed;
 pub mod stats;
 pub mod tokens;
 

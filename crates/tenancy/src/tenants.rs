@@ -342,7 +342,7 @@ impl Tenancy {
                 .map_err(TenancyError::CredentialCheck)?;
         }
         let sealed = self.sealed(&account).await?;
-        let vault = self.inner.vault.current();
+        let vault = self.inner.vault.for_wrapped_dek(&sealed.wrapped_dek);
         let ciphertext = accounts::seal_field(
             &vault,
             &account.id,
@@ -390,7 +390,7 @@ impl Tenancy {
             ));
         }
         let sealed = self.sealed(&account).await?;
-        let vault = self.inner.vault.current();
+        let vault = self.inner.vault.for_wrapped_dek(&sealed.wrapped_dek);
         let seal = |field: &str, value: &SecretString| {
             accounts::seal_field(&vault, &account.id, &sealed.wrapped_dek, field, value)
         };
@@ -594,7 +594,7 @@ impl Tenancy {
             .await?;
         let sealed = self.sealed(&account).await?;
         let secret = {
-            let vault = self.inner.vault.current();
+            let vault = self.inner.vault.for_wrapped_dek(&sealed.wrapped_dek);
             let plain = accounts::open_secrets(&vault, &account.id, &sealed)?;
             AppSecret::new(plain.appsecret.expose())
         };

@@ -61,7 +61,7 @@ pub enum VaultError {
 
     /// `remove_key` was asked to remove a key that data keys are still wrapped under.
     #[error(
-        "key `{id}` still wraps account data keys; re-wrap them under the active key \
+        "key `{id}` still wraps data keys; re-wrap them under the active key \
          before removing it"
     )]
     KeyInUse {

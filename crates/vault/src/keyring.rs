@@ -336,6 +336,24 @@ impl Keyring {
         })
     }
 
+    /// A copy of this keyring that also holds every key of `other` it lacks (appended in
+    /// `other`'s order); the active key stays this keyring's, and a key id both hold keeps
+    /// this keyring's material. Everything either keyring can unwrap, the result can: a
+    /// running server takes keys from a newer keyring file this way before that file has been
+    /// checked against the database.
+    pub fn with_keys_from(&self, other: &Keyring) -> Keyring {
+        let mut keys = self.keys.clone();
+        for key in &other.keys {
+            if self.get(key.id.as_str()).is_none() {
+                keys.push(key.clone());
+            }
+        }
+        Keyring {
+            keys,
+            active: self.active,
+        }
+    }
+
     /// Rotation step 3: a copy of this keyring without key `id`.
     ///
     /// `in_use` is the set of KEK ids that stored wrapped data keys still reference (the store

@@ -161,6 +161,12 @@ impl WrappedDek {
         Ok(Self { bytes, kek_id })
     }
 
+    /// The KEK id named in the header of stored wrapped-DEK bytes, without copying them or
+    /// checking more than the header (for picking the keyring before [`Self::from_bytes`]).
+    pub fn kek_id_of(bytes: &[u8]) -> Result<&str, VaultError> {
+        Ok(envelope::decode(bytes)?.key_id)
+    }
+
     /// The id of the KEK this DEK is wrapped under, readable without decrypting, so the store
     /// can keep it in a column and answer "which DEKs use key k1".
     pub fn kek_id(&self) -> &str {

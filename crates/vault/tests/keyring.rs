@@ -392,6 +392,42 @@ fn with_active_switches_the_wrapping_key() {
 }
 
 #[test]
+fn keys_taken_from_a_newer_keyring_keep_everything_readable_and_the_active_key() {
+    let k1 = Keyring::generate(key_id("k1"));
+    let (_, under_k1) = Vault::new(k1.clone()).create_dek("a");
+    // The newer file: k2 added and active, k1 already dropped.
+    let newer = k1
+        .add_key(key_id("k2"))
+        .unwrap()
+        .remove_key(&key_id("k1"), &[])
+        .unwrap();
+    let (_, under_k2) = Vault::new(newer.clone()).create_dek("b");
+    assert!(Vault::new(k1.clone()).unwrap_dek("b", &under_k2).is_err());
+
+    let merged = k1.with_keys_from(&newer);
+    assert_eq!(
+        merged.active_id().as_str(),
+        "k1",
+        "the active key does not move"
+    );
+    let ids: Vec<&str> = merged.key_ids().map(KeyId::as_str).collect();
+    assert_eq!(ids, ["k1", "k2"]);
+    let vault = Vault::new(merged);
+    assert!(vault.unwrap_dek("a", &under_k1).is_ok());
+    assert!(vault.unwrap_dek("b", &under_k2).is_ok());
+    // Nothing to take: the same keyring back.
+    let same = k1.with_keys_from(&k1);
+    assert_eq!(same.key_ids().count(), 1);
+    // A key id both hold keeps this keyring's material.
+    let impostor = Keyring::generate(key_id("k1"));
+    assert!(
+        Vault::new(k1.with_keys_from(&impostor))
+            .unwrap_dek("a", &under_k1)
+            .is_ok()
+    );
+}
+
+#[test]
 fn syntax_error_after_multibyte_text_is_reported_not_panicked() {
     let problem = problem_of("active = \"k1\" # 主密钥\n键 = = \"x\"\n");
     assert!(

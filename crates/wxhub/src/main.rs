@@ -35,7 +35,8 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Manage the master keyring that protects every account's secrets.
+    /// Manage the master keyring that protects every stored secret (account secrets, ID-token
+    /// signing keys).
     #[command(subcommand)]
     Vault(VaultCommand),
     /// Rotate the key that signs the login gateway's ID tokens.
@@ -328,31 +329,47 @@ enum VaultCommand {
         #[arg(long, value_name = "ID")]
         key_id: Option<String>,
     },
-    /// Show the keyring's master keys and how many accounts each protects.
+    /// Show the keyring's master keys and how many data keys of each kind (accounts, signing
+    /// keys) each one wraps.
     Status,
-    /// Add a fresh master key, make it active and re-wrap every account's data key under it.
-    /// Runs while servers serve: they pick up the new keyring file within seconds.
+    /// Add a fresh master key, make it active and re-wrap every data key (accounts, signing
+    /// keys) under it. Runs while servers serve: servers reading the same keyring file take
+    /// the new key the moment they meet it.
     Rotate {
         /// Id of the new key [default: k<unix-time>]
         #[arg(long, value_name = "ID")]
         key_id: Option<String>,
-        /// Only add and activate the key; re-wrap later with `wxhub vault rewrap` (for
-        /// replicas that must all receive the new keyring first).
+        /// Only add and activate the key; re-wrap later with `wxhub vault rewrap`.
         #[arg(long)]
         no_rewrap: bool,
-        /// Accounts re-wrapped per batch.
+        /// Only add the key, not active (replicas with their own keyring copies: copy the file
+        /// to every replica, then `wxhub vault activate ID`).
+        #[arg(long, conflicts_with = "no_rewrap")]
+        no_activate: bool,
+        /// Data keys re-wrapped per batch.
+        #[arg(long, default_value_t = rotation::DEFAULT_BATCH)]
+        batch: u32,
+    },
+    /// Make a master key of the keyring the active one and re-wrap every data key under it.
+    Activate {
+        /// Id of the key to activate.
+        key_id: String,
+        /// Only activate the key; re-wrap later with `wxhub vault rewrap`.
+        #[arg(long)]
+        no_rewrap: bool,
+        /// Data keys re-wrapped per batch.
         #[arg(long, default_value_t = rotation::DEFAULT_BATCH)]
         batch: u32,
     },
     /// Re-wrap every data key that is not yet under the active master key. Resumable: run it
     /// again after an interruption.
     Rewrap {
-        /// Accounts re-wrapped per batch.
+        /// Data keys re-wrapped per batch.
         #[arg(long, default_value_t = rotation::DEFAULT_BATCH)]
         batch: u32,
     },
-    /// Remove a master key from the keyring. Refused while any account's data key is wrapped
-    /// under it, and for the active key.
+    /// Remove a master key from the keyring. Refused while any data key (an account's, a
+    /// signing key's) is wrapped under it, and for the active key.
     DropKey {
         /// Id of the key to remove.
         key_id: String,
@@ -410,9 +427,20 @@ async fn run(command: Command, config: Config) -> anyhow::Result<String> {
         Command::Vault(VaultCommand::Status) => ops::vault_status(&config).await,
         Command::Vault(VaultCommand::Rotate {
             key_id,
+            no_activate: true,
+            ..
+        }) => ops::vault_add_inactive_key(&config, key_id).await,
+        Command::Vault(VaultCommand::Rotate {
+            key_id,
             no_rewrap,
             batch,
+            ..
         }) => ops::vault_rotate(&config, key_id, no_rewrap, batch).await,
+        Command::Vault(VaultCommand::Activate {
+            key_id,
+            no_rewrap,
+            batch,
+        }) => ops::vault_activate(&config, &key_id, no_rewrap, batch).await,
         Command::Vault(VaultCommand::Rewrap { batch }) => ops::vault_rewrap(&config, batch).await,
         Command::Vault(VaultCommand::DropKey { key_id }) => {
             ops::vault_drop_key(&config, &key_id).await

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use store::Store;
+use store::sealed::DekHolder;
 use vault::{KEYRING_ENV_VAR, KeyId, Keyring, Vault};
 use wechat::{Clock, SystemClock};
 
@@ -78,19 +79,37 @@ async fn open_store_and_keyring(config: &Config) -> anyhow::Result<(Store, Keyri
     Ok((store, keyring))
 }
 
-/// `wxhub vault status`: the keyring's keys and how many accounts each one protects.
+/// `wxhub vault status`: the keyring's keys and how many data keys of each kind (accounts,
+/// signing keys, …) each one wraps.
 pub async fn vault_status(config: &Config) -> anyhow::Result<String> {
     let (store, keyring) = open_store_and_keyring(config).await?;
     let status = rotation::status(&store, &keyring).await?;
     store.close().await;
     let mut out = String::new();
-    writeln!(out, "{:<34} {:>8}  state", "master key", "accounts")?;
-    for (id, count) in &status.keys {
-        let state = if *id == status.active { "active" } else { "" };
-        writeln!(out, "{id:<34} {count:>8}  {state}")?;
+    write!(out, "{:<34}", "master key")?;
+    for holder in DekHolder::ALL {
+        write!(out, " {:>12}", holder.plural())?;
     }
-    for (id, count) in &status.missing {
-        writeln!(out, "{id:<34} {count:>8}  MISSING from the keyring")?;
+    writeln!(out, "  state")?;
+    let mut row = |key: &rotation::KeyUse, state: &str| -> std::fmt::Result {
+        write!(out, "{:<34}", key.kek_id)?;
+        for holder in DekHolder::ALL {
+            write!(out, " {:>12}", key.count(holder))?;
+        }
+        writeln!(out, "  {state}")
+    };
+    for key in &status.keys {
+        row(
+            key,
+            if key.kek_id == status.active {
+                "active"
+            } else {
+                ""
+            },
+        )?;
+    }
+    for key in &status.missing {
+        row(key, "MISSING from the keyring")?;
     }
     match status.pending_rewrap() {
         0 => writeln!(out, "every data key is wrapped under the active key")?,
@@ -109,8 +128,13 @@ pub async fn vault_status(config: &Config) -> anyhow::Result<String> {
 }
 
 /// `wxhub vault rotate`: adds a fresh master key, makes it active, and (unless `no_rewrap`)
-/// re-wraps every account's data key under it. Safe while servers run: they reload the
-/// keyring file when it changes.
+/// re-wraps every data key — accounts' and signing keys' — under it.
+///
+/// The order is the rule of `docs/operations.md` (rotating the master key): the new key is in
+/// the keyring file (one atomic write) before anything is wrapped under it, so a server reading
+/// the same file that meets a data key under the new key adds it from the file at once
+/// (`VaultHandle::for_kek`) instead of failing until its next periodic reload; and the old key
+/// stays in the file until `drop-key` finds nothing under it.
 pub async fn vault_rotate(
     config: &Config,
     key_id: Option<String>,
@@ -123,17 +147,72 @@ pub async fn vault_rotate(
     rotation::check_keyring_matches(&store, &keyring).await?;
     let rotated = keyring.add_key(new_key_id(key_id)?)?;
     rotated.save(&path)?;
-    let mut out = format!(
+    let out = format!(
         "added master key `{}` to {} and made it active\n",
         rotated.active_id(),
         path.display()
     );
+    finish_activation(store, rotated, no_rewrap, batch, out).await
+}
+
+/// `wxhub vault rotate --no-activate`: adds a fresh master key without making it active, for
+/// replicas with their own copies of the keyring: once every copy holds the key, activating it
+/// anywhere ([`vault_activate`]) wraps under a key every replica can already read.
+pub async fn vault_add_inactive_key(
+    config: &Config,
+    key_id: Option<String>,
+) -> anyhow::Result<String> {
+    let path = keyring_file(config)?;
+    let (store, keyring) = open_store_and_keyring(config).await?;
+    let checked = rotation::check_keyring_matches(&store, &keyring).await;
+    store.close().await;
+    checked?;
+    let staged = keyring
+        .add_key(new_key_id(key_id)?)?
+        .with_active(keyring.active_id())?;
+    let added = staged.key_ids().last().expect("the key just added").clone();
+    staged.save(&path)?;
+    Ok(format!(
+        "added master key `{added}` to {} (not active; `{}` stays active).\n\
+         Copy this keyring file to every replica, then run `wxhub vault activate {added}`\n",
+        path.display(),
+        staged.active_id()
+    ))
+}
+
+/// `wxhub vault activate`: makes a key of the keyring the active one and (unless
+/// `no_rewrap`) re-wraps every data key under it.
+pub async fn vault_activate(
+    config: &Config,
+    key_id: &str,
+    no_rewrap: bool,
+    batch: u32,
+) -> anyhow::Result<String> {
+    let path = keyring_file(config)?;
+    let (store, keyring) = open_store_and_keyring(config).await?;
+    rotation::check_keyring_matches(&store, &keyring).await?;
+    let activated = keyring.with_active(&KeyId::new(key_id)?)?;
+    activated.save(&path)?;
+    let out = format!("made master key `{key_id}` active in {}\n", path.display());
+    finish_activation(store, activated, no_rewrap, batch, out).await
+}
+
+/// After a new active key is saved: the re-wrap under it, or the reminder to run it.
+async fn finish_activation(
+    store: Store,
+    keyring: Keyring,
+    no_rewrap: bool,
+    batch: u32,
+    mut out: String,
+) -> anyhow::Result<String> {
     if no_rewrap {
-        out.push_str("data keys were not re-wrapped: run `wxhub vault rewrap` when every replica has the new keyring\n");
+        out.push_str(
+            "data keys were not re-wrapped: run `wxhub vault rewrap` when every replica has \
+             the new keyring\n",
+        );
     } else {
-        let report =
-            rotation::rewrap_all(&store, &Vault::new(rotated), &SystemClock, batch).await?;
-        out.push_str(&describe_rewrap(&report));
+        let report = rotation::rewrap_all(&store, &Vault::new(keyring), &SystemClock, batch).await;
+        out.push_str(&describe_rewrap(&report?));
     }
     store.close().await;
     Ok(out)
@@ -149,6 +228,14 @@ pub async fn vault_rewrap(config: &Config, batch: u32) -> anyhow::Result<String>
 
 fn describe_rewrap(report: &rotation::RewrapReport) -> String {
     let mut out = format!("re-wrapped {} data key(s)", report.rewrapped);
+    if !report.rewrapped_by_holder.is_empty() {
+        let parts: Vec<String> = report
+            .rewrapped_by_holder
+            .iter()
+            .map(|(holder, n)| format!("{n} {}(s)", holder.noun()))
+            .collect();
+        let _ = write!(out, " ({})", parts.join(", "));
+    }
     if report.raced > 0 {
         let _ = write!(
             out,
@@ -160,7 +247,8 @@ fn describe_rewrap(report: &rotation::RewrapReport) -> String {
         let _ = write!(
             out,
             "\n{} data key(s) are still under an older key: some server is creating accounts \
-             with an old keyring; give every replica the new keyring and run `wxhub vault rewrap` again",
+             or signing keys with an old keyring; give every replica the new keyring and run \
+             `wxhub vault rewrap` again",
             report.remaining
         );
     }
@@ -168,17 +256,31 @@ fn describe_rewrap(report: &rotation::RewrapReport) -> String {
     out
 }
 
-/// `wxhub vault drop-key`: removes a master key that no data key uses any more.
+/// `wxhub vault drop-key`: removes a master key that no data key of any kind uses any more.
 pub async fn vault_drop_key(config: &Config, key_id: &str) -> anyhow::Result<String> {
     let path = keyring_file(config)?;
     let (store, keyring) = open_store_and_keyring(config).await?;
-    let status = rotation::status(&store, &keyring).await?;
+    let status = rotation::status(&store, &keyring).await;
     store.close().await;
+    let status = status?;
+    if !status.missing.is_empty() {
+        // The keyring does not belong to this database: editing it would only hide that.
+        return Err(rotation::RotationError::MissingKeys {
+            missing: status.missing,
+        }
+        .into());
+    }
+    if let Some(key) = status.in_use().find(|key| key.kek_id == key_id) {
+        bail!(
+            "master key `{key_id}` still wraps {}; nothing was removed. Run `wxhub vault \
+             rewrap` first, which re-wraps them under the active key `{}`",
+            key.describe_counts(),
+            status.active
+        );
+    }
     let in_use: Vec<KeyId> = status
-        .keys
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(id, _)| KeyId::new(id.clone()))
+        .in_use()
+        .map(|key| KeyId::new(key.kek_id.clone()))
         .collect::<Result<_, _>>()?;
     let smaller = keyring.remove_key(&KeyId::new(key_id)?, &in_use)?;
     smaller.save(&path)?;

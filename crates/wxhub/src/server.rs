@@ -137,14 +137,16 @@ pub async fn serve_on(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let vault = state.vault.clone();
+    let (vault, store) = (state.vault.clone(), state.store.clone());
     let reload = tokio::spawn(async move {
         let mut tick = tokio::time::interval(KEYRING_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(err) = vault.reload_if_changed() {
-                tracing::error!(error = %err, "the keyring file changed but cannot be loaded; keeping the current keyring");
+            // Checked against the database as at start-up: a keyring lacking a key still in
+            // use is refused (the error names it) and the current one kept.
+            if let Err(err) = vault.reload_if_changed(&store).await {
+                tracing::error!(error = %err, "the keyring file changed but is not used; keeping the current keyring");
             }
         }
     });

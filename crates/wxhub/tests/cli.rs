@@ -116,7 +116,7 @@ fn help_explains_every_command() {
         );
     }
     let vault_help = stdout(&wxhub(&dir, &["vault", "--help"]));
-    for word in ["init", "status", "rotate", "rewrap", "drop-key"] {
+    for word in ["init", "status", "rotate", "activate", "rewrap", "drop-key"] {
         assert!(vault_help.contains(word), "{vault_help}");
     }
 }

@@ -56,7 +56,7 @@ async fn a_running_server_picks_up_a_rotated_keyring_file() {
     let state = AppState::open(config, Arc::new(SystemClock)).await.unwrap();
     let before = state.vault.current().keyring().active_id().to_string();
     assert!(
-        !state.vault.reload_if_changed().unwrap(),
+        !state.vault.reload_if_changed(&state.store).await.unwrap(),
         "nothing changed yet"
     );
 
@@ -65,7 +65,7 @@ async fn a_running_server_picks_up_a_rotated_keyring_file() {
         .add_key(vault::KeyId::new("rotated").unwrap())
         .unwrap();
     rotated.save(&keyring_path).unwrap();
-    assert!(state.vault.reload_if_changed().unwrap());
+    assert!(state.vault.reload_if_changed(&state.store).await.unwrap());
     let vault = state.vault.current();
     assert_eq!(vault.keyring().active_id().as_str(), "rotated");
     assert!(
@@ -75,7 +75,7 @@ async fn a_running_server_picks_up_a_rotated_keyring_file() {
 
     // A broken edit is reported and the working keyring kept.
     std::fs::write(&keyring_path, "not a keyring").unwrap();
-    assert!(state.vault.reload_if_changed().is_err());
+    assert!(state.vault.reload_if_changed(&state.store).await.is_err());
     assert_eq!(
         state.vault.current().keyring().active_id().as_str(),
         "rotated"

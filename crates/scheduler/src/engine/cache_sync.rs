@@ -16,7 +16,7 @@ impl TokenService {
         else {
             return Ok(None);
         };
-        let vault = self.inner.vault.current();
+        let vault = self.inner.vault.for_wrapped_dek(&row.wrapped_dek);
         let access_token =
             accounts::open_core_token(&vault, &row.account_id, &row.wrapped_dek, ciphertext)?;
         Ok(Some(CurrentToken {

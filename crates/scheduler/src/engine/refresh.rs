@@ -165,7 +165,7 @@ impl TokenService {
         }
         // The DEK is unwrapped once per refresh: it opens the AppSecret now and seals the new
         // token afterwards (both zeroized on drop).
-        let vault = inner.vault.current();
+        let vault = inner.vault.for_wrapped_dek(&claimed.wrapped_dek);
         let dek = vault::WrappedDek::from_bytes(claimed.wrapped_dek)
             .and_then(|wrapped| vault.unwrap_dek(account_id, &wrapped))
             .map_err(accounts::AccountError::from)?;

@@ -1,7 +1,12 @@
 //! ID-token signing keys: at most one `next` (published, not yet signing), one `active`, and
 //! any number of `retired` (published until the tokens they signed expire). A unique index
-//! on the live statuses keeps that true whatever replicas race. Private keys arrive sealed by
-//! the vault.
+//! on the live statuses keeps that true whatever replicas race.
+//!
+//! Private keys arrive sealed by the vault, each under a data key of its own whose wrapped
+//! form and master-key id have their own columns (`wrapped_dek`, `dek_kek_id`), so master-key
+//! rotation finds and re-wraps them like every other sealed row (see [`crate::sealed`]).
+//! Nothing here changes those two columns after the insert except
+//! [`Store::replace_sealed_dek`].
 
 use std::fmt;
 
@@ -28,7 +33,11 @@ pub struct SigningKey {
     pub kid: String,
     /// JOSE algorithm, e.g. `RS256` or `ES256`.
     pub algorithm: String,
-    /// Vault ciphertext of the private key.
+    /// The key's data key, wrapped under a master key (vault record).
+    pub wrapped_dek: Vec<u8>,
+    /// The id of the master key that wrapped it.
+    pub dek_kek_id: String,
+    /// Vault ciphertext of the private key, under its data key.
     pub private_key: Vec<u8>,
     /// The public JWK as JSON text.
     pub public_jwk: String,
@@ -42,6 +51,8 @@ impl fmt::Debug for SigningKey {
         f.debug_struct("SigningKey")
             .field("kid", &self.kid)
             .field("algorithm", &self.algorithm)
+            .field("wrapped_dek_len", &self.wrapped_dek.len())
+            .field("dek_kek_id", &self.dek_kek_id)
             .field("private_key", &"<ciphertext>")
             .field("public_jwk", &self.public_jwk)
             .field("status", &self.status)
@@ -53,7 +64,8 @@ impl fmt::Debug for SigningKey {
 
 macro_rules! signing_key_columns {
     () => {
-        "kid, algorithm, private_key, public_jwk, status, created_at, retired_at"
+        "kid, algorithm, wrapped_dek, dek_kek_id, private_key, public_jwk, status, created_at, \
+         retired_at"
     };
 }
 
@@ -61,6 +73,8 @@ fn signing_key_from_row(row: &impl StoreRow) -> Result<SigningKey, sqlx::Error> 
     Ok(SigningKey {
         kid: row.text("kid")?,
         algorithm: row.text("algorithm")?,
+        wrapped_dek: row.bytes("wrapped_dek")?,
+        dek_kek_id: row.text("dek_kek_id")?,
         private_key: row.bytes("private_key")?,
         public_jwk: row.text("public_jwk")?,
         status: row.enumerated("status")?,
@@ -75,17 +89,21 @@ impl Store {
     /// Returns whether this key became the active one.
     pub async fn create_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError> {
         const SQL: Sql = Sql {
-            sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
-                     status, created_at) SELECT ?, ?, ?, ?, 'active', ? \
+            sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, wrapped_dek, dek_kek_id, \
+                     private_key, public_jwk, status, created_at) \
+                     SELECT ?, ?, ?, ?, ?, ?, 'active', ? \
                      WHERE NOT EXISTS (SELECT 1 FROM oidc_signing_keys WHERE status = 'active')",
-            postgres: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
-                       status, created_at) SELECT $1, $2, $3, $4, 'active', $5 \
+            postgres: "INSERT INTO oidc_signing_keys (kid, algorithm, wrapped_dek, dek_kek_id, \
+                       private_key, public_jwk, status, created_at) \
+                       SELECT $1, $2, $3, $4, $5, $6, 'active', $7 \
                        WHERE NOT EXISTS (SELECT 1 FROM oidc_signing_keys WHERE status = 'active')",
         };
         let inserted = on_backend!(self, |pool, d| {
             sqlx::query(SQL.get(d))
                 .bind(&key.kid)
                 .bind(&key.algorithm)
+                .bind(&key.wrapped_dek)
+                .bind(&key.dek_kek_id)
                 .bind(&key.private_key)
                 .bind(&key.public_jwk)
                 .bind(key.created_at)
@@ -104,15 +122,19 @@ impl Store {
     /// Errors: [`StoreError::Duplicate`] when a next key is already published.
     pub async fn publish_next_signing_key(&self, key: &SigningKey) -> Result<(), StoreError> {
         const SQL: Sql = Sql {
-            sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
-                     status, created_at) VALUES (?, ?, ?, ?, 'next', ?)",
-            postgres: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
-                       status, created_at) VALUES ($1, $2, $3, $4, 'next', $5)",
+            sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, wrapped_dek, dek_kek_id, \
+                     private_key, public_jwk, status, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, 'next', ?)",
+            postgres: "INSERT INTO oidc_signing_keys (kid, algorithm, wrapped_dek, dek_kek_id, \
+                       private_key, public_jwk, status, created_at) \
+                       VALUES ($1, $2, $3, $4, $5, $6, 'next', $7)",
         };
         on_backend!(self, |pool, d| {
             sqlx::query(SQL.get(d))
                 .bind(&key.kid)
                 .bind(&key.algorithm)
+                .bind(&key.wrapped_dek)
+                .bind(&key.dek_kek_id)
                 .bind(&key.private_key)
                 .bind(&key.public_jwk)
                 .bind(key.created_at)
@@ -240,7 +262,8 @@ impl Store {
     }
 
     /// Test fixture: adds a signing key as the active one and retires the previously active
-    /// keys, in one transaction (the gateway publishes a next key and promotes it instead). `key.status` and `key.retired_at` are ignored.
+    /// keys, in one transaction (the gateway publishes a next key and promotes it instead).
+    /// `key.status` and `key.retired_at` are ignored.
     #[cfg(feature = "test-fixtures")]
     #[doc(hidden)]
     pub async fn activate_new_signing_key(
@@ -255,10 +278,12 @@ impl Store {
                        WHERE status = 'active'",
         };
         const INSERT: Sql = Sql {
-            sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
-                     status, created_at) VALUES (?, ?, ?, ?, 'active', ?)",
-            postgres: "INSERT INTO oidc_signing_keys (kid, algorithm, private_key, public_jwk, \
-                       status, created_at) VALUES ($1, $2, $3, $4, 'active', $5)",
+            sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, wrapped_dek, dek_kek_id, \
+                     private_key, public_jwk, status, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, 'active', ?)",
+            postgres: "INSERT INTO oidc_signing_keys (kid, algorithm, wrapped_dek, dek_kek_id, \
+                       private_key, public_jwk, status, created_at) \
+                       VALUES ($1, $2, $3, $4, $5, $6, 'active', $7)",
         };
         on_backend!(self, |pool, d| {
             let mut tx = pool.begin_write().await?;
@@ -269,6 +294,8 @@ impl Store {
             sqlx::query(INSERT.get(d))
                 .bind(&key.kid)
                 .bind(&key.algorithm)
+                .bind(&key.wrapped_dek)
+                .bind(&key.dek_kek_id)
                 .bind(&key.private_key)
                 .bind(&key.public_jwk)
                 .bind(now)

@@ -1,10 +1,10 @@
 use store::StoreError;
-use store::accounts::{AccountKind, AccountProfile, AccountState, TokenMode, WrappedDekRecord};
+use store::accounts::{AccountKind, AccountProfile, AccountState, TokenMode};
 use store::end_users::Subscription;
 use store::oidc::{LoginMode, OidcClient};
 use store::pushes::ReceivedPush;
 
-use crate::harness::{NOW, TestDb, new_account, owner, secrets};
+use crate::harness::{NOW, TestDb, new_account, owner};
 
 pub async fn account_crud_round_trips(db: TestDb) {
     let owner = owner(&db.store).await;
@@ -311,111 +311,6 @@ pub async fn accounts_page_by_id_without_secrets(db: TestDb) {
         seen.extend(page.into_iter().map(|a| a.id));
     }
     assert_eq!(seen, ids);
-}
-
-pub async fn rotation_lists_other_keks_and_rewraps_only_unchanged_rows(db: TestDb) {
-    let owner = owner(&db.store).await;
-    let mut old_ids = Vec::new();
-    for i in 0..5 {
-        let mut new = new_account(&owner, &format!("wx-rot-{i}"));
-        new.secrets = secrets(if i == 2 { "kek-2" } else { "kek-1" });
-        if i != 2 {
-            old_ids.push(new.id.clone());
-        }
-        db.store.create_account(&new, NOW).await.unwrap();
-    }
-    old_ids.sort();
-
-    // Keyset pagination over the DEKs not wrapped by the new active KEK.
-    let mut listed = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = db
-            .store
-            .list_deks_not_wrapped_by("kek-2", after.as_deref(), 2)
-            .await
-            .unwrap();
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().map(|r| r.account_id.clone());
-        listed.extend(page);
-    }
-    assert_eq!(
-        listed
-            .iter()
-            .map(|r| r.account_id.clone())
-            .collect::<Vec<_>>(),
-        old_ids
-    );
-    assert!(listed.iter().all(|r| r.dek_kek_id == "kek-1"));
-
-    let first = &listed[0];
-    assert!(
-        db.store
-            .replace_wrapped_dek(
-                &first.account_id,
-                first,
-                b"rewrapped-under-kek-2",
-                "kek-2",
-                NOW
-            )
-            .await
-            .unwrap()
-    );
-    // A second writer holding the old record loses: the row changed under it.
-    assert!(
-        !db.store
-            .replace_wrapped_dek(&first.account_id, first, b"other-rewrap", "kek-2", NOW)
-            .await
-            .unwrap()
-    );
-    // Matching KEK id but different bytes also loses.
-    let second = &listed[1];
-    let tampered = WrappedDekRecord {
-        wrapped_dek: b"not-what-is-stored".to_vec(),
-        ..second.clone()
-    };
-    assert!(
-        !db.store
-            .replace_wrapped_dek(&second.account_id, &tampered, b"x", "kek-2", NOW)
-            .await
-            .unwrap()
-    );
-    let stored = db
-        .store
-        .load_account_secrets(&first.account_id)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored.wrapped_dek, b"rewrapped-under-kek-2");
-    assert_eq!(stored.dek_kek_id, "kek-2");
-    assert_eq!(
-        stored.appsecret, b"appsecret-ciphertext",
-        "fields are untouched"
-    );
-    assert_eq!(
-        db.store
-            .list_deks_not_wrapped_by("kek-2", None, 100)
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
-}
-
-pub async fn deks_are_counted_per_kek(db: TestDb) {
-    assert!(db.store.count_deks_by_kek().await.unwrap().is_empty());
-    let owner = owner(&db.store).await;
-    for (i, kek) in ["kek-b", "kek-a", "kek-b", "kek-b"].iter().enumerate() {
-        let mut new = new_account(&owner, &format!("wx-count-{i}"));
-        new.secrets = secrets(kek);
-        db.store.create_account(&new, NOW).await.unwrap();
-    }
-    assert_eq!(
-        db.store.count_deks_by_kek().await.unwrap(),
-        vec![("kek-a".to_owned(), 1), ("kek-b".to_owned(), 3)]
-    );
 }
 
 pub async fn account_health_lists_by_owner_in_pages_with_token_state(db: TestDb) {

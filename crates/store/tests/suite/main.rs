@@ -14,6 +14,7 @@ mod migrations;
 mod oidc;
 mod people;
 mod records;
+mod sealed;
 mod tokens;
 
 macro_rules! suite {
@@ -50,8 +51,6 @@ suite! {
     accounts::deleting_an_account_shreds_its_secrets_and_cascades,
     accounts::accounts_page_by_id_without_secrets,
     accounts::account_health_lists_by_owner_in_pages_with_token_state,
-    accounts::rotation_lists_other_keks_and_rewraps_only_unchanged_rows,
-    accounts::deks_are_counted_per_kek,
     tokens::lease_claim_has_exactly_one_winner,
     tokens::held_lease_cannot_be_claimed_until_it_expires,
     tokens::stale_fence_cannot_write_back,
@@ -82,4 +81,7 @@ suite! {
     oidc::concurrent_redemptions_spend_once_and_revoke_the_issued_token,
     oidc::next_key_is_published_then_promoted_and_one_key_is_active,
     oidc::one_query_lookups_agree_with_the_separate_ones,
+    sealed::sealed_deks_are_counted_per_holder_and_kek,
+    sealed::every_holder_lists_other_keks_and_replaces_only_unchanged_rows,
+    sealed::migration_6_splits_signing_keys_sealed_in_one_blob,
 }

@@ -329,6 +329,8 @@ pub async fn new_signing_key_retires_the_previous_one(db: TestDb) {
     let key = |kid: &str| SigningKey {
         kid: kid.to_owned(),
         algorithm: "ES256".to_owned(),
+        wrapped_dek: format!("wrapped-dek-of-{kid}").into_bytes(),
+        dek_kek_id: "kek-1".to_owned(),
         private_key: format!("encrypted-{kid}").into_bytes(),
         public_jwk: format!(r#"{{"kty":"EC","kid":"{kid}"}}"#),
         status: SigningKeyStatus::Active,
@@ -426,6 +428,8 @@ fn sealed_key(kid: &str, status: SigningKeyStatus, created_at: i64) -> SigningKe
     SigningKey {
         kid: kid.to_owned(),
         algorithm: "ES256".to_owned(),
+        wrapped_dek: format!("wrapped-dek-of-{kid}").into_bytes(),
+        dek_kek_id: "kek-1".to_owned(),
         private_key: format!("encrypted-{kid}").into_bytes(),
         public_jwk: format!(r#"{{"kty":"EC","kid":"{kid}"}}"#),
         status,
