@@ -168,9 +168,20 @@ pub enum GatewayError {
     /// The vault or the account's secrets failed.
     #[error(transparent)]
     Accounts(#[from] accounts::AccountError),
-    /// Anything else internal (key material, configuration).
+    /// A stored signing key could not be opened (a master key missing from the keyring, or
+    /// damaged ciphertext).
+    #[error("signing key {kid} cannot be opened")]
+    SigningKey {
+        kid: String,
+        #[source]
+        source: vault::VaultError,
+    },
+    /// The HTTP client for relays could not be built.
+    #[error("the relay HTTP client cannot be built")]
+    HttpClient(#[source] reqwest::Error),
+    /// A broken invariant of wxhub's own data (never the caller's fault).
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(&'static str),
 }
 
 impl GatewayError {
@@ -370,9 +381,19 @@ impl GatewayError {
         match self {
             GatewayError::Store(_)
             | GatewayError::Accounts(_)
+            | GatewayError::SigningKey { .. }
+            | GatewayError::HttpClient(_)
             | GatewayError::Internal(_)
             | GatewayError::CoreToken(_) => {
-                tracing::error!(error = %self, "gateway request failed")
+                // The whole chain, for the operator; the page says nothing of it.
+                let mut chain = self.to_string();
+                let mut source = std::error::Error::source(self);
+                while let Some(inner) = source {
+                    chain.push_str(": ");
+                    chain.push_str(&inner.to_string());
+                    source = inner.source();
+                }
+                tracing::error!(error = %chain, "gateway request failed")
             }
             GatewayError::Wechat(_) => tracing::warn!(error = %self, "gateway request failed"),
             _ => tracing::info!(error = %self, "gateway request refused"),

@@ -123,7 +123,7 @@ async fn authorize(
     let authorized = crate::oidc::authorize(&gw, &appid, params, browser).await?;
     let mut response = pages::redirect_to(&authorized.wechat_url);
     let cookie = HeaderValue::from_str(&authorized.set_cookie)
-        .map_err(|_| GatewayError::Internal("login cookie is not a header value".into()))?;
+        .map_err(|_| GatewayError::Internal("login cookie is not a header value"))?;
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(response)
 }

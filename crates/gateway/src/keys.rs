@@ -89,10 +89,11 @@ fn seal(vault: &Vault, kid: &str, key: &SigningKey) -> Sealed {
 }
 
 fn open(vault: &Vault, stored: &StoredKey) -> Result<LoadedKey, GatewayError> {
-    let bad = || GatewayError::Internal(format!("signing key {} is malformed", stored.kid));
+    let bad = || GatewayError::Internal("a stored signing key is malformed");
     let subject = DekHolder::SigningKey.vault_subject(&stored.kid);
-    let vault_err = |e: vault::VaultError| {
-        GatewayError::Internal(format!("signing key {} cannot be opened: {e}", stored.kid))
+    let vault_err = |source: vault::VaultError| GatewayError::SigningKey {
+        kid: stored.kid.clone(),
+        source,
     };
     let wrapped = vault::WrappedDek::from_bytes(stored.wrapped_dek.clone()).map_err(vault_err)?;
     let dek = vault.unwrap_dek(&subject, &wrapped).map_err(vault_err)?;
@@ -158,7 +159,7 @@ pub async fn rotate_signing_key(
             .next_signing_key()
             .await?
             .map(|k| k.kid)
-            .ok_or_else(|| GatewayError::Internal("next signing key vanished".into())),
+            .ok_or_else(|| GatewayError::Internal("next signing key vanished")),
         Err(e) => Err(e.into()),
     }
 }
@@ -241,7 +242,7 @@ impl KeyCache {
                 store
                     .active_signing_key()
                     .await?
-                    .ok_or_else(|| GatewayError::Internal("no active signing key".into()))?
+                    .ok_or_else(|| GatewayError::Internal("no active signing key"))?
             }
         };
         if let Some(cached) = self.current.lock().expect("key cache lock").as_ref()

@@ -118,7 +118,7 @@ impl Gateway {
             .timeout(push::RELAY_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| GatewayError::Internal(format!("relay HTTP client: {e}")))?;
+            .map_err(GatewayError::HttpClient)?;
         Ok(Arc::new(Self {
             store: config.store,
             vault: config.vault,

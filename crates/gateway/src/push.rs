@@ -151,7 +151,7 @@ fn open_encrypted(
         return Err(reject(PushRejection::BadSignature));
     }
     let key = EncodingAesKey::parse(key.expose())
-        .map_err(|_| GatewayError::Internal("stored EncodingAESKey is invalid".into()))?;
+        .map_err(|_| GatewayError::Internal("stored EncodingAESKey is invalid"))?;
     // Decryption checks the trailing appid (§7.2): a message for another account fails.
     let plain = MsgCrypt::new(key, appid)
         .decrypt(encrypt)
