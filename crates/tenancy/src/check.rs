@@ -1,5 +1,6 @@
 //! The live credential check, and what to do when WeChat refuses: one table of fixes, in
-//! Chinese and English, shared by the CLI and the dashboard.
+//! Chinese and English, shared by the CLI, the dashboard and the token scheduler (whose
+//! needs-attention reason is the English fix).
 //!
 //! Registering an account or replacing its AppSecret asks WeChat whether the credentials work
 //! before anything is stored. The check calls `/cgi-bin/stable_token` with
@@ -88,22 +89,22 @@ fn fix_for(failure: &CheckFailure) -> Fix {
             Some(ip) => fix(
                 format!("本服务器的 IP {ip} 不在白名单中（40164）。请在 {zh_console} → IP白名单 中加入 {ip}，然后重试。"),
                 format!(
-                    "This server's IP {ip} is not in the account's IP whitelist (40164). Add {ip} \
-                     under {en_console} → IP Whitelist, then try again."
+                    "This server's IP {ip} is not in the account's IP whitelist (40164): add {ip} \
+                     to the IP whitelist under {en_console} → IP Whitelist, then try again."
                 ),
             ),
             None => fix(
                 format!("本服务器的出口 IP 不在白名单中（40164）。请在 {zh_console} → IP白名单 中加入本服务器的出口 IP，然后重试。"),
                 format!(
-                    "This server's egress IP is not in the account's IP whitelist (40164). Add it \
-                     under {en_console} → IP Whitelist, then try again."
+                    "This server's egress IP is not in the account's IP whitelist (40164): add it \
+                     to the IP whitelist under {en_console} → IP Whitelist, then try again."
                 ),
             ),
         },
         Some(ErrCode::APPSECRET_FROZEN) => fix(
             format!("AppSecret 已被管理员冻结（40243）。请在 {zh_console} 中解冻（或重置）AppSecret 后重试。"),
             format!(
-                "The AppSecret is frozen by the account's administrator (40243). Unfreeze (or \
+                "The AppSecret is frozen by the account's administrator (40243): unfreeze (or \
                  reset) it in {en_console}, then try again."
             ),
         ),
@@ -114,7 +115,7 @@ fn fix_for(failure: &CheckFailure) -> Fix {
             ),
             format!(
                 "WeChat wants the account's administrator to confirm calls from this server's IP \
-                 ({}). Confirm it in WeChat, or add the IP under {en_console} → IP Whitelist, \
+                 ({}): confirm it in WeChat, or add the IP under {en_console} → IP Whitelist, \
                  then try again.",
                 failure.code.unwrap_or_default()
             ),
@@ -125,17 +126,18 @@ fn fix_for(failure: &CheckFailure) -> Fix {
                 failure.code.unwrap_or_default()
             ),
             format!(
-                "The account's administrator rejected calls from this server's IP ({}). Add the \
+                "The account's administrator rejected calls from this server's IP ({}): add the \
                  IP under {en_console} → IP Whitelist, then try again.",
                 failure.code.unwrap_or_default()
             ),
         ),
         Some(ErrCode::DAILY_QUOTA_REACHED) => fix(
-            "该公众号今日的接口调用次数已用完（45009）。请等到北京时间 0 点后重试，或在 微信公众平台 → 设置与开发 → 接口权限 中清零调用次数（每月 10 次）。"
+            "该公众号今日的接口调用次数已用完（45009）。北京时间 0 点重置后 wxhub 会自动重试；如需提前恢复，请在 微信公众平台 → 设置与开发 → 接口权限 中清零调用次数（每月 10 次），或在 wxhub 中执行“清零配额”。"
                 .to_owned(),
-            "The account's daily API quota is used up (45009). Try again after 00:00 \
-             Asia/Shanghai, or reset the quota in the WeChat console (Settings and Development → \
-             API Permissions; 10 resets a month)."
+            "The account's daily API quota is used up (45009). It resets at 00:00 \
+             Asia/Shanghai, when wxhub tries again; to recover sooner, reset it in the WeChat \
+             console (Settings and Development → API Permissions; 10 resets a month) or with \
+             wxhub's clear quota."
                 .to_owned(),
         ),
         Some(ErrCode::API_UNAUTHORIZED) => fix(

@@ -85,7 +85,7 @@ async fn each_refusal_maps_to_its_fix_and_stores_nothing(db: TestDatabase) {
     assert_eq!(failure.code, Some(40164));
     assert_eq!(failure.ip.as_deref(), Some("127.0.0.1"));
     assert!(
-        failure.fix().en.contains("Add 127.0.0.1"),
+        failure.fix().en.contains("add 127.0.0.1"),
         "{}",
         failure.fix().en
     );

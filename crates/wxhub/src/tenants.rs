@@ -139,11 +139,15 @@ fn describe_account(view: &AccountView) -> String {
     if let Some(expires) = h.expires_at {
         let _ = write!(line, "  expires={}", time(expires));
     }
-    if let Some(error) = &h.last_error {
-        let _ = write!(line, "\n    last error: {error}");
-    }
-    if let Some(fix) = &h.fix {
-        let _ = write!(line, "\n    fix: {}\n    处理：{}", fix.en, fix.zh);
+    match (&h.fix, &h.last_error) {
+        // The scheduler's reason is the English fix; show both languages once.
+        (Some(fix), _) => {
+            let _ = write!(line, "\n    fix: {}\n    处理：{}", fix.en, fix.zh);
+        }
+        (None, Some(error)) => {
+            let _ = write!(line, "\n    last error: {error}");
+        }
+        (None, None) => {}
     }
     line
 }
