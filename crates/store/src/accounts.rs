@@ -645,7 +645,8 @@ impl Store {
     }
 
     /// Makes an account's token refresh due now, unless a refresh holds its lease (that one
-    /// is about to deliver), with its audit entry. Returns whether it was rescheduled.
+    /// is about to deliver), with its audit entry. Returns whether it was rescheduled; when it
+    /// was not, nothing is written (the entry neither).
     pub async fn request_refresh_now(
         &self,
         account_id: &str,
@@ -666,8 +667,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            if updated == 0 {
+                return Ok(false);
+            }
             commit_audited!(self, tx, d, record, now);
-            Ok(updated == 1)
+            Ok(true)
         })
     }
 

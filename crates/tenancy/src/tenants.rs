@@ -616,12 +616,18 @@ impl Tenancy {
                 let record = self
                     .record(principal, Operation::AccountClearQuota, Some(&account))
                     .details(details("cleared"));
-                if waiting {
-                    let record = record.announce(ChangeKind::Refresh);
-                    self.store()
-                        .request_refresh_now(&account.id, now, &record)
+                let rescheduled = waiting
+                    && self
+                        .store()
+                        .request_refresh_now(
+                            &account.id,
+                            now,
+                            &record.clone().announce(ChangeKind::Refresh),
+                        )
                         .await?;
-                } else {
+                if !rescheduled {
+                    // Nothing to retry (or a refresh is under way): the reset is still
+                    // recorded.
                     self.store().append_audit(&record, now).await?;
                 }
                 Ok(())

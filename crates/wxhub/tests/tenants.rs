@@ -119,6 +119,21 @@ async fn cli_registers_an_account_and_its_key_reads_the_token_from_the_server() 
         accounts.contains(APPID) && accounts.contains("token=healthy"),
         "{accounts}"
     );
+    assert!(accounts.contains("fetches today=1/"), "{accounts}");
+    // The token was fetched moments ago: "refresh now" is refused, and not audited.
+    let early = tenants::account_refresh(&config, APPID).await.unwrap_err();
+    assert!(format!("{early:#}").contains("too soon"), "{early:#}");
+    let audit = tenants::audit_list(
+        &config,
+        tenancy::people::AuditQuery {
+            action: Some("account.refresh_now".to_owned()),
+            ..Default::default()
+        },
+        10,
+    )
+    .await
+    .unwrap();
+    assert!(audit.contains("no audit entries"), "{audit}");
     let key_id = listed.split_whitespace().next().unwrap();
     let revoked = tenants::apikey_revoke(&config, APPID, key_id)
         .await
