@@ -58,6 +58,13 @@ pub enum EngineEvent {
     StaleWrite { account_id: String, generation: i64 },
     /// The cache took a token written by another replica (notification or reload).
     Adopted { account_id: String, generation: i64 },
+    /// A request waits for another holder's lease (another replica fetching, or a process
+    /// that stopped while holding it) until `until` (Unix ms) at the latest.
+    WaitingForLease {
+        account_id: String,
+        holder: String,
+        until: i64,
+    },
 }
 
 /// What one [`TokenService::run_due`] pass did.

@@ -33,6 +33,7 @@ pub mod tokens;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migrator};
@@ -71,6 +72,8 @@ pub struct Store {
     pub(crate) backend: Backend,
     /// The URL it was opened with, password removed; for errors only.
     redacted_url: Arc<str>,
+    /// Database operations run through this pool (see [`Store::operations`]).
+    operations: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for Store {
@@ -138,6 +141,7 @@ impl Store {
             Ok(Self {
                 backend: Backend::Postgres(pool),
                 redacted_url: redacted.into(),
+                operations: Arc::default(),
             })
         } else {
             Err(StoreError::InvalidUrl {
@@ -170,6 +174,7 @@ impl Store {
         Ok(Self {
             backend: Backend::Sqlite(pool),
             redacted_url: redacted.into(),
+            operations: Arc::default(),
         })
     }
 
@@ -184,6 +189,17 @@ impl Store {
     /// The URL the store was opened with, password removed.
     pub fn redacted_url(&self) -> &str {
         &self.redacted_url
+    }
+
+    /// How many database operations this store and its clones have run since it was opened:
+    /// one per statement, a transaction counting once. Tests use it to prove that a wait does
+    /// not hammer the database; it is one relaxed atomic increment per operation.
+    pub fn operations(&self) -> u64 {
+        self.operations.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_operation(&self) {
+        self.operations.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Which migrations are applied and which this binary knows.

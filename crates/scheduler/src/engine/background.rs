@@ -132,7 +132,7 @@ impl TokenService {
                 loop {
                     match listener.recv().await {
                         Ok(account_id) => {
-                            if let Err(error) = service.reload_account(&account_id).await {
+                            if let Err(error) = service.reload_announced(&account_id).await {
                                 tracing::warn!(%account_id, %error, "cannot reload an announced token");
                             }
                         }

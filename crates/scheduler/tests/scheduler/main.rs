@@ -10,3 +10,4 @@ mod api;
 mod common;
 mod engine;
 mod postgres;
+mod waiting;
