@@ -86,9 +86,11 @@ pub struct RunReport {
 enum Reason {
     Scheduled,
     Missing,
-    /// A backend reported the cached token as rejected (the caller checked, under the
-    /// account's flight mutex, that it is still the cached one).
-    Rejected,
+    /// A backend reported `reported` as rejected (the caller checked, under the account's
+    /// flight mutex, that it is the cached one; the claim re-checks it against the row).
+    Rejected {
+        reported: wechat::AccessToken,
+    },
 }
 
 /// How a refresh attempt ended.

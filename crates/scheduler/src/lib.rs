@@ -158,7 +158,14 @@ struct Inner {
     wake: Notify,
     events: broadcast::Sender<EngineEvent>,
     rng: Mutex<StdRng>,
+    /// Test only: see [`TokenService::set_after_claim_hook`].
+    after_claim: std::sync::RwLock<Option<AfterClaimHook>>,
 }
+
+/// A test hook run after each lease claim: see [`TokenService::set_after_claim_hook`].
+#[doc(hidden)]
+pub type AfterClaimHook =
+    Arc<dyn Fn(&str) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 impl std::fmt::Debug for TokenService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -208,6 +215,7 @@ impl TokenService {
                 wake: Notify::new(),
                 events: broadcast::channel(4096).0,
                 rng: Mutex::new(StdRng::seed_from_u64(seed)),
+                after_claim: std::sync::RwLock::new(None),
             }),
         };
         service.reload_all().await?;
@@ -344,5 +352,18 @@ impl TokenService {
     /// Wakes the background loop (after adding an account, for instance).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// **Tests only; production never sets it.** Runs `hook` with the account id each time this
+    /// replica has claimed a lease, before it re-checks the claimed row, so a test can change
+    /// what the engine sees in between deterministically (deliver another replica's
+    /// notification, say) instead of hoping for the timing. `None` removes it.
+    #[doc(hidden)]
+    pub fn set_after_claim_hook(&self, hook: Option<AfterClaimHook>) {
+        *self
+            .inner
+            .after_claim
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = hook;
     }
 }

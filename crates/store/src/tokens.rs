@@ -572,12 +572,15 @@ impl Store {
 }
 
 /// What a successful [`Store::claim_token_refresh`] hands the claimer: the fence, the row's
-/// schedule (to re-check under the lease), whether a unit of today's upstream budget was taken,
+/// token and schedule (to re-check under the lease), whether a unit of today's upstream budget was taken,
 /// and the account's sealed AppSecret with its wrapped DEK (so the refresh needs no other read).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClaimedRefresh {
     /// The fence to present on write-back.
     pub generation: i64,
+    /// Vault ciphertext of the token the row holds at the claim, if any: a claimer acting on a
+    /// report compares it with the reported token (the row, not a cache, says what is current).
+    pub token: Option<Vec<u8>>,
     pub issued_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub next_refresh_at: i64,
@@ -597,6 +600,7 @@ impl fmt::Debug for ClaimedRefresh {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClaimedRefresh")
             .field("generation", &self.generation)
+            .field("token", &self.token.as_ref().map(|_| "<ciphertext>"))
             .field("issued_at", &self.issued_at)
             .field("expires_at", &self.expires_at)
             .field("next_refresh_at", &self.next_refresh_at)
@@ -610,7 +614,7 @@ impl fmt::Debug for ClaimedRefresh {
 
 macro_rules! claimed_returning {
     () => {
-        " RETURNING generation, issued_at, expires_at, next_refresh_at, failure_count, \
+        " RETURNING generation, token, issued_at, expires_at, next_refresh_at, failure_count, \
          upstream_calls_today, \
          (SELECT s.wrapped_dek FROM account_secrets s \
           WHERE s.account_id = core_tokens.account_id) AS wrapped_dek, \
@@ -625,6 +629,7 @@ fn claimed_from_row(row: &impl StoreRow, budget_taken: bool) -> Result<ClaimedRe
     };
     Ok(ClaimedRefresh {
         generation: row.int("generation")?,
+        token: row.opt_bytes("token")?,
         issued_at: row.opt_int("issued_at")?,
         expires_at: row.opt_int("expires_at")?,
         next_refresh_at: row.int("next_refresh_at")?,

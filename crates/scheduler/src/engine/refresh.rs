@@ -5,7 +5,7 @@
 use store::StoreError;
 use store::accounts::{AccountState, TokenMode};
 use store::tokens::{ClaimedRefresh, RefreshFailure, RefreshedToken, TokenState};
-use wechat::AppSecret;
+use wechat::{AccessToken, AppSecret};
 
 use super::failure::failure_text;
 use super::{EngineEvent, Outcome, Reason};
@@ -53,6 +53,14 @@ impl TokenService {
             account_id: account_id.to_owned(),
             generation,
         });
+        let hook = inner
+            .after_claim
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(hook) = hook {
+            hook(account_id).await;
+        }
         let mut called = false;
         let result = self
             .refresh_with_lease(account_id, claimed, now, reason, &mut called)
@@ -116,27 +124,41 @@ impl TokenService {
             self.reload_account(account_id).await?;
             return Ok(Outcome::Unneeded);
         }
+        // The DEK is unwrapped once per refresh: it opens the claimed row's token (to re-check
+        // a report) and the AppSecret, and seals the new token afterwards (zeroized on drop).
+        let vault = inner.vault.current();
+        let dek = vault::WrappedDek::from_bytes(claimed.wrapped_dek)
+            .and_then(|wrapped| vault.unwrap_dek(account_id, &wrapped))
+            .map_err(accounts::AccountError::from)?;
         // Step 3: re-check the claimed row under the lease.
         let row_valid_until = claimed.expires_at.filter(|&e| e > now);
         let recheck = match &reason {
             Reason::Scheduled => claimed.next_refresh_at > now,
             Reason::Missing => row_valid_until.is_some(),
-            // The caller checked that the rejected token is the cached one; the row holds
-            // another token if it was issued at another time.
-            Reason::Rejected => {
-                cached
-                    .as_ref()
-                    .and_then(|e| e.token.as_ref())
-                    .map(|t| t.issued_at)
-                    != claimed.issued_at
-                    && claimed.issued_at.is_some()
-            }
+            // Against the token in the claimed row, never the cache: another replica's
+            // notification may have put its new token into the cache since the caller saw the
+            // reported one there, and the cache would then agree with the row and hide that
+            // the reported token was already replaced.
+            Reason::Rejected { reported } => match &claimed.token {
+                Some(ciphertext) => {
+                    let current = dek
+                        .decrypt_string(
+                            account_id,
+                            accounts::registry::FIELD_CORE_TOKEN,
+                            ciphertext,
+                        )
+                        .map_err(accounts::AccountError::from)?;
+                    AccessToken::new(current.expose()) != *reported
+                }
+                None => false,
+            },
         };
         if recheck {
             self.reload_account(account_id).await?;
             return Ok(Outcome::Unneeded);
         }
-        if let Reason::Rejected = reason
+        // The row holds the reported token: its age decides.
+        if let Reason::Rejected { .. } = reason
             && let Some(issued) = claimed.issued_at
             && now - issued < ms(policy.rejected_min_age)
         {
@@ -163,12 +185,6 @@ impl TokenService {
                 .write_failure(account_id, generation, failure, now)
                 .await;
         }
-        // The DEK is unwrapped once per refresh: it opens the AppSecret now and seals the new
-        // token afterwards (both zeroized on drop).
-        let vault = inner.vault.current();
-        let dek = vault::WrappedDek::from_bytes(claimed.wrapped_dek)
-            .and_then(|wrapped| vault.unwrap_dek(account_id, &wrapped))
-            .map_err(accounts::AccountError::from)?;
         let secret = {
             let plain = dek
                 .decrypt_string(
@@ -180,7 +196,7 @@ impl TokenService {
             AppSecret::new(plain.expose())
         };
         let force = match (&reason, account.mode) {
-            (Reason::Rejected, TokenMode::StableToken) => {
+            (Reason::Rejected { .. }, TokenMode::StableToken) => {
                 let day = policy.quota_day(now);
                 inner
                     .store

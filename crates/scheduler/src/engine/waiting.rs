@@ -231,7 +231,10 @@ impl TokenService {
                     if !is_current(self) {
                         None
                     } else {
-                        Some(self.refresh_locked(account_id, Reason::Rejected).await?)
+                        let reason = Reason::Rejected {
+                            reported: rejected.clone(),
+                        };
+                        Some(self.refresh_locked(account_id, reason).await?)
                     }
                 };
                 match outcome {

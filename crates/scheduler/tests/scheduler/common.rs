@@ -175,6 +175,18 @@ impl Hub {
         (c.ok, c.calls)
     }
 
+    /// Someone outside wxhub fetches `acct`'s token with its AppSecret (the classic mistake
+    /// wxhub exists to prevent), and the 300 s during which WeChat still accepts the previous
+    /// token pass: from now on WeChat rejects wxhub's token (40001). Moves the clock.
+    pub async fn supersede_outside(&self, acct: &Acct) {
+        let i = usize::from_str_radix(&acct.appid[2..], 16).unwrap();
+        self.client()
+            .get_token(&acct.appid, &wechat::AppSecret::new(secret(i)))
+            .await
+            .unwrap();
+        self.advance(self.sim().config().token_grace.as_secs() + 1);
+    }
+
     /// Whether the simulator accepts `token` for `appid` right now.
     pub fn accepted(&self, appid: &str, token: &str) -> bool {
         self.sim()

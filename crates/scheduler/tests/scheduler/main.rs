@@ -10,4 +10,5 @@ mod api;
 mod common;
 mod engine;
 mod postgres;
+mod reports;
 mod waiting;
