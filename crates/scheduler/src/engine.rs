@@ -25,18 +25,21 @@
 //!
 //! The submodules follow those lines: [`failure`] (errcode → state and a human reason),
 //! [`waiting`] (a request waiting for a token, its own fetch or another replica's), [`refresh`]
-//! (claim, call, fenced write-back), [`cache_sync`] (rows into the cache) and [`background`]
-//! (the due loop, the listener, the periodic reload).
+//! (claim, call, fenced write-back), [`cache_sync`] (rows into the cache), [`background`]
+//! (the due loop, the listener, the periodic reload) and [`shutdown`] (refreshes in flight,
+//! finished before the process stops).
 
 mod background;
 mod cache_sync;
 mod failure;
 mod refresh;
+mod shutdown;
 mod waiting;
 
 use std::sync::{Arc, PoisonError};
 
 pub use background::BackgroundTasks;
+pub(crate) use shutdown::InFlight;
 use store::tokens::TokenState;
 
 use crate::TokenService;
@@ -104,6 +107,8 @@ enum Outcome {
     Busy,
     /// Our write lost the fence.
     Stale,
+    /// Shutting down: no refresh starts.
+    Stopping,
 }
 
 impl TokenService {

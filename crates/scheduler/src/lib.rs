@@ -74,6 +74,9 @@ pub struct SchedulerConfig {
     pub proxy_timeout: Duration,
     /// Seed of the jitter RNG (default: random). Tests pin it.
     pub rng_seed: Option<u64>,
+    /// How long [`BackgroundTasks::shutdown`] lets refreshes in flight finish (real time,
+    /// default 10 s: the WeChat client's timeout, so a call in flight can end either way).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -90,6 +93,7 @@ impl Default for SchedulerConfig {
             max_proxy_body: 2 * 1024 * 1024,
             proxy_timeout: Duration::from_secs(30),
             rng_seed: None,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -158,6 +162,8 @@ struct Inner {
     wake: Notify,
     events: broadcast::Sender<EngineEvent>,
     rng: Mutex<StdRng>,
+    /// Refreshes in flight, and whether new ones may start (cooperative shutdown).
+    inflight: engine::InFlight,
     /// Test only: see [`TokenService::set_after_claim_hook`].
     after_claim: std::sync::RwLock<Option<AfterClaimHook>>,
 }
@@ -216,6 +222,7 @@ impl TokenService {
                 events: broadcast::channel(4096).0,
                 rng: Mutex::new(StdRng::seed_from_u64(seed)),
                 after_claim: std::sync::RwLock::new(None),
+                inflight: engine::InFlight::new(),
             }),
         };
         service.reload_all().await?;

@@ -28,6 +28,10 @@ impl TokenService {
         reason: Reason,
     ) -> Result<Outcome, TokenError> {
         let inner = &self.inner;
+        // Held until the write-back is done; refused once shutdown began (before any claim).
+        let Some(_inflight) = inner.inflight.enter() else {
+            return Ok(Outcome::Stopping);
+        };
         let policy = &inner.config.policy;
         let now = inner.clock.now_ms();
         let lease_until = now + ms(inner.config.lease);

@@ -274,6 +274,20 @@ impl TokenService {
                             retry_at: None,
                         });
                     }
+                    Some(Outcome::Stopping) => {
+                        return Err(TokenError::Unavailable {
+                            state: self
+                                .inner
+                                .cache
+                                .get(account_id)
+                                .map_or(TokenState::Pending, |e| e.state),
+                            code: None,
+                            reason: "this wxhub process is shutting down and starts no refresh; \
+                                     report the token again (another replica will act on it)"
+                                .to_owned(),
+                            retry_at: Some(self.inner.clock.now_ms() + 1000),
+                        });
+                    }
                     Some(Outcome::Busy | Outcome::Stale) => {
                         last_lease = self.reload_row(account_id).await?;
                         if !is_current(self)

@@ -11,4 +11,5 @@ mod common;
 mod engine;
 mod postgres;
 mod reports;
+mod shutdown;
 mod waiting;
