@@ -26,8 +26,9 @@
 //! The submodules follow those lines: [`failure`] (errcode → state and a human reason),
 //! [`waiting`] (a request waiting for a token, its own fetch or another replica's), [`refresh`]
 //! (claim, call, fenced write-back), [`cache_sync`] (rows into the cache), [`background`]
-//! (the due loop, the listener, the periodic reload) and [`shutdown`] (refreshes in flight,
-//! finished before the process stops).
+//! (the due loop, the listener, the periodic reload), [`shutdown`] (refreshes in flight,
+//! finished before the process stops) and [`write_back`] (a fetched token whose write failed,
+//! served from memory and stored later).
 
 mod background;
 mod cache_sync;
@@ -35,6 +36,7 @@ mod failure;
 mod refresh;
 mod shutdown;
 mod waiting;
+mod write_back;
 
 use std::sync::{Arc, PoisonError};
 
@@ -51,13 +53,21 @@ pub enum EngineEvent {
     LeaseClaimed { account_id: String, generation: i64 },
     /// A new token was stored under `generation`.
     Refreshed { account_id: String, generation: i64 },
+    /// A new token could not be stored (the database failed): it is served from memory and
+    /// its write is retried. `attempt` counts the failed writes (1: the first).
+    WriteDeferred {
+        account_id: String,
+        generation: i64,
+        attempt: u32,
+    },
     /// A refresh failed; the account is now in `state`.
     Failed {
         account_id: String,
         state: TokenState,
         code: Option<i64>,
     },
-    /// A write-back lost its fence: the lease lapsed and another replica owns the refresh.
+    /// A write-back lost its fence: the lease lapsed and another replica owns the refresh
+    /// (also when a deferred write is superseded).
     StaleWrite { account_id: String, generation: i64 },
     /// The cache took a token written by another replica (notification or reload).
     Adopted { account_id: String, generation: i64 },

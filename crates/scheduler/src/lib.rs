@@ -74,6 +74,9 @@ pub struct SchedulerConfig {
     pub proxy_timeout: Duration,
     /// Seed of the jitter RNG (default: random). Tests pin it.
     pub rng_seed: Option<u64>,
+    /// First delay before retrying to store a fetched token whose write-back failed (real
+    /// time, default 500 ms; doubling up to 30 s). The token is served from memory meanwhile.
+    pub write_retry: Duration,
     /// How long [`BackgroundTasks::shutdown`] lets refreshes in flight finish (real time,
     /// default 10 s: the WeChat client's timeout, so a call in flight can end either way).
     pub shutdown_grace: Duration,
@@ -94,6 +97,7 @@ impl Default for SchedulerConfig {
             proxy_timeout: Duration::from_secs(30),
             rng_seed: None,
             shutdown_grace: Duration::from_secs(10),
+            write_retry: Duration::from_millis(500),
         }
     }
 }
@@ -162,6 +166,8 @@ struct Inner {
     wake: Notify,
     events: broadcast::Sender<EngineEvent>,
     rng: Mutex<StdRng>,
+    /// Accounts whose fetched token is served from memory while its write is retried.
+    deferred_writes: Mutex<std::collections::HashSet<String>>,
     /// Refreshes in flight, and whether new ones may start (cooperative shutdown).
     inflight: engine::InFlight,
     /// Test only: see [`TokenService::set_after_claim_hook`].
@@ -223,6 +229,7 @@ impl TokenService {
                 rng: Mutex::new(StdRng::seed_from_u64(seed)),
                 after_claim: std::sync::RwLock::new(None),
                 inflight: engine::InFlight::new(),
+                deferred_writes: Mutex::new(std::collections::HashSet::new()),
             }),
         };
         service.reload_all().await?;

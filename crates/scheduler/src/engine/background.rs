@@ -142,6 +142,11 @@ impl TokenService {
     }
 
     async fn refresh_scheduled(&self, account_id: &str) -> Result<Outcome, TokenError> {
+        // Its new token is served from memory and still being written: the row only looks
+        // due (and, once our lease lapses, free). A refresh now would supersede that token.
+        if self.write_deferred(account_id) {
+            return Ok(Outcome::Busy);
+        }
         let flight = self.flight(account_id);
         // A refresh of this account is already running here (a rejected report): skip.
         let Ok(_guard) = flight.try_lock() else {

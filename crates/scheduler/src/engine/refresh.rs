@@ -250,12 +250,12 @@ impl TokenService {
                     next_refresh_at: next_refresh_at.max(done + 1),
                 };
                 // Fenced, and on PostgreSQL it also NOTIFYs the other replicas.
-                match inner
+                let stored = match inner
                     .store
                     .store_refreshed_token(account_id, generation, &refreshed, done)
                     .await
                 {
-                    Ok(()) => {}
+                    Ok(()) => true,
                     Err(StoreError::StaleFence { .. }) => {
                         tracing::warn!(%account_id, generation, "token refresh lost its lease; result dropped");
                         self.emit(EngineEvent::StaleWrite {
@@ -264,8 +264,14 @@ impl TokenService {
                         });
                         return Ok(Outcome::Stale);
                     }
-                    Err(error) => return Err(error.into()),
-                }
+                    Err(error) => {
+                        // WeChat has already superseded the old token: dropping this one would
+                        // leave the account without a working token. Serve it from memory and
+                        // keep trying to store it.
+                        self.defer_write_back(account_id, generation, refreshed, &error);
+                        false
+                    }
+                };
                 self.inner.cache.put(
                     account_id,
                     Entry::new(
@@ -283,11 +289,13 @@ impl TokenService {
                         None,
                     ),
                 );
-                tracing::info!(%account_id, generation, expires_at, next_refresh_at, "core token refreshed");
-                self.emit(EngineEvent::Refreshed {
-                    account_id: account_id.to_owned(),
-                    generation,
-                });
+                if stored {
+                    tracing::info!(%account_id, generation, expires_at, next_refresh_at, "core token refreshed");
+                    self.emit(EngineEvent::Refreshed {
+                        account_id: account_id.to_owned(),
+                        generation,
+                    });
+                }
                 Ok(Outcome::Refreshed)
             }
             Err(error) => {

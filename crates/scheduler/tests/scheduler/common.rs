@@ -175,6 +175,24 @@ impl Hub {
         (c.ok, c.calls)
     }
 
+    /// Runs statements on the hub's database behind the store's back (tests that break it on
+    /// purpose), in the dialect of the database the hub uses.
+    pub async fn execute_raw(&self, sqlite: &[&'static str], postgres: &[&'static str]) {
+        if self.url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+            for sql in sqlite {
+                sqlx::raw_sql(*sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+            for sql in postgres {
+                sqlx::raw_sql(*sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+
     /// Someone outside wxhub fetches `acct`'s token with its AppSecret (the classic mistake
     /// wxhub exists to prevent), and the 300 s during which WeChat still accepts the previous
     /// token pass: from now on WeChat rejects wxhub's token (40001). Moves the clock.

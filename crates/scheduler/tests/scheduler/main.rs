@@ -13,3 +13,4 @@ mod postgres;
 mod reports;
 mod shutdown;
 mod waiting;
+mod write_back;
