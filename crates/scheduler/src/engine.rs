@@ -25,7 +25,8 @@
 //!
 //! The submodules follow those lines: [`failure`] (errcode → state and a human reason),
 //! [`waiting`] (a request waiting for a token, its own fetch or another replica's), [`refresh`]
-//! (claim, call, fenced write-back), [`cache_sync`] (rows into the cache), [`background`]
+//! (claim, call, fenced write-back), [`reports`] (confirming a reported token with WeChat, the
+//! per-key cap), [`cache_sync`] (rows into the cache), [`background`]
 //! (the due loop, the listener, the periodic reload), [`shutdown`] (refreshes in flight,
 //! finished before the process stops) and [`write_back`] (a fetched token whose write failed,
 //! served from memory and stored later).
@@ -34,6 +35,7 @@ mod background;
 mod cache_sync;
 mod failure;
 mod refresh;
+mod reports;
 mod shutdown;
 mod waiting;
 mod write_back;
@@ -41,6 +43,8 @@ mod write_back;
 use std::sync::{Arc, PoisonError};
 
 pub use background::BackgroundTasks;
+pub(crate) use reports::{Evidence, ReportLedger};
+pub use reports::{ReportOutcome, Reported};
 pub(crate) use shutdown::InFlight;
 use store::tokens::TokenState;
 

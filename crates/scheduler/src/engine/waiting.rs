@@ -22,6 +22,7 @@ use store::accounts::AccountState;
 use store::tokens::TokenState;
 use wechat::AccessToken;
 
+use super::reports::{Confirmation, Evidence, ReportOutcome, Reported};
 use super::{EngineEvent, Outcome, Reason};
 use crate::cache::{CurrentToken, Entry, Watch};
 use crate::{TokenError, TokenService};
@@ -199,11 +200,15 @@ impl TokenService {
         }
     }
 
+    /// The token reported rejected: a refresh if it is still current (and, for a backend's
+    /// report, WeChat confirms it), else the current token. See
+    /// [`TokenService::report_rejected`].
     pub(crate) async fn refresh_rejected(
         &self,
         account_id: &str,
         rejected: &AccessToken,
-    ) -> Result<CurrentToken, TokenError> {
+        evidence: Evidence<'_>,
+    ) -> Result<Reported, TokenError> {
         let is_current = |svc: &Self| {
             svc.inner
                 .cache
@@ -211,17 +216,23 @@ impl TokenService {
                 .and_then(|e| e.token.clone())
                 .is_some_and(|t| t.access_token == *rejected)
         };
+        let replaced = |token| Reported {
+            token,
+            outcome: ReportOutcome::AlreadyReplaced,
+        };
         if self.inner.cache.get(account_id).is_none() {
             self.reload_account(account_id).await?;
         }
         if !is_current(self) {
-            return self.current(account_id).await;
+            return self.current(account_id).await.map(replaced);
         }
         let wait = self.inner.config.first_token_wait;
         let mut watch = self.inner.cache.watch(account_id);
         let mut last_lease: Option<Lease> = None;
         let work = async {
             let mut quick = 0;
+            // A backend's report is confirmed with WeChat once, before the first claim.
+            let mut confirmed = matches!(evidence, Evidence::Observed);
             loop {
                 watch.mark_seen();
                 let outcome = {
@@ -231,6 +242,18 @@ impl TokenService {
                     if !is_current(self) {
                         None
                     } else {
+                        if !confirmed && let Evidence::Report { caller } = evidence {
+                            if self.recently_accepted(account_id, rejected) {
+                                return self.still_accepted(account_id);
+                            }
+                            self.take_report_allowance(caller)?;
+                            match self.confirm_rejected(account_id, rejected).await {
+                                Confirmation::Accepted => return self.still_accepted(account_id),
+                                Confirmation::Rejected | Confirmation::Unconfirmed => {
+                                    confirmed = true;
+                                }
+                            }
+                        }
                         let reason = Reason::Rejected {
                             reported: rejected.clone(),
                         };
@@ -242,7 +265,12 @@ impl TokenService {
                         if !is_current(self)
                             && let Some(token) = self.cached(account_id)
                         {
-                            return Ok(token);
+                            let outcome = if matches!(outcome, Some(Outcome::Refreshed)) {
+                                ReportOutcome::Refreshed
+                            } else {
+                                ReportOutcome::AlreadyReplaced
+                            };
+                            return Ok(Reported { token, outcome });
                         }
                         let entry = self
                             .inner
@@ -293,7 +321,7 @@ impl TokenService {
                         if !is_current(self)
                             && let Some(token) = self.cached(account_id)
                         {
-                            return Ok(token);
+                            return Ok(replaced(token));
                         }
                         self.wait_for_holder(
                             account_id,
@@ -311,5 +339,14 @@ impl TokenService {
             Ok(result) => result,
             Err(_) => Err(self.report_not_refreshed(account_id, last_lease.as_ref())),
         }
+    }
+
+    /// The answer to a report of a token WeChat accepts: that token, still current.
+    fn still_accepted(&self, account_id: &str) -> Result<Reported, TokenError> {
+        let token = self.cached(account_id).ok_or(TokenError::Pending)?;
+        Ok(Reported {
+            token,
+            outcome: ReportOutcome::StillAccepted,
+        })
     }
 }

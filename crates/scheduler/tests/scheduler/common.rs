@@ -18,6 +18,8 @@ use wechat_sim::{AccountSpec, RunningSim, SimConfig, Simulator};
 /// 2026-01-15 12:00 in Shanghai.
 pub const START: i64 = 1_768_449_600_000;
 pub const TOKEN: &str = "/cgi-bin/token";
+/// What wxhub asks WeChat to confirm that a reported token is rejected.
+pub const CONFIRM: &str = "/cgi-bin/get_api_domain_ip";
 
 /// One registered account.
 #[derive(Debug, Clone)]
@@ -203,6 +205,28 @@ impl Hub {
             .await
             .unwrap();
         self.advance(self.sim().config().token_grace.as_secs() + 1);
+    }
+
+    /// The next `times` confirmations wxhub asks of WeChat for `appid` (`get_api_domain_ip`)
+    /// answer 40001, as for a token WeChat rejects (`None`: every one).
+    pub fn confirmations_reject(&self, appid: &str, times: Option<u32>) {
+        self.sim()
+            .add_fault(wechat_sim::FaultSpec {
+                endpoint: Some(CONFIRM.into()),
+                appid: Some(appid.to_owned()),
+                action: wechat_sim::FaultAction::Errcode {
+                    code: 40001,
+                    errmsg: None,
+                },
+                next: times,
+                rate: times.is_none().then_some(1.0),
+            })
+            .unwrap();
+    }
+
+    /// The confirmations wxhub asked of WeChat for `appid`.
+    pub fn confirmations(&self, appid: &str) -> u64 {
+        self.sim().counter(appid, CONFIRM).calls
     }
 
     /// Whether the simulator accepts `token` for `appid` right now.

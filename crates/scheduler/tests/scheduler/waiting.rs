@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use scheduler::{EngineEvent, RefreshPolicy, SchedulerConfig, TokenError, TokenService};
+use scheduler::{
+    EngineEvent, RefreshPolicy, ReportOutcome, SchedulerConfig, TokenError, TokenService,
+};
 use store::Store;
 use store::accounts::TokenMode;
 use wechat_sim::{FaultAction, FaultSpec};
@@ -106,8 +108,22 @@ async fn report_during_a_dead_holders_lease_answers_precisely_without_spinning_b
     hub.advance(60);
     let until = hold_lease_as_dead_process(&hub, &acct.id).await;
 
+    // The token still works: WeChat says so, and the report gets it back at once.
+    let reported = service
+        .report_rejected(&acct.id, &token.access_token, None)
+        .await
+        .unwrap();
+    assert_eq!(reported.outcome, ReportOutcome::StillAccepted);
+    assert_eq!(reported.token.access_token, token.access_token);
+
+    // WeChat rejects it: the refresh it needs waits on the lease, then says why it cannot.
+    hub.advance(11);
+    hub.confirmations_reject(&acct.appid, None);
     let before = hub.store.operations();
-    match service.report_rejected(&acct.id, &token.access_token).await {
+    match service
+        .report_rejected(&acct.id, &token.access_token, None)
+        .await
+    {
         Err(TokenError::Unavailable {
             reason, retry_at, ..
         }) => {
