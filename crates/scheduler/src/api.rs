@@ -26,7 +26,7 @@ use wechat::AccessToken;
 use crate::apikey::{VerifiedKey, hash_api_key_bytes, looks_like_api_key};
 use crate::cache::CurrentToken;
 use crate::policy::ms;
-use crate::{TokenError, TokenService};
+use crate::{ReportOutcome, TokenError, TokenService};
 
 /// The OpenAPI 3.1 description of these routes (hand-written).
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
@@ -71,6 +71,8 @@ pub(crate) enum ApiError {
     },
     #[error("token refresh rate-limited")]
     RateLimited { retry_after_secs: i64 },
+    #[error("this API key reported more than {limit} rejected tokens in the last hour")]
+    TooManyReports { limit: u32, retry_after_secs: i64 },
     #[error("the first token is still being fetched")]
     Pending,
     #[error("WeChat could not be reached: {0}")]
@@ -109,6 +111,10 @@ impl ApiError {
             TokenError::RateLimited { retry_at } => ApiError::RateLimited {
                 retry_after_secs: ((retry_at - now + 999) / 1000).max(1),
             },
+            TokenError::ReportsCapped { limit, retry_at } => ApiError::TooManyReports {
+                limit,
+                retry_after_secs: ((retry_at - now + 999) / 1000).max(1),
+            },
             TokenError::Pending => ApiError::Pending,
             TokenError::Store(e) => ApiError::Internal(Box::new(e)),
             TokenError::Vault(e) => ApiError::Internal(Box::new(e)),
@@ -128,6 +134,7 @@ impl IntoResponse for ApiError {
             ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "refresh_rate_limited"),
+            ApiError::TooManyReports { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_reports"),
             ApiError::Pending => (StatusCode::SERVICE_UNAVAILABLE, "token_pending"),
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -153,6 +160,9 @@ impl IntoResponse for ApiError {
                 None,
                 Some(*retry_after_secs),
             ),
+            ApiError::TooManyReports {
+                retry_after_secs, ..
+            } => (self.to_string(), None, None, Some(*retry_after_secs)),
             ApiError::Pending => (self.to_string(), None, None, Some(1)),
             ApiError::Internal(cause) => {
                 // The whole chain, for the operator; the caller gets a fixed sentence.
@@ -386,9 +396,19 @@ async fn report_invalid(
     })?;
     tracing::debug!(%account_id, key_id = %verified.id, "access_token reported as rejected");
     let rejected = AccessToken::new(report.access_token);
-    let token = service
-        .report_rejected(account_id, &rejected)
+    // Reports are capped per key.
+    let reported = service
+        .report_rejected(account_id, &rejected, Some(&verified.id))
         .await
         .map_err(|e| ApiError::from_token(e, service.now()))?;
-    Ok(token_response(token_json(&token, service.now())))
+    let mut response = token_response(token_json(&reported.token, service.now()));
+    let outcome = match reported.outcome {
+        ReportOutcome::Refreshed => "refreshed",
+        ReportOutcome::AlreadyReplaced => "already_replaced",
+        ReportOutcome::StillAccepted => "still_accepted",
+    };
+    response
+        .headers_mut()
+        .insert("x-wxhub-report", HeaderValue::from_static(outcome));
+    Ok(response)
 }

@@ -2,11 +2,16 @@
 //!
 //! One entry per account, keyed by account id, with an appid index for the API. Entries are
 //! replaced whole (`Arc` swap under a short `std` lock that is never held across an `.await`).
-//! Every change bumps a `watch` counter, so a caller waiting for an account's first token (or
-//! for another replica's refresh to arrive) can wait on an event instead of polling.
+//!
+//! A caller waiting for an account's token (its first one, or another replica's refresh) waits
+//! on that account's [`Watch`] instead of polling. It fires only when something a waiter acts
+//! on changes — the token, the token state or errcode, the account's state — or when another
+//! replica announced a change of the row ([`TokenCache::signal`]). Putting an entry equal to
+//! the cached one (a reload that found nothing new) wakes nobody, so a waiter that reloads the
+//! row itself is not woken by its own reload.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use store::accounts::{AccountState, TokenMode};
 use store::tokens::TokenState;
@@ -43,6 +48,24 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// Whether a waiter would see a difference between the two: the token served, why there
+    /// is none, or whether the account may be served at all.
+    fn same_for_waiters(&self, other: &Entry) -> bool {
+        let same_token = match (&self.token, &other.token) {
+            (Some(a), Some(b)) => {
+                a.issued_at == b.issued_at
+                    && a.expires_at == b.expires_at
+                    && a.access_token == b.access_token
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        self.account_state == other.account_state
+            && self.state == other.state
+            && self.error_code == other.error_code
+            && same_token
+    }
+
     pub fn new(
         appid: String,
         mode: TokenMode,
@@ -125,14 +148,85 @@ struct Maps {
 /// The cache. Cheap operations only; no I/O.
 pub(crate) struct TokenCache {
     maps: RwLock<Maps>,
-    changed: watch::Sender<u64>,
+    /// One channel per account someone waits on; removed when its last waiter leaves.
+    waiters: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+/// A waiter's subscription to one account's changes (see the module doc).
+pub(crate) struct Watch<'a> {
+    cache: &'a TokenCache,
+    account_id: String,
+    rx: watch::Receiver<u64>,
+}
+
+impl Watch<'_> {
+    /// Forgets changes signalled so far: the next [`Watch::changed`] waits for a later one.
+    pub fn mark_seen(&mut self) {
+        self.rx.borrow_and_update();
+    }
+
+    /// Completes at the next change signalled after the last [`Watch::mark_seen`] (at once if
+    /// one happened since).
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            // The sender lives as long as a receiver does (see `Drop`); never reached, but a
+            // closed channel must not turn a wait into a spin.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self
+            .cache
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // This receiver still counts: it is the last one when the count is 1.
+        if waiters
+            .get(&self.account_id)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            waiters.remove(&self.account_id);
+        }
+    }
 }
 
 impl TokenCache {
     pub fn new() -> Self {
         Self {
             maps: RwLock::new(Maps::default()),
-            changed: watch::channel(0).0,
+            waiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Subscribes to `account_id`'s changes from now on.
+    pub fn watch(&self, account_id: &str) -> Watch<'_> {
+        let rx = self
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(account_id.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        Watch {
+            cache: self,
+            account_id: account_id.to_owned(),
+            rx,
+        }
+    }
+
+    /// Wakes whoever waits on `account_id`: its entry changed, or another replica announced a
+    /// change of its row that the entry does not show (a lease given back).
+    pub fn signal(&self, account_id: &str) {
+        if let Some(tx) = self
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(account_id)
+        {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
@@ -163,9 +257,10 @@ impl TokenCache {
     }
 
     /// Puts an entry, unless the cached one carries a newer token (a late reload or
-    /// notification must never move a replica back to an older token).
-    pub fn put(&self, account_id: &str, entry: Entry) {
-        {
+    /// notification must never move a replica back to an older token). Returns whether a
+    /// waiter would see a difference (and then wakes the account's waiters).
+    pub fn put(&self, account_id: &str, entry: Entry) -> bool {
+        let changed = {
             let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
             let keep_token = match (maps.by_id.get(account_id), &entry.token) {
                 (Some(old), new) => match (&old.token, new) {
@@ -184,11 +279,19 @@ impl TokenCache {
                 entry.token = old.token.clone();
                 entry.json = old.json.clone();
             }
+            let changed = maps
+                .by_id
+                .get(account_id)
+                .is_none_or(|old| !old.same_for_waiters(&entry));
             maps.by_appid
                 .insert(entry.appid.clone(), account_id.to_owned());
             maps.by_id.insert(account_id.to_owned(), Arc::new(entry));
+            changed
+        };
+        if changed {
+            self.signal(account_id);
         }
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        changed
     }
 
     /// Drops an account (it was deleted): its token is never served again.
@@ -199,7 +302,8 @@ impl TokenCache {
                 maps.by_appid.remove(&entry.appid);
             }
         }
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        // Waiters for its token give up now rather than at their deadline.
+        self.signal(account_id);
     }
 
     /// Changes an entry's state (after a failed refresh) and keeps its token.
@@ -210,22 +314,24 @@ impl TokenCache {
         error_code: Option<i64>,
         reason: Option<String>,
     ) {
-        {
+        let changed = {
             let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
-            if let Some(old) = maps.by_id.get(account_id) {
-                let mut entry = (**old).clone();
-                entry.state = state;
-                entry.error_code = error_code;
-                entry.reason = reason;
-                maps.by_id.insert(account_id.to_owned(), Arc::new(entry));
+            match maps.by_id.get(account_id) {
+                Some(old) => {
+                    let mut entry = (**old).clone();
+                    entry.state = state;
+                    entry.error_code = error_code;
+                    entry.reason = reason;
+                    let changed = !old.same_for_waiters(&entry);
+                    maps.by_id.insert(account_id.to_owned(), Arc::new(entry));
+                    changed
+                }
+                None => false,
             }
+        };
+        if changed {
+            self.signal(account_id);
         }
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// A receiver that wakes on every change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
     }
 }
 

@@ -25,18 +25,27 @@
 //!
 //! The submodules follow those lines: [`failure`] (errcode → state and a human reason),
 //! [`waiting`] (a request waiting for a token, its own fetch or another replica's), [`refresh`]
-//! (claim, call, fenced write-back), [`cache_sync`] (rows into the cache) and [`background`]
-//! (the due loop, the listener, the periodic reload).
+//! (claim, call, fenced write-back), [`reports`] (confirming a reported token with WeChat, the
+//! per-key cap), [`cache_sync`] (rows into the cache), [`background`]
+//! (the due loop, the listener, the periodic reload), [`shutdown`] (refreshes in flight,
+//! finished before the process stops) and [`write_back`] (a fetched token whose write failed,
+//! served from memory and stored later).
 
 mod background;
 mod cache_sync;
 mod failure;
 mod refresh;
+mod reports;
+mod shutdown;
 mod waiting;
+mod write_back;
 
 use std::sync::{Arc, PoisonError};
 
 pub use background::BackgroundTasks;
+pub(crate) use reports::{Evidence, ReportLedger};
+pub use reports::{ReportOutcome, Reported};
+pub(crate) use shutdown::InFlight;
 use store::tokens::TokenState;
 
 use crate::TokenService;
@@ -48,13 +57,21 @@ pub enum EngineEvent {
     LeaseClaimed { account_id: String, generation: i64 },
     /// A new token was stored under `generation`.
     Refreshed { account_id: String, generation: i64 },
+    /// A new token could not be stored (the database failed): it is served from memory and
+    /// its write is retried. `attempt` counts the failed writes (1: the first).
+    WriteDeferred {
+        account_id: String,
+        generation: i64,
+        attempt: u32,
+    },
     /// A refresh failed; the account is now in `state`.
     Failed {
         account_id: String,
         state: TokenState,
         code: Option<i64>,
     },
-    /// A write-back lost its fence: the lease lapsed and another replica owns the refresh.
+    /// A write-back lost its fence: the lease lapsed and another replica owns the refresh
+    /// (also when a deferred write is superseded).
     StaleWrite { account_id: String, generation: i64 },
     /// The cache took a token written by another replica (notification or reload).
     Adopted { account_id: String, generation: i64 },
@@ -62,6 +79,13 @@ pub enum EngineEvent {
     ChangeApplied {
         account_id: String,
         kind: store::changes::ChangeKind,
+    },
+    /// A request waits for another holder's lease (another replica fetching, or a process
+    /// that stopped while holding it) until `until` (Unix ms) at the latest.
+    WaitingForLease {
+        account_id: String,
+        holder: String,
+        until: i64,
     },
 }
 
@@ -84,9 +108,11 @@ pub struct RunReport {
 enum Reason {
     Scheduled,
     Missing,
-    /// A backend reported the cached token as rejected (the caller checked, under the
-    /// account's flight mutex, that it is still the cached one).
-    Rejected,
+    /// A backend reported `reported` as rejected (the caller checked, under the account's
+    /// flight mutex, that it is the cached one; the claim re-checks it against the row).
+    Rejected {
+        reported: wechat::AccessToken,
+    },
 }
 
 /// How a refresh attempt ended.
@@ -100,6 +126,8 @@ enum Outcome {
     Busy,
     /// Our write lost the fence.
     Stale,
+    /// Shutting down: no refresh starts.
+    Stopping,
 }
 
 impl TokenService {

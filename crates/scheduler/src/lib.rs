@@ -42,7 +42,7 @@ use wechat::SharedClock;
 
 pub use api::router;
 pub use cache::CurrentToken;
-pub use engine::{BackgroundTasks, EngineEvent, RunReport};
+pub use engine::{BackgroundTasks, EngineEvent, ReportOutcome, Reported, RunReport};
 pub use policy::RefreshPolicy;
 
 /// Settings of a [`TokenService`]. `Default` suits production.
@@ -75,6 +75,19 @@ pub struct SchedulerConfig {
     pub proxy_timeout: Duration,
     /// Seed of the jitter RNG (default: random). Tests pin it.
     pub rng_seed: Option<u64>,
+    /// Rejected-token reports one API key may have confirmed with WeChat per hour, per
+    /// replica (default 60); more answer [`TokenError::ReportsCapped`]. Reports answered
+    /// without asking WeChat (a stale token, a token WeChat just accepted) do not count.
+    pub reports_per_key_per_hour: u32,
+    /// How long WeChat's acceptance of a reported token is trusted, so a burst of reports of
+    /// a working token asks WeChat once (by the injected clock, default 10 s).
+    pub accepted_report_memo: Duration,
+    /// First delay before retrying to store a fetched token whose write-back failed (real
+    /// time, default 500 ms; doubling up to 30 s). The token is served from memory meanwhile.
+    pub write_retry: Duration,
+    /// How long [`BackgroundTasks::shutdown`] lets refreshes in flight finish (real time,
+    /// default 10 s: the WeChat client's timeout, so a call in flight can end either way).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -91,6 +104,10 @@ impl Default for SchedulerConfig {
             max_proxy_body: 2 * 1024 * 1024,
             proxy_timeout: Duration::from_secs(30),
             rng_seed: None,
+            shutdown_grace: Duration::from_secs(10),
+            write_retry: Duration::from_millis(500),
+            reports_per_key_per_hour: 60,
+            accepted_report_memo: Duration::from_secs(10),
         }
     }
 }
@@ -120,6 +137,15 @@ pub enum TokenError {
     /// A rejected-token report arrived for a token younger than the policy's minimum age.
     #[error("the current token was fetched moments ago; not refreshing again yet")]
     RateLimited {
+        /// When a report would be honoured (Unix ms).
+        retry_at: i64,
+    },
+    /// This API key had [`SchedulerConfig::reports_per_key_per_hour`] reports confirmed with
+    /// WeChat within the last hour; this one was not acted on.
+    #[error("this API key reported more than {limit} rejected tokens in an hour")]
+    ReportsCapped {
+        /// The hourly cap.
+        limit: u32,
         /// When a report would be honoured (Unix ms).
         retry_at: i64,
     },
@@ -159,7 +185,20 @@ struct Inner {
     wake: Notify,
     events: broadcast::Sender<EngineEvent>,
     rng: Mutex<StdRng>,
+    /// Per-key report counts and tokens WeChat just accepted.
+    reports: engine::ReportLedger,
+    /// Accounts whose fetched token is served from memory while its write is retried.
+    deferred_writes: Mutex<std::collections::HashSet<String>>,
+    /// Refreshes in flight, and whether new ones may start (cooperative shutdown).
+    inflight: engine::InFlight,
+    /// Test only: see [`TokenService::set_after_claim_hook`].
+    after_claim: std::sync::RwLock<Option<AfterClaimHook>>,
 }
+
+/// A test hook run after each lease claim: see [`TokenService::set_after_claim_hook`].
+#[doc(hidden)]
+pub type AfterClaimHook =
+    Arc<dyn Fn(&str) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 impl std::fmt::Debug for TokenService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -209,6 +248,10 @@ impl TokenService {
                 wake: Notify::new(),
                 events: broadcast::channel(4096).0,
                 rng: Mutex::new(StdRng::seed_from_u64(seed)),
+                after_claim: std::sync::RwLock::new(None),
+                inflight: engine::InFlight::new(),
+                reports: engine::ReportLedger::default(),
+                deferred_writes: Mutex::new(std::collections::HashSet::new()),
             }),
         };
         service.reload_all().await?;
@@ -291,16 +334,35 @@ impl TokenService {
             .map(|e| (e.state, e.error_code, e.reason.clone()))
     }
 
-    /// A backend saw `rejected` refused by WeChat (40001/40014/42001). If it is still the
-    /// current token, one refresh happens — single flight in this process, one lease across
-    /// replicas, at most once per [`RefreshPolicy::rejected_min_age`] — and the new token is
-    /// returned; if it is already stale, the current token is returned at once.
+    /// A backend (holding the API key `caller`, if known) says WeChat refused `rejected`
+    /// (40001/40014/42001). If it is already stale, the current token is returned at once
+    /// ([`ReportOutcome::AlreadyReplaced`]). If it is the current one, WeChat is asked first
+    /// (`get_api_domain_ip` with that token): a token WeChat accepts is returned as it is
+    /// ([`ReportOutcome::StillAccepted`]); one it rejects is refreshed — single flight in this
+    /// process, one lease across replicas, at most once per
+    /// [`RefreshPolicy::rejected_min_age`] — and the new token returned
+    /// ([`ReportOutcome::Refreshed`]). Each question to WeChat counts against `caller`'s
+    /// [`SchedulerConfig::reports_per_key_per_hour`].
     pub async fn report_rejected(
         &self,
         account_id: &str,
         rejected: &wechat::AccessToken,
-    ) -> Result<CurrentToken, TokenError> {
-        self.refresh_rejected(account_id, rejected).await
+        caller: Option<&str>,
+    ) -> Result<Reported, TokenError> {
+        self.refresh_rejected(account_id, rejected, engine::Evidence::Report { caller })
+            .await
+    }
+
+    /// wxhub's own call (the proxy, the login gateway) got 40001/40014/42001 from WeChat for
+    /// `rejected`: as [`TokenService::report_rejected`], but WeChat's answer is already the
+    /// confirmation and no key's cap applies.
+    pub async fn rejected_by_wechat(
+        &self,
+        account_id: &str,
+        rejected: &wechat::AccessToken,
+    ) -> Result<Reported, TokenError> {
+        self.refresh_rejected(account_id, rejected, engine::Evidence::Observed)
+            .await
     }
 
     /// The owner changed the account's credentials (or fixed the whitelist): an account in
@@ -329,5 +391,18 @@ impl TokenService {
     /// Wakes the background loop (after adding an account, for instance).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// **Tests only; production never sets it.** Runs `hook` with the account id each time this
+    /// replica has claimed a lease, before it re-checks the claimed row, so a test can change
+    /// what the engine sees in between deterministically (deliver another replica's
+    /// notification, say) instead of hoping for the timing. `None` removes it.
+    #[doc(hidden)]
+    pub fn set_after_claim_hook(&self, hook: Option<AfterClaimHook>) {
+        *self
+            .inner
+            .after_claim
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = hook;
     }
 }

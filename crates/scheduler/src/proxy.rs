@@ -169,11 +169,11 @@ pub(crate) async fn proxy(
     if first.rest.is_none() && is_token_rejected(&first.head) {
         // Compare-and-swap refresh: only if the rejected token is still current.
         match service
-            .report_rejected(account_id, &token.access_token)
+            .rejected_by_wechat(account_id, &token.access_token)
             .await
         {
-            Ok(fresh) if fresh.access_token != token.access_token => {
-                let second = send(fresh.access_token).await?;
+            Ok(fresh) if fresh.token.access_token != token.access_token => {
+                let second = send(fresh.token.access_token).await?;
                 let mut response = respond(second);
                 response
                     .headers_mut()

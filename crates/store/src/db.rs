@@ -50,7 +50,10 @@ impl Sql {
 /// against `SqlitePool` and `PgPool`.
 macro_rules! on_backend {
     ($store:expr, |$pool:ident, $dialect:ident| $body:expr) => {
-        match &$store.backend {
+        match {
+            $store.count_operation();
+            &$store.backend
+        } {
             $crate::db::Backend::Sqlite($pool) => {
                 let $dialect = $crate::db::Dialect::Sqlite;
                 $body

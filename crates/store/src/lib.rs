@@ -36,6 +36,7 @@ pub mod tokens;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migrator};
@@ -76,6 +77,8 @@ pub struct Store {
     redacted_url: Arc<str>,
     /// Wakes this process's change feeds when a change commits (see [`changes`]).
     change_signal: Arc<tokio::sync::Notify>,
+    /// Database operations run through this pool (see [`Store::operations`]).
+    operations: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for Store {
@@ -191,6 +194,7 @@ impl Store {
             backend,
             redacted_url: redacted_url.into(),
             change_signal: Arc::new(tokio::sync::Notify::new()),
+            operations: Arc::default(),
         }
     }
 
@@ -205,6 +209,17 @@ impl Store {
     /// The URL the store was opened with, password removed.
     pub fn redacted_url(&self) -> &str {
         &self.redacted_url
+    }
+
+    /// How many database operations this store and its clones have run since it was opened:
+    /// one per statement, a transaction counting once. Tests use it to prove that a wait does
+    /// not hammer the database; it is one relaxed atomic increment per operation.
+    pub fn operations(&self) -> u64 {
+        self.operations.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_operation(&self) {
+        self.operations.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Which migrations are applied and which this binary knows.

@@ -1,8 +1,9 @@
 //! Telling other replicas that an account's core token changed.
 //!
-//! **PostgreSQL only.** After a refresh, the replica that wrote the token sends
-//! `NOTIFY wxhub_core_token, '<account id>'`; every replica listens on that channel and reloads
-//! that one row into its in-memory cache. The payload is the account id and nothing else: never
+//! **PostgreSQL only.** When a refresh lease ends — a token written, a failure recorded, a
+//! lease given back — the replica that ended it sends `NOTIFY wxhub_core_token, '<account id>'`
+//! (in the same statement); every replica listens on that channel and reloads that one row into
+//! its in-memory cache. The payload is the account id and nothing else: never
 //! a token, not even ciphertext. Notifications are best effort (one sent while a listener is
 //! reconnecting is lost), so the scheduler also reloads its cache periodically.
 //!

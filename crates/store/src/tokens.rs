@@ -16,6 +16,10 @@
 //!    generation moved and the write fails with [`StoreError::StaleFence`]: a slow holder can
 //!    never overwrite a newer token.
 //!
+//! On PostgreSQL every statement that ends a lease — the write-backs and the releases — also
+//! announces the account on [`crate::notify::TOKEN_CHANNEL`] (in the same statement, only if
+//! it matched), so replicas waiting for the lease act at once rather than when it lapses.
+//!
 //! The token itself is vault ciphertext; the store never sees it in clear.
 
 use std::fmt;
@@ -216,7 +220,9 @@ impl Store {
     }
 
     /// Records a failed refresh and releases the lease, if `generation` is still current.
-    /// Returns the new consecutive failure count (for backoff).
+    /// Returns the new consecutive failure count (for backoff). On PostgreSQL the statement
+    /// also announces the change, like [`Store::store_refreshed_token`]: replicas waiting for
+    /// this refresh learn at once that it failed (and why) instead of at the lease's end.
     ///
     /// Errors: [`StoreError::StaleFence`] as for [`Store::store_refreshed_token`].
     pub async fn record_refresh_failure(
@@ -232,14 +238,17 @@ impl Store {
                      failure_count = failure_count + 1, lease_holder = NULL, \
                      lease_until = NULL, updated_at = ? \
                      WHERE account_id = ? AND generation = ? RETURNING failure_count",
-            postgres: "UPDATE core_tokens SET state = $1, last_error_code = $2, \
+            postgres: "WITH updated AS (UPDATE core_tokens SET state = $1, last_error_code = $2, \
                        last_error_message = $3, last_error_ip = $4, next_refresh_at = $5, \
                        failure_count = failure_count + 1, lease_holder = NULL, \
                        lease_until = NULL, updated_at = $6 \
-                       WHERE account_id = $7 AND generation = $8 RETURNING failure_count",
+                       WHERE account_id = $7 AND generation = $8 \
+                       RETURNING account_id, failure_count) \
+                       SELECT updated.failure_count, \
+                       pg_notify($9, updated.account_id) IS NULL AS notified FROM updated",
         };
         let count = on_backend!(self, |pool, d| {
-            let row = sqlx::query(SQL.get(d))
+            let mut query = sqlx::query(SQL.get(d))
                 .bind(failure.state.as_db())
                 .bind(failure.error_code)
                 .bind(&failure.error_message)
@@ -247,9 +256,11 @@ impl Store {
                 .bind(failure.next_refresh_at)
                 .bind(now)
                 .bind(account_id)
-                .bind(generation)
-                .fetch_optional(pool)
-                .await?;
+                .bind(generation);
+            if d == Dialect::Postgres {
+                query = query.bind(crate::notify::TOKEN_CHANNEL);
+            }
+            let row = query.fetch_optional(pool).await?;
             row.map(|r| r.int("failure_count")).transpose()?
         });
         count.ok_or_else(|| StoreError::StaleFence {
@@ -259,7 +270,8 @@ impl Store {
     }
 
     /// Gives the lease back without writing a result (e.g. shutting down mid-refresh).
-    /// Returns `false` if `generation` is no longer current (nothing to release).
+    /// Returns `false` if `generation` is no longer current (nothing to release). On
+    /// PostgreSQL a release is announced: replicas waiting for the lease try at once.
     pub async fn release_token_lease(
         &self,
         account_id: &str,
@@ -267,18 +279,19 @@ impl Store {
     ) -> Result<bool, StoreError> {
         const SQL: Sql = Sql {
             sqlite: "UPDATE core_tokens SET lease_holder = NULL, lease_until = NULL \
-                     WHERE account_id = ? AND generation = ?",
-            postgres: "UPDATE core_tokens SET lease_holder = NULL, lease_until = NULL \
-                       WHERE account_id = $1 AND generation = $2",
+                     WHERE account_id = ? AND generation = ? RETURNING account_id",
+            postgres: "WITH released AS (UPDATE core_tokens SET lease_holder = NULL, \
+                       lease_until = NULL WHERE account_id = $1 AND generation = $2 \
+                       RETURNING account_id) \
+                       SELECT pg_notify($3, released.account_id) IS NULL AS notified \
+                       FROM released",
         };
         on_backend!(self, |pool, d| {
-            Ok(sqlx::query(SQL.get(d))
-                .bind(account_id)
-                .bind(generation)
-                .execute(pool)
-                .await?
-                .rows_affected()
-                == 1)
+            let mut query = sqlx::query(SQL.get(d)).bind(account_id).bind(generation);
+            if d == Dialect::Postgres {
+                query = query.bind(crate::notify::TOKEN_CHANNEL);
+            }
+            Ok(query.fetch_optional(pool).await?.is_some())
         })
     }
 
@@ -390,6 +403,9 @@ pub struct TokenCacheRow {
     pub issued_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub generation: i64,
+    /// Who holds the refresh lease, and until when (it may have lapsed since).
+    pub lease_holder: Option<String>,
+    pub lease_until: Option<i64>,
     pub state: TokenState,
     pub next_refresh_at: i64,
     pub last_error_code: Option<i64>,
@@ -408,6 +424,8 @@ impl fmt::Debug for TokenCacheRow {
             .field("issued_at", &self.issued_at)
             .field("expires_at", &self.expires_at)
             .field("generation", &self.generation)
+            .field("lease_holder", &self.lease_holder)
+            .field("lease_until", &self.lease_until)
             .field("state", &self.state)
             .field("next_refresh_at", &self.next_refresh_at)
             .field("last_error_code", &self.last_error_code)
@@ -420,8 +438,8 @@ impl fmt::Debug for TokenCacheRow {
 macro_rules! cache_select {
     () => {
         "SELECT t.account_id, a.appid, a.token_mode, a.state AS account_state, s.wrapped_dek, \
-         t.token, t.issued_at, t.expires_at, t.generation, t.state, t.next_refresh_at, \
-         t.last_error_code, t.last_error_message, t.last_error_ip \
+         t.token, t.issued_at, t.expires_at, t.generation, t.lease_holder, t.lease_until, \
+         t.state, t.next_refresh_at, t.last_error_code, t.last_error_message, t.last_error_ip \
          FROM core_tokens t JOIN accounts a ON a.id = t.account_id \
          JOIN account_secrets s ON s.account_id = t.account_id "
     };
@@ -438,6 +456,8 @@ fn cache_row_from_row(row: &impl StoreRow) -> Result<TokenCacheRow, sqlx::Error>
         issued_at: row.opt_int("issued_at")?,
         expires_at: row.opt_int("expires_at")?,
         generation: row.int("generation")?,
+        lease_holder: row.opt_text("lease_holder")?,
+        lease_until: row.opt_int("lease_until")?,
         state: row.enumerated("state")?,
         next_refresh_at: row.int("next_refresh_at")?,
         last_error_code: row.opt_int("last_error_code")?,
@@ -552,12 +572,15 @@ impl Store {
 }
 
 /// What a successful [`Store::claim_token_refresh`] hands the claimer: the fence, the row's
-/// schedule (to re-check under the lease), whether a unit of today's upstream budget was taken,
+/// token and schedule (to re-check under the lease), whether a unit of today's upstream budget was taken,
 /// and the account's sealed AppSecret with its wrapped DEK (so the refresh needs no other read).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClaimedRefresh {
     /// The fence to present on write-back.
     pub generation: i64,
+    /// Vault ciphertext of the token the row holds at the claim, if any: a claimer acting on a
+    /// report compares it with the reported token (the row, not a cache, says what is current).
+    pub token: Option<Vec<u8>>,
     pub issued_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub next_refresh_at: i64,
@@ -577,6 +600,7 @@ impl fmt::Debug for ClaimedRefresh {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClaimedRefresh")
             .field("generation", &self.generation)
+            .field("token", &self.token.as_ref().map(|_| "<ciphertext>"))
             .field("issued_at", &self.issued_at)
             .field("expires_at", &self.expires_at)
             .field("next_refresh_at", &self.next_refresh_at)
@@ -590,7 +614,7 @@ impl fmt::Debug for ClaimedRefresh {
 
 macro_rules! claimed_returning {
     () => {
-        " RETURNING generation, issued_at, expires_at, next_refresh_at, failure_count, \
+        " RETURNING generation, token, issued_at, expires_at, next_refresh_at, failure_count, \
          upstream_calls_today, \
          (SELECT s.wrapped_dek FROM account_secrets s \
           WHERE s.account_id = core_tokens.account_id) AS wrapped_dek, \
@@ -605,6 +629,7 @@ fn claimed_from_row(row: &impl StoreRow, budget_taken: bool) -> Result<ClaimedRe
     };
     Ok(ClaimedRefresh {
         generation: row.int("generation")?,
+        token: row.opt_bytes("token")?,
         issued_at: row.opt_int("issued_at")?,
         expires_at: row.opt_int("expires_at")?,
         next_refresh_at: row.int("next_refresh_at")?,
@@ -700,7 +725,8 @@ impl Store {
     /// Gives the lease back without writing a result, and returns the upstream call the claim
     /// took from `day`'s budget (the claimer decided not to call WeChat after all). Nothing
     /// happens if `generation` is no longer current: a count that stays too high only ever
-    /// errs on the side of the budget. Returns whether the lease was released.
+    /// errs on the side of the budget. Returns whether the lease was released. Announced on
+    /// PostgreSQL like [`Store::release_token_lease`].
     pub async fn release_token_lease_unused(
         &self,
         account_id: &str,
@@ -711,21 +737,24 @@ impl Store {
             sqlite: "UPDATE core_tokens SET lease_holder = NULL, lease_until = NULL, \
                      upstream_calls_today = CASE WHEN quota_day = ?1 AND upstream_calls_today > 0 \
                      THEN upstream_calls_today - 1 ELSE upstream_calls_today END \
-                     WHERE account_id = ?2 AND generation = ?3",
-            postgres: "UPDATE core_tokens SET lease_holder = NULL, lease_until = NULL, \
+                     WHERE account_id = ?2 AND generation = ?3 RETURNING account_id",
+            postgres: "WITH released AS (UPDATE core_tokens SET lease_holder = NULL, \
+                       lease_until = NULL, \
                        upstream_calls_today = CASE WHEN quota_day = $1 AND upstream_calls_today > 0 \
                        THEN upstream_calls_today - 1 ELSE upstream_calls_today END \
-                       WHERE account_id = $2 AND generation = $3",
+                       WHERE account_id = $2 AND generation = $3 RETURNING account_id) \
+                       SELECT pg_notify($4, released.account_id) IS NULL AS notified \
+                       FROM released",
         };
         on_backend!(self, |pool, d| {
-            Ok(sqlx::query(SQL.get(d))
+            let mut query = sqlx::query(SQL.get(d))
                 .bind(day)
                 .bind(account_id)
-                .bind(generation)
-                .execute(pool)
-                .await?
-                .rows_affected()
-                == 1)
+                .bind(generation);
+            if d == Dialect::Postgres {
+                query = query.bind(crate::notify::TOKEN_CHANNEL);
+            }
+            Ok(query.fetch_optional(pool).await?.is_some())
         })
     }
 }

@@ -12,7 +12,8 @@ use wechat::AccessToken;
 use crate::config::Config;
 
 /// [`gateway::CoreTokens`] over the scheduler: `current` serves from its cache,
-/// `report_rejected` is its compare-and-swap refresh (single flight across replicas).
+/// `report_rejected` is its compare-and-swap refresh (single flight across replicas): the
+/// gateway's own WeChat call saw the rejection, so it goes through `rejected_by_wechat`.
 pub struct SchedulerCoreTokens(pub scheduler::TokenService);
 
 fn unavailable(e: scheduler::TokenError) -> CoreTokenError {
@@ -42,9 +43,9 @@ impl CoreTokens for SchedulerCoreTokens {
     ) -> BoxFuture<'a, Result<AccessToken, CoreTokenError>> {
         Box::pin(async move {
             self.0
-                .report_rejected(account_id, rejected)
+                .rejected_by_wechat(account_id, rejected)
                 .await
-                .map(|t| t.access_token)
+                .map(|r| r.token.access_token)
                 .map_err(unavailable)
         })
     }

@@ -160,6 +160,7 @@ pub async fn serve_on(
         state.gateway.clone(),
         gateway::maintenance::Retention::default(),
     );
+    let grace = state.tokens.config().shutdown_grace;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -167,7 +168,9 @@ pub async fn serve_on(
         .context("HTTP server failed");
     reload.abort();
     sweeper.abort();
-    drop(scheduler_tasks);
+    // Refreshes in flight finish and store their token (an aborted one would waste a fetch:
+    // WeChat has already superseded the old token); no new one starts.
+    scheduler_tasks.shutdown(grace).await;
     result
 }
 

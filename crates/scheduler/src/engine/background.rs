@@ -7,18 +7,54 @@ use std::time::Duration;
 
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::shutdown::Phase;
 use super::{Outcome, Reason, RunReport};
 use crate::{TokenError, TokenService};
 
-/// Background tasks of a [`TokenService`]; dropping this stops them.
+/// Background tasks of a [`TokenService`]. [`BackgroundTasks::shutdown`] stops them
+/// cooperatively; dropping this aborts them (refreshes in flight included).
 #[derive(Debug)]
 pub struct BackgroundTasks {
-    tasks: Vec<JoinHandle<()>>,
+    service: TokenService,
+    /// The listener and the periodic reload: nothing to finish.
+    cache_tasks: Vec<JoinHandle<()>>,
+    /// The due loop (with the refreshes it runs), when started by [`TokenService::start`].
+    due: Option<JoinHandle<()>>,
+}
+
+impl BackgroundTasks {
+    /// Shuts the engine down cooperatively: from now on no refresh starts (on any path —
+    /// schedule, first use, report), refreshes in flight and write-backs being retried get
+    /// `grace` to finish and store their token, then everything stops. The cache keeps
+    /// serving meanwhile. Returns how many refreshes were still in flight at the deadline
+    /// (0: none was cut short; one that was leaves its lease to lapse).
+    ///
+    /// Shutdown is final for the service (every clone): call it when the process stops.
+    pub async fn shutdown(mut self, grace: Duration) -> usize {
+        for task in self.cache_tasks.drain(..) {
+            task.abort();
+        }
+        let left = self.service.inner.inflight.drain(grace).await;
+        if let Some(due) = self.due.take() {
+            // Idle now (no refresh starts), or past the deadline.
+            due.abort();
+        }
+        if left == 0 {
+            tracing::info!("token scheduler stopped; no refresh was cut short");
+        } else {
+            tracing::warn!(
+                left,
+                grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                "token scheduler stopped with refreshes still in flight; their leases lapse"
+            );
+        }
+        left
+    }
 }
 
 impl Drop for BackgroundTasks {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.cache_tasks.iter().chain(&self.due) {
             task.abort();
         }
     }
@@ -38,6 +74,13 @@ impl TokenService {
         let mut seen = HashSet::new();
         let mut set = JoinSet::new();
         loop {
+            if self.inner.inflight.phase() != Phase::Running {
+                // Shutting down: finish what runs, list nothing more.
+                while let Some(joined) = set.join_next().await {
+                    Self::tally(&mut report, joined);
+                }
+                break;
+            }
             let now = self.inner.clock.now_ms();
             let due = self.inner.store.list_due_refreshes(now, PAGE).await?;
             let fresh: Vec<String> = due
@@ -99,6 +142,11 @@ impl TokenService {
     }
 
     async fn refresh_scheduled(&self, account_id: &str) -> Result<Outcome, TokenError> {
+        // Its new token is served from memory and still being written: the row only looks
+        // due (and, once our lease lapses, free). A refresh now would supersede that token.
+        if self.write_deferred(account_id) {
+            return Ok(Outcome::Busy);
+        }
         let flight = self.flight(account_id);
         // A refresh of this account is already running here (a rejected report): skip.
         let Ok(_guard) = flight.try_lock() else {
@@ -109,14 +157,12 @@ impl TokenService {
 
     /// Starts all background tasks: the due loop (sleeping on a tokio timer until the next due
     /// refresh by the injected clock, at most `poll_interval`, woken early by
-    /// [`TokenService::wake`]) and the tasks of [`TokenService::listen`]. Dropping the returned
-    /// value stops them.
+    /// [`TokenService::wake`]) and the tasks of [`TokenService::listen`]. Stop them with
+    /// [`BackgroundTasks::shutdown`]; dropping the returned value aborts them.
     pub async fn start(&self) -> Result<BackgroundTasks, TokenError> {
         let mut tasks = self.listen().await?;
         let service = self.clone();
-        tasks
-            .tasks
-            .push(tokio::spawn(async move { service.due_loop().await }));
+        tasks.due = Some(tokio::spawn(async move { service.due_loop().await }));
         Ok(tasks)
     }
 
@@ -132,7 +178,7 @@ impl TokenService {
                 loop {
                     match listener.recv().await {
                         Ok(account_id) => {
-                            if let Err(error) = service.reload_account(&account_id).await {
+                            if let Err(error) = service.reload_announced(&account_id).await {
                                 tracing::warn!(%account_id, %error, "cannot reload an announced token");
                             }
                         }
@@ -161,12 +207,20 @@ impl TokenService {
                 }
             }
         }));
-        Ok(BackgroundTasks { tasks })
+        Ok(BackgroundTasks {
+            service: self.clone(),
+            cache_tasks: tasks,
+            due: None,
+        })
     }
 
     async fn due_loop(&self) {
         let poll = self.inner.config.poll_interval;
+        let mut phase = self.inner.inflight.watch();
         loop {
+            if *phase.borrow_and_update() != Phase::Running {
+                return;
+            }
             if let Err(error) = self.run_due().await {
                 tracing::error!(%error, "token scheduler pass failed");
             }
@@ -184,6 +238,7 @@ impl TokenService {
             tokio::select! {
                 () = tokio::time::sleep(sleep) => {}
                 () = self.inner.wake.notified() => {}
+                _ = phase.changed() => {}
             }
         }
     }

@@ -27,8 +27,9 @@ impl TokenService {
         }))
     }
 
-    /// Puts a database row into the cache (decrypting its token).
-    fn put_row(&self, row: &TokenCacheRow) -> Result<(), TokenError> {
+    /// Puts a database row into the cache (decrypting its token). Returns whether a waiter
+    /// would see a difference (the cache then woke the account's waiters).
+    fn put_row(&self, row: &TokenCacheRow) -> Result<bool, TokenError> {
         // The cached token keeps the generation it was first seen with (a failed claim bumps
         // the row's generation without changing the token).
         let mut token = self.open_row_token(row)?;
@@ -49,7 +50,7 @@ impl TokenService {
             .get(&row.account_id)
             .map(|e| e.token.as_ref().map(|t| t.generation))
             != Some(adopted);
-        self.inner.cache.put(
+        let seen = self.inner.cache.put(
             &row.account_id,
             Entry::new(
                 row.appid.clone(),
@@ -67,15 +68,43 @@ impl TokenService {
                 generation,
             });
         }
-        Ok(())
+        Ok(seen)
     }
 
     /// Reloads one account's row into the cache (after a notification, or on a cache miss).
     pub async fn reload_account(&self, account_id: &str) -> Result<(), TokenError> {
-        match self.inner.store.get_token_cache_row(account_id).await? {
-            Some(row) => self.put_row(&row),
-            None => Err(TokenError::UnknownAccount),
+        self.reload_row(account_id).await.map(|_| ())
+    }
+
+    /// [`TokenService::reload_account`], returning the row's lease: `Some((holder, until))`
+    /// while a holder has it (by the row; it may have lapsed at the clock's time).
+    pub(super) async fn reload_row(
+        &self,
+        account_id: &str,
+    ) -> Result<Option<(String, i64)>, TokenError> {
+        let row = self
+            .inner
+            .store
+            .get_token_cache_row(account_id)
+            .await?
+            .ok_or(TokenError::UnknownAccount)?;
+        self.put_row(&row)?;
+        Ok(row.lease_holder.zip(row.lease_until))
+    }
+
+    /// Reloads a row another replica announced. Waiters wake even when the cache shows no
+    /// difference: the announcement may be of a lease given back, which they wait for.
+    pub(super) async fn reload_announced(&self, account_id: &str) -> Result<(), TokenError> {
+        let row = self
+            .inner
+            .store
+            .get_token_cache_row(account_id)
+            .await?
+            .ok_or(TokenError::UnknownAccount)?;
+        if !self.put_row(&row)? {
+            self.inner.cache.signal(account_id);
         }
+        Ok(())
     }
 
     /// Reloads every account's row into the cache: at start-up, and periodically as the

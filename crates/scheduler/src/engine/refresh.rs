@@ -5,7 +5,7 @@
 use store::StoreError;
 use store::accounts::{AccountState, TokenMode};
 use store::tokens::{ClaimedRefresh, RefreshFailure, RefreshedToken, TokenState};
-use wechat::AppSecret;
+use wechat::{AccessToken, AppSecret};
 
 use super::failure::failure_text;
 use super::{EngineEvent, Outcome, Reason};
@@ -28,6 +28,10 @@ impl TokenService {
         reason: Reason,
     ) -> Result<Outcome, TokenError> {
         let inner = &self.inner;
+        // Held until the write-back is done; refused once shutdown began (before any claim).
+        let Some(_inflight) = inner.inflight.enter() else {
+            return Ok(Outcome::Stopping);
+        };
         let policy = &inner.config.policy;
         let now = inner.clock.now_ms();
         let lease_until = now + ms(inner.config.lease);
@@ -53,6 +57,14 @@ impl TokenService {
             account_id: account_id.to_owned(),
             generation,
         });
+        let hook = inner
+            .after_claim
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(hook) = hook {
+            hook(account_id).await;
+        }
         let mut called = false;
         let result = self
             .refresh_with_lease(account_id, claimed, now, reason, &mut called)
@@ -116,27 +128,41 @@ impl TokenService {
             self.reload_account(account_id).await?;
             return Ok(Outcome::Unneeded);
         }
+        // The DEK is unwrapped once per refresh: it opens the claimed row's token (to re-check
+        // a report) and the AppSecret, and seals the new token afterwards (zeroized on drop).
+        let vault = inner.vault.for_wrapped_dek(&claimed.wrapped_dek);
+        let dek = vault::WrappedDek::from_bytes(claimed.wrapped_dek)
+            .and_then(|wrapped| vault.unwrap_dek(account_id, &wrapped))
+            .map_err(accounts::AccountError::from)?;
         // Step 3: re-check the claimed row under the lease.
         let row_valid_until = claimed.expires_at.filter(|&e| e > now);
         let recheck = match &reason {
             Reason::Scheduled => claimed.next_refresh_at > now,
             Reason::Missing => row_valid_until.is_some(),
-            // The caller checked that the rejected token is the cached one; the row holds
-            // another token if it was issued at another time.
-            Reason::Rejected => {
-                cached
-                    .as_ref()
-                    .and_then(|e| e.token.as_ref())
-                    .map(|t| t.issued_at)
-                    != claimed.issued_at
-                    && claimed.issued_at.is_some()
-            }
+            // Against the token in the claimed row, never the cache: another replica's
+            // notification may have put its new token into the cache since the caller saw the
+            // reported one there, and the cache would then agree with the row and hide that
+            // the reported token was already replaced.
+            Reason::Rejected { reported } => match &claimed.token {
+                Some(ciphertext) => {
+                    let current = dek
+                        .decrypt_string(
+                            account_id,
+                            accounts::registry::FIELD_CORE_TOKEN,
+                            ciphertext,
+                        )
+                        .map_err(accounts::AccountError::from)?;
+                    AccessToken::new(current.expose()) != *reported
+                }
+                None => false,
+            },
         };
         if recheck {
             self.reload_account(account_id).await?;
             return Ok(Outcome::Unneeded);
         }
-        if let Reason::Rejected = reason
+        // The row holds the reported token: its age decides.
+        if let Reason::Rejected { .. } = reason
             && let Some(issued) = claimed.issued_at
             && now - issued < ms(policy.rejected_min_age)
         {
@@ -163,12 +189,6 @@ impl TokenService {
                 .write_failure(account_id, generation, failure, now)
                 .await;
         }
-        // The DEK is unwrapped once per refresh: it opens the AppSecret now and seals the new
-        // token afterwards (both zeroized on drop).
-        let vault = inner.vault.for_wrapped_dek(&claimed.wrapped_dek);
-        let dek = vault::WrappedDek::from_bytes(claimed.wrapped_dek)
-            .and_then(|wrapped| vault.unwrap_dek(account_id, &wrapped))
-            .map_err(accounts::AccountError::from)?;
         let secret = {
             let plain = dek
                 .decrypt_string(
@@ -180,7 +200,7 @@ impl TokenService {
             AppSecret::new(plain.expose())
         };
         let force = match (&reason, account.mode) {
-            (Reason::Rejected, TokenMode::StableToken) => {
+            (Reason::Rejected { .. }, TokenMode::StableToken) => {
                 let day = policy.quota_day(now);
                 inner
                     .store
@@ -230,12 +250,12 @@ impl TokenService {
                     next_refresh_at: next_refresh_at.max(done + 1),
                 };
                 // Fenced, and on PostgreSQL it also NOTIFYs the other replicas.
-                match inner
+                let stored = match inner
                     .store
                     .store_refreshed_token(account_id, generation, &refreshed, done)
                     .await
                 {
-                    Ok(()) => {}
+                    Ok(()) => true,
                     Err(StoreError::StaleFence { .. }) => {
                         tracing::warn!(%account_id, generation, "token refresh lost its lease; result dropped");
                         self.emit(EngineEvent::StaleWrite {
@@ -244,8 +264,14 @@ impl TokenService {
                         });
                         return Ok(Outcome::Stale);
                     }
-                    Err(error) => return Err(error.into()),
-                }
+                    Err(error) => {
+                        // WeChat has already superseded the old token: dropping this one would
+                        // leave the account without a working token. Serve it from memory and
+                        // keep trying to store it.
+                        self.defer_write_back(account_id, generation, refreshed, &error);
+                        false
+                    }
+                };
                 self.inner.cache.put(
                     account_id,
                     Entry::new(
@@ -263,11 +289,13 @@ impl TokenService {
                         None,
                     ),
                 );
-                tracing::info!(%account_id, generation, expires_at, next_refresh_at, "core token refreshed");
-                self.emit(EngineEvent::Refreshed {
-                    account_id: account_id.to_owned(),
-                    generation,
-                });
+                if stored {
+                    tracing::info!(%account_id, generation, expires_at, next_refresh_at, "core token refreshed");
+                    self.emit(EngineEvent::Refreshed {
+                        account_id: account_id.to_owned(),
+                        generation,
+                    });
+                }
                 Ok(Outcome::Refreshed)
             }
             Err(error) => {

@@ -197,7 +197,7 @@ async fn wrong_foreign_and_revoked_keys_and_unknown_appids_get_the_same_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_report_refreshes_the_current_token_once_and_returns_the_new_one() {
-    let api = api().await;
+    let api = api_with(|c| c.reports_per_key_per_hour = 3).await;
     let (_, first) = api.get_token(&api.a.appid, &api.key_a).await;
     api.hub.advance(120);
     let report = |token: Value| {
@@ -207,24 +207,55 @@ async fn invalid_report_refreshes_the_current_token_once_and_returns_the_new_one
             .json(&serde_json::json!({ "access_token": token }))
             .send()
     };
+    let outcome = |response: &reqwest::Response| {
+        response.headers()["x-wxhub-report"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    // The token works: WeChat says so, and it comes back unchanged.
     let response = report(first["access_token"].clone()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(outcome(&response), "still_accepted");
+    let same: Value = response.json().await.unwrap();
+    assert_eq!(same["access_token"], first["access_token"]);
+    assert_eq!(api.hub.fetches(&api.a.appid), (1, 1));
+
+    // Something outside wxhub fetched a token: now WeChat rejects it, and it is replaced.
+    api.hub.supersede_outside(&api.a).await;
+    let response = report(first["access_token"].clone()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(outcome(&response), "refreshed");
     let second: Value = response.json().await.unwrap();
     assert_ne!(second["access_token"], first["access_token"]);
     assert!(second["generation"].as_i64() > first["generation"].as_i64());
-    // The stale token again: the current one comes back without a fetch.
-    let again: Value = report(first["access_token"].clone())
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The stale token again: the current one comes back without a fetch or a question.
+    let response = report(first["access_token"].clone()).await.unwrap();
+    assert_eq!(outcome(&response), "already_replaced");
+    let again: Value = response.json().await.unwrap();
     assert_eq!(again["access_token"], second["access_token"]);
-    assert_eq!(api.hub.fetches(&api.a.appid), (2, 2));
-    // The brand-new token reported at once: 429 with Retry-After.
+    assert_eq!(api.hub.fetches(&api.a.appid), (3, 3));
+    assert_eq!(api.hub.confirmations(&api.a.appid), 2);
+    // The brand-new token reported at once, and WeChat rejects it: 429 with Retry-After.
+    api.hub.confirmations_reject(&api.a.appid, Some(1));
     let limited = report(second["access_token"].clone()).await.unwrap();
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.headers().contains_key("retry-after"));
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "refresh_rate_limited");
+    // That was this key's third question to WeChat this hour: the fourth is refused.
+    api.hub.advance(11);
+    let capped = report(second["access_token"].clone()).await.unwrap();
+    assert_eq!(capped.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: i64 = capped.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3000..=3600).contains(&retry_after), "{retry_after}");
+    let body: Value = capped.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_reports");
+    assert_eq!(api.hub.confirmations(&api.a.appid), 3);
     // A body that is not the report shape.
     let bad = api
         .http

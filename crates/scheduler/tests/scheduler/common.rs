@@ -18,6 +18,8 @@ use wechat_sim::{AccountSpec, RunningSim, SimConfig, Simulator};
 /// 2026-01-15 12:00 in Shanghai.
 pub const START: i64 = 1_768_449_600_000;
 pub const TOKEN: &str = "/cgi-bin/token";
+/// What wxhub asks WeChat to confirm that a reported token is rejected.
+pub const CONFIRM: &str = "/cgi-bin/get_api_domain_ip";
 
 /// One registered account.
 #[derive(Debug, Clone)]
@@ -173,6 +175,58 @@ impl Hub {
     pub fn fetches(&self, appid: &str) -> (u64, u64) {
         let c = self.sim().counter(appid, TOKEN);
         (c.ok, c.calls)
+    }
+
+    /// Runs statements on the hub's database behind the store's back (tests that break it on
+    /// purpose), in the dialect of the database the hub uses.
+    pub async fn execute_raw(&self, sqlite: &[&'static str], postgres: &[&'static str]) {
+        if self.url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+            for sql in sqlite {
+                sqlx::raw_sql(*sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+            for sql in postgres {
+                sqlx::raw_sql(*sql).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+
+    /// Someone outside wxhub fetches `acct`'s token with its AppSecret (the classic mistake
+    /// wxhub exists to prevent), and the 300 s during which WeChat still accepts the previous
+    /// token pass: from now on WeChat rejects wxhub's token (40001). Moves the clock.
+    pub async fn supersede_outside(&self, acct: &Acct) {
+        let i = usize::from_str_radix(&acct.appid[2..], 16).unwrap();
+        self.client()
+            .get_token(&acct.appid, &wechat::AppSecret::new(secret(i)))
+            .await
+            .unwrap();
+        self.advance(self.sim().config().token_grace.as_secs() + 1);
+    }
+
+    /// The next `times` confirmations wxhub asks of WeChat for `appid` (`get_api_domain_ip`)
+    /// answer 40001, as for a token WeChat rejects (`None`: every one).
+    pub fn confirmations_reject(&self, appid: &str, times: Option<u32>) {
+        self.sim()
+            .add_fault(wechat_sim::FaultSpec {
+                endpoint: Some(CONFIRM.into()),
+                appid: Some(appid.to_owned()),
+                action: wechat_sim::FaultAction::Errcode {
+                    code: 40001,
+                    errmsg: None,
+                },
+                next: times,
+                rate: times.is_none().then_some(1.0),
+            })
+            .unwrap();
+    }
+
+    /// The confirmations wxhub asked of WeChat for `appid`.
+    pub fn confirmations(&self, appid: &str) -> u64 {
+        self.sim().counter(appid, CONFIRM).calls
     }
 
     /// Whether the simulator accepts `token` for `appid` right now.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use scheduler::TokenError;
+use scheduler::{ReportOutcome, TokenError};
 use store::accounts::TokenMode;
 use store::tokens::TokenState;
 use tokio::sync::Barrier;
@@ -381,6 +381,9 @@ async fn hundred_concurrent_reports_of_the_current_token_cause_one_fetch() {
     let old = service.current(&acct.id).await.unwrap();
     assert_eq!(hub.fetches(&acct.appid), (1, 1));
     hub.advance(600);
+    // Something outside wxhub fetched a token: WeChat rejects wxhub's from now on.
+    hub.supersede_outside(&acct).await;
+    assert_eq!(hub.fetches(&acct.appid), (2, 2));
     let barrier = Arc::new(Barrier::new(100));
     let mut tasks = Vec::new();
     for _ in 0..100 {
@@ -390,36 +393,60 @@ async fn hundred_concurrent_reports_of_the_current_token_cause_one_fetch() {
         let rejected = old.access_token.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            service.report_rejected(&id, &rejected).await
+            service.report_rejected(&id, &rejected, None).await
         }));
     }
     let mut new_tokens = std::collections::HashSet::new();
+    let mut refreshed = 0;
     for task in tasks {
-        let token = task.await.unwrap().unwrap();
-        assert_ne!(token.access_token, old.access_token);
-        new_tokens.insert(token.access_token.expose().to_owned());
+        let reported = task.await.unwrap().unwrap();
+        assert_ne!(reported.token.access_token, old.access_token);
+        refreshed += usize::from(reported.outcome == ReportOutcome::Refreshed);
+        new_tokens.insert(reported.token.access_token.expose().to_owned());
     }
     assert_eq!(new_tokens.len(), 1);
-    assert_eq!(hub.fetches(&acct.appid), (2, 2));
-    // A late report of the old token is answered with the current one, without a fetch.
+    assert_eq!(refreshed, 1);
+    // One question to WeChat, one fetch.
+    assert_eq!(hub.confirmations(&acct.appid), 1);
+    assert_eq!(hub.fetches(&acct.appid), (3, 3));
+    // A late report of the old token is answered with the current one, without a call.
     let late = service
-        .report_rejected(&acct.id, &old.access_token)
+        .report_rejected(&acct.id, &old.access_token, None)
         .await
         .unwrap();
-    assert!(new_tokens.contains(late.access_token.expose()));
-    // The new token itself, reported at once, is not refreshed again so soon.
-    match service.report_rejected(&acct.id, &late.access_token).await {
+    assert_eq!(late.outcome, ReportOutcome::AlreadyReplaced);
+    assert!(new_tokens.contains(late.token.access_token.expose()));
+    // The new token itself, reported although it works: WeChat accepts it, so it comes back
+    // as it is, and a burst of such reports asks WeChat once.
+    for _ in 0..5 {
+        let accepted = service
+            .report_rejected(&acct.id, &late.token.access_token, None)
+            .await
+            .unwrap();
+        assert_eq!(accepted.outcome, ReportOutcome::StillAccepted);
+        assert_eq!(accepted.token.access_token, late.token.access_token);
+    }
+    assert_eq!(hub.confirmations(&acct.appid), 2);
+    // Were WeChat to reject it, it is still not refreshed again so soon.
+    hub.advance(11);
+    hub.confirmations_reject(&acct.appid, Some(1));
+    match service
+        .report_rejected(&acct.id, &late.token.access_token, None)
+        .await
+    {
         Err(TokenError::RateLimited { .. }) => {}
         other => panic!("expected RateLimited, got {other:?}"),
     }
-    assert_eq!(hub.fetches(&acct.appid), (2, 2));
+    assert_eq!(hub.fetches(&acct.appid), (3, 3));
     // A garbage report changes nothing.
     let current = service
-        .report_rejected(&acct.id, &AccessToken::new("not-a-token"))
+        .report_rejected(&acct.id, &AccessToken::new("not-a-token"), None)
         .await
         .unwrap();
-    assert_eq!(current.access_token, late.access_token);
-    assert_eq!(hub.fetches(&acct.appid), (2, 2));
+    assert_eq!(current.outcome, ReportOutcome::AlreadyReplaced);
+    assert_eq!(current.token.access_token, late.token.access_token);
+    assert_eq!(hub.fetches(&acct.appid), (3, 3));
+    assert_eq!(hub.confirmations(&acct.appid), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,12 +506,14 @@ async fn stable_token_mode_renews_in_the_last_minutes_and_forces_within_limits()
     assert_ne!(second.access_token, first.access_token);
     assert_eq!(hub.sim().counter(&acct.appid, stable).calls, 2);
     assert!(hub.accepted(&acct.appid, second.access_token.expose()));
-    // A rejected report forces a refresh (force_refresh=true)…
+    // A report that WeChat confirms forces a refresh (force_refresh=true)…
     hub.advance(60);
+    hub.confirmations_reject(&acct.appid, Some(1));
     let forced = service
-        .report_rejected(&acct.id, &second.access_token)
+        .report_rejected(&acct.id, &second.access_token, None)
         .await
-        .unwrap();
+        .unwrap()
+        .token;
     assert_ne!(forced.access_token, second.access_token);
     assert!(hub.accepted(&acct.appid, forced.access_token.expose()));
     let row = hub.store.get_core_token(&acct.id).await.unwrap().unwrap();
@@ -510,9 +539,14 @@ async fn budget_counts_calls_made_so_a_refused_report_costs_nothing() {
         }
     };
     assert_eq!(calls_today(&hub).await, 1);
-    // The claim took a unit; the report was refused before any call, so the unit came back.
+    // WeChat rejects the token, but it is too young to replace: the claim took a unit; the
+    // report was refused before any call, so the unit came back.
+    hub.confirmations_reject(&acct.appid, None);
     for _ in 0..5 {
-        match service.report_rejected(&acct.id, &first.access_token).await {
+        match service
+            .report_rejected(&acct.id, &first.access_token, None)
+            .await
+        {
             Err(TokenError::RateLimited { .. }) => {}
             other => panic!("expected RateLimited, got {other:?}"),
         }
@@ -522,9 +556,10 @@ async fn budget_counts_calls_made_so_a_refused_report_costs_nothing() {
     // Old enough now: one call, one unit.
     hub.advance(60);
     let second = service
-        .report_rejected(&acct.id, &first.access_token)
+        .report_rejected(&acct.id, &first.access_token, None)
         .await
-        .unwrap();
+        .unwrap()
+        .token;
     assert_ne!(second.access_token, first.access_token);
     assert_eq!(hub.fetches(&acct.appid), (2, 2));
     assert_eq!(calls_today(&hub).await, 2);

@@ -10,3 +10,7 @@ mod api;
 mod common;
 mod engine;
 mod postgres;
+mod reports;
+mod shutdown;
+mod waiting;
+mod write_back;

@@ -64,6 +64,7 @@ suite! {
     tokens::refresh_claim_takes_lease_fence_and_budget_in_one_statement,
     tokens::concurrent_refresh_claims_take_one_lease_and_one_unit,
     tokens::fenced_write_back_announces_the_token_itself,
+    tokens::every_end_of_a_lease_is_announced,
     records::end_user_upsert_keeps_first_login_and_fills_profile,
     records::unsubscribe_keeps_the_user_and_login_data,
     records::push_dedup_key_is_recorded_once,

@@ -560,3 +560,85 @@ pub async fn fenced_write_back_announces_the_token_itself(db: TestDb) {
         assert_eq!(db.kind(), store::DatabaseKind::Sqlite);
     }
 }
+
+pub async fn every_end_of_a_lease_is_announced(db: TestDb) {
+    let account = account(&db.store, "wx-lease-notify").await;
+    let mut listener = db.store.listen_token_refreshes().await.unwrap();
+    let day = 20_000;
+    let claim = || async {
+        db.store
+            .claim_token_refresh(&account.id, "replica-a", NOW, NOW + LEASE_MS, day, 200)
+            .await
+            .unwrap()
+            .unwrap()
+            .generation
+    };
+    let expect_announcement =
+        async |listener: &mut Option<store::notify::TokenListener>| match listener {
+            Some(listener) => {
+                let got = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
+                    .await
+                    .expect("the end of the lease is announced")
+                    .unwrap();
+                assert_eq!(got, account.id);
+            }
+            None => assert_eq!(db.kind(), store::DatabaseKind::Sqlite),
+        };
+    // A failure recorded (waiters learn why at once), and a stale one announces nothing.
+    let generation = claim().await;
+    let failure = RefreshFailure {
+        state: TokenState::Retrying,
+        error_code: Some(-1),
+        error_message: "busy".into(),
+        error_ip: None,
+        next_refresh_at: NOW + 1000,
+    };
+    assert!(matches!(
+        db.store
+            .record_refresh_failure(&account.id, generation - 1, &failure, NOW)
+            .await,
+        Err(StoreError::StaleFence { .. })
+    ));
+    assert_eq!(
+        db.store
+            .record_refresh_failure(&account.id, generation, &failure, NOW)
+            .await
+            .unwrap(),
+        1
+    );
+    expect_announcement(&mut listener).await;
+    // A lease given back, with or without its budget unit.
+    let generation = claim().await;
+    assert!(
+        db.store
+            .release_token_lease(&account.id, generation)
+            .await
+            .unwrap()
+    );
+    expect_announcement(&mut listener).await;
+    let generation = claim().await;
+    assert!(
+        db.store
+            .release_token_lease_unused(&account.id, generation, day)
+            .await
+            .unwrap()
+    );
+    expect_announcement(&mut listener).await;
+    assert!(
+        !db.store
+            .release_token_lease(&account.id, generation - 1)
+            .await
+            .unwrap()
+    );
+    // The cache row shows the lease while it is held.
+    let generation = claim().await;
+    let row = db
+        .store
+        .get_token_cache_row(&account.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.lease_holder.as_deref(), Some("replica-a"));
+    assert_eq!(row.lease_until, Some(NOW + LEASE_MS));
+    assert_eq!(row.generation, generation);
+}
