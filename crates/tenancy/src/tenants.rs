@@ -73,8 +73,30 @@ pub struct Health {
     pub fix: Option<Fix>,
 }
 
-fn state_name(state: AccountState) -> &'static str {
-    state.as_str()
+/// The name, trimmed, if it has 1 to 64 characters (it is shown to end users on the follow
+/// page).
+fn checked_account_name(name: &str) -> Result<&str, TenancyError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err(TenancyError::invalid(
+            "name",
+            "the account needs a name of 1 to 64 characters (shown to end users on the follow \
+             page)",
+        ));
+    }
+    Ok(name)
+}
+
+/// Only the CLI, on the server host, may store credentials WeChat has not accepted.
+fn allow_skipping(
+    principal: &Principal,
+    check: LiveCheck,
+    operation: &'static str,
+) -> Result<(), TenancyError> {
+    if check == LiveCheck::Skip && *principal != Principal::Cli {
+        return Err(TenancyError::Denied { operation });
+    }
+    Ok(())
 }
 
 impl Tenancy {
@@ -86,11 +108,11 @@ impl Tenancy {
         registration: Registration,
     ) -> Result<AccountView, TenancyError> {
         policy::authorize(principal, Operation::AccountRegister, None)?;
-        if registration.check == LiveCheck::Skip && *principal != Principal::Cli {
-            return Err(TenancyError::Denied {
-                operation: "account.register without the credential check",
-            });
-        }
+        allow_skipping(
+            principal,
+            registration.check,
+            "account.register without the credential check",
+        )?;
         let appid = registration.appid.trim().to_owned();
         accounts::registry::validate_appid(&appid).map_err(invalid("appid"))?;
         accounts::registry::validate_appsecret(&registration.appsecret)
@@ -102,14 +124,7 @@ impl Tenancy {
             accounts::registry::validate_encoding_aes_key(key)
                 .map_err(invalid("encoding_aes_key"))?;
         }
-        let name = registration.name.trim();
-        if name.is_empty() || name.chars().count() > 64 {
-            return Err(TenancyError::invalid(
-                "name",
-                "the account needs a name of 1 to 64 characters (shown to end users on the \
-                 follow page)",
-            ));
-        }
+        let name = checked_account_name(&registration.name)?;
         if self.store().find_account_by_appid(&appid).await?.is_some() {
             // For an owner this may reveal that someone registered the appid; WeChat's
             // appids are public (they appear in every OAuth URL), and one appid can only be
@@ -300,13 +315,7 @@ impl Tenancy {
         let account = self
             .authorized_account(principal, Operation::AccountRename, appid)
             .await?;
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 64 {
-            return Err(TenancyError::invalid(
-                "name",
-                "the account needs a name of 1 to 64 characters",
-            ));
-        }
+        let name = checked_account_name(name)?;
         let record = self
             .record(principal, Operation::AccountRename, Some(&account))
             .details(json!({ "appid": account.appid, "before": account.name, "after": name }))
@@ -329,11 +338,11 @@ impl Tenancy {
         let account = self
             .authorized_account(principal, Operation::AccountReplaceSecret, appid)
             .await?;
-        if check == LiveCheck::Skip && *principal != Principal::Cli {
-            return Err(TenancyError::Denied {
-                operation: "account.replace_secret without the credential check",
-            });
-        }
+        allow_skipping(
+            principal,
+            check,
+            "account.replace_secret without the credential check",
+        )?;
         accounts::registry::validate_appsecret(&appsecret).map_err(invalid("appsecret"))?;
         if check == LiveCheck::Check {
             let secret = AppSecret::new(appsecret.expose());
@@ -498,8 +507,8 @@ impl Tenancy {
             .record(principal, operation, Some(&account))
             .details(json!({
                 "appid": account.appid,
-                "before": state_name(account.state),
-                "after": state_name(state),
+                "before": account.state.as_str(),
+                "after": state.as_str(),
             }))
             .announce(ChangeKind::Account);
         Ok(self
