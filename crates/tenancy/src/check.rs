@@ -81,7 +81,7 @@ fn fix_for(failure: &CheckFailure) -> Fix {
             ),
             format!(
                 "WeChat rejected the AppSecret ({}). Reset the AppSecret in {en_console} \
-                 (Developer Password), copy the new value and enter it here.",
+                 (Developer Password) and enter the new value in wxhub.",
                 failure.code.unwrap_or_default()
             ),
         ),
