@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
@@ -236,15 +236,20 @@ async fn check_request(
     body: Body,
 ) -> Result<CheckedForm, DashboardError> {
     let origin = dashboard.config().public_url.origin().ascii_serialization();
+    // The route, not the path: setup and invitation paths carry their link's token.
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or("?", MatchedPath::as_str);
     if csrf::is_cross_site(&parts.headers, &origin) {
-        tracing::info!(path = %parts.uri.path(), "cross-site request refused");
+        tracing::info!(route, "cross-site request refused");
         return Err(DashboardError::CrossSite);
     }
     let bytes = axum::body::to_bytes(body, FORM_LIMIT)
         .await
         .map_err(|_| DashboardError::BadForm)?;
     csrf::check(&bytes, &visitor.csrf).inspect_err(|_| {
-        tracing::info!(path = %parts.uri.path(), "form without a valid token refused");
+        tracing::info!(route, "form without a valid token refused");
     })
 }
 
