@@ -154,7 +154,9 @@ pub(crate) async fn invite(
                 invitation.link.purpose,
                 invitation.link.token.expose(),
             );
-            let days = ((invitation.link.expires_at - dashboard.now()) / 86_400_000).max(1);
+            // Rounded up: a link valid for 7 days less a millisecond says 7.
+            let days =
+                ((invitation.link.expires_at - dashboard.now() + 86_399_999) / 86_400_000).max(1);
             (
                 StatusCode::OK,
                 None,

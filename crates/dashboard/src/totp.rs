@@ -25,7 +25,7 @@ const ISSUER: &str = "wxhub";
 
 /// What the enrolment page shows.
 pub struct Enrolment {
-    /// The secret in base32, for typing into an app.
+    /// The secret in base32, in groups of four for typing into an app (apps ignore spaces).
     pub secret_base32: String,
     /// The `otpauth://` URI the QR code holds.
     pub uri: String,
@@ -67,11 +67,21 @@ pub fn code_at(secret: &[u8], now_ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Decodes a base32 secret as the enrolment page shows it.
+/// Decodes a base32 secret as the enrolment page shows it (spaces allowed).
 pub fn secret_from_base32(text: &str) -> Option<Vec<u8>> {
-    Secret::try_from_base32(text)
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    Secret::try_from_base32(compact)
         .ok()
         .map(|s| s.as_bytes().to_vec())
+}
+
+fn grouped(base32: &str) -> String {
+    let chars: Vec<char> = base32.trim_end_matches('=').chars().collect();
+    chars
+        .chunks(4)
+        .map(|chunk| chunk.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn qr_svg(text: &str) -> Result<String, DashboardError> {
@@ -153,7 +163,7 @@ impl Dashboard {
             .to_url()
             .map_err(|_| DashboardError::Internal("cannot write the TOTP URI"))?;
         Ok(Enrolment {
-            secret_base32: totp.secret().to_base32(),
+            secret_base32: grouped(&totp.secret().to_base32()),
             qr_svg: qr_svg(&uri)?,
             uri,
         })
