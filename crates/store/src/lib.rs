@@ -30,6 +30,7 @@ pub mod oidc;
 pub mod people;
 pub mod pushes;
 pub mod sealed;
+pub mod sign_in;
 pub mod stats;
 pub mod tokens;
 

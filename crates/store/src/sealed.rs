@@ -26,6 +26,8 @@ pub enum DekHolder {
     /// `oidc_signing_keys`: one DEK per ID-token signing key, bound to
     /// `oidc-signing-key:{kid}`.
     SigningKey,
+    /// `user_totp`: one DEK per person's TOTP secret, bound to `totp:{user_id}`.
+    TotpSecret,
 }
 
 /// The three statements rotation runs against one holder's table.
@@ -130,15 +132,31 @@ const SIGNING_KEYS: HolderSql = holder_sql! {
     ),
 };
 
+const TOTP_SECRETS: HolderSql = holder_sql! {
+    table: "user_totp",
+    id: "user_id",
+    extra_set: ("", ""),
+    touches_updated_at: false,
+    unchanged: (
+        "user_id = ?3 AND wrapped_dek = ?4 AND dek_kek_id = ?5",
+        "user_id = $3 AND wrapped_dek = $4 AND dek_kek_id = $5"
+    ),
+};
+
 impl DekHolder {
     /// Every kind of sealed data, in the order reports list them.
-    pub const ALL: [DekHolder; 2] = [DekHolder::AccountSecrets, DekHolder::SigningKey];
+    pub const ALL: [DekHolder; 3] = [
+        DekHolder::AccountSecrets,
+        DekHolder::SigningKey,
+        DekHolder::TotpSecret,
+    ];
 
     /// What one of its DEKs protects, for reports: `account`, `signing key`.
     pub fn noun(self) -> &'static str {
         match self {
             DekHolder::AccountSecrets => "account",
             DekHolder::SigningKey => "signing key",
+            DekHolder::TotpSecret => "TOTP secret",
         }
     }
 
@@ -147,6 +165,7 @@ impl DekHolder {
         match self {
             DekHolder::AccountSecrets => "accounts",
             DekHolder::SigningKey => "signing keys",
+            DekHolder::TotpSecret => "TOTP secrets",
         }
     }
 
@@ -156,6 +175,7 @@ impl DekHolder {
         match self {
             DekHolder::AccountSecrets => id.to_owned(),
             DekHolder::SigningKey => format!("oidc-signing-key:{id}"),
+            DekHolder::TotpSecret => format!("totp:{id}"),
         }
     }
 
@@ -163,6 +183,7 @@ impl DekHolder {
         match self {
             DekHolder::AccountSecrets => &ACCOUNT_SECRETS,
             DekHolder::SigningKey => &SIGNING_KEYS,
+            DekHolder::TotpSecret => &TOTP_SECRETS,
         }
     }
 }

@@ -72,6 +72,12 @@ pub fn generate_client_secret() -> Result<Generated, TenancyError> {
     })
 }
 
+/// A new token for a one-time password link (43 base64url characters: 256 random bits, so the
+/// stored SHA-256 of it cannot be reversed).
+pub fn generate_link_token() -> Result<Generated, TenancyError> {
+    generate_client_secret()
+}
+
 /// A new public client id (`wxc_` + 24 letters and digits).
 pub fn generate_client_id() -> Result<String, TenancyError> {
     Ok(format!("wxc_{}", alphanumeric(24)?))

@@ -20,6 +20,7 @@
 pub mod check;
 pub mod credentials;
 mod error;
+pub mod invitations;
 pub mod keys;
 pub mod people;
 pub mod policy;

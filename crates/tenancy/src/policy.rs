@@ -95,6 +95,9 @@ operations! {
     AuditList = "audit.list" => owner: OwnAccounts, operator: Allow;
     /// Create an owner or an operator.
     PersonCreate = "person.create" => owner: Deny, operator: Allow;
+    /// Invite a person: a one-time link to set their password (owners: 7 days; operators, and
+    /// the first operator's setup link: 1 hour).
+    PersonInvite = "person.invite" => owner: Deny, operator: Allow;
     /// Disable a person (ends their sessions).
     PersonDisable = "person.disable" => owner: Deny, operator: Allow;
     /// Re-enable a person.

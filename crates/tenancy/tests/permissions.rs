@@ -48,6 +48,7 @@ const EXPECTED: &[(Operation, bool, bool, bool)] = &[
     (Operation::EndUserList, true, false, false),
     (Operation::AuditList, true, false, true),
     (Operation::PersonCreate, false, false, true),
+    (Operation::PersonInvite, false, false, true),
     (Operation::PersonDisable, false, false, true),
     (Operation::PersonEnable, false, false, true),
     (Operation::PersonList, false, false, true),
@@ -249,6 +250,12 @@ impl World {
             Operation::PersonCreate => {
                 let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tn.create_person(p, &format!("new{n}@people.example"), Role::Owner)
+                    .await
+                    .map(drop)
+            }
+            Operation::PersonInvite => {
+                let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tn.invite_person(p, &format!("invited{n}@people.example"), Role::Owner)
                     .await
                     .map(drop)
             }

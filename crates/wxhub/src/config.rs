@@ -64,6 +64,16 @@ pub struct ConfigArgs {
     #[arg(long, env = "WXHUB_WECHAT_OPEN_URL", global = true, value_name = "URL")]
     pub wechat_open_url: Option<Url>,
 
+    /// Operators must enrol TOTP before they can use the dashboard
+    /// [default: true when the public URL is https]
+    #[arg(
+        long,
+        env = "WXHUB_REQUIRE_TOTP_FOR_OPERATORS",
+        global = true,
+        value_name = "BOOL"
+    )]
+    pub require_totp_for_operators: Option<bool>,
+
     /// Log format: `text` for people, `json` for log collectors [default: text]
     #[arg(long, env = "WXHUB_LOG_FORMAT", global = true, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -90,6 +100,7 @@ struct FileConfig {
     public_url: Option<Url>,
     wechat_api_url: Option<Url>,
     wechat_open_url: Option<Url>,
+    require_totp_for_operators: Option<bool>,
     log_format: Option<LogFormat>,
 }
 
@@ -112,6 +123,8 @@ pub struct Config {
     pub public_url: Url,
     pub wechat_api_url: Url,
     pub wechat_open_url: Url,
+    /// Operators must enrol TOTP before using the dashboard.
+    pub require_totp_for_operators: bool,
     pub log_format: LogFormat,
 }
 
@@ -185,7 +198,12 @@ impl Config {
                 bail!("the {name} URL must be http:// or https:// (got {url})");
             }
         }
+        let require_totp_for_operators = args
+            .require_totp_for_operators
+            .or(file.require_totp_for_operators)
+            .unwrap_or(public_url.scheme() == "https");
         Ok(Config {
+            require_totp_for_operators,
             data_dir,
             database_url,
             keyring,
@@ -220,6 +238,13 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://data/wxhub.db?mode=rwc");
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert!(!config.require_totp_for_operators, "off on plain http");
+        let https = Config::load(&ConfigArgs {
+            public_url: Some(Url::parse("https://hub.example").unwrap()),
+            ..ConfigArgs::default()
+        })
+        .unwrap();
+        assert!(https.require_totp_for_operators, "on by default on https");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use store::accounts::{AccountKind, TokenMode};
 use store::oidc::LoginMode;
+use store::people::Role;
 use tenancy::Principal;
 use tenancy::settings::{PushMode as GatewayPushMode, SettingsChange};
 use tenancy::tenants::{LiveCheck, NewOwner, Registration};
@@ -71,6 +72,8 @@ const USERS: &[(&str, &str)] = &[
 ];
 
 const DEMO_OWNER: &str = "demo@wxhub.localhost";
+/// The demo's operator, who sees every account.
+const DEMO_OPERATOR: &str = "operator@wxhub.localhost";
 /// The name the sample site's OIDC clients are registered under.
 const SAMPLE_SITE: &str = "Sample site";
 
@@ -240,6 +243,42 @@ async fn seed_hub(
     Ok(site_clients)
 }
 
+/// What the demo prints for its owner and its operator: a one-time link to choose a password
+/// (each start makes a new one), or, once they have one, where to sign in.
+async fn dashboard_people(state: &AppState) -> anyhow::Result<Vec<String>> {
+    let hub = state.config.public_url.as_str().trim_end_matches('/');
+    let mut lines = Vec::new();
+    for (email, role, who) in [
+        (DEMO_OWNER, Role::Owner, "owner of the sample accounts"),
+        (
+            DEMO_OPERATOR,
+            Role::Operator,
+            "operator, who sees every account",
+        ),
+    ] {
+        match state
+            .tenancy
+            .invite_person(&Principal::cli(), email, role)
+            .await
+        {
+            Ok(invitation) => lines.push(format!(
+                "  dashboard as the {who} ({email}), one-time link to choose a password: {}",
+                dashboard::link_url(
+                    &state.config.public_url,
+                    invitation.link.purpose,
+                    invitation.link.token.expose()
+                )
+            )),
+            // A later start: the password was chosen already.
+            Err(tenancy::TenancyError::Invalid { field: "email", .. }) => lines.push(format!(
+                "  dashboard as the {who}: sign in as {email} at {hub}/dashboard/"
+            )),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(lines)
+}
+
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(tokio::net::TcpListener, url::Url)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -277,6 +316,7 @@ pub async fn run_demo(
     ));
     let state = AppState::open(config, Arc::new(SystemClock)).await?;
     let site_clients = seed_hub(&state, &sim, &site_base).await?;
+    let people = dashboard_people(&state).await?;
     let hub_base = state.config.public_url.clone();
 
     println!(
@@ -291,6 +331,9 @@ pub async fn run_demo(
         "  hub:        {hub_base} (health: {hub_base}healthz, token API: {hub_base}api/v1/openapi.json)"
     );
     println!("  simulator:  {sim_base} (control API: {sim_base}__sim/accounts)");
+    for line in &people {
+        println!("{line}");
+    }
     println!(
         "  sample accounts: {}",
         SAMPLES

@@ -72,6 +72,9 @@ enum Command {
     /// Manage the API keys with which an account's backends read its access_token.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Dashboard operators: people who see every account and invite owners.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Show the audit log (who changed what, newest first).
     Audit {
         /// Only entries about this account.
@@ -198,6 +201,17 @@ enum AccountCommand {
         /// An https link to the account's profile, shown on the follow page.
         #[arg(long, value_name = "URL")]
         follow_link: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Create an operator (or renew the link of one who has not set a password yet) and print
+    /// a one-time link, valid 1 hour, where they choose their password. No password is ever
+    /// set or printed here.
+    Create {
+        /// The operator's email (what they sign in with).
+        email: String,
     },
 }
 
@@ -468,6 +482,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<String> {
             scopes,
             proxy_paths,
         }) => tenants::apikey_create(&config, &appid, &label, &scopes, proxy_paths).await,
+        Command::Operator(OperatorCommand::Create { email }) => {
+            tenants::operator_create(&config, &email).await
+        }
         Command::Apikey(ApikeyCommand::List { appid }) => {
             tenants::apikey_list(&config, &appid).await
         }

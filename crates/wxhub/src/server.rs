@@ -33,6 +33,8 @@ pub struct AppState {
     pub gateway: Arc<gateway::Gateway>,
     /// The tenancy layer: every operation owners, operators and the CLI perform.
     pub tenancy: tenancy::Tenancy,
+    /// The web dashboard under `/dashboard/` (and the hub's root, which leads to it).
+    pub dashboard: dashboard::Dashboard,
 }
 
 impl AppState {
@@ -70,7 +72,18 @@ impl AppState {
         );
         let gateway =
             crate::login_gateway::build(&config, &store, &vault, &clock, wechat, &tokens)?;
+        let dashboard = dashboard::Dashboard::new(
+            tenancy.clone(),
+            vault.clone(),
+            clock.clone(),
+            dashboard::DashboardConfig {
+                require_totp_for_operators: config.require_totp_for_operators,
+                ..dashboard::DashboardConfig::new(config.public_url.clone())
+            },
+        )
+        .context("starting the dashboard")?;
         Ok(Self {
+            dashboard,
             tenancy,
             store,
             vault,
@@ -111,12 +124,28 @@ pub fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 pub fn router(state: AppState) -> Router {
     let tokens = scheduler::router(state.tokens.clone());
     let login = gateway::router(state.gateway.clone());
+    let dashboard = dashboard::router(state.dashboard.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(state)
         .merge(tokens)
         .merge(login)
+        .merge(dashboard)
+}
+
+/// While no operator exists, a one-time link (valid 1 hour) to create the first one, as
+/// `wxhub serve` prints it; `None` once there is an operator. There is no default password:
+/// this link is the only way in to a new hub.
+pub async fn first_operator_link(state: &AppState) -> anyhow::Result<Option<String>> {
+    let link = state
+        .tenancy
+        .first_operator_setup_link(&tenancy::Principal::cli())
+        .await
+        .context("making the first operator's setup link")?;
+    Ok(link.map(|link| {
+        dashboard::link_url(&state.config.public_url, link.purpose, link.token.expose())
+    }))
 }
 
 /// Ready when the database answers.
@@ -188,6 +217,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, %public_url, "wxhub is serving");
+    // On standard output only, never in the log: the link lets whoever opens it first become
+    // the operator.
+    if let Some(link) = first_operator_link(&state).await? {
+        println!(
+            "No operator exists yet. Open this link within 1 hour to create the first one \
+             (it works once; restart wxhub for a new one):\n  {link}"
+        );
+    }
     serve_on(listener, state, shutdown_signal()).await
 }
 

@@ -90,6 +90,26 @@ async fn with_tenancy<T>(
     result.map_err(explain)
 }
 
+/// `wxhub operator create EMAIL`: the operator (created without a password when new) and
+/// their one-time setup link.
+pub async fn operator_create(config: &Config, email: &str) -> anyhow::Result<String> {
+    let invitation = with_tenancy(config, async |tenancy, cli| {
+        tenancy
+            .invite_person(cli, email, store::people::Role::Operator)
+            .await
+    })
+    .await?;
+    let link = dashboard::link_url(
+        &config.public_url,
+        invitation.link.purpose,
+        invitation.link.token.expose(),
+    );
+    Ok(format!(
+        "operator {}: open this link within 1 hour to choose a password (it works once):\n  {link}\n",
+        invitation.person.email
+    ))
+}
+
 /// Reads one line of `input` as a secret; `None` for an absent or empty line.
 fn read_secret_line(input: &mut dyn BufRead) -> anyhow::Result<Option<SecretString>> {
     let mut line = String::new();

@@ -391,3 +391,70 @@ fn signing_key_rotation_publishes_first_and_activates_after_the_wait() {
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert!(stdout(&forced).contains("now signs ID tokens"));
 }
+
+#[test]
+fn operator_create_prints_a_one_time_setup_link_and_no_password() {
+    let dir = Dir::new();
+    assert!(wxhub(&dir, &["vault", "init"]).status.success());
+    let first = wxhub(&dir, &["operator", "create", "ops@hub.example"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let text = stdout(&first);
+    assert!(text.contains("operator ops@hub.example"), "{text}");
+    assert!(text.contains("within 1 hour"), "{text}");
+    let link = |text: &str| {
+        text.split_whitespace()
+            .find(|w| w.contains("/dashboard/setup/"))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no setup link in {text}"))
+    };
+    // Asking again (the link was lost) gives a new link.
+    let second = wxhub(&dir, &["operator", "create", "OPS@hub.example"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_ne!(link(&text), link(&stdout(&second)));
+    let bad = wxhub(&dir, &["operator", "create", "not-an-email"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("not an email address"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn serve_prints_the_first_operators_setup_link_on_a_new_hub() {
+    use std::io::{BufRead, BufReader};
+    let dir = Dir::new();
+    assert!(wxhub(&dir, &["vault", "init"]).status.success());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wxhub"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("WXHUB_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "serve"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start wxhub serve");
+    let stdout = child.stdout.take().unwrap();
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = receive.recv_timeout(std::time::Duration::from_secs(30));
+    let link = receive.recv_timeout(std::time::Duration::from_secs(5));
+    let _ = child.kill();
+    let _ = child.wait();
+    let first = first.expect("serve prints a line");
+    assert!(first.contains("No operator exists yet"), "{first}");
+    assert!(first.contains("within 1 hour"), "{first}");
+    let link = link.expect("and the link");
+    assert!(link.trim().contains("/dashboard/setup/"), "{link}");
+}

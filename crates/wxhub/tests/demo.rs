@@ -13,6 +13,8 @@ struct Demo {
     log: std::path::PathBuf,
     site: String,
     sim: String,
+    /// The one-time dashboard links printed for the demo owner and operator.
+    dashboard_links: Vec<String>,
 }
 
 impl Drop for Demo {
@@ -61,7 +63,8 @@ fn start_demo() -> Demo {
         }
     });
     let (mut site, mut sim, mut followed) = (None, None, false);
-    while !(followed && site.is_some() && sim.is_some()) {
+    let mut dashboard_links = Vec::new();
+    while !(followed && site.is_some() && sim.is_some() && dashboard_links.len() == 2) {
         let line = receive
             .recv_timeout(Duration::from_secs(30))
             .expect("the demo prints its URLs and alice's follow within 30 s");
@@ -70,6 +73,8 @@ fn start_demo() -> Demo {
             site = url.map(str::to_owned);
         } else if line.contains("simulated WeChat app") {
             sim = url.map(|u| u.trim_end_matches("__sim/phone").to_owned());
+        } else if line.contains("dashboard as the") {
+            dashboard_links.extend(url.map(str::to_owned));
         } else if line.contains("alice now follows") {
             followed = true;
         }
@@ -80,6 +85,7 @@ fn start_demo() -> Demo {
         log,
         site: site.expect("the demo prints the sample website's URL"),
         sim: sim.expect("the demo prints the simulated WeChat app's URL"),
+        dashboard_links,
     }
 }
 
@@ -188,6 +194,31 @@ fn codes(urls: &[String]) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_prints_a_working_dashboard_link_for_its_owner_and_operator() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let demo = start_demo();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let [owner, operator] = <[String; 2]>::try_from(demo.dashboard_links.clone()).unwrap();
+    assert!(owner.contains("/dashboard/invitation/"), "{owner}");
+    assert!(operator.contains("/dashboard/setup/"), "{operator}");
+    for link in [&owner, &operator] {
+        let page = http.get(link).send().await.unwrap();
+        assert_eq!(page.status(), 200, "{link}");
+        assert!(page.text().await.unwrap().contains("wxhub"));
+    }
+    // The hub's root leads to the dashboard, and from there to sign-in.
+    let hub = owner.split("/dashboard/").next().unwrap();
+    let root = http.get(format!("{hub}/")).send().await.unwrap();
+    assert_eq!(root.status(), 303);
+    assert_eq!(root.headers()["location"], "/dashboard/");
+    let start = http.get(format!("{hub}/dashboard/")).send().await.unwrap();
+    assert_eq!(start.headers()["location"], "/dashboard/sign-in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_logs_no_secret_token_or_code_even_at_debug_level() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let demo = start_demo();
@@ -231,6 +262,16 @@ async fn demo_logs_no_secret_token_or_code_even_at_debug_level() {
         "expected WeChat's and wxhub's codes: {seen:?}"
     );
     secrets.extend(codes);
+    // The dashboard's one-time links, opened and refused once (a form without its token).
+    for link in &demo.dashboard_links {
+        http.get(link).send().await.unwrap();
+        http.post(link)
+            .form(&[("password", "x")])
+            .send()
+            .await
+            .unwrap();
+        secrets.push(link.rsplit('/').next().unwrap().to_owned());
+    }
 
     let log = std::fs::read_to_string(&demo.log).unwrap();
     assert!(

@@ -15,6 +15,7 @@ mod oidc;
 mod people;
 mod records;
 mod sealed;
+mod sign_in;
 mod tokens;
 
 macro_rules! suite {
@@ -85,4 +86,6 @@ suite! {
     sealed::sealed_deks_are_counted_per_holder_and_kek,
     sealed::every_holder_lists_other_keks_and_replaces_only_unchanged_rows,
     sealed::migration_6_splits_signing_keys_sealed_in_one_blob,
+    sign_in::sessions_end_when_idle_or_past_expiry_and_rotate_on_step_up,
+    sign_in::totp_enrolment_confirms_once_and_each_step_is_accepted_once,
 }
