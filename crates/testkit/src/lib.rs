@@ -199,3 +199,48 @@ mod tests {
         assert!(!dir.exists());
     }
 }
+
+/// What the suites above the store set up the same way: an owner, a keyring, a simulator.
+#[cfg(feature = "fixtures")]
+pub mod fixtures {
+    use std::sync::Arc;
+
+    use accounts::VaultHandle;
+    use store::Store;
+    use store::people::{NewUser, Role, User};
+    use vault::{KeyId, Keyring, Vault};
+    use wechat_sim::{RunningSim, SimConfig, Simulator};
+
+    /// Creates an owner with a unique email and no password (`"!"` verifies nothing).
+    pub async fn owner(store: &Store, now: i64) -> User {
+        store
+            .create_user(
+                &NewUser {
+                    id: store::new_id(),
+                    email: format!("owner-{}@example.com", uuid::Uuid::now_v7()),
+                    password_hash: "!".to_owned(),
+                    role: Role::Owner,
+                },
+                now,
+            )
+            .await
+            .expect("create an owner")
+    }
+
+    /// A vault with one fresh master key `k1`, fixed (never reloaded from a file).
+    pub fn vault() -> Arc<VaultHandle> {
+        Arc::new(VaultHandle::fixed(Vault::new(Keyring::generate(
+            KeyId::new("k1").expect("a valid key id"),
+        ))))
+    }
+
+    /// The simulator with `config`, serving on a free loopback port.
+    pub async fn simulator(config: SimConfig) -> RunningSim {
+        wechat_sim::spawn(
+            Simulator::new(config),
+            "127.0.0.1:0".parse().expect("an address"),
+        )
+        .await
+        .expect("start the simulator")
+    }
+}

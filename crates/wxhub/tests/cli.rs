@@ -7,7 +7,6 @@ use std::process::{Command, Output};
 use accounts::AccountInput;
 use store::Store;
 use store::accounts::{AccountKind, TokenMode};
-use store::people::{NewUser, Role};
 use vault::{Keyring, SecretString, Vault};
 
 /// A data directory of its own (removed on drop).
@@ -58,18 +57,7 @@ fn stderr(output: &Output) -> String {
 /// Registers one account directly through the library, with the keyring at `keyring`.
 async fn register_one(dir: &Dir, keyring: &Path, secret: &str) -> String {
     let store = Store::connect(&dir.db_url()).await.unwrap();
-    let owner = store
-        .create_user(
-            &NewUser {
-                id: store::new_id(),
-                email: "owner@example.com".into(),
-                password_hash: "!".into(),
-                role: Role::Owner,
-            },
-            0,
-        )
-        .await
-        .unwrap();
+    let owner = testkit::fixtures::owner(&store, 0).await;
     let vault = Vault::new(Keyring::load(keyring).unwrap());
     let account = accounts::register_account(
         &store,

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 
 use store::Store;
-use store::people::{NewUser, Role};
 use testkit::TestDatabase;
 
 /// Fixed test time: 2025-01-01T00:00:00Z.
@@ -73,20 +72,7 @@ impl TestDb {
     }
 
     pub async fn owner(&self) -> String {
-        let user = self
-            .store
-            .create_user(
-                &NewUser {
-                    id: store::new_id(),
-                    email: format!("{}@example.com", store::new_id()),
-                    password_hash: "!".to_owned(),
-                    role: Role::Owner,
-                },
-                NOW,
-            )
-            .await
-            .unwrap();
-        user.id
+        testkit::fixtures::owner(&self.store, NOW).await.id
     }
 
     pub async fn finish(self) {

@@ -28,7 +28,7 @@ use store::accounts::{AccountKind, TokenMode};
 use store::oidc::LoginMode;
 use testkit::TestDatabase;
 use tokio::task::JoinHandle;
-use vault::{KeyId, Keyring, SecretString, Vault};
+use vault::SecretString;
 use wechat::{AccessToken, AppSecret, ManualClock};
 use wechat_sim::{AccountSpec, PushMode, RunningSim, SimConfig, Simulator, UserSpec};
 
@@ -194,9 +194,7 @@ impl Env {
         let mut cfg = SimConfig::with_manual_clock(clock.clone());
         cfg.push_timeout = Duration::from_secs(5);
         cfg.push_attempts = 1;
-        let running = wechat_sim::spawn(Simulator::new(cfg), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let running = testkit::fixtures::simulator(cfg).await;
         let db = match kind {
             DbKind::Sqlite => TestDatabase::sqlite(),
             DbKind::Postgres => {
@@ -204,9 +202,7 @@ impl Env {
             }
         };
         let url = db.url().to_owned();
-        let vault = Arc::new(VaultHandle::fixed(Vault::new(Keyring::generate(
-            KeyId::new("k1").unwrap(),
-        ))));
+        let vault = testkit::fixtures::vault();
         let mut wechat_config = wechat::ClientConfig::for_base(running.base_url());
         wechat_config.timeout = Duration::from_secs(5);
         let wechat = wechat::Client::new(wechat_config).unwrap();
@@ -315,19 +311,7 @@ impl Env {
         spec.oauth_domain = Some("127.0.0.1".into());
         spec.original_id = Some(original_id_of(appid));
         change(&mut spec);
-        let owner = self
-            .store()
-            .create_user(
-                &store::people::NewUser {
-                    id: store::new_id(),
-                    email: format!("owner-{appid}@example.com"),
-                    password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-                    role: store::people::Role::Owner,
-                },
-                self.now(),
-            )
-            .await
-            .unwrap();
+        let owner = testkit::fixtures::owner(self.store(), self.now()).await;
         let account = accounts::register_account(
             self.store(),
             &self.vault.current(),

@@ -9,9 +9,8 @@ use accounts::{AccountInput, VaultHandle};
 use scheduler::{SchedulerConfig, TokenService};
 use store::Store;
 use store::accounts::{AccountKind, TokenMode};
-use store::people::{NewUser, Role};
 use testkit::TestDatabase;
-use vault::{KeyId, Keyring, SecretString, Vault};
+use vault::SecretString;
 use wechat::{Clock, ManualClock};
 use wechat_sim::{AccountSpec, RunningSim, SimConfig, Simulator};
 
@@ -62,24 +61,10 @@ impl Hub {
         let clock = ManualClock::new(START);
         let mut config = SimConfig::with_manual_clock(clock.clone());
         config.limits.max_accounts = 200_000;
-        let running = wechat_sim::spawn(Simulator::new(config), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let running = testkit::fixtures::simulator(config).await;
         let store = Store::connect(&url).await.unwrap();
-        let keyring = Keyring::generate(KeyId::new("k1").unwrap());
-        let vault = Arc::new(VaultHandle::fixed(Vault::new(keyring)));
-        let owner = store
-            .create_user(
-                &NewUser {
-                    id: store::new_id(),
-                    email: format!("owner-{}@example.com", uuid::Uuid::now_v7()),
-                    password_hash: "!".to_owned(),
-                    role: Role::Owner,
-                },
-                START,
-            )
-            .await
-            .unwrap();
+        let vault = testkit::fixtures::vault();
+        let owner = testkit::fixtures::owner(&store, START).await;
         Hub {
             clock,
             running,

@@ -3,28 +3,19 @@
 
 use std::sync::Arc;
 
-use accounts::VaultHandle;
 use store::Store;
 use tenancy::{Tenancy, TenancyConfig};
 use testkit::TestDatabase;
-use vault::{KeyId, Keyring, Vault};
 use wechat::SystemClock;
-use wechat_sim::{RunningSim, SimConfig, Simulator};
+use wechat_sim::{RunningSim, SimConfig};
 
 pub async fn tenancy_with_sim(
     db: &TestDatabase,
     api_base: Option<url::Url>,
 ) -> (Tenancy, RunningSim) {
-    let sim = wechat_sim::spawn(
-        Simulator::new(SimConfig::default()),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let sim = testkit::fixtures::simulator(SimConfig::default()).await;
     let store = Store::connect(db.url()).await.unwrap();
-    let vault = Arc::new(VaultHandle::fixed(Vault::new(Keyring::generate(
-        KeyId::new("k1").unwrap(),
-    ))));
+    let vault = testkit::fixtures::vault();
     let mut config = wechat::ClientConfig::for_base(api_base.unwrap_or_else(|| sim.base_url()));
     config.timeout = std::time::Duration::from_secs(2);
     let wechat = wechat::Client::new(config).unwrap();
