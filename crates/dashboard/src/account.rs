@@ -161,7 +161,7 @@ fn snippet(issuer: &str, client_id: &str, redirect: &str, public: bool) -> Strin
     let secret = if public {
         "# public client: no secret, PKCE (S256) required\n".to_owned()
     } else {
-        "client_secret: <shown once when made or rotated>\n".to_owned()
+        "client_secret: <client_secret>\n".to_owned()
     };
     format!(
         "issuer: {issuer}\nclient_id: {client_id}\n{secret}redirect_uri: {redirect}\nscope: openid profile\n"
