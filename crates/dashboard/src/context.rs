@@ -254,8 +254,7 @@ async fn check_request(
 }
 
 /// Headers on every dashboard response. The policy allows the dashboard's own stylesheet and
-/// nothing else: no script at all (no inline script either), no framing, no form posting
-/// elsewhere. Pages are never cached (they show who is signed in); the referrer is never sent
+/// script file and nothing else: no inline script, no framing, no form posting elsewhere. Pages are never cached (they show who is signed in); the referrer is never sent
 /// (setup and invitation links carry their token in the path).
 fn security_headers(headers: &mut HeaderMap, is_page: bool) {
     let set = |headers: &mut HeaderMap, name: header::HeaderName, value: &'static str| {
@@ -264,7 +263,7 @@ fn security_headers(headers: &mut HeaderMap, is_page: bool) {
     set(
         headers,
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
          frame-ancestors 'none'; base-uri 'none'",
     );
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");

@@ -246,6 +246,7 @@ mod tests {
         keys.extend(crate::layout::Flash::ALL.map(|f| f.key().to_owned()));
         keys.extend(crate::password::Problem::ALL.map(|p| p.key().to_owned()));
         keys.extend(crate::accounts::STATE_KEYS.map(str::to_owned));
+        keys.extend(crate::fields::keys().into_iter().map(str::to_owned));
         for page in crate::error::ErrorPage::all() {
             keys.push(page.title.to_owned());
             keys.push(page.text.to_owned());

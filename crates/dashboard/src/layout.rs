@@ -23,14 +23,36 @@ pub(crate) enum Flash {
     SignedOutEverywhere,
     PasswordSet,
     TotpEnabled,
+    AccountAdded,
+    RefreshRequested,
+    QuotaCleared,
+    SecretReplaced,
+    KeyRevoked,
+    WebsiteSaved,
+    WebsiteDeleted,
+    SettingsSaved,
+    AccountDisabled,
+    AccountEnabled,
+    AccountDeleted,
 }
 
 impl Flash {
-    pub(crate) const ALL: [Flash; 4] = [
+    pub(crate) const ALL: [Flash; 15] = [
         Flash::SignedOut,
         Flash::SignedOutEverywhere,
         Flash::PasswordSet,
         Flash::TotpEnabled,
+        Flash::AccountAdded,
+        Flash::RefreshRequested,
+        Flash::QuotaCleared,
+        Flash::SecretReplaced,
+        Flash::KeyRevoked,
+        Flash::WebsiteSaved,
+        Flash::WebsiteDeleted,
+        Flash::SettingsSaved,
+        Flash::AccountDisabled,
+        Flash::AccountEnabled,
+        Flash::AccountDeleted,
     ];
 
     pub(crate) fn code(self) -> &'static str {
@@ -39,6 +61,17 @@ impl Flash {
             Flash::SignedOutEverywhere => "signed_out_everywhere",
             Flash::PasswordSet => "password_set",
             Flash::TotpEnabled => "totp_enabled",
+            Flash::AccountAdded => "account_added",
+            Flash::RefreshRequested => "refresh_requested",
+            Flash::QuotaCleared => "quota_cleared",
+            Flash::SecretReplaced => "secret_replaced",
+            Flash::KeyRevoked => "key_revoked",
+            Flash::WebsiteSaved => "website_saved",
+            Flash::WebsiteDeleted => "website_deleted",
+            Flash::SettingsSaved => "settings_saved",
+            Flash::AccountDisabled => "account_disabled",
+            Flash::AccountEnabled => "account_enabled",
+            Flash::AccountDeleted => "account_deleted",
         }
     }
 
@@ -53,6 +86,17 @@ impl Flash {
             Flash::SignedOutEverywhere => "flash.signed_out_everywhere",
             Flash::PasswordSet => "flash.password_set",
             Flash::TotpEnabled => "flash.totp_enabled",
+            Flash::AccountAdded => "flash.account_added",
+            Flash::RefreshRequested => "flash.refresh_requested",
+            Flash::QuotaCleared => "flash.quota_cleared",
+            Flash::SecretReplaced => "flash.secret_replaced",
+            Flash::KeyRevoked => "flash.key_revoked",
+            Flash::WebsiteSaved => "flash.website_saved",
+            Flash::WebsiteDeleted => "flash.website_deleted",
+            Flash::SettingsSaved => "flash.settings_saved",
+            Flash::AccountDisabled => "flash.account_disabled",
+            Flash::AccountEnabled => "flash.account_enabled",
+            Flash::AccountDeleted => "flash.account_deleted",
         }
     }
 
@@ -145,6 +189,11 @@ impl Ctx {
     /// The URL of the stylesheet (with its content hash, so it can be cached for good).
     pub(crate) fn stylesheet(&self) -> String {
         assets::stylesheet_url()
+    }
+
+    /// The URL of the copy buttons' script.
+    pub(crate) fn script(&self) -> String {
+        assets::script_url()
     }
 
     /// The language switch.

@@ -15,23 +15,30 @@
 //! (cookies and the session extractors), [`csrf`], [`limits`] (sign-in rate limits),
 //! [`password`] (argon2id and the password policy), [`totp`], [`i18n`], `layout` (what every
 //! page shares), `error`, and one module per page group: `sign_in`, `setup`, `security`,
-//! `accounts`, `operator`, `assets`.
+//! `accounts`, `register` (adding an account), `account` (one account's page and actions),
+//! `operator`, `audit` (the operator's audit log and its CSV export), `assets`; `fields`
+//! (field-level errors of the tenancy layer) and `time` (how times are shown).
 
+mod account;
 mod accounts;
 mod assets;
+mod audit;
 mod context;
 pub mod csrf;
 mod error;
+mod fields;
 pub mod i18n;
 mod layout;
 pub mod limits;
 mod operator;
 pub mod password;
+mod register;
 pub mod routes;
 mod security;
 mod session;
 mod setup;
 mod sign_in;
+mod time;
 pub mod totp;
 
 use std::sync::Arc;

@@ -5,7 +5,9 @@
 use axum::http::Method;
 use axum::routing::{MethodRouter, get, post};
 
-use crate::{Dashboard, accounts, assets, operator, security, setup, sign_in};
+use crate::{
+    Dashboard, account, accounts, assets, audit, operator, register, security, setup, sign_in,
+};
 
 /// Who a route is for. The handlers' extractors enforce it; the table says it for people and
 /// for the tests.
@@ -79,6 +81,26 @@ routes! {
     POST "/dashboard/security/totp", Enrolling, "starting a TOTP enrolment" => security::totp_start;
     POST "/dashboard/security/totp/confirm", Enrolling, "confirming a TOTP enrolment with a code" => security::totp_confirm;
     GET "/dashboard/accounts", Owner, "the owner's accounts with their health" => accounts::list;
+    GET "/dashboard/accounts/new", Owner, "the form to add an account" => register::form;
+    POST "/dashboard/accounts/new", Owner, "adding an account after the live check" => register::submit;
+    GET "/dashboard/accounts/{appid}", SignedIn, "one account: health, keys, websites, settings (operators read-only)" => account::show;
+    POST "/dashboard/accounts/{appid}/refresh", SignedIn, "fetching a new core token now" => account::refresh;
+    POST "/dashboard/accounts/{appid}/clear-quota", SignedIn, "resetting WeChat's API quota (AppID typed)" => account::clear_quota;
+    POST "/dashboard/accounts/{appid}/appsecret", SignedIn, "replacing the AppSecret after the live check" => account::replace_secret;
+    POST "/dashboard/accounts/{appid}/push-credentials", SignedIn, "new push Token and EncodingAESKey, shown once" => account::push_credentials;
+    POST "/dashboard/accounts/{appid}/keys", SignedIn, "a new API key, shown once" => account::create_key;
+    POST "/dashboard/accounts/{appid}/keys/{key}/revoke", SignedIn, "revoking an API key" => account::revoke_key;
+    POST "/dashboard/accounts/{appid}/websites", SignedIn, "a new website (OIDC client), its secret shown once" => account::create_website;
+    POST "/dashboard/accounts/{appid}/websites/{client}/edit", SignedIn, "changing a website" => account::edit_website;
+    POST "/dashboard/accounts/{appid}/websites/{client}/rotate", SignedIn, "a website's new secret, shown once" => account::rotate_website;
+    POST "/dashboard/accounts/{appid}/websites/{client}/delete", SignedIn, "deleting a website" => account::delete_website;
+    POST "/dashboard/accounts/{appid}/settings", SignedIn, "the login gateway's settings" => account::settings;
+    GET "/dashboard/accounts/{appid}/end-users", SignedIn, "the account's end users: search, pages" => account::end_users;
+    POST "/dashboard/accounts/{appid}/disable", SignedIn, "disabling an account" => account::disable;
+    POST "/dashboard/accounts/{appid}/enable", SignedIn, "enabling an account" => account::enable;
+    POST "/dashboard/accounts/{appid}/delete", SignedIn, "deleting an account (AppID typed; secrets crypto-shredded)" => account::delete;
+    GET "/dashboard/operator/audit", Operator, "the audit log with filters, in pages" => audit::page;
+    GET "/dashboard/operator/audit.csv", Operator, "the audit log's CSV export of the filters, streamed" => audit::export;
     GET "/dashboard/operator/accounts", Operator, "every account with its health, in pages" => operator::accounts;
     GET "/dashboard/operator/owners", Operator, "every owner, in pages, and the invitation form" => operator::owners;
     POST "/dashboard/operator/owners", Operator, "inviting an owner" => operator::invite;

@@ -52,16 +52,29 @@ impl Env {
     /// The dashboard served at `http://127.0.0.1:PORT`, with `configure` applied to its
     /// settings (the public URL is the listening address unless `configure` changes it).
     pub async fn start(db: TestDatabase, configure: impl FnOnce(&mut DashboardConfig)) -> Env {
+        // Accounts are registered without the live check here; WeChat is never called.
+        Env::start_with_wechat(
+            db,
+            url::Url::parse("http://127.0.0.1:9/").unwrap(),
+            configure,
+        )
+        .await
+    }
+
+    /// The same, asking WeChat at `wechat_base` (a simulator).
+    pub async fn start_with_wechat(
+        db: TestDatabase,
+        wechat_base: url::Url,
+        configure: impl FnOnce(&mut DashboardConfig),
+    ) -> Env {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Store::connect(db.url()).await.unwrap();
         let vault = Arc::new(VaultHandle::fixed(Vault::new(Keyring::generate(
             KeyId::new("k1").unwrap(),
         ))));
-        // Accounts are registered without the live check here; WeChat is never called.
-        let wechat = wechat::Client::new(wechat::ClientConfig::for_base(
-            url::Url::parse("http://127.0.0.1:9/").unwrap(),
-        ))
-        .unwrap();
+        let mut wechat_config = wechat::ClientConfig::for_base(wechat_base);
+        wechat_config.timeout = Duration::from_secs(2);
+        let wechat = wechat::Client::new(wechat_config).unwrap();
         let clock = ManualClock::new(START);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -4,6 +4,7 @@
 //! `postgres::<name>` (the latter says "did not run" and passes without
 //! `WXHUB_TEST_POSTGRES_URL`).
 
+mod account_flows;
 mod common;
 mod flows;
 mod matrix;
@@ -48,4 +49,7 @@ suite! {
     flows::an_invited_owner_enrols_totp_and_signs_in_with_a_code_once,
     flows::operators_page_through_every_account_and_invite_owners,
     flows::the_language_follows_the_switch_then_accept_language,
+    account_flows::an_owner_adds_an_account_after_fixing_the_whitelist,
+    account_flows::an_owner_runs_an_account_from_its_page,
+    account_flows::operators_filter_the_audit_log_and_export_it_streamed,
 }

@@ -1,8 +1,16 @@
 //! The route × role matrix: every route of `dashboard::ROUTES` × {anonymous, owner A, owner B,
 //! operator} answers with the status in [`EXPECTED`]. A route missing from it fails the test.
+//! Routes about one account ask for owner A's: owner B is told it does not exist (404), the
+//! operator gets what the tenancy layer's table allows (read, revoke, disable; 403 else).
 
 use reqwest::StatusCode;
 use testkit::TestDatabase;
+
+use store::api_keys::KeyScopes;
+use store::oidc::LoginMode;
+use tenancy::Principal;
+use tenancy::keys::KeyRequest;
+use tenancy::websites::NewWebsite;
 
 use crate::common::{APPID_A, APPID_B, Browser, Env, OPERATOR, OWNER_A, OWNER_B};
 
@@ -151,6 +159,166 @@ const EXPECTED: &[Row] = &[
     ),
     (
         "GET",
+        "/dashboard/accounts/new",
+        "/dashboard/accounts/new",
+        &[],
+        [SEE, OK, OK, FORBIDDEN],
+    ),
+    // A malformed AppID: refused beside the field before WeChat is asked.
+    (
+        "POST",
+        "/dashboard/accounts/new",
+        "/dashboard/accounts/new",
+        &[
+            ("appid", "wx-not-an-appid"),
+            ("name", "New"),
+            ("appsecret", "x"),
+        ],
+        [SEE, UNPROCESSABLE, UNPROCESSABLE, FORBIDDEN],
+    ),
+    (
+        "GET",
+        "/dashboard/accounts/{appid}",
+        "/dashboard/accounts/wx00000000000000a1",
+        &[],
+        [SEE, OK, NOT_FOUND, OK],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/refresh",
+        "/dashboard/accounts/wx00000000000000a1/refresh",
+        &[],
+        [SEE, SEE, NOT_FOUND, FORBIDDEN],
+    ),
+    // Without the AppID typed: refused beside the field, and WeChat is not asked.
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/clear-quota",
+        "/dashboard/accounts/wx00000000000000a1/clear-quota",
+        &[("confirm", "yes")],
+        [SEE, UNPROCESSABLE, NOT_FOUND, FORBIDDEN],
+    ),
+    // A secret of the wrong shape: refused beside the field.
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/appsecret",
+        "/dashboard/accounts/wx00000000000000a1/appsecret",
+        &[("appsecret", "short")],
+        [SEE, UNPROCESSABLE, NOT_FOUND, FORBIDDEN],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/push-credentials",
+        "/dashboard/accounts/wx00000000000000a1/push-credentials",
+        &[],
+        [SEE, OK, NOT_FOUND, FORBIDDEN],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/keys",
+        "/dashboard/accounts/wx00000000000000a1/keys",
+        &[("label", "matrix"), ("token", "on")],
+        [SEE, OK, NOT_FOUND, FORBIDDEN],
+    ),
+    // Owner A revokes the key; the operator, who may revoke keys, then finds it revoked.
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/keys/{key}/revoke",
+        "/dashboard/accounts/wx00000000000000a1/keys/{KEY}/revoke",
+        &[],
+        [SEE, SEE, NOT_FOUND, NOT_FOUND],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/websites",
+        "/dashboard/accounts/wx00000000000000a1/websites",
+        &[
+            ("name", "Shop"),
+            ("redirect_uris", "https://shop.example/cb"),
+            ("mode", "follow_required"),
+        ],
+        [SEE, OK, NOT_FOUND, FORBIDDEN],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/websites/{client}/edit",
+        "/dashboard/accounts/wx00000000000000a1/websites/{CLIENT}/edit",
+        &[
+            ("name", "Shop 2"),
+            (
+                "redirect_uris",
+                "https://shop.example/cb\nhttps://shop.example/cb2",
+            ),
+            ("mode", "userinfo"),
+        ],
+        [SEE, SEE, NOT_FOUND, FORBIDDEN],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/websites/{client}/rotate",
+        "/dashboard/accounts/wx00000000000000a1/websites/{CLIENT}/rotate",
+        &[],
+        [SEE, OK, NOT_FOUND, FORBIDDEN],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/websites/{client}/delete",
+        "/dashboard/accounts/wx00000000000000a1/websites/{CLIENT}/delete",
+        &[],
+        [SEE, SEE, NOT_FOUND, FORBIDDEN],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/settings",
+        "/dashboard/accounts/wx00000000000000a1/settings",
+        &[("original_id", "gh_0123456789ab"), ("push_mode", "safe")],
+        [SEE, SEE, NOT_FOUND, FORBIDDEN],
+    ),
+    (
+        "GET",
+        "/dashboard/accounts/{appid}/end-users",
+        "/dashboard/accounts/wx00000000000000a1/end-users?q=x",
+        &[],
+        [SEE, OK, NOT_FOUND, FORBIDDEN],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/disable",
+        "/dashboard/accounts/wx00000000000000a1/disable",
+        &[],
+        [SEE, SEE, NOT_FOUND, SEE],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/enable",
+        "/dashboard/accounts/wx00000000000000a1/enable",
+        &[],
+        [SEE, SEE, NOT_FOUND, SEE],
+    ),
+    // Without the AppID typed: nothing is deleted.
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/delete",
+        "/dashboard/accounts/wx00000000000000a1/delete",
+        &[("confirm", "wx00000000000000b1")],
+        [SEE, UNPROCESSABLE, NOT_FOUND, FORBIDDEN],
+    ),
+    (
+        "GET",
+        "/dashboard/operator/audit",
+        "/dashboard/operator/audit?appid=wx00000000000000a1",
+        &[],
+        [SEE, FORBIDDEN, FORBIDDEN, OK],
+    ),
+    (
+        "GET",
+        "/dashboard/operator/audit.csv",
+        "/dashboard/operator/audit.csv",
+        &[],
+        [SEE, FORBIDDEN, FORBIDDEN, OK],
+    ),
+    (
+        "GET",
         "/dashboard/operator/accounts",
         "/dashboard/operator/accounts",
         &[],
@@ -197,6 +365,38 @@ pub async fn every_route_answers_each_role_as_the_table_says(db: TestDatabase) {
 
     let env = Env::start(db, |_| {}).await;
     env.people().await;
+    // A key and a website of owner A's account for the rows about one of them.
+    let key = env
+        .tenancy
+        .create_api_key(
+            &Principal::cli(),
+            APPID_A,
+            &KeyRequest {
+                label: "matrix".into(),
+                scopes: KeyScopes::ALL,
+                proxy_paths: None,
+            },
+        )
+        .await
+        .unwrap()
+        .record
+        .id;
+    let client = env
+        .tenancy
+        .create_website(
+            &Principal::cli(),
+            APPID_A,
+            &NewWebsite {
+                name: "Matrix".into(),
+                redirect_uris: vec!["https://rp.example/cb".into()],
+                login_mode: LoginMode::FollowRequired,
+                public: false,
+            },
+        )
+        .await
+        .unwrap()
+        .client
+        .client_id;
     let roles = [None, Some(OWNER_A), Some(OWNER_B), Some(OPERATOR)];
     let mut browsers = Vec::new();
     for role in roles {
@@ -207,6 +407,7 @@ pub async fn every_route_answers_each_role_as_the_table_says(db: TestDatabase) {
     }
     let mut mismatches = Vec::new();
     for &(method, _, path, form, expected) in EXPECTED {
+        let path = &path.replace("{KEY}", &key).replace("{CLIENT}", &client);
         for (index, role) in roles.iter().enumerate() {
             let browser: &mut Browser = &mut browsers[index];
             let page = match method {
