@@ -5,7 +5,9 @@
 //! No machine here reaches WeChat, so every WeChat behaviour wxhub depends on is reproduced:
 //! token lifetimes and the 300 s grace of the previous token (§1), stable tokens (§2), daily
 //! quotas and their reset tools (§3), OAuth web authorization with an HTML authorize page
-//! (§4), user management (§5), and signed — optionally encrypted — pushes (§6, §7). A control
+//! (§4), user management (§5), signed — optionally encrypted — pushes (§6, §7), and the
+//! parametric QR codes of part 2 (`docs/wechat-2.md` §1–§4: `qrcode/create`, `showqrcode`
+//! under [`MP_PREFIX`], and scans that push `subscribe`/`SCAN` with the `Ticket`). A control
 //! API under [`CONTROL_PREFIX`] (and the same operations as methods on [`Simulator`]) creates
 //! accounts and users, drives pushes, injects faults, moves the clock and reads counters.
 //!

@@ -30,7 +30,7 @@ input[type=text]{width:100%;box-sizing:border-box;font-size:1rem;padding:0.5rem}
 fieldset{border:1px solid #ccc;margin:0.5rem 0}#done{background:#eef7ee;padding:0.5rem;\
 border-radius:4px;overflow-wrap:anywhere}.code{display:flex;gap:0.6rem;align-items:flex-start;\
 border-top:1px solid #ddd;padding:0.5rem 0}.code img{width:6rem;height:6rem;flex:none}\
-.code small{overflow-wrap:anywhere;color:#555}";
+.code small{overflow-wrap:anywhere;color:#555}.code form{margin-top:0.3rem}.code button{padding:0.35rem 0.55rem}";
 
 #[derive(Deserialize)]
 pub(crate) struct PhoneQuery {
@@ -142,7 +142,7 @@ fn scan_section(sim: &Simulator, users: &[crate::model::UserSpec]) -> String {
              <b>{}</b> {} · scene <code>{}</code> · {}<br><small>{}</small>\
              <form method=\"post\" action=\"phone/scan\">\
              <input type=\"hidden\" name=\"code\" value=\"{}\">\
-             <input type=\"hidden\" name=\"follow\" value=\"1\"><br>",
+             <input type=\"hidden\" name=\"follow\" value=\"1\">扫码 Scan as ",
             escape(&img),
             escape(&code.appid),
             code.action_name.name(),
@@ -153,7 +153,7 @@ fn scan_section(sim: &Simulator, users: &[crate::model::UserSpec]) -> String {
         ));
         for user in users {
             out.push_str(&format!(
-                "<button type=\"submit\" name=\"user\" value=\"{}\">{} 扫码 scans</button>",
+                "<button type=\"submit\" name=\"user\" value=\"{}\">{}</button>",
                 escape(&user.id),
                 escape(&user.id),
             ));
@@ -275,6 +275,8 @@ fn describe<E: std::fmt::Display>(
 fn back(done: String) -> Response {
     let mut url = url::Url::parse("http://sim/__sim/phone").expect("constant URL");
     url.query_pairs_mut().append_pair("done", &done);
-    let location = format!("phone?{}", url.query().unwrap_or_default());
+    // Relative to the form's `…/phone/follow` (or `/scan`): back to `…/phone`, wherever the
+    // control API is mounted.
+    let location = format!("../phone?{}", url.query().unwrap_or_default());
     (StatusCode::SEE_OTHER, Redirect::to(&location)).into_response()
 }

@@ -1181,10 +1181,17 @@ async fn phone_scan(env: &Env, form: &[(&str, &str)]) -> String {
         .await
         .unwrap();
     assert_eq!(resp.status(), 303);
-    let back = resp.headers()["location"].to_str().unwrap().to_owned();
-    assert!(back.starts_with("phone?done="), "{back}");
-    env.get(&format!("/__sim/{back}"))
+    // Resolved as a browser does, against the form's address.
+    let back = resp
+        .url()
+        .join(resp.headers()["location"].to_str().unwrap())
+        .unwrap();
+    assert_eq!(back.path(), "/__sim/phone", "{back}");
+    env.http
+        .get(back)
+        .send()
         .await
+        .unwrap()
         .text()
         .await
         .unwrap()
