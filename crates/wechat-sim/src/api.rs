@@ -186,10 +186,14 @@ impl Simulator {
         {
             quota::charge(acct, ep.path(), cfg, now);
         }
+        // Written without the lock: drawing a QR image takes milliseconds, and every other
+        // call would wait for it.
+        drop(st);
         let response = match result {
             Ok(reply) => reply.into_response(),
             Err(e) => error_response(&e),
         };
+        let mut st = self.lock();
         let rec = record(
             recorded_appid(&st, appid.or(hint)),
             errcode,

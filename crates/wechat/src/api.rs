@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::error::WechatError;
 use crate::secret::{AccessToken, AppSecret, RefreshToken};
 
 /// Treats `""` like an absent field.
@@ -547,8 +548,14 @@ impl QrCodeKind {
     }
 
     /// The limits of §1.1 and §1.2, checked before sending (WeChat itself checks little and
-    /// may answer success with scene 0, §1.4). `Err` says what is wrong.
-    pub fn check(&self) -> Result<(), String> {
+    /// may answer success with scene 0, §1.4): [`WechatError::InvalidInput`] says what is
+    /// wrong.
+    pub fn check(&self) -> Result<(), WechatError> {
+        self.limits()
+            .map_err(|what| WechatError::InvalidInput { what })
+    }
+
+    fn limits(&self) -> Result<(), String> {
         let check_str = |s: &str| {
             let n = s.chars().count();
             if n == 0 || n > QR_MAX_SCENE_STR_CHARS {

@@ -497,8 +497,7 @@ impl Client {
         kind: &QrCodeKind,
     ) -> Result<QrCodeTicket, WechatError> {
         const EP: &str = "/cgi-bin/qrcode/create";
-        kind.check()
-            .map_err(|what| WechatError::InvalidInput { what })?;
+        kind.check()?;
         let request = self.post_json(
             EP,
             &[("access_token", access_token.expose())],
@@ -794,6 +793,10 @@ mod tests {
             scene_str: "字".repeat(64),
         };
         assert_eq!(max.check(), Ok(()));
+        assert!(matches!(
+            QrCodeKind::Permanent { scene_id: 0 }.check(),
+            Err(WechatError::InvalidInput { .. })
+        ));
     }
 
     #[tokio::test]
