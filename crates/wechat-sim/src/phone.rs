@@ -142,7 +142,7 @@ fn scan_section(sim: &Simulator, users: &[crate::model::UserSpec]) -> String {
              <b>{}</b> {} · scene <code>{}</code> · {}<br><small>{}</small>\
              <form method=\"post\" action=\"phone/scan\">\
              <input type=\"hidden\" name=\"code\" value=\"{}\">\
-             <input type=\"hidden\" name=\"follow\" value=\"1\">扫码 Scan as ",
+             <input type=\"hidden\" name=\"follow\" value=\"1\">扫码 Scan as<br>",
             escape(&img),
             escape(&code.appid),
             code.action_name.name(),
