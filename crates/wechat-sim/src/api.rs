@@ -20,14 +20,14 @@ use crate::calls::CallRecord;
 use crate::faults::FaultAction;
 use crate::html;
 use crate::wire::{ApiError, CallerIp, Endpoint, WireRequest, error_response};
-use crate::{oauth, quota, tokens, users};
+use crate::{oauth, qr, quota, tokens, users};
 
 /// Routes for every endpoint the client calls, plus the authorize page.
 pub(crate) fn routes() -> Router<Simulator> {
     let mut router = Router::new();
     for ep in Endpoint::ALL {
         router = router.route(
-            ep.path(),
+            &ep.route(),
             any(
                 move |State(sim): State<Simulator>,
                       CallerIp(caller): CallerIp,
@@ -47,6 +47,9 @@ pub(crate) fn routes() -> Router<Simulator> {
 fn appid_hint(st: &crate::state::State, req: &WireRequest) -> Option<String> {
     if let Some(a) = req.param("appid") {
         return Some(a.to_owned());
+    }
+    if let Some(code) = req.param("ticket").and_then(|t| st.qrcodes.get(t)) {
+        return Some(code.appid.clone());
     }
     if let Some(t) = req.param("access_token") {
         if let Some(o) = st.tokens.get(t) {
@@ -168,6 +171,8 @@ impl Simulator {
                 Endpoint::SnsRefreshToken => oauth::refresh(st, cfg, now, &mut appid, &req),
                 Endpoint::SnsAuth => oauth::sns_auth(st, cfg, now, &mut appid, &req),
                 Endpoint::SnsUserinfo => oauth::sns_userinfo(st, cfg, now, &mut appid, &req),
+                Endpoint::QrcodeCreate => qr::create(st, cfg, now, &mut appid, &req),
+                Endpoint::ShowQrcode => qr::show(st, now, &mut appid, &req),
             }
         };
         let errcode = match &result {
@@ -181,10 +186,14 @@ impl Simulator {
         {
             quota::charge(acct, ep.path(), cfg, now);
         }
+        // Written without the lock: drawing a QR image takes milliseconds, and every other
+        // call would wait for it.
+        drop(st);
         let response = match result {
             Ok(reply) => reply.into_response(),
             Err(e) => error_response(&e),
         };
+        let mut st = self.lock();
         let rec = record(
             recorded_appid(&st, appid.or(hint)),
             errcode,

@@ -80,6 +80,22 @@ pub struct SimConfig {
     pub callback_ips: Vec<String>,
     /// `get_api_domain_ip` answer (§3.6).
     pub api_domain_ips: Vec<String>,
+    /// docs/wechat-2.md §1.2: lifetime of a temporary QR code whose `expire_seconds` is left
+    /// out (60 s observed; the documentation says 30 s).
+    pub qr_default_expire: Duration,
+    /// docs/wechat-2.md §1.2: what a temporary `expire_seconds` above 2 592 000 gets.
+    pub qr_over_max: QrOverMax,
+    /// docs/wechat-2.md §1.4: lenient (WeChat's observed behaviour: unreadable scenes become
+    /// scene 0) or strict input handling of `qrcode/create`.
+    pub qr_input_mode: QrInputMode,
+    /// docs/wechat-2.md §1.6 item 2: whether a permanent create for a scene that already has a
+    /// code returns that code (no new slot) or mints a new one (a new slot).
+    pub permanent_same_scene: PermanentSameScene,
+    /// docs/wechat-2.md §1.3: whether the answer's `expire_seconds` is the lifetime applied or
+    /// `0` (observed in 2016, while the code still lived as long as requested).
+    pub expire_seconds_echo: ExpireSecondsEcho,
+    /// docs/wechat-2.md §1.2: permanent QR codes per account over its whole life (100 000).
+    pub qr_permanent_limit: u32,
     /// Seed of the RNG that decides probabilistic faults (reseed with `/__sim/faults/seed`).
     pub fault_seed: u64,
     /// Bounds that keep all state in memory small.
@@ -110,6 +126,9 @@ pub struct SimLimits {
     pub reply_body_bytes: usize,
     /// Most fault rules at once; adding one more is refused (`SimError::Capacity`).
     pub max_faults: usize,
+    /// QR codes kept over all accounts. At the cap expired codes are dropped first, then the
+    /// oldest temporary ones; when only permanent codes are left a create answers `-1`.
+    pub max_qrcodes: usize,
 }
 
 impl Default for SimLimits {
@@ -124,6 +143,7 @@ impl Default for SimLimits {
             deliveries: 1_000,
             reply_body_bytes: 64 * 1024,
             max_faults: 1_000,
+            max_qrcodes: 200_000,
         }
     }
 }
@@ -156,10 +176,55 @@ impl Default for SimConfig {
             push_attempts: 3,
             callback_ips: vec!["127.0.0.1".into()],
             api_domain_ips: vec!["127.0.0.1".into()],
+            qr_default_expire: Duration::from_secs(60),
+            qr_over_max: QrOverMax::Clamp,
+            qr_input_mode: QrInputMode::Lenient,
+            permanent_same_scene: PermanentSameScene::SameTicket,
+            expire_seconds_echo: ExpireSecondsEcho::Actual,
+            qr_permanent_limit: 100_000,
             fault_seed: 0x5EED,
             limits: SimLimits::default(),
         }
     }
+}
+
+/// `qr_over_max`: a temporary `expire_seconds` above 2 592 000 (docs/wechat-2.md §1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QrOverMax {
+    /// Lower it to 2 592 000 (what SDKs do before sending).
+    Clamp,
+    /// Answer 40035 invalid parameter.
+    Reject,
+}
+
+/// `qr_input_mode` (docs/wechat-2.md §1.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QrInputMode {
+    /// WeChat's observed leniency: a scene that cannot be read (no `scene` wrapper, a missing
+    /// value, the wrong type, a non-numeric string) becomes integer scene 0, numeric strings
+    /// are accepted, temporary scene ids above 2³²−1 saturate, and an unreadable temporary
+    /// `expire_seconds` gets the default lifetime.
+    Lenient,
+    /// Unreadable action info → 40053; out-of-range values → 40035.
+    Strict,
+}
+
+/// `permanent_same_scene` (docs/wechat-2.md §1.6 item 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermanentSameScene {
+    /// The existing code again; no new slot of the permanent budget.
+    SameTicket,
+    /// A new code and a new slot; the older codes keep working.
+    NewTicket,
+}
+
+/// `expire_seconds_echo` (docs/wechat-2.md §1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireSecondsEcho {
+    /// The lifetime applied.
+    Actual,
+    /// Always `0` for temporary codes (permanent codes have no `expire_seconds` either way).
+    Zero,
 }
 
 impl SimConfig {

@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::Simulator;
 use crate::error::SimError;
 use crate::faults::FaultSpec;
-use crate::model::{AccountSpec, FollowOptions, NextAuthorization, UserSpec};
+use crate::model::{AccountSpec, FollowOptions, NextAuthorization, QrScan, UserSpec};
 
 type Res = Result<Response, SimError>;
 
@@ -56,6 +56,8 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/accounts/{appid}/tokens", get(tokens))
         .route("/accounts/{appid}/quota", get(quota))
         .route("/accounts/{appid}/followers", get(followers))
+        .route("/accounts/{appid}/qrcodes", get(qrcodes))
+        .route("/scan", post(scan_qrcode))
         .route(
             "/accounts/{appid}/next-authorization",
             post(next_authorization),
@@ -85,6 +87,7 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/phone", get(crate::phone::page))
         .route("/phone/follow", post(crate::phone::follow))
         .route("/phone/unfollow", post(crate::phone::unfollow))
+        .route("/phone/scan", post(crate::phone::scan))
         .fallback(|| async { SimError::not_found("control route") })
 }
 
@@ -137,6 +140,15 @@ async fn quota(State(sim): State<Simulator>, Path(appid): Path<String>) -> Res {
 
 async fn followers(State(sim): State<Simulator>, Path(appid): Path<String>) -> Res {
     ok(sim.followers(&appid)?)
+}
+
+async fn qrcodes(State(sim): State<Simulator>, Path(appid): Path<String>) -> Res {
+    ok(sim.qrcodes(&appid)?)
+}
+
+async fn scan_qrcode(State(sim): State<Simulator>, body: Bytes) -> Res {
+    let scan: QrScan = parse(&body)?;
+    ok(sim.scan_qrcode(scan).await?)
 }
 
 async fn next_authorization(

@@ -35,6 +35,12 @@ pub enum SimError {
         /// Which cap.
         what: String,
     },
+    /// The thing exists but its life is over (a scanned temporary QR code past its expiry).
+    #[error("{what} has expired")]
+    Expired {
+        /// What expired.
+        what: String,
+    },
     /// The clock can only be moved when the simulator owns a `ManualClock`.
     #[error("the simulator's clock is not a ManualClock")]
     ClockNotManual,
@@ -61,6 +67,7 @@ impl SimError {
             SimError::Conflict { .. } => ("conflict", StatusCode::CONFLICT),
             SimError::Invalid { .. } => ("invalid", StatusCode::UNPROCESSABLE_ENTITY),
             SimError::Capacity { .. } => ("capacity", StatusCode::INSUFFICIENT_STORAGE),
+            SimError::Expired { .. } => ("expired", StatusCode::GONE),
             SimError::ClockNotManual => ("clock_not_manual", StatusCode::CONFLICT),
         }
     }

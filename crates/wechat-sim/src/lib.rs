@@ -5,7 +5,9 @@
 //! No machine here reaches WeChat, so every WeChat behaviour wxhub depends on is reproduced:
 //! token lifetimes and the 300 s grace of the previous token (§1), stable tokens (§2), daily
 //! quotas and their reset tools (§3), OAuth web authorization with an HTML authorize page
-//! (§4), user management (§5), and signed — optionally encrypted — pushes (§6, §7). A control
+//! (§4), user management (§5), signed — optionally encrypted — pushes (§6, §7), and the
+//! parametric QR codes of part 2 (`docs/wechat-2.md` §1–§4: `qrcode/create`, `showqrcode`
+//! under [`MP_PREFIX`], and scans that push `subscribe`/`SCAN` with the `Ticket`). A control
 //! API under [`CONTROL_PREFIX`] (and the same operations as methods on [`Simulator`]) creates
 //! accounts and users, drives pushes, injects faults, moves the clock and reads counters.
 //!
@@ -38,6 +40,7 @@ mod model;
 mod oauth;
 mod phone;
 mod push;
+mod qr;
 mod quota;
 mod sim;
 mod state;
@@ -54,21 +57,32 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use calls::{CallRecord, Counter, CounterRow};
-pub use config::{DEFAULT_MINUTE_LIMITS, MAX_CLOCK_MS, MIN_CLOCK_MS, SimConfig, SimLimits};
+pub use config::{
+    DEFAULT_MINUTE_LIMITS, ExpireSecondsEcho, MAX_CLOCK_MS, MIN_CLOCK_MS, PermanentSameScene,
+    QrInputMode, QrOverMax, SimConfig, SimLimits,
+};
 pub use error::SimError;
 pub use faults::{FaultAction, FaultRule, FaultSpec};
 pub use model::{
-    AccountKind, AccountSpec, AuthorizeAnswer, FollowOptions, NextAuthorization, PushMode,
+    AccountKind, AccountSpec, AuthorizeAnswer, FollowOptions, NextAuthorization, PushMode, QrScan,
     UserSpec, WhitelistMode,
 };
 pub use push::{Delivery, DeliveryAttempt, ReplyCheck};
+pub use qr::{QrAction, QrCodeView};
 pub use quota::{DEFAULT_DAILY_LIMITS, QuotaRow};
-pub use sim::{PushOutcome, Simulator};
+pub use sim::{PushOutcome, QrScanOutcome, Simulator};
 pub use state::{Follower, TokenKind, TokenView};
 pub use wire::{Endpoint, JSON_CONTENT_TYPE};
 
 /// Path prefix of the control API.
 pub const CONTROL_PREFIX: &str = "/__sim";
+
+/// Path prefix standing for WeChat's second host, `https://mp.weixin.qq.com`, which serves
+/// `showqrcode` (docs/wechat-2.md §2). Point `wechat::ClientConfig::mp_base` at
+/// `http://ADDR/mp/` ([`RunningSim::mp_base_url`]; `ClientConfig::for_base` does it). The API
+/// host does not serve these paths, so a client that builds the image URL on the API base
+/// gets a 404, as it would from WeChat.
+pub const MP_PREFIX: &str = "/mp";
 
 /// The whole app: WeChat API endpoints, the authorize page and the control API.
 ///
@@ -130,6 +144,13 @@ impl RunningSim {
     /// `http://ADDR/` — give it to `wechat::ClientConfig::for_base`.
     pub fn base_url(&self) -> url::Url {
         url::Url::parse(&format!("http://{}/", self.addr))
+            .expect("a socket address is a valid host")
+    }
+
+    /// `http://ADDR/mp/` — the simulator's stand-in for `https://mp.weixin.qq.com`
+    /// ([`MP_PREFIX`]).
+    pub fn mp_base_url(&self) -> url::Url {
+        url::Url::parse(&format!("http://{}{MP_PREFIX}/", self.addr))
             .expect("a socket address is a valid host")
     }
 }

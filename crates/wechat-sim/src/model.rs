@@ -269,3 +269,41 @@ pub struct NextAuthorization {
     #[serde(default)]
     pub answer: AuthorizeAnswer,
 }
+
+/// A person scanning a parametric QR code with WeChat (docs/wechat-2.md §4.4, the scan hook).
+/// Name the code by `ticket` or `url`, and the person by `user` (a simulated user's id) or
+/// `openid` (their openid at the code's account).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrScan {
+    /// The ticket `qrcode/create` returned.
+    #[serde(default)]
+    pub ticket: Option<String>,
+    /// The code's `url` (what the image encodes), instead of the ticket.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The simulated person who scans.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The person's openid at the code's account, instead of `user`.
+    #[serde(default)]
+    pub openid: Option<String>,
+    /// When given, the code must belong to this account.
+    #[serde(default)]
+    pub appid: Option<String>,
+    /// Whether a person who does not follow taps Follow (no push otherwise, §3.1). Absent
+    /// means `true`; it does not matter for followers.
+    #[serde(default)]
+    pub follow: Option<bool>,
+}
+
+impl QrScan {
+    /// `user` scans the code with this ticket or url, following if they do not yet.
+    pub fn new(ticket_or_url: impl Into<String>, user: impl Into<String>) -> Self {
+        Self {
+            ticket: Some(ticket_or_url.into()),
+            user: Some(user.into()),
+            ..Self::default()
+        }
+    }
+}

@@ -3,6 +3,11 @@
 //! sends the signed push exactly as the control API's follow/unfollow would, so a person
 //! clicking through a demo can answer a "follow to continue" page.
 //!
+//! It also scans parametric QR codes (docs/wechat-2.md §3.1, §4.4): paste a ticket, the
+//! code's `url` or a `showqrcode` image address, or pick one of the newest live codes, and
+//! scan it as any simulated person — what a person does with the camera when a website shows
+//! a "scan to sign in" code.
+//!
 //! Like the rest of the control API it is unauthenticated and for loopback only.
 
 use axum::extract::{Form, Query, State};
@@ -12,7 +17,20 @@ use serde::Deserialize;
 
 use crate::Simulator;
 use crate::html::escape;
-use crate::model::FollowOptions;
+use crate::model::{FollowOptions, QrScan};
+use crate::qr::QrCodeView;
+
+/// Live codes offered for one-click scanning.
+const RECENT_CODES: usize = 8;
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:30rem;\
+padding:0.75rem;line-height:1.4}h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:1.5rem}\
+li{margin:0.4rem 0}button{font-size:1rem;padding:0.45rem 0.8rem;margin:0.2rem 0.3rem 0.2rem 0}\
+input[type=text]{width:100%;box-sizing:border-box;font-size:1rem;padding:0.5rem}\
+fieldset{border:1px solid #ccc;margin:0.5rem 0}#done{background:#eef7ee;padding:0.5rem;\
+border-radius:4px;overflow-wrap:anywhere}.code{display:flex;gap:0.6rem;align-items:flex-start;\
+border-top:1px solid #ddd;padding:0.5rem 0}.code img{width:6rem;height:6rem;flex:none}\
+.code small{overflow-wrap:anywhere;color:#555}.code form{margin-top:0.3rem}.code button{padding:0.35rem 0.55rem}";
 
 #[derive(Deserialize)]
 pub(crate) struct PhoneQuery {
@@ -61,13 +79,89 @@ pub(crate) async fn page(State(sim): State<Simulator>, Query(q): Query<PhoneQuer
         .done
         .map(|d| format!("<p id=\"done\"><b>{}</b></p>", escape(&d)))
         .unwrap_or_default();
+    let scan = scan_section(&sim, &users);
     Html(format!(
         "<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>wechat-sim phone</title></head><body>\
-         <h1>模拟微信 Simulated WeChat</h1>{done}{rows}</body></html>"
+         <title>wechat-sim phone</title><style>{STYLE}</style></head><body>\
+         <h1>模拟微信 Simulated WeChat</h1>{done}{scan}{rows}</body></html>"
     ))
     .into_response()
+}
+
+/// The "scan with WeChat" form and the newest live codes, each with one button per person.
+fn scan_section(sim: &Simulator, users: &[crate::model::UserSpec]) -> String {
+    let mut out = String::from(
+        "<section id=\"scan\"><h2>扫一扫 Scan with WeChat</h2>\
+         <form method=\"post\" action=\"phone/scan\">\
+         <label for=\"code\">二维码 The code: its ticket, its url, or the image address</label>\
+         <input type=\"text\" id=\"code\" name=\"code\" required autocomplete=\"off\" \
+         placeholder=\"http://weixin.qq.com/q/…\"><fieldset><legend>扫码的人 Who scans</legend>",
+    );
+    for (i, user) in users.iter().enumerate() {
+        out.push_str(&format!(
+            "<label><input type=\"radio\" name=\"user\" value=\"{}\"{}> {}</label> ",
+            escape(&user.id),
+            if i == 0 { " checked" } else { "" },
+            escape(&user.id),
+        ));
+    }
+    out.push_str(
+        "</fieldset><label><input type=\"checkbox\" name=\"follow\" value=\"1\" checked> \
+         未关注就关注 Follow the account if not following yet</label><br>\
+         <button type=\"submit\">扫描 Scan</button></form>",
+    );
+    let now = sim.now_ms();
+    let mut live: Vec<QrCodeView> = sim
+        .appids()
+        .iter()
+        .filter_map(|a| sim.qrcodes(a).ok())
+        .flatten()
+        .filter(|c| c.status == "live")
+        .collect();
+    live.sort_by_key(|c| std::cmp::Reverse(c.created_at_ms));
+    live.truncate(RECENT_CODES);
+    if !live.is_empty() {
+        out.push_str("<h2>最新的二维码 Newest live codes</h2>");
+    }
+    for code in &live {
+        let scene = code
+            .scene_str
+            .clone()
+            .or_else(|| code.scene_id.map(|n| n.to_string()))
+            .unwrap_or_default();
+        let life = code.expires_at_ms.map_or("permanent".to_owned(), |end| {
+            format!("expires in {} s", (end - now).div_euclid(1000).max(0))
+        });
+        let img = format!(
+            "../mp/cgi-bin/showqrcode?ticket={}",
+            url::form_urlencoded::byte_serialize(code.ticket.as_bytes()).collect::<String>()
+        );
+        out.push_str(&format!(
+            "<div class=\"code\"><img src=\"{}\" alt=\"QR code\"><div>\
+             <b>{}</b> {} · scene <code>{}</code> · {}<br><small>{}</small>\
+             <form method=\"post\" action=\"phone/scan\">\
+             <input type=\"hidden\" name=\"code\" value=\"{}\">\
+             <input type=\"hidden\" name=\"follow\" value=\"1\">扫码 Scan as<br>",
+            escape(&img),
+            escape(&code.appid),
+            code.action_name.name(),
+            escape(&scene),
+            life,
+            escape(&code.url),
+            escape(&code.ticket),
+        ));
+        for user in users {
+            out.push_str(&format!(
+                "<button type=\"submit\" name=\"user\" value=\"{}\">{}</button>",
+                escape(&user.id),
+                escape(&user.id),
+            ));
+        }
+        out.push_str("</form></div></div>");
+    }
+    out.push_str("</section>");
+    out
 }
 
 #[derive(Deserialize)]
@@ -90,6 +184,62 @@ pub(crate) async fn unfollow(State(sim): State<Simulator>, Form(f): Form<FollowF
     back(describe("unfollowed", outcome.map(|o| o.delivery)))
 }
 
+#[derive(Deserialize)]
+pub(crate) struct ScanForm {
+    code: String,
+    user: String,
+    #[serde(default)]
+    follow: Option<String>,
+}
+
+/// The ticket or url in what a person pasted: an image address `…showqrcode?ticket=T` gives
+/// `T`; anything else is taken as it is.
+fn code_of(pasted: &str) -> String {
+    let pasted = pasted.trim();
+    url::Url::parse(pasted)
+        .ok()
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "ticket")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_else(|| pasted.to_owned())
+}
+
+/// `POST /__sim/phone/scan`: the person scans the code, then the page shows what happened.
+pub(crate) async fn scan(State(sim): State<Simulator>, Form(f): Form<ScanForm>) -> Response {
+    let scan = QrScan {
+        ticket: Some(code_of(&f.code)),
+        user: Some(f.user.clone()),
+        follow: Some(f.follow.is_some()),
+        ..QrScan::default()
+    };
+    let done = match sim.scan_qrcode(scan).await {
+        Err(err) => format!("{} could not scan: {err}", f.user),
+        Ok(o) => match o.event {
+            None => format!(
+                "{} scanned a code of {} and left without following: WeChat pushes nothing",
+                o.user, o.appid
+            ),
+            Some(event) => {
+                let what = if event == "SCAN" {
+                    format!(
+                        "{} (a follower) scanned a code of {}: SCAN",
+                        o.user, o.appid
+                    )
+                } else {
+                    format!(
+                        "{} scanned a code of {} and followed: subscribe",
+                        o.user, o.appid
+                    )
+                };
+                describe(&what, Ok::<_, std::convert::Infallible>(o.delivery))
+            }
+        },
+    };
+    back(done)
+}
+
 fn describe<E: std::fmt::Display>(
     what: &str,
     delivery: Result<Option<crate::push::Delivery>, E>,
@@ -98,11 +248,25 @@ fn describe<E: std::fmt::Display>(
         Err(err) => format!("failed: {err}"),
         Ok(None) => format!("{what}; the account has no push URL, so nothing was pushed"),
         Ok(Some(d)) => match d.attempts.last() {
-            Some(last) => format!(
-                "{what}; push delivered in {} attempt(s), last answer HTTP {}",
-                d.attempts.len(),
-                last.status.map_or("none".to_owned(), |s| s.to_string())
-            ),
+            Some(last) => {
+                let mut s = format!(
+                    "{what}; push delivered in {} attempt(s), last answer HTTP {}",
+                    d.attempts.len(),
+                    last.status.map_or("none".to_owned(), |s| s.to_string())
+                );
+                // What the person would read in the chat (a passive text reply, §6.4).
+                if let Some(reply) = &last.reply
+                    && reply.valid
+                    && let Some(content) = &reply.content
+                {
+                    s.push_str(&format!("; the account replied: “{content}”"));
+                } else if let Some(reply) = &last.reply
+                    && !reply.valid
+                {
+                    s.push_str("; the reply was invalid (WeChat would show an error)");
+                }
+                s
+            }
             None => format!("{what}; the push was not attempted"),
         },
     }
@@ -111,6 +275,8 @@ fn describe<E: std::fmt::Display>(
 fn back(done: String) -> Response {
     let mut url = url::Url::parse("http://sim/__sim/phone").expect("constant URL");
     url.query_pairs_mut().append_pair("done", &done);
-    let location = format!("phone?{}", url.query().unwrap_or_default());
+    // Relative to the form's `…/phone/follow` (or `/scan`): back to `…/phone`, wherever the
+    // control API is mounted.
+    let location = format!("../phone?{}", url.query().unwrap_or_default());
     (StatusCode::SEE_OTHER, Redirect::to(&location)).into_response()
 }

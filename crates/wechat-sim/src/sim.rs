@@ -12,8 +12,9 @@ use crate::calls::{CallRecord, Counter, CounterRow};
 use crate::config::{MAX_CLOCK_MS, MIN_CLOCK_MS, SimConfig};
 use crate::error::SimError;
 use crate::faults::{FaultRule, FaultSpec};
-use crate::model::{AccountSpec, FollowOptions, NextAuthorization, PushMode, UserSpec};
+use crate::model::{AccountSpec, FollowOptions, NextAuthorization, PushMode, QrScan, UserSpec};
 use crate::push::{self, Delivery, PushEvent, PushJob};
+use crate::qr::{self, QrCodeView, QrScene};
 use crate::quota::{self, QuotaRow};
 use rand::RngExt;
 
@@ -36,6 +37,24 @@ impl std::fmt::Debug for Simulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Simulator").finish_non_exhaustive()
     }
+}
+
+/// What a scan of a parametric QR code did (docs/wechat-2.md §3.1, §4.4).
+#[derive(Debug, Clone, Serialize)]
+pub struct QrScanOutcome {
+    /// The code's account.
+    pub appid: String,
+    /// The code's ticket (what the push carries in `Ticket`).
+    pub ticket: String,
+    /// The simulated person.
+    pub user: String,
+    /// Their openid at the account.
+    pub openid: String,
+    /// `subscribe` (a new follower), `SCAN` (a follower), or `None` (a non-follower who did
+    /// not follow: WeChat pushes nothing).
+    pub event: Option<&'static str>,
+    /// The delivery record; `None` when nothing was pushed (no event, no push URL).
+    pub delivery: Option<Delivery>,
 }
 
 /// The result of a simulated user action that may push.
@@ -437,7 +456,7 @@ impl Simulator {
         appid: &str,
         user: &str,
         send: bool,
-        mutate: impl FnOnce(&mut AccountState, &str, i64) -> Result<PushEvent, SimError>,
+        mutate: impl FnOnce(&mut AccountState, &str, i64) -> Result<Option<PushEvent>, SimError>,
     ) -> Result<(String, Option<PushJob>), SimError> {
         let now_secs = self.inner.config.now_secs();
         let mut st = self.lock();
@@ -454,8 +473,8 @@ impl Simulator {
             .ok_or_else(|| SimError::not_found(format!("account {appid}")))?;
         let event = mutate(acct, &openid, now_secs)?;
         let spec = &acct.spec;
-        let job = match (&spec.push_url, send) {
-            (Some(url), true) => Some(PushJob {
+        let job = match (&spec.push_url, send, event) {
+            (Some(url), true, Some(event)) => Some(PushJob {
                 id,
                 appid: appid.to_owned(),
                 openid: openid.clone(),
@@ -530,7 +549,7 @@ impl Simulator {
                     .unwrap_or_else(|| format!("gQ{}", crate::state::short_hash(&s, 40)));
                 (s, ticket)
             });
-            Ok(PushEvent::Subscribe { qr })
+            Ok(Some(PushEvent::Subscribe { qr }))
         })?;
         Ok(self.run(openid, job).await)
     }
@@ -546,7 +565,7 @@ impl Simulator {
             acct.followers
                 .remove(openid)
                 .ok_or_else(|| SimError::conflict("user does not follow the account"))?;
-            Ok(PushEvent::Unsubscribe)
+            Ok(Some(PushEvent::Unsubscribe))
         })?;
         Ok(self.run(openid, job).await)
     }
@@ -566,13 +585,123 @@ impl Simulator {
                     "user does not follow the account; a QR scan by a non-follower is a follow",
                 ));
             }
-            Ok(PushEvent::Scan {
+            Ok(Some(PushEvent::Scan {
                 scene: scene.to_owned(),
                 ticket: ticket
                     .unwrap_or_else(|| format!("gQ{}", crate::state::short_hash(scene, 40))),
-            })
+            }))
         })?;
         Ok(self.run(openid, job).await)
+    }
+
+    /// The account's QR codes, newest first (expired ones too, until the store purges them).
+    pub fn qrcodes(&self, appid: &str) -> Result<Vec<QrCodeView>, SimError> {
+        let now = self.now();
+        let st = self.lock();
+        if !st.accounts.contains_key(appid) {
+            return Err(SimError::not_found(format!("account {appid}")));
+        }
+        let mut codes: Vec<QrCodeView> = st
+            .qrcodes
+            .values()
+            .filter(|c| c.appid == appid)
+            .map(|c| c.view(now))
+            .collect();
+        codes.sort_by(|a, b| (b.created_at_ms, &b.ticket).cmp(&(a.created_at_ms, &a.ticket)));
+        Ok(codes)
+    }
+
+    /// The QR code with this ticket or url.
+    pub fn qrcode(&self, ticket_or_url: &str) -> Option<QrCodeView> {
+        let now = self.now();
+        let st = self.lock();
+        qr::lookup(&st, ticket_or_url).map(|c| c.view(now))
+    }
+
+    /// A person scans a parametric QR code with WeChat (docs/wechat-2.md §3.1, §4.4): a
+    /// follower → `SCAN` with the bare scene; a non-follower who follows → they become a
+    /// follower through the code (`subscribe_scene` `ADD_SCENE_QR_CODE`, `qr_scene` /
+    /// `qr_scene_str`, `subscribe_time`), then `subscribe` with `qrscene_<scene>`; a
+    /// non-follower who does not → nothing. Both pushes carry `Ticket`. Unknown code →
+    /// `NotFound`; expired temporary code → `Expired` and no push (§3.1: the simulator's
+    /// model). Resolves after the whole delivery sequence.
+    pub async fn scan_qrcode(&self, scan: QrScan) -> Result<QrScanOutcome, SimError> {
+        let now = self.now();
+        let (appid, ticket, scene, user) = {
+            let st = self.lock();
+            let key = scan
+                .ticket
+                .as_deref()
+                .or(scan.url.as_deref())
+                .filter(|k| !k.trim().is_empty())
+                .ok_or_else(|| SimError::invalid("name the QR code by ticket or url"))?;
+            let code = qr::lookup(&st, key)
+                .filter(|c| scan.appid.as_deref().is_none_or(|a| a == c.appid))
+                .ok_or_else(|| SimError::not_found("QR code"))?;
+            if code.expired(now) {
+                return Err(SimError::Expired {
+                    what: "the QR code".into(),
+                });
+            }
+            let user = match (&scan.user, &scan.openid) {
+                (Some(u), _) => u.clone(),
+                (None, Some(openid)) => st
+                    .accounts
+                    .get(&code.appid)
+                    .and_then(|a| a.openids.get(openid))
+                    .cloned()
+                    .ok_or_else(|| {
+                        SimError::not_found(format!("openid {openid} at {}", code.appid))
+                    })?,
+                (None, None) => return Err(SimError::invalid("name the person by user or openid")),
+            };
+            (
+                code.appid.clone(),
+                code.ticket.clone(),
+                code.scene.clone(),
+                user,
+            )
+        };
+        let follow = scan.follow.unwrap_or(true);
+        let mut event_name = None;
+        let (openid, job) = self.prepare(&appid, &user, true, |acct, openid, now_secs| {
+            if acct.followers.contains_key(openid) {
+                // §3.3: the model is that a follower's scan changes nothing in user/info.
+                event_name = Some("SCAN");
+                return Ok(Some(PushEvent::Scan {
+                    scene: scene.event_key(),
+                    ticket: ticket.clone(),
+                }));
+            }
+            if !follow {
+                return Ok(None);
+            }
+            let (qr_scene, qr_scene_str) = match &scene {
+                QrScene::Id(n) => (Some(i64::from(*n)), None),
+                QrScene::Str(s) => (None, Some(s.clone())),
+            };
+            let opts = FollowOptions {
+                scene: Some("ADD_SCENE_QR_CODE".into()),
+                qr_scene,
+                qr_scene_str,
+                ticket: Some(ticket.clone()),
+                ..FollowOptions::default()
+            };
+            users::follow(acct, openid, &user, &opts, now_secs);
+            event_name = Some("subscribe");
+            Ok(Some(PushEvent::Subscribe {
+                qr: Some((scene.event_key(), ticket.clone())),
+            }))
+        })?;
+        let outcome = self.run(openid, job).await;
+        Ok(QrScanOutcome {
+            appid,
+            ticket,
+            user,
+            openid: outcome.openid,
+            event: event_name,
+            delivery: outcome.delivery,
+        })
     }
 
     /// A follower sends a text message (§6.3, with a 64-bit `MsgId`; random when `None`).
@@ -591,10 +720,10 @@ impl Simulator {
             let msg_id = msg_id.unwrap_or_else(|| {
                 rand::rng().random_range(1_000_000_000_000_000..9_000_000_000_000_000)
             });
-            Ok(PushEvent::Text {
+            Ok(Some(PushEvent::Text {
                 content: content.to_owned(),
                 msg_id,
-            })
+            }))
         })?;
         Ok(self.run(openid, job).await)
     }

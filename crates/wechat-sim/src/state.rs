@@ -17,6 +17,7 @@ use crate::calls::CallLog;
 use crate::faults::Faults;
 use crate::model::{AccountSpec, NextAuthorization, UserSpec};
 use crate::push::Delivery;
+use crate::qr::{QrCode, QrScene};
 use crate::quota::QuotaState;
 
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -257,6 +258,10 @@ pub(crate) struct AccountState {
     pub followers: BTreeMap<String, Follower>,
     /// Answers queued for the next authorizations (§4 test hook).
     pub next_auth: VecDeque<NextAuthorization>,
+    /// The latest permanent QR ticket of each scene (docs/wechat-2.md §1.6 item 2).
+    pub qr_permanent: HashMap<QrScene, String>,
+    /// Slots of the permanent QR budget used, over the account's life (never given back).
+    pub qr_permanent_used: u32,
 }
 
 impl AccountState {
@@ -270,6 +275,8 @@ impl AccountState {
             openids: HashMap::new(),
             followers: BTreeMap::new(),
             next_auth: VecDeque::new(),
+            qr_permanent: HashMap::new(),
+            qr_permanent_used: 0,
         }
     }
 
@@ -317,6 +324,10 @@ pub(crate) struct State {
     pub faults: Faults,
     pub deliveries: VecDeque<Delivery>,
     pub next_delivery_id: u64,
+    /// Every QR code of every account by ticket (`showqrcode` names no account).
+    pub qrcodes: HashMap<String, QrCode>,
+    /// The ticket of each QR code's `url` (the scan hook takes either).
+    pub qr_urls: HashMap<String, String>,
 }
 
 impl State {
@@ -332,6 +343,8 @@ impl State {
             faults: Faults::new(StdRng::seed_from_u64(fault_seed)),
             deliveries: VecDeque::new(),
             next_delivery_id: 1,
+            qrcodes: HashMap::new(),
+            qr_urls: HashMap::new(),
         }
     }
 
@@ -355,6 +368,10 @@ impl State {
         self.codes.retain(|_, c| c.appid != appid);
         self.user_tokens.retain(|_, g| g.appid != appid);
         self.refresh_tokens.retain(|_, g| g.appid != appid);
+        self.qrcodes.retain(|_, c| c.appid != appid);
+        let qrcodes = &self.qrcodes;
+        self.qr_urls
+            .retain(|_, ticket| qrcodes.contains_key(ticket));
         true
     }
 }

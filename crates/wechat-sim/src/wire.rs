@@ -55,11 +55,16 @@ pub enum Endpoint {
     SnsAuth,
     /// `GET /sns/userinfo` (§4.7).
     SnsUserinfo,
+    /// `POST /cgi-bin/qrcode/create` (docs/wechat-2.md §1).
+    QrcodeCreate,
+    /// `GET /cgi-bin/showqrcode` (docs/wechat-2.md §2), served under [`crate::MP_PREFIX`]
+    /// because WeChat serves it from another host (`mp.weixin.qq.com`).
+    ShowQrcode,
 }
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Endpoint; 15] = [
+    pub const ALL: [Endpoint; 17] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::QuotaGet,
@@ -75,6 +80,8 @@ impl Endpoint {
         Endpoint::SnsRefreshToken,
         Endpoint::SnsAuth,
         Endpoint::SnsUserinfo,
+        Endpoint::QrcodeCreate,
+        Endpoint::ShowQrcode,
     ];
 
     /// The path, which is also the endpoint's name in counters, the call log and faults.
@@ -95,6 +102,17 @@ impl Endpoint {
             Endpoint::SnsRefreshToken => "/sns/oauth2/refresh_token",
             Endpoint::SnsAuth => "/sns/auth",
             Endpoint::SnsUserinfo => "/sns/userinfo",
+            Endpoint::QrcodeCreate => "/cgi-bin/qrcode/create",
+            Endpoint::ShowQrcode => "/cgi-bin/showqrcode",
+        }
+    }
+
+    /// Where the router serves the endpoint: its path, under [`crate::MP_PREFIX`] for the
+    /// endpoints of WeChat's `mp` host, so a client pointed at the API base cannot reach them.
+    pub fn route(self) -> String {
+        match self {
+            Endpoint::ShowQrcode => format!("{}{}", crate::MP_PREFIX, self.path()),
+            _ => self.path().to_owned(),
         }
     }
 
@@ -112,6 +130,7 @@ impl Endpoint {
                 | Endpoint::ClearQuota
                 | Endpoint::ClearQuotaV2
                 | Endpoint::UserInfoBatch
+                | Endpoint::QrcodeCreate
         )
     }
 }
@@ -243,6 +262,7 @@ pub fn errmsg_for(code: ErrCode) -> String {
         41003 => "refresh_token missing".into(),
         41009 => "missing openid".into(),
         43002 => "require POST method".into(),
+        44002 => "empty post data".into(),
         47001 => "data format error".into(),
         _ => code.message().into(),
     }
@@ -259,6 +279,10 @@ pub enum Reply {
     Redirect(String),
     /// The authorize step's HTML error page (§4.1) — WeChat shows these instead of JSON.
     ErrorPage { code: i64, message: String },
+    /// A QR image encoding `text` (docs/wechat-2.md §2), drawn when the response is written.
+    QrImage { text: String },
+    /// A bare status without a body (`showqrcode`'s 404 for an unknown or expired ticket).
+    Status(StatusCode),
 }
 
 impl Reply {
@@ -305,6 +329,24 @@ impl IntoResponse for Reply {
                     .into_response(),
             },
             Reply::ErrorPage { code, message } => html::error_page(code, &message).into_response(),
+            Reply::QrImage { text } => match crate::qr::png(&text) {
+                Some(png) => {
+                    let mut r = (StatusCode::OK, png).into_response();
+                    let headers = r.headers_mut();
+                    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+                    // docs/wechat-2.md §2: WeChat lets the image be cached for 7 days.
+                    headers.insert(
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static("max-age=604800"),
+                    );
+                    r
+                }
+                None => error_response(&ApiError::with_msg(
+                    ErrCode(-1),
+                    "system error (the simulator could not draw the QR image)",
+                )),
+            },
+            Reply::Status(status) => status.into_response(),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::error::WechatError;
 use crate::secret::{AccessToken, AppSecret, RefreshToken};
 
 /// Treats `""` like an absent field.
@@ -474,6 +475,205 @@ pub struct IpListResponse {
     /// The addresses.
     #[serde(default, deserialize_with = "null_as_default")]
     pub ip_list: Vec<String>,
+}
+
+/// Longest lifetime of a temporary QR code (docs/wechat-2.md §1.2: 30 days).
+pub const QR_MAX_EXPIRE_SECONDS: u32 = 2_592_000;
+/// Highest integer scene of a permanent QR code (docs/wechat-2.md §1.1: 1–100 000).
+pub const QR_MAX_PERMANENT_SCENE_ID: u32 = 100_000;
+/// Longest `scene_str`, in characters (docs/wechat-2.md §1.1: 1–64).
+pub const QR_MAX_SCENE_STR_CHARS: usize = 64;
+/// The prefix of a `subscribe` push's `EventKey` when the follow came through a QR code
+/// (docs/wechat-2.md §3.1).
+pub const QR_SCENE_PREFIX: &str = "qrscene_";
+
+/// What `POST /cgi-bin/qrcode/create` makes: one variant per action name (docs/wechat-2.md
+/// §1.1). A temporary code's `expire_seconds` left as `None` gets WeChat's default (30 s
+/// documented, 60 s observed, §1.2): give one to know when the code dies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum QrCodeKind {
+    /// `QR_SCENE`: temporary, a non-zero integer scene.
+    Temporary {
+        /// The scene (1 … 4 294 967 295).
+        scene_id: u32,
+        /// Lifetime in seconds, 1 … [`QR_MAX_EXPIRE_SECONDS`].
+        expire_seconds: Option<u32>,
+    },
+    /// `QR_STR_SCENE`: temporary, a string scene.
+    TemporaryStr {
+        /// The scene (1 … 64 characters).
+        scene_str: String,
+        /// Lifetime in seconds, 1 … [`QR_MAX_EXPIRE_SECONDS`].
+        expire_seconds: Option<u32>,
+    },
+    /// `QR_LIMIT_SCENE`: permanent, an integer scene 1 … [`QR_MAX_PERMANENT_SCENE_ID`].
+    Permanent {
+        /// The scene.
+        scene_id: u32,
+    },
+    /// `QR_LIMIT_STR_SCENE`: permanent, a string scene.
+    PermanentStr {
+        /// The scene (1 … 64 characters).
+        scene_str: String,
+    },
+}
+
+impl QrCodeKind {
+    /// The action name sent (`QR_SCENE`, `QR_STR_SCENE`, `QR_LIMIT_SCENE`,
+    /// `QR_LIMIT_STR_SCENE`).
+    pub fn action_name(&self) -> &'static str {
+        match self {
+            Self::Temporary { .. } => "QR_SCENE",
+            Self::TemporaryStr { .. } => "QR_STR_SCENE",
+            Self::Permanent { .. } => "QR_LIMIT_SCENE",
+            Self::PermanentStr { .. } => "QR_LIMIT_STR_SCENE",
+        }
+    }
+
+    /// Whether the code never expires (and spends one of the account's 100 000 permanent
+    /// codes, §1.2).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Permanent { .. } | Self::PermanentStr { .. })
+    }
+
+    /// The scene as the pushes carry it: the decimal `scene_id` or the exact `scene_str`
+    /// (§3.1).
+    pub fn scene(&self) -> String {
+        match self {
+            Self::Temporary { scene_id, .. } | Self::Permanent { scene_id } => scene_id.to_string(),
+            Self::TemporaryStr { scene_str, .. } | Self::PermanentStr { scene_str } => {
+                scene_str.clone()
+            }
+        }
+    }
+
+    /// The limits of §1.1 and §1.2, checked before sending (WeChat itself checks little and
+    /// may answer success with scene 0, §1.4): [`WechatError::InvalidInput`] says what is
+    /// wrong.
+    pub fn check(&self) -> Result<(), WechatError> {
+        self.limits()
+            .map_err(|what| WechatError::InvalidInput { what })
+    }
+
+    fn limits(&self) -> Result<(), String> {
+        let check_str = |s: &str| {
+            let n = s.chars().count();
+            if n == 0 || n > QR_MAX_SCENE_STR_CHARS {
+                Err(format!(
+                    "scene_str must be 1 to {QR_MAX_SCENE_STR_CHARS} characters, got {n}"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let check_expire = |e: &Option<u32>| match e {
+            Some(e) if *e == 0 || *e > QR_MAX_EXPIRE_SECONDS => Err(format!(
+                "expire_seconds must be 1 to {QR_MAX_EXPIRE_SECONDS}, got {e}"
+            )),
+            _ => Ok(()),
+        };
+        match self {
+            Self::Temporary {
+                scene_id,
+                expire_seconds,
+            } => {
+                if *scene_id == 0 {
+                    return Err("a temporary scene_id must not be 0".into());
+                }
+                check_expire(expire_seconds)
+            }
+            Self::TemporaryStr {
+                scene_str,
+                expire_seconds,
+            } => {
+                check_str(scene_str)?;
+                check_expire(expire_seconds)
+            }
+            Self::Permanent { scene_id } => {
+                if (1..=QR_MAX_PERMANENT_SCENE_ID).contains(scene_id) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "a permanent scene_id must be 1 to {QR_MAX_PERMANENT_SCENE_ID}, got {scene_id}"
+                    ))
+                }
+            }
+            Self::PermanentStr { scene_str } => check_str(scene_str),
+        }
+    }
+
+    /// The request body of §1.1.
+    pub fn request(&self) -> QrCodeRequest<'_> {
+        let (expire_seconds, scene_id, scene_str) = match self {
+            Self::Temporary {
+                scene_id,
+                expire_seconds,
+            } => (*expire_seconds, Some(*scene_id), None),
+            Self::TemporaryStr {
+                scene_str,
+                expire_seconds,
+            } => (*expire_seconds, None, Some(scene_str.as_str())),
+            Self::Permanent { scene_id } => (None, Some(*scene_id), None),
+            Self::PermanentStr { scene_str } => (None, None, Some(scene_str.as_str())),
+        };
+        QrCodeRequest {
+            expire_seconds,
+            action_name: self.action_name(),
+            action_info: QrActionInfo {
+                scene: QrSceneBody {
+                    scene_id,
+                    scene_str,
+                },
+            },
+        }
+    }
+}
+
+/// Body of `POST /cgi-bin/qrcode/create` (docs/wechat-2.md §1.1); build it with
+/// [`QrCodeKind::request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QrCodeRequest<'a> {
+    /// Temporary codes only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expire_seconds: Option<u32>,
+    /// One of the four action names.
+    pub action_name: &'static str,
+    /// `{"scene": {...}}`.
+    pub action_info: QrActionInfo<'a>,
+}
+
+/// `action_info` of a QR create (the `scene` wrapper WeChat expects, §1.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QrActionInfo<'a> {
+    /// The scene.
+    pub scene: QrSceneBody<'a>,
+}
+
+/// `action_info.scene`: exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QrSceneBody<'a> {
+    /// Integer scene.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scene_id: Option<u32>,
+    /// String scene.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scene_str: Option<&'a str>,
+}
+
+/// `POST /cgi-bin/qrcode/create` success (docs/wechat-2.md §1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QrCodeTicket {
+    /// Opaque; fetches the image ([`crate::Client::qrcode_image_url`]) and comes back in the
+    /// scan pushes' `Ticket`. Not a secret: anyone who sees the image URL knows it (§4.2 c).
+    pub ticket: String,
+    /// The lifetime WeChat reports for a temporary code; absent for permanent ones. It was
+    /// seen to be `0` while the code lived as long as asked (§1.3): compute the expiry from
+    /// the `expire_seconds` you sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_seconds: Option<u64>,
+    /// What the image encodes (`http://weixin.qq.com/q/…`); a client may draw its own image
+    /// from it.
+    pub url: String,
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ use url::Url;
 
 use crate::api::{
     BATCHGET_MAX, BatchUserRequest, BatchUserRequestItem, BatchUserResponse, ErrorBody,
-    FollowerPage, FollowerPageRaw, IpListResponse, Lang, OAuthToken, QuotaResponse, Scope,
-    SnsUserInfo, StableTokenRequest, TokenResponse, UserInfo,
+    FollowerPage, FollowerPageRaw, IpListResponse, Lang, OAuthToken, QrCodeKind, QrCodeTicket,
+    QuotaResponse, Scope, SnsUserInfo, StableTokenRequest, TokenResponse, UserInfo,
 };
 use crate::errcode::ErrCode;
 use crate::error::{WechatError, describe_json_error};
@@ -37,6 +37,9 @@ pub struct ClientConfig {
     pub api_base: Url,
     /// Base of the OAuth authorize page (`https://open.weixin.qq.com`).
     pub open_base: Url,
+    /// Base of WeChat's `mp` host (`https://mp.weixin.qq.com`), which serves the QR images
+    /// (docs/wechat-2.md §2).
+    pub mp_base: Url,
     /// Whole-request timeout.
     pub timeout: Duration,
     /// `User-Agent` header.
@@ -48,6 +51,7 @@ impl Default for ClientConfig {
         Self {
             api_base: Url::parse("https://api.weixin.qq.com").expect("valid constant URL"),
             open_base: Url::parse("https://open.weixin.qq.com").expect("valid constant URL"),
+            mp_base: Url::parse("https://mp.weixin.qq.com").expect("valid constant URL"),
             timeout: Duration::from_secs(10),
             user_agent: concat!("wxhub/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
@@ -55,11 +59,12 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
-    /// The default configuration with both bases pointing at one server (the simulator, which
-    /// serves the API and the authorize page side by side).
+    /// The default configuration pointing at one server (the simulator, which serves the API
+    /// and the authorize page side by side, and the `mp` host's endpoints under `/mp`).
     pub fn for_base(base: Url) -> Self {
         Self {
             api_base: base.clone(),
+            mp_base: join(&base, "/mp"),
             open_base: base,
             ..Self::default()
         }
@@ -128,6 +133,7 @@ impl Client {
     pub fn with_http(config: ClientConfig, http: reqwest::Client) -> Result<Self, WechatError> {
         check_base("api_base", &config.api_base)?;
         check_base("open_base", &config.open_base)?;
+        check_base("mp_base", &config.mp_base)?;
         Ok(Self { http, config })
     }
 
@@ -481,6 +487,35 @@ impl Client {
             .map(FollowerPage::from)
     }
 
+    /// `POST /cgi-bin/qrcode/create` (docs/wechat-2.md §1) with the core token: a parametric
+    /// QR code. Service accounts only; counts against the 100 000/day quota, and a permanent
+    /// code also against the account's 100 000 permanent codes. The limits of §1.1 are
+    /// checked before sending ([`QrCodeKind::check`]).
+    pub async fn create_qrcode(
+        &self,
+        access_token: &AccessToken,
+        kind: &QrCodeKind,
+    ) -> Result<QrCodeTicket, WechatError> {
+        const EP: &str = "/cgi-bin/qrcode/create";
+        kind.check()?;
+        let request = self.post_json(
+            EP,
+            &[("access_token", access_token.expose())],
+            &kind.request(),
+        );
+        self.call(EP, request).await
+    }
+
+    /// The image of a QR code: `GET {mp_base}/cgi-bin/showqrcode?ticket=…` (docs/wechat-2.md
+    /// §2), the ticket percent-encoded (tickets hold `=`, and in other shapes `+` and `/`).
+    /// No token: the URL can be given to a browser as it is.
+    pub fn qrcode_image_url(&self, ticket: &str) -> Url {
+        let mut url = join(&self.config.mp_base, "/cgi-bin/showqrcode");
+        let ticket = percent_encoding::utf8_percent_encode(ticket, COMPONENT);
+        url.set_query(Some(&format!("ticket={ticket}")));
+        url
+    }
+
     /// `GET /cgi-bin/getcallbackip` (§3.6): the addresses WeChat pushes from.
     pub async fn callback_ips(
         &self,
@@ -700,6 +735,105 @@ mod tests {
             .authorize_url("wx1", "http://127.0.0.1/cb", Scope::SnsapiBase, "s", false)
             .unwrap();
         assert!(url.starts_with("http://127.0.0.1:9000/sim/connect/oauth2/authorize?appid=wx1&"));
+    }
+
+    #[test]
+    fn qrcode_image_url_percent_encodes_the_ticket_on_the_mp_base() {
+        let url = client().qrcode_image_url("gQ+a/b_c-d==");
+        assert_eq!(
+            url.as_str(),
+            "https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket=gQ%2Ba%2Fb_c-d%3D%3D"
+        );
+        let ticket: Vec<_> = url.query_pairs().collect();
+        assert_eq!(ticket, [("ticket".into(), "gQ+a/b_c-d==".into())]);
+        let sim = Client::new(ClientConfig::for_base(
+            Url::parse("http://127.0.0.1:9000/sim/").unwrap(),
+        ))
+        .unwrap();
+        assert!(
+            sim.qrcode_image_url("t")
+                .as_str()
+                .starts_with("http://127.0.0.1:9000/sim/mp/cgi-bin/showqrcode?ticket=t")
+        );
+    }
+
+    #[tokio::test]
+    async fn qrcode_limits_are_checked_before_sending() {
+        let long = "字".repeat(65);
+        for kind in [
+            QrCodeKind::Temporary {
+                scene_id: 0,
+                expire_seconds: Some(60),
+            },
+            QrCodeKind::Temporary {
+                scene_id: 1,
+                expire_seconds: Some(0),
+            },
+            QrCodeKind::TemporaryStr {
+                scene_str: "x".into(),
+                expire_seconds: Some(2_592_001),
+            },
+            QrCodeKind::TemporaryStr {
+                scene_str: String::new(),
+                expire_seconds: None,
+            },
+            QrCodeKind::Permanent { scene_id: 0 },
+            QrCodeKind::Permanent { scene_id: 100_001 },
+            QrCodeKind::PermanentStr {
+                scene_str: long.clone(),
+            },
+        ] {
+            let err = client()
+                .create_qrcode(&AccessToken::new("t"), &kind)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, WechatError::InvalidInput { .. }), "{kind:?}");
+        }
+        let max = QrCodeKind::PermanentStr {
+            scene_str: "字".repeat(64),
+        };
+        assert_eq!(max.check(), Ok(()));
+        assert!(matches!(
+            QrCodeKind::Permanent { scene_id: 0 }.check(),
+            Err(WechatError::InvalidInput { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn create_qrcode_posts_the_documented_body() {
+        let (base, request) = one_shot_server(
+            200,
+            Some(r#"{"ticket":"gQ==","expire_seconds":600,"url":"http://weixin.qq.com/q/02x"}"#),
+        )
+        .await;
+        let c = Client::new(ClientConfig::for_base(base)).unwrap();
+        let kind = QrCodeKind::TemporaryStr {
+            scene_str: "l:abc".into(),
+            expire_seconds: Some(600),
+        };
+        let t = c
+            .create_qrcode(&AccessToken::new("TOKENVALUE"), &kind)
+            .await
+            .unwrap();
+        assert_eq!(t.ticket, "gQ==");
+        assert_eq!(t.expire_seconds, Some(600));
+        let request = request.await.unwrap();
+        assert!(
+            request.starts_with("POST /cgi-bin/qrcode/create?access_token=TOKENVALUE HTTP/1.1"),
+            "{request}"
+        );
+        let body = &request[request.find("\r\n\r\n").unwrap() + 4..];
+        let sent: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({"expire_seconds":600,"action_name":"QR_STR_SCENE",
+                "action_info":{"scene":{"scene_str":"l:abc"}}})
+        );
+        let permanent = QrCodeKind::Permanent { scene_id: 42 };
+        assert_eq!(
+            serde_json::to_value(permanent.request()).unwrap(),
+            serde_json::json!({"action_name":"QR_LIMIT_SCENE","action_info":{"scene":{"scene_id":42}}})
+        );
     }
 
     #[tokio::test]

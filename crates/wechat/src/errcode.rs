@@ -38,7 +38,8 @@ macro_rules! codes {
         impl ErrCode {
             $( $(#[$doc])* pub const $name: ErrCode = ErrCode($code); )*
 
-            /// Every code in docs/wechat.md §8 (and the IP-confirmation codes of §1), in table order.
+            /// Every code in docs/wechat.md §8 (and the IP-confirmation codes of §1) that wxhub
+            /// meets, with the QR codes of docs/wechat-2.md §1.5, in table order.
             pub const KNOWN: &'static [ErrCode] = &[$(ErrCode::$name),*];
 
             /// The constant's name for a known code (`"INVALID_CREDENTIAL"`), for logs.
@@ -79,6 +80,10 @@ codes! {
     INVALID_CODE = 40029, Request, "invalid code";
     /// Unknown OAuth refresh token.
     INVALID_REFRESH_TOKEN = 40030, Request, "invalid refresh_token";
+    /// An invalid parameter (docs/wechat-2.md §1.5: out-of-range QR values, strict input).
+    INVALID_ARGS = 40035, Request, "invalid args";
+    /// Invalid `action_info` of a QR create (docs/wechat-2.md §1.5, strict input).
+    INVALID_ACTION_INFO = 40053, Request, "invalid action info";
     /// Wrong AppSecret.
     INVALID_APPSECRET = 40125, Credential, "invalid appsecret";
     /// The OAuth code was already exchanged.
@@ -105,10 +110,14 @@ codes! {
     USER_TOKENS_REVOKED = 42007, Request, "access_token and refresh_token exception";
     /// The recipient must follow the account.
     REQUIRE_SUBSCRIBE = 43004, Request, "require subscribe";
+    /// The POST body is empty.
+    EMPTY_POST_DATA = 44002, Request, "empty post data";
     /// A daily quota is used up.
     DAILY_QUOTA_REACHED = 45009, Quota, "reach max api daily quota limit";
     /// A per-minute frequency limit was hit.
     MINUTE_QUOTA_REACHED = 45011, Transient, "api minute-quota reach limit  mustslower  retry next minute";
+    /// The POST body is not the JSON expected.
+    DATA_FORMAT_ERROR = 47001, Request, "data format error";
     /// The API is not permitted for this account or token.
     API_UNAUTHORIZED = 48001, Permission, "api unauthorized";
     /// The monthly budget of quota resets is used up.

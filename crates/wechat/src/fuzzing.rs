@@ -14,6 +14,18 @@ pub fn push_xml(data: &[u8]) {
     if let Ok(xml::PushBody::Message(message)) = xml::parse_push(data) {
         // Exercise everything a handler does with a parsed push.
         let _ = message.dedup_key();
+        if let Some(scan) = message.qr_scan() {
+            // docs/wechat-2.md §4.3: the scene is the key without `qrscene_` on a follow, the
+            // whole key on SCAN, and a QR scan always names its ticket.
+            let key = message.event_key().expect("a QR scan has an EventKey");
+            let expected = if scan.new_follower {
+                key.strip_prefix("qrscene_")
+            } else {
+                Some(key)
+            };
+            assert_eq!(Some(scan.scene), expected);
+            assert!(!scan.scene.is_empty() && !scan.ticket.is_empty());
+        }
         let reply = message.text_reply("ok", message.create_time);
         assert!(
             matches!(

@@ -25,7 +25,7 @@ pub mod push;
 pub mod secret;
 pub mod xml;
 
-pub use api::{Lang, Scope};
+pub use api::{Lang, QrCodeKind, QrCodeTicket, Scope};
 pub use client::{Client, ClientConfig};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, UnixMillis};
 pub use errcode::{ErrCode, ErrorClass};

@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
+use crate::api::QR_SCENE_PREFIX;
 use crate::crypto::{CryptoError, MsgCrypt};
 use crate::push;
 
@@ -363,15 +364,19 @@ pub fn parse_fields(body: &[u8]) -> Result<Fields, XmlError> {
 /// What a push is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushKind {
-    /// The user followed the account (§6.3). `event_key` is the QR scene with the `qrscene_`
-    /// prefix removed when the follow came from a parametric QR code, `None` otherwise.
+    /// The user followed the account (§6.3). When the follow came through a parametric QR
+    /// code the `EventKey` is `qrscene_<scene>` (docs/wechat-2.md §3.1) and `event_key` is the
+    /// scene with the prefix removed; otherwise (an empty or absent `EventKey`, or one without
+    /// the prefix, which no QR follow has) it is `None`. The raw value stays in
+    /// [`PushMessage::event_key`]; [`PushMessage::qr_scan`] applies the whole matching rule.
     Subscribe {
-        /// Scene value of the QR code that led to the follow.
+        /// Scene of the QR code that led to the follow, without `qrscene_`.
         event_key: Option<String>,
         /// QR code ticket, when followed via a QR code.
         ticket: Option<String>,
     },
-    /// An existing follower scanned a parametric QR code; `event_key` is the scene (no prefix).
+    /// An existing follower scanned a parametric QR code; `event_key` is the scene, bare
+    /// (docs/wechat-2.md §3.1: no prefix on `SCAN`).
     Scan {
         /// Scene value.
         event_key: String,
@@ -397,6 +402,18 @@ pub enum PushKind {
         /// The `MsgType` value.
         msg_type: String,
     },
+}
+
+/// A scan of a parametric QR code, recognised by the rule of docs/wechat-2.md §4.3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QrScan<'a> {
+    /// `true` for `subscribe` (the scanner followed through the code; their `EventKey` was
+    /// `qrscene_<scene>`), `false` for `SCAN` (a follower; the bare scene).
+    pub new_follower: bool,
+    /// The scene: the decimal `scene_id` or the exact `scene_str`, never with `qrscene_`.
+    pub scene: &'a str,
+    /// The `Ticket`, exactly as `qrcode/create` returned it: match on it first (§4.3).
+    pub ticket: &'a str,
 }
 
 /// A decoded plain (or compatible-mode) push.
@@ -488,9 +505,10 @@ fn message_from_fields(fields: Fields) -> Result<PushMessage, XmlError> {
         let ticket = fields.non_empty("Ticket").map(str::to_owned);
         if event.eq_ignore_ascii_case("subscribe") {
             PushKind::Subscribe {
-                // §6.3: a follow through a parametric QR code carries `qrscene_<scene>`.
+                // §6.3, docs/wechat-2.md §3.1: a follow through a parametric QR code carries
+                // `qrscene_<scene>`; a key without the prefix is no QR scene.
                 event_key: event_key
-                    .map(|k| k.strip_prefix("qrscene_").unwrap_or(k))
+                    .and_then(|k| k.strip_prefix(QR_SCENE_PREFIX))
                     .filter(|k| !k.is_empty())
                     .map(str::to_owned),
                 ticket,
@@ -538,6 +556,36 @@ impl PushMessage {
     /// `Event` as sent, for event pushes.
     pub fn event(&self) -> Option<&str> {
         self.fields.get("Event")
+    }
+
+    /// `EventKey` as sent: `qrscene_<scene>` on a QR follow, the bare scene on `SCAN`
+    /// (docs/wechat-2.md §3.1); `None` when absent or empty.
+    pub fn event_key(&self) -> Option<&str> {
+        self.fields.non_empty("EventKey")
+    }
+
+    /// `Ticket` as sent; present only on pushes caused by a QR scan (docs/wechat-2.md §3.2).
+    pub fn ticket(&self) -> Option<&str> {
+        self.fields.non_empty("Ticket")
+    }
+
+    /// The QR scan this push reports, by the rule of docs/wechat-2.md §4.3: a `subscribe`
+    /// whose `EventKey` starts with `qrscene_`, or a `SCAN` (any case), each with a `Ticket`
+    /// and a non-empty scene. `None` for everything else (plain follows among them).
+    pub fn qr_scan(&self) -> Option<QrScan<'_>> {
+        let ticket = self.ticket()?;
+        let (new_follower, scene) = match &self.kind {
+            PushKind::Subscribe {
+                event_key: Some(_), ..
+            } => (true, self.event_key()?.strip_prefix(QR_SCENE_PREFIX)?),
+            PushKind::Scan { event_key, .. } => (false, event_key.as_str()),
+            _ => return None,
+        };
+        Some(QrScan {
+            new_follower,
+            scene,
+            ticket,
+        })
     }
 
     /// WeChat's `MsgId`, present on ordinary messages.
@@ -824,6 +872,82 @@ mod tests {
                 ticket: Some("TICKET".into())
             }
         );
+    }
+
+    #[test]
+    fn qr_follow_and_follower_scan_are_recognised_by_the_matching_rule() {
+        // docs/wechat-2.md §3.2's two examples.
+        let sub = message(&event(
+            "subscribe",
+            "<EventKey><![CDATA[qrscene_l:Zq3vX0aW9r1bLkTt2mQe8w]]></EventKey>\
+             <Ticket><![CDATA[gQFY8TwAAAAA...]]></Ticket>",
+        ));
+        assert_eq!(sub.event_key(), Some("qrscene_l:Zq3vX0aW9r1bLkTt2mQe8w"));
+        assert_eq!(sub.ticket(), Some("gQFY8TwAAAAA..."));
+        assert_eq!(
+            sub.qr_scan(),
+            Some(QrScan {
+                new_follower: true,
+                scene: "l:Zq3vX0aW9r1bLkTt2mQe8w",
+                ticket: "gQFY8TwAAAAA..."
+            })
+        );
+        for name in ["SCAN", "scan", "Scan"] {
+            let scan = message(&event(
+                name,
+                "<EventKey><![CDATA[l:Zq3vX0aW9r1bLkTt2mQe8w]]></EventKey>\
+                 <Ticket><![CDATA[gQFY8TwAAAAA...]]></Ticket>",
+            ));
+            assert_eq!(
+                scan.qr_scan(),
+                Some(QrScan {
+                    new_follower: false,
+                    scene: "l:Zq3vX0aW9r1bLkTt2mQe8w",
+                    ticket: "gQFY8TwAAAAA..."
+                })
+            );
+        }
+        // A lenient create's scene 0 (§1.4) is still a scene.
+        let zero = message(&event(
+            "subscribe",
+            "<EventKey><![CDATA[qrscene_0]]></EventKey><Ticket><![CDATA[T]]></Ticket>",
+        ));
+        assert_eq!(zero.qr_scan().map(|q| q.scene), Some("0"));
+    }
+
+    #[test]
+    fn pushes_that_are_not_qr_scans_are_not_taken_for_one() {
+        for (extra, scene) in [
+            // a plain follow: no key, no ticket
+            ("", None),
+            ("<EventKey><![CDATA[]]></EventKey>", None),
+            // a QR-shaped key without its ticket
+            ("<EventKey><![CDATA[qrscene_42]]></EventKey>", Some("42")),
+            // a key without the prefix is no QR follow, ticket or not
+            (
+                "<EventKey><![CDATA[42]]></EventKey><Ticket><![CDATA[T]]></Ticket>",
+                None,
+            ),
+            // the prefix and nothing else
+            (
+                "<EventKey><![CDATA[qrscene_]]></EventKey><Ticket><![CDATA[T]]></Ticket>",
+                None,
+            ),
+        ] {
+            let m = message(&event("subscribe", extra));
+            assert_eq!(m.qr_scan(), None, "{extra}");
+            let PushKind::Subscribe { event_key, .. } = &m.kind else {
+                panic!("{extra}: {:?}", m.kind);
+            };
+            assert_eq!(event_key.as_deref(), scene, "{extra}");
+        }
+        let scan_without_ticket = message(&event("SCAN", "<EventKey><![CDATA[42]]></EventKey>"));
+        assert_eq!(scan_without_ticket.qr_scan(), None);
+        let unsubscribe = message(&event(
+            "unsubscribe",
+            "<EventKey><![CDATA[qrscene_42]]></EventKey><Ticket><![CDATA[T]]></Ticket>",
+        ));
+        assert_eq!(unsubscribe.qr_scan(), None);
     }
 
     #[test]

@@ -538,14 +538,22 @@ async fn phone_page_follows_and_unfollows_with_a_click() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 303);
-    let back = resp.headers()["location"].to_str().unwrap().to_owned();
-    assert!(back.starts_with("phone?done="), "{back}");
+    // Resolved as a browser does, against the form's address.
+    let back = resp
+        .url()
+        .join(resp.headers()["location"].to_str().unwrap())
+        .unwrap();
+    assert_eq!(back.path(), "/__sim/phone", "{back}");
+    assert!(back.query().unwrap().starts_with("done="), "{back}");
     let followers = env.sim().followers("wxphone").unwrap();
     assert_eq!(followers.len(), 1);
     assert_eq!(followers[0].user, "ann");
     let page = env
-        .get(&format!("/__sim/{back}"))
+        .http
+        .get(back)
+        .send()
         .await
+        .unwrap()
         .text()
         .await
         .unwrap();

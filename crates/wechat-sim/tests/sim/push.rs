@@ -16,11 +16,11 @@ use wechat_sim::{FollowOptions, PushMode};
 
 use crate::common::Env;
 
-const TOKEN: &str = "pushtoken";
-const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+pub(crate) const TOKEN: &str = "pushtoken";
+pub(crate) const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 
 #[derive(Clone, Copy, PartialEq)]
-enum Answer {
+pub(crate) enum Answer {
     Success,
     Hang,
     Garbage,
@@ -42,24 +42,24 @@ enum Answer {
 const HUGE_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
-struct Captured {
-    query: HashMap<String, String>,
-    body: String,
-    signature_ok: bool,
+pub(crate) struct Captured {
+    pub query: HashMap<String, String>,
+    pub body: String,
+    pub signature_ok: bool,
     /// The message: the body in plain mode, the decrypted `Encrypt` otherwise.
-    message: xml::PushMessage,
-    encrypted: bool,
+    pub message: xml::PushMessage,
+    pub encrypted: bool,
 }
 
 /// What a receiver captured, and a wake-up for tests waiting on it.
 #[derive(Default)]
-struct Got {
+pub(crate) struct Got {
     list: Mutex<Vec<Captured>>,
     arrived: tokio::sync::Notify,
 }
 
 impl Got {
-    fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, Vec<Captured>>> {
+    pub fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, Vec<Captured>>> {
         self.list.lock()
     }
 
@@ -69,7 +69,7 @@ impl Got {
     }
 
     /// Waits until `n` pushes have arrived (the caller bounds it with a timeout).
-    async fn wait_for(&self, n: usize) {
+    pub async fn wait_for(&self, n: usize) {
         loop {
             let notified = self.arrived.notified();
             tokio::pin!(notified);
@@ -181,7 +181,7 @@ async fn receiver(answer: Answer, appid: &str) -> (String, Arc<Got>) {
     (format!("http://{addr}/push"), got)
 }
 
-async fn setup(env: &Env, answer: Answer, mode: PushMode) -> Arc<Got> {
+pub(crate) async fn setup(env: &Env, answer: Answer, mode: PushMode) -> Arc<Got> {
     let (url, got) = receiver(answer, "wx1").await;
     env.account_with("wx1", |a| {
         a.push_url = Some(url);
