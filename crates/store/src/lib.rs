@@ -27,6 +27,7 @@ pub mod end_users;
 pub mod gateway;
 pub mod notify;
 pub mod oidc;
+#[macro_use]
 pub mod people;
 pub mod pushes;
 pub mod sealed;

@@ -56,13 +56,14 @@ fn email_key(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
+/// The `users` columns every user query selects (used by `sign_in` too).
 macro_rules! user_columns {
     () => {
         "id, email, password_hash, role, disabled, created_at"
     };
 }
 
-fn user_from_row(row: &impl StoreRow) -> Result<User, sqlx::Error> {
+pub(crate) fn user_from_row(row: &impl StoreRow) -> Result<User, sqlx::Error> {
     Ok(User {
         id: row.text("id")?,
         email: row.text("email")?,

@@ -9,7 +9,7 @@
 use crate::audit::AuditRecord;
 use crate::db::{BeginWrite, DbEnum, MAX_PAGE, Sql, StoreRow, page_limit};
 use crate::error::on_constraint;
-use crate::people::{NewUser, Role, Session, User};
+use crate::people::{NewUser, Role, Session, User, user_from_row};
 use crate::{Store, StoreError};
 
 /// The password hash of a person who has never set a password: not a PHC string, so nothing
@@ -118,23 +118,6 @@ pub struct LiveSession {
     pub session: Session,
     pub stage: SessionStage,
     pub user: User,
-}
-
-macro_rules! user_columns {
-    () => {
-        "id, email, password_hash, role, disabled, created_at"
-    };
-}
-
-fn user_from_row(row: &impl StoreRow) -> Result<User, sqlx::Error> {
-    Ok(User {
-        id: row.text("id")?,
-        email: row.text("email")?,
-        password_hash: row.text("password_hash")?,
-        role: row.enumerated("role")?,
-        disabled: row.flag("disabled")?,
-        created_at: row.int("created_at")?,
-    })
 }
 
 fn totp_from_row(row: &impl StoreRow) -> Result<StoredTotp, sqlx::Error> {
