@@ -249,7 +249,7 @@ pub(crate) async fn render(
         .pop()
         .ok_or(DashboardError::Internal("an account without its row"))?;
     let token_api = format!(
-        "curl -H 'Authorization: Bearer wxk_…' {}/t/{}/access_token",
+        "curl -H 'Authorization: Bearer wxk_…' {}/api/v1/accounts/{}/access_token",
         dashboard.config().public_url.as_str().trim_end_matches('/'),
         account.appid
     );

@@ -130,6 +130,12 @@ pub async fn an_owner_runs_an_account_from_its_page(db: TestDatabase) {
     }
     assert!(page.body.contains("每月只允许 10 次"));
     assert!(page.body.contains("加密粉碎"));
+    // The example request names the token API's real route (scheduler::router).
+    assert!(
+        page.body
+            .contains(&format!("/api/v1/accounts/{APPID_A}/access_token")),
+        "the example token request"
+    );
 
     // An API key: shown once, then listed without it.
     let made = owner
