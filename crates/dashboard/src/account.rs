@@ -143,6 +143,8 @@ pub(crate) struct AccountPage {
     pub(crate) errors: Vec<(&'static str, String)>,
     pub(crate) typed: Typed,
     pub(crate) token_api: String,
+    /// The account's latest audit entries.
+    pub(crate) rows: Vec<crate::audit::EntryRow>,
     /// The label of the typed confirmations.
     pub(crate) type_appid: String,
 }
@@ -155,6 +157,9 @@ impl AccountPage {
             .map(|(_, text)| text.as_str())
     }
 }
+
+/// Audit entries the account page shows; the rest are on the account's audit page.
+const RECENT_ACTIVITY: u32 = 5;
 
 /// The configuration of a standard OIDC library for a website.
 fn snippet(issuer: &str, client_id: &str, redirect: &str, public: bool) -> String {
@@ -248,6 +253,13 @@ pub(crate) async fn render(
     let row = accounts::rows(&ctx, std::slice::from_ref(&view), dashboard.now())
         .pop()
         .ok_or(DashboardError::Internal("an account without its row"))?;
+    let query = tenancy::people::AuditQuery {
+        appid: Some(account.appid.clone()),
+        ..Default::default()
+    };
+    let recent = tenancy
+        .list_audit(principal, &query, None, RECENT_ACTIVITY)
+        .await?;
     let token_api = format!(
         "curl -H 'Authorization: Bearer wxk_…' {}/api/v1/accounts/{}/access_token",
         dashboard.config().public_url.as_str().trim_end_matches('/'),
@@ -278,6 +290,7 @@ pub(crate) async fn render(
         errors,
         typed,
         token_api,
+        rows: crate::audit::entry_rows(&recent),
         type_appid: ctx.tf("account.type_appid", &[("appid", &account.appid)]),
         ctx,
     })

@@ -1,10 +1,11 @@
-//! The operator's audit log: filters (actor, account, action, time range), keyset pages, and
-//! a CSV export of what the filters select, streamed page by page through the tenancy layer
-//! (never built in memory).
+//! The audit log: the operator's across the platform and each account's own (which its owner
+//! sees), with filters (actor, account, action, time range), keyset pages, and a CSV export of
+//! what the filters select, streamed page by page through the tenancy layer (never built in
+//! memory). People and accounts are shown by email and AppID, not by internal id.
 
 use askama::Template;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -14,7 +15,7 @@ use tenancy::{Operation, Principal, Tenancy, TenancyError};
 
 use crate::error::DashboardError;
 use crate::layout::{self, Ctx};
-use crate::session::OperatorSession;
+use crate::session::{OperatorSession, SignedIn};
 use crate::{Dashboard, fields, time};
 
 /// Entries per page.
@@ -35,8 +36,9 @@ pub(crate) struct Filters {
 }
 
 impl Filters {
-    /// The tenancy query, or the field that cannot be read.
-    fn query(&self) -> Result<AuditQuery, &'static str> {
+    /// The tenancy query, or the field that cannot be read; `scope` is the account of an
+    /// account's own log, which replaces the AppID filter.
+    fn query(&self, scope: Option<&str>) -> Result<AuditQuery, &'static str> {
         let text = |v: &str| Some(v.trim().to_owned()).filter(|v| !v.is_empty());
         let day = |field: &'static str, v: &str| match text(v) {
             None => Ok(None),
@@ -50,7 +52,7 @@ impl Filters {
             return Err("action");
         }
         Ok(AuditQuery {
-            appid: text(&self.appid),
+            appid: scope.map(str::to_owned).or_else(|| text(&self.appid)),
             actor: text(&self.actor),
             action,
             from: day("from", &self.from)?,
@@ -71,13 +73,14 @@ impl Filters {
     }
 }
 
-struct EntryRow {
-    at: String,
-    actor: String,
-    action: String,
-    account: String,
-    target: String,
-    details: String,
+pub(crate) struct EntryRow {
+    pub(crate) at: String,
+    /// A person's email, `cli`, `system` or `scheduler`.
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) account: String,
+    pub(crate) target: String,
+    pub(crate) details: String,
 }
 
 struct ActionOption {
@@ -89,6 +92,11 @@ struct ActionOption {
 #[template(path = "operator/audit.html")]
 struct AuditPage {
     ctx: Ctx,
+    title: String,
+    /// The account of an account's own log (the AppID filter is then not shown).
+    account: Option<String>,
+    /// Where the filter form goes.
+    action_url: String,
     filters: Filters,
     actions: Vec<ActionOption>,
     rows: Vec<EntryRow>,
@@ -109,16 +117,102 @@ impl AuditPage {
     }
 }
 
+/// Who did it, as people know them: the person's email, or `cli`, `system`, `scheduler` (a
+/// person since removed shows their id).
+fn actor_label(entry: &AuditEntry) -> &str {
+    entry.actor_email.as_deref().unwrap_or(&entry.actor)
+}
+
+/// The account, as people know it: its AppID, also after its deletion (the deletion's entry
+/// keeps it); the internal id only when neither is known.
+fn account_label(entry: &AuditEntry) -> &str {
+    entry
+        .appid
+        .as_deref()
+        .or_else(|| entry.details.get("appid").and_then(|v| v.as_str()))
+        .or(entry.account_id.as_deref())
+        .unwrap_or("")
+}
+
+/// The entries as a page lists them.
+pub(crate) fn entry_rows(entries: &[AuditEntry]) -> Vec<EntryRow> {
+    entries
+        .iter()
+        .map(|entry| EntryRow {
+            at: time::format(entry.at),
+            actor: actor_label(entry).to_owned(),
+            action: entry.action.clone(),
+            account: account_label(entry).to_owned(),
+            target: entry.target.clone().unwrap_or_default(),
+            details: entry.details.to_string(),
+        })
+        .collect()
+}
+
+/// Which log a page shows: the platform's (operators) or one account's.
+enum Scope {
+    Platform,
+    Account { appid: String, name: String },
+}
+
+impl Scope {
+    fn base(&self) -> String {
+        match self {
+            Scope::Platform => "/dashboard/operator/audit".to_owned(),
+            Scope::Account { appid, .. } => format!("/dashboard/accounts/{appid}/audit"),
+        }
+    }
+
+    fn appid(&self) -> Option<&str> {
+        match self {
+            Scope::Platform => None,
+            Scope::Account { appid, .. } => Some(appid),
+        }
+    }
+}
+
 /// `GET /dashboard/operator/audit`.
 pub(crate) async fn page(
     State(dashboard): State<Dashboard>,
     OperatorSession(operator): OperatorSession,
     Query(filters): Query<Filters>,
 ) -> Result<Response, DashboardError> {
-    let ctx = Ctx::new(&dashboard, &operator.visitor).in_section("audit");
+    render(&dashboard, &operator, Scope::Platform, filters).await
+}
+
+/// `GET /dashboard/accounts/{appid}/audit`: one account's log, for its owner and operators.
+pub(crate) async fn account_page(
+    State(dashboard): State<Dashboard>,
+    person: SignedIn,
+    Path(appid): Path<String>,
+    Query(filters): Query<Filters>,
+) -> Result<Response, DashboardError> {
+    let view = dashboard
+        .tenancy()
+        .account(&person.principal, &appid)
+        .await?;
+    let scope = Scope::Account {
+        appid: view.account.appid,
+        name: view.account.name,
+    };
+    render(&dashboard, &person, scope, filters).await
+}
+
+async fn render(
+    dashboard: &Dashboard,
+    person: &SignedIn,
+    scope: Scope,
+    filters: Filters,
+) -> Result<Response, DashboardError> {
+    let section = match (&scope, person.principal.owner_id()) {
+        (Scope::Platform, _) => "audit",
+        (Scope::Account { .. }, Some(_)) => "accounts",
+        (Scope::Account { .. }, None) => "all_accounts",
+    };
+    let ctx = Ctx::new(dashboard, &person.visitor).in_section(section);
     let mut error = None;
     let mut entries = Vec::new();
-    match filters.query() {
+    match filters.query(scope.appid()) {
         Err(field) => {
             let key = match field {
                 "action" => "audit.bad_action",
@@ -128,12 +222,16 @@ pub(crate) async fn page(
         }
         Ok(query) => match dashboard
             .tenancy()
-            .list_audit(&operator.principal, &query, filters.before.as_deref(), PAGE)
+            .list_audit(&person.principal, &query, filters.before.as_deref(), PAGE)
             .await
         {
             Ok(found) => entries = found,
-            Err(TenancyError::NotFound { what: "account" }) => {
+            Err(TenancyError::NotFound { what: "account" }) if scope.appid().is_none() => {
                 error = Some(("appid", ctx.t("audit.no_account").to_owned()));
+            }
+            Err(TenancyError::Invalid { field: "actor", .. }) => {
+                let actor = filters.actor.trim();
+                error = Some(("actor", ctx.tf("audit.no_actor", &[("email", actor)])));
             }
             Err(other) => match fields::of(&ctx, &other) {
                 Some(found) => error = Some(("appid", found.1)),
@@ -146,22 +244,20 @@ pub(crate) async fn page(
         .then(|| entries.last())
         .flatten()
         .map(|last| format!("?{encoded}&before={}", last.id));
-    let rows = entries
-        .into_iter()
-        .map(|entry| EntryRow {
-            at: time::format(entry.at),
-            actor: entry.actor,
-            action: entry.action,
-            account: entry.account_id.unwrap_or_default(),
-            target: entry.target.unwrap_or_default(),
-            details: entry.details.to_string(),
-        })
-        .collect();
+    let rows = entry_rows(&entries);
     let selected = filters.action.trim().to_owned();
     let status = if error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK
+    };
+    let base = scope.base();
+    let (title, account) = match &scope {
+        Scope::Platform => (ctx.t("audit.title").to_owned(), None),
+        Scope::Account { appid, name } => (
+            ctx.tf("audit.account_title", &[("name", name)]),
+            Some(appid.clone()),
+        ),
     };
     Ok(layout::page(
         status,
@@ -174,8 +270,11 @@ pub(crate) async fn page(
                 })
                 .collect(),
             later: filters.before.is_some(),
-            export: format!("/dashboard/operator/audit.csv?{encoded}"),
+            export: format!("{base}.csv?{encoded}"),
             first: format!("?{encoded}"),
+            action_url: base,
+            title,
+            account,
             filters,
             rows,
             next,
@@ -208,8 +307,10 @@ fn csv_line(out: &mut String, entry: &AuditEntry) {
         entry.id.as_str(),
         at.as_str(),
         entry.actor.as_str(),
+        entry.actor_email.as_deref().unwrap_or(""),
         entry.action.as_str(),
         entry.account_id.as_deref().unwrap_or(""),
+        account_label(entry),
         entry.target.as_deref().unwrap_or(""),
         details.as_str(),
     ];
@@ -237,7 +338,7 @@ async fn next_chunk(mut state: Export) -> Option<(Result<String, TenancyError>, 
     if state.header {
         state.header = false;
         return Some((
-            Ok("id,at,actor,action,account_id,target,details\r\n".to_owned()),
+            Ok("id,at,actor,actor_email,action,account_id,appid,target,details\r\n".to_owned()),
             state,
         ));
     }
@@ -280,16 +381,42 @@ pub(crate) async fn export(
     OperatorSession(operator): OperatorSession,
     Query(filters): Query<Filters>,
 ) -> Result<Response, DashboardError> {
-    let query = filters.query().map_err(|_| DashboardError::BadForm)?;
+    stream_csv(&dashboard, &operator, None, &filters, "wxhub-audit.csv").await
+}
+
+/// `GET /dashboard/accounts/{appid}/audit.csv`: one account's entries the filters select.
+pub(crate) async fn account_export(
+    State(dashboard): State<Dashboard>,
+    person: SignedIn,
+    Path(appid): Path<String>,
+    Query(filters): Query<Filters>,
+) -> Result<Response, DashboardError> {
+    let view = dashboard
+        .tenancy()
+        .account(&person.principal, &appid)
+        .await?;
+    let appid = view.account.appid;
+    let file = format!("wxhub-audit-{appid}.csv");
+    stream_csv(&dashboard, &person, Some(&appid), &filters, &file).await
+}
+
+async fn stream_csv(
+    dashboard: &Dashboard,
+    person: &SignedIn,
+    scope: Option<&str>,
+    filters: &Filters,
+    file: &str,
+) -> Result<Response, DashboardError> {
+    let query = filters.query(scope).map_err(|_| DashboardError::BadForm)?;
     // Asked once before streaming, so an unknown account or a refusal is a page, not a cut
     // download.
     dashboard
         .tenancy()
-        .list_audit(&operator.principal, &query, None, 1)
+        .list_audit(&person.principal, &query, None, 1)
         .await?;
     let state = Export {
         tenancy: dashboard.tenancy().clone(),
-        principal: operator.principal.clone(),
+        principal: person.principal.clone(),
         query,
         before: None,
         header: true,
@@ -302,9 +429,11 @@ pub(crate) async fn export(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/csv; charset=utf-8"),
     );
+    // AppIDs are `wx` and hex digits: the file name needs no quoting beyond this.
+    let disposition = format!("attachment; filename=\"{file}\"");
     headers.insert(
         header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"wxhub-audit.csv\""),
+        HeaderValue::from_str(&disposition).map_err(|_| DashboardError::BadForm)?,
     );
     Ok(response)
 }

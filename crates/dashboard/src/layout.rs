@@ -34,10 +34,12 @@ pub(crate) enum Flash {
     AccountDisabled,
     AccountEnabled,
     AccountDeleted,
+    OwnerDisabled,
+    OwnerEnabled,
 }
 
 impl Flash {
-    pub(crate) const ALL: [Flash; 15] = [
+    pub(crate) const ALL: [Flash; 17] = [
         Flash::SignedOut,
         Flash::SignedOutEverywhere,
         Flash::PasswordSet,
@@ -53,6 +55,8 @@ impl Flash {
         Flash::AccountDisabled,
         Flash::AccountEnabled,
         Flash::AccountDeleted,
+        Flash::OwnerDisabled,
+        Flash::OwnerEnabled,
     ];
 
     pub(crate) fn code(self) -> &'static str {
@@ -72,6 +76,8 @@ impl Flash {
             Flash::AccountDisabled => "account_disabled",
             Flash::AccountEnabled => "account_enabled",
             Flash::AccountDeleted => "account_deleted",
+            Flash::OwnerDisabled => "owner_disabled",
+            Flash::OwnerEnabled => "owner_enabled",
         }
     }
 
@@ -97,6 +103,8 @@ impl Flash {
             Flash::AccountDisabled => "flash.account_disabled",
             Flash::AccountEnabled => "flash.account_enabled",
             Flash::AccountDeleted => "flash.account_deleted",
+            Flash::OwnerDisabled => "flash.owner_disabled",
+            Flash::OwnerEnabled => "flash.owner_enabled",
         }
     }
 

@@ -2,57 +2,50 @@
 //! at account 100,000 as at account 1), every owner, and the invitation of new owners.
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use store::people::{Role, User};
 use store::sign_in::NO_PASSWORD;
 use tenancy::TenancyError;
 
-use crate::accounts::{self, AccountRow, After, PAGE};
+use crate::accounts::{self, After, PAGE};
 use crate::csrf::CsrfForm;
 use crate::error::DashboardError;
-use crate::layout::{self, Ctx};
+use crate::layout::{self, Ctx, Flash};
 use crate::session::OperatorSession;
-use crate::{Dashboard, link_url};
+use crate::{Dashboard, PREFIX, link_url, time};
+use ::accounts::rotation;
+use store::DbEnum;
+use store::sealed::DekHolder;
 
 #[derive(Template)]
 #[template(path = "operator/accounts.html")]
 struct AccountsPage {
     ctx: Ctx,
-    rows: Vec<AccountRow>,
-    next: Option<String>,
-    later: bool,
+    list: accounts::Listing,
 }
 
-/// `GET /dashboard/operator/accounts`.
+/// `GET /dashboard/operator/accounts`: every account, filtered by state, owner, kind or a
+/// search.
 pub(crate) async fn accounts(
     State(dashboard): State<Dashboard>,
     OperatorSession(operator): OperatorSession,
-    Query(page): Query<After>,
+    Query(filters): Query<accounts::Filters>,
 ) -> Result<Response, DashboardError> {
-    let views = dashboard
-        .tenancy()
-        .list_accounts(&operator.principal, page.after.as_deref(), PAGE)
-        .await?;
     let ctx = Ctx::new(&dashboard, &operator.visitor).in_section("all_accounts");
-    let rows = accounts::rows(&ctx, &views, dashboard.now());
-    let next = accounts::next_after(&views).map(|after| format!("?after={after}"));
-    Ok(layout::page(
-        StatusCode::OK,
-        &AccountsPage {
-            ctx,
-            rows,
-            next,
-            later: page.after.is_some(),
-        },
-    ))
+    let list = accounts::listing(&dashboard, &ctx, &operator, filters).await?;
+    Ok(layout::page(list.status(), &AccountsPage { ctx, list }))
 }
 
 /// An owner as the list shows them.
 struct OwnerRow {
+    id: String,
     email: String,
+    disabled: bool,
+    /// Their accounts in the list of every account.
+    accounts: String,
     /// `active`, `invited` or `disabled`: the badge.
     tone: &'static str,
     state: String,
@@ -89,7 +82,15 @@ fn owner_rows(ctx: &Ctx, people: &[User]) -> Vec<OwnerRow> {
                 ("active", "owners.active")
             };
             OwnerRow {
+                id: user.id.clone(),
                 email: user.email.clone(),
+                disabled: user.disabled,
+                accounts: format!(
+                    "/dashboard/operator/accounts?{}",
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .append_pair("owner", &user.email)
+                        .finish()
+                ),
                 tone,
                 state: ctx.t(key).to_owned(),
             }
@@ -205,4 +206,187 @@ fn invite_error(ctx: &Ctx, email: &str, message: &str) -> String {
         return message.to_owned();
     };
     ctx.tf(key, &[("email", email.trim())])
+}
+
+/// `POST /dashboard/operator/owners/{id}/disable`: the owner can no longer sign in; their
+/// sessions end. Their accounts keep being served.
+pub(crate) async fn disable_owner(
+    State(dashboard): State<Dashboard>,
+    OperatorSession(operator): OperatorSession,
+    Path(id): Path<String>,
+) -> Result<Response, DashboardError> {
+    set_owner_disabled(&dashboard, &operator, &id, true).await
+}
+
+/// `POST /dashboard/operator/owners/{id}/enable`.
+pub(crate) async fn enable_owner(
+    State(dashboard): State<Dashboard>,
+    OperatorSession(operator): OperatorSession,
+    Path(id): Path<String>,
+) -> Result<Response, DashboardError> {
+    set_owner_disabled(&dashboard, &operator, &id, false).await
+}
+
+async fn set_owner_disabled(
+    dashboard: &Dashboard,
+    operator: &crate::session::SignedIn,
+    id: &str,
+    disabled: bool,
+) -> Result<Response, DashboardError> {
+    dashboard
+        .tenancy()
+        .set_person_disabled(&operator.principal, id, disabled)
+        .await?;
+    let flash = if disabled {
+        Flash::OwnerDisabled
+    } else {
+        Flash::OwnerEnabled
+    };
+    Ok(Redirect::to(&flash.on(&format!("{PREFIX}/operator/owners"))).into_response())
+}
+
+/// One count of the health page.
+struct CountRow {
+    label: String,
+    tone: &'static str,
+    count: i64,
+    /// The list of every account, filtered to these.
+    link: String,
+}
+
+/// One master key and what it wraps.
+struct KeyRow {
+    id: String,
+    active: bool,
+    missing: bool,
+    wraps: String,
+}
+
+/// One ID-token signing key.
+struct SigningRow {
+    kid: String,
+    algorithm: String,
+    status: String,
+    since: String,
+}
+
+#[derive(Template)]
+#[template(path = "operator/health.html")]
+struct HealthPage {
+    ctx: Ctx,
+    intro: String,
+    counts: Vec<CountRow>,
+    attention: Vec<accounts::AccountRow>,
+    /// Links to the full lists of the states with more accounts than shown.
+    more: Vec<CountRow>,
+    keys: Vec<KeyRow>,
+    /// What re-wrapping still has to do, when anything.
+    pending_rewrap: Option<String>,
+    signing: Vec<SigningRow>,
+}
+
+/// `GET /dashboard/operator/health`.
+pub(crate) async fn health(
+    State(dashboard): State<Dashboard>,
+    OperatorSession(operator): OperatorSession,
+) -> Result<Response, DashboardError> {
+    use store::oidc::signing_keys::SigningKeyStatus;
+    use store::tokens::TokenState;
+
+    let health = dashboard
+        .tenancy()
+        .platform_health(&operator.principal)
+        .await?;
+    let ctx = Ctx::new(&dashboard, &operator.visitor).in_section("health");
+    let count_row = |state: &'static str, count: i64| CountRow {
+        label: ctx.t(accounts::state_label(state)).to_owned(),
+        tone: accounts::state_tone(state),
+        count,
+        link: format!("/dashboard/operator/accounts?state={state}"),
+    };
+    let mut counts: Vec<CountRow> = [
+        TokenState::Healthy,
+        TokenState::Pending,
+        TokenState::Retrying,
+        TokenState::NeedsAttention,
+        TokenState::QuotaExhausted,
+    ]
+    .into_iter()
+    .map(|state| count_row(state.as_db(), health.count(state)))
+    .collect();
+    counts.push(count_row("disabled", health.disabled()));
+    let more = health
+        .attention_more
+        .iter()
+        .map(|state| {
+            let mut row = count_row(state.as_db(), health.count(*state));
+            row.label = ctx.tf(
+                "platform.all_in_state",
+                &[("n", &row.count.to_string()), ("state", &row.label)],
+            );
+            row
+        })
+        .collect();
+    let describe = |key: &rotation::KeyUse| {
+        let parts: Vec<String> = key
+            .counts
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(holder, n)| {
+                let label = match holder {
+                    DekHolder::AccountSecrets => "platform.wraps_accounts",
+                    DekHolder::SigningKey => "platform.wraps_signing_keys",
+                    DekHolder::TotpSecret => "platform.wraps_totp",
+                };
+                ctx.tf(label, &[("n", &n.to_string())])
+            })
+            .collect();
+        if parts.is_empty() {
+            ctx.t("platform.wraps_nothing").to_owned()
+        } else {
+            parts.join(" · ")
+        }
+    };
+    let keys = health
+        .vault
+        .keys
+        .iter()
+        .map(|key| (key, false))
+        .chain(health.vault.missing.iter().map(|key| (key, true)))
+        .map(|(key, missing)| KeyRow {
+            id: key.kek_id.clone(),
+            active: key.kek_id == health.vault.active,
+            missing,
+            wraps: describe(key),
+        })
+        .collect();
+    let signing = health
+        .signing_keys
+        .iter()
+        .map(|key| SigningRow {
+            kid: key.kid.clone(),
+            algorithm: key.algorithm.clone(),
+            status: ctx
+                .t(match key.status {
+                    SigningKeyStatus::Next => "platform.signing_next",
+                    SigningKeyStatus::Active => "platform.signing_active",
+                    SigningKeyStatus::Retired => "platform.signing_retired",
+                })
+                .to_owned(),
+            since: time::format(key.retired_at.unwrap_or(key.created_at)),
+        })
+        .collect();
+    let pending = health.vault.pending_rewrap();
+    let page = HealthPage {
+        intro: ctx.tf("platform.intro", &[("n", &health.total().to_string())]),
+        attention: accounts::rows(&ctx, &health.attention, dashboard.now()),
+        pending_rewrap: (pending > 0)
+            .then(|| ctx.tf("platform.rewrap_pending", &[("n", &pending.to_string())])),
+        counts,
+        more,
+        keys,
+        signing,
+        ctx,
+    };
+    Ok(layout::page(StatusCode::OK, &page))
 }

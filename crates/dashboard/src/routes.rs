@@ -96,6 +96,8 @@ routes! {
     POST "/dashboard/accounts/{appid}/websites/{client}/delete", SignedIn, "deleting a website" => account::delete_website;
     POST "/dashboard/accounts/{appid}/settings", SignedIn, "the login gateway's settings" => account::settings;
     GET "/dashboard/accounts/{appid}/end-users", SignedIn, "the account's end users: search, pages" => account::end_users;
+    GET "/dashboard/accounts/{appid}/audit", SignedIn, "one account's audit log with filters, in pages" => audit::account_page;
+    GET "/dashboard/accounts/{appid}/audit.csv", SignedIn, "one account's audit log as CSV, streamed" => audit::account_export;
     POST "/dashboard/accounts/{appid}/disable", SignedIn, "disabling an account" => account::disable;
     POST "/dashboard/accounts/{appid}/enable", SignedIn, "enabling an account" => account::enable;
     POST "/dashboard/accounts/{appid}/delete", SignedIn, "deleting an account (AppID typed; secrets crypto-shredded)" => account::delete;
@@ -104,4 +106,7 @@ routes! {
     GET "/dashboard/operator/accounts", Operator, "every account with its health, in pages" => operator::accounts;
     GET "/dashboard/operator/owners", Operator, "every owner, in pages, and the invitation form" => operator::owners;
     POST "/dashboard/operator/owners", Operator, "inviting an owner" => operator::invite;
+    POST "/dashboard/operator/owners/{id}/disable", Operator, "disabling an owner (their sessions end)" => operator::disable_owner;
+    POST "/dashboard/operator/owners/{id}/enable", Operator, "enabling an owner again" => operator::enable_owner;
+    GET "/dashboard/operator/health", Operator, "the platform's health: accounts by state, those needing a person, key rotation" => operator::health;
 }

@@ -16,6 +16,7 @@ use std::fmt;
 use crate::audit::AuditRecord;
 use crate::db::{BeginWrite, DbEnum, MAX_PAGE, Sql, StoreRow, page_limit};
 use crate::error::on_constraint;
+use crate::tokens::TokenState;
 use crate::{Store, StoreError};
 
 /// A token refresh that failed for want of good credentials (or is still waiting for its
@@ -55,6 +56,35 @@ db_enum! {
         /// Kept but not served (no refreshes, no logins).
         Disabled = "disabled",
     }
+}
+
+/// Which accounts a listing shows; `None` fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountFilter {
+    /// Only this owner's.
+    pub owner_user_id: Option<String>,
+    /// Only those whose core token is in this state (`pending` also for never fetched).
+    pub token_state: Option<TokenState>,
+    /// Only active or only disabled ones.
+    pub state: Option<AccountState>,
+    pub kind: Option<AccountKind>,
+    /// The exact AppID, or part of the name (case-insensitive for ASCII letters).
+    pub search: Option<String>,
+}
+
+/// `text` as a LIKE pattern matching names that contain it, lower-cased, with `%`, `_` and
+/// the escape character taken literally.
+fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// An account without its secrets.
@@ -373,15 +403,16 @@ impl Store {
         })
     }
 
-    /// Accounts with their token health, ordered by id after `after_id` (keyset pagination),
-    /// at most `limit` (capped at 1000); only `owner_user_id`'s when given. One query, no
-    /// ciphertext: what account listings show.
+    /// Accounts with their token health that match `filter`, ordered by id after `after_id`
+    /// (keyset pagination), at most `limit` (capped at 1000). One query, no ciphertext: what
+    /// account listings show.
     pub async fn list_account_health_page(
         &self,
-        owner_user_id: Option<&str>,
+        filter: &AccountFilter,
         after_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<(Account, Option<TokenHealth>)>, StoreError> {
+        // An account without a token row has never been fetched: it counts as `pending`.
         const SQL: Sql = Sql {
             sqlite: concat!(
                 "SELECT ",
@@ -391,7 +422,11 @@ impl Store {
                  t.quota_day AS t_quota_day, t.last_error_code AS t_error_code, \
                  t.last_error_message AS t_error_message, t.last_error_ip AS t_error_ip \
                  FROM accounts a LEFT JOIN core_tokens t ON t.account_id = a.id \
-                 WHERE a.id > ?1 AND (?2 IS NULL OR a.owner_user_id = ?2) ORDER BY a.id LIMIT ?3"
+                 WHERE a.id > ?1 AND (?2 IS NULL OR a.owner_user_id = ?2) \
+                 AND (?3 IS NULL OR COALESCE(t.state, 'pending') = ?3) \
+                 AND (?4 IS NULL OR a.state = ?4) AND (?5 IS NULL OR a.kind = ?5) \
+                 AND (?6 IS NULL OR a.appid = ?6 OR lower(a.name) LIKE ?7 ESCAPE '\\') \
+                 ORDER BY a.id LIMIT ?8"
             ),
             postgres: concat!(
                 "SELECT ",
@@ -402,13 +437,27 @@ impl Store {
                  t.last_error_message AS t_error_message, t.last_error_ip AS t_error_ip \
                  FROM accounts a LEFT JOIN core_tokens t ON t.account_id = a.id \
                  WHERE a.id > $1 AND ($2::TEXT IS NULL OR a.owner_user_id = $2) \
-                 ORDER BY a.id LIMIT $3"
+                 AND ($3::TEXT IS NULL OR COALESCE(t.state, 'pending') = $3) \
+                 AND ($4::TEXT IS NULL OR a.state = $4) AND ($5::TEXT IS NULL OR a.kind = $5) \
+                 AND ($6::TEXT IS NULL OR a.appid = $6 OR lower(a.name) LIKE $7 ESCAPE '\\') \
+                 ORDER BY a.id LIMIT $8"
             ),
         };
+        let search = filter
+            .search
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        let pattern = search.map(like_pattern);
         on_backend!(self, |pool, d| {
             let rows = sqlx::query(SQL.get(d))
                 .bind(after_id.unwrap_or(""))
-                .bind(owner_user_id)
+                .bind(filter.owner_user_id.as_deref())
+                .bind(filter.token_state.map(DbEnum::as_db))
+                .bind(filter.state.map(DbEnum::as_db))
+                .bind(filter.kind.map(DbEnum::as_db))
+                .bind(search)
+                .bind(pattern.as_deref())
                 .bind(page_limit(limit, MAX_PAGE))
                 .fetch_all(pool)
                 .await?;
@@ -429,6 +478,34 @@ impl Store {
                         }),
                     };
                     Ok((account, health))
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// How many accounts there are in each (account state, token state), the token state
+    /// `pending` also for accounts never fetched. Pairs without accounts are left out.
+    pub async fn count_accounts_by_health(
+        &self,
+    ) -> Result<Vec<(AccountState, TokenState, i64)>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "SELECT a.state AS state, COALESCE(t.state, 'pending') AS token_state, \
+                     COUNT(*) AS n FROM accounts a LEFT JOIN core_tokens t ON t.account_id = a.id \
+                     GROUP BY 1, 2 ORDER BY 1, 2",
+            postgres: "SELECT a.state AS state, COALESCE(t.state, 'pending') AS token_state, \
+                       COUNT(*) AS n FROM accounts a LEFT JOIN core_tokens t ON t.account_id = a.id \
+                       GROUP BY 1, 2 ORDER BY 1, 2",
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d)).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        row.enumerated("state")?,
+                        row.enumerated("token_state")?,
+                        row.int("n")?,
+                    ))
                 })
                 .collect::<Result<_, sqlx::Error>>()
                 .map_err(StoreError::from)

@@ -27,6 +27,11 @@ pub struct AuditEntry {
     pub at: i64,
     /// A before/after summary without secrets.
     pub details: serde_json::Value,
+    /// The actor's email, when the actor is a person who still exists.
+    pub actor_email: Option<String>,
+    /// The account's AppID, when it still exists (an account's deletion entry keeps its
+    /// AppID in `details`).
+    pub appid: Option<String>,
 }
 
 /// An entry to write together with a change, and whether other replicas must hear of it.
@@ -136,6 +141,8 @@ fn audit_from_row(row: &impl StoreRow) -> Result<AuditEntry, sqlx::Error> {
             index: "details".to_owned(),
             source: Box::new(e),
         })?,
+        actor_email: row.opt_text("actor_email")?,
+        appid: row.opt_text("appid")?,
     })
 }
 
@@ -161,14 +168,19 @@ impl Store {
     ) -> Result<Vec<AuditEntry>, StoreError> {
         // UUIDv7 text sorts by time; '~' sorts after every id, so "no cursor" lists from the top.
         const SQL: Sql = Sql {
-            sqlite: "SELECT id, actor, action, account_id, target, at, details FROM audit_log \
-                     WHERE id < ?1 AND (?2 IS NULL OR account_id = ?2) \
-                     AND (?3 IS NULL OR actor = ?3) AND (?4 IS NULL OR action = ?4) \
-                     AND at >= ?5 AND at < ?6 ORDER BY id DESC LIMIT ?7",
-            postgres: "SELECT id, actor, action, account_id, target, at, details FROM audit_log \
-                       WHERE id < $1 AND ($2::TEXT IS NULL OR account_id = $2) \
-                       AND ($3::TEXT IS NULL OR actor = $3) AND ($4::TEXT IS NULL OR action = $4) \
-                       AND at >= $5 AND at < $6 ORDER BY id DESC LIMIT $7",
+            sqlite: "SELECT l.id, l.actor, l.action, l.account_id, l.target, l.at, l.details, \
+                     u.email AS actor_email, a.appid AS appid FROM audit_log l \
+                     LEFT JOIN users u ON u.id = l.actor LEFT JOIN accounts a ON a.id = l.account_id \
+                     WHERE l.id < ?1 AND (?2 IS NULL OR l.account_id = ?2) \
+                     AND (?3 IS NULL OR l.actor = ?3) AND (?4 IS NULL OR l.action = ?4) \
+                     AND l.at >= ?5 AND l.at < ?6 ORDER BY l.id DESC LIMIT ?7",
+            postgres: "SELECT l.id, l.actor, l.action, l.account_id, l.target, l.at, l.details, \
+                       u.email AS actor_email, a.appid AS appid FROM audit_log l \
+                       LEFT JOIN users u ON u.id = l.actor \
+                       LEFT JOIN accounts a ON a.id = l.account_id \
+                       WHERE l.id < $1 AND ($2::TEXT IS NULL OR l.account_id = $2) \
+                       AND ($3::TEXT IS NULL OR l.actor = $3) AND ($4::TEXT IS NULL OR l.action = $4) \
+                       AND l.at >= $5 AND l.at < $6 ORDER BY l.id DESC LIMIT $7",
         };
         on_backend!(self, |pool, d| {
             let rows = sqlx::query(SQL.get(d))

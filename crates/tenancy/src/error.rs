@@ -47,6 +47,9 @@ pub enum TenancyError {
     /// The vault refused (a master key missing from the keyring).
     #[error("the vault refused: {0}")]
     Vault(#[source] accounts::AccountError),
+    /// Reading where key rotation stands failed.
+    #[error("key rotation: {0}")]
+    Rotation(#[source] accounts::rotation::RotationError),
     /// The database failed.
     #[error("database: {0}")]
     Store(#[source] store::StoreError),

@@ -23,6 +23,7 @@ mod error;
 pub mod invitations;
 pub mod keys;
 pub mod people;
+pub mod platform;
 pub mod policy;
 mod principal;
 pub mod settings;

@@ -32,7 +32,7 @@ pub(crate) fn checked_email(email: &str) -> Result<String, TenancyError> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
     pub appid: Option<String>,
-    /// A user id, `cli` or `system`.
+    /// A person's email or user id, or `cli`, `system`, `scheduler`.
     pub actor: Option<String>,
     /// An operation name (`api_key.revoke`).
     pub action: Option<String>,
@@ -163,9 +163,23 @@ impl Tenancy {
                 None
             }
         };
+        let actor = match query.actor.as_deref().map(str::trim) {
+            Some(email) if email.contains('@') => {
+                match self.store().find_user_by_email(email).await? {
+                    Some(user) => Some(user.id),
+                    None => {
+                        return Err(TenancyError::invalid(
+                            "actor",
+                            format!("no one has the email {email:?}"),
+                        ));
+                    }
+                }
+            }
+            other => other.map(str::to_owned),
+        };
         let filter = AuditFilter {
             account_id,
-            actor: query.actor.clone(),
+            actor,
             action: query.action.clone(),
             from: query.from,
             until: query.until,

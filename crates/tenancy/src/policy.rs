@@ -104,6 +104,8 @@ operations! {
     PersonEnable = "person.enable" => owner: Deny, operator: Allow;
     /// List people.
     PersonList = "person.list" => owner: Deny, operator: Allow;
+    /// The platform's health: accounts by state, those needing a person, key rotation.
+    PlatformHealth = "platform.health" => owner: Deny, operator: Allow;
 }
 
 /// What an owner may do with an operation.

@@ -4,7 +4,7 @@
 use accounts::AccountInput;
 use accounts::registry::{FIELD_APPSECRET, FIELD_ENCODING_AES_KEY, FIELD_PUSH_TOKEN};
 use serde_json::json;
-use store::accounts::{Account, AccountKind, AccountState, TokenHealth, TokenMode};
+use store::accounts::{Account, AccountFilter, AccountKind, AccountState, TokenHealth, TokenMode};
 use store::changes::ChangeKind;
 use store::people::{NewUser, Role};
 use store::tokens::TokenState;
@@ -48,6 +48,20 @@ pub struct Registration {
     pub encoding_aes_key: Option<SecretString>,
     pub owner: NewOwner,
     pub check: LiveCheck,
+}
+
+/// Which accounts to list; `None` fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountQuery {
+    /// Only this owner's (operators only).
+    pub owner_email: Option<String>,
+    /// Only those whose core token is in this state.
+    pub token_state: Option<TokenState>,
+    /// Only active or only disabled ones.
+    pub state: Option<AccountState>,
+    pub kind: Option<AccountKind>,
+    /// The exact AppID, or part of the name.
+    pub search: Option<String>,
 }
 
 /// An account with where its core token stands: what owners and operators see.
@@ -231,7 +245,7 @@ impl Tenancy {
         Ok(self.with_health(account, health))
     }
 
-    fn with_health(&self, account: Account, token: Option<TokenHealth>) -> AccountView {
+    pub(crate) fn with_health(&self, account: Account, token: Option<TokenHealth>) -> AccountView {
         let budget = self.config().daily_token_budget;
         let today = wechat::clock::day_index(self.now(), self.config().quota_utc_offset_secs);
         let health = match token {
@@ -275,17 +289,45 @@ impl Tenancy {
         AccountView { account, health }
     }
 
-    /// The accounts `principal` may see, ordered by id after `after_id`, at most `limit`.
+    /// The accounts `principal` may see that match `query`, ordered by id after `after_id`,
+    /// at most `limit`.
     pub async fn list_accounts(
         &self,
         principal: &Principal,
+        query: &AccountQuery,
         after_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<AccountView>, TenancyError> {
         policy::authorize(principal, Operation::AccountList, None)?;
+        let owner_user_id = match (principal.owner_id(), query.owner_email.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(TenancyError::invalid(
+                    "owner",
+                    "owners see their own accounts only; leave the owner out",
+                ));
+            }
+            (Some(own), None) => Some(own.to_owned()),
+            (None, None) => None,
+            (None, Some(email)) => match self.store().find_user_by_email(email.trim()).await? {
+                Some(user) if user.role == Role::Owner => Some(user.id),
+                _ => {
+                    return Err(TenancyError::invalid(
+                        "owner",
+                        format!("no owner has the email {:?}", email.trim()),
+                    ));
+                }
+            },
+        };
+        let filter = AccountFilter {
+            owner_user_id,
+            token_state: query.token_state,
+            state: query.state,
+            kind: query.kind,
+            search: query.search.clone(),
+        };
         let rows = self
             .store()
-            .list_account_health_page(principal.owner_id(), after_id, limit)
+            .list_account_health_page(&filter, after_id, limit)
             .await?;
         Ok(rows
             .into_iter()

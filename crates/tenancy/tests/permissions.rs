@@ -52,6 +52,7 @@ const EXPECTED: &[(Operation, bool, bool, bool)] = &[
     (Operation::PersonDisable, false, false, true),
     (Operation::PersonEnable, false, false, true),
     (Operation::PersonList, false, false, true),
+    (Operation::PlatformHealth, false, false, true),
 ];
 
 struct World {
@@ -189,7 +190,9 @@ impl World {
                     .map(drop)
             }
             Operation::AccountList => {
-                let listed = tn.list_accounts(p, None, 1000).await?;
+                let listed = tn
+                    .list_accounts(p, &tenancy::tenants::AccountQuery::default(), None, 1000)
+                    .await?;
                 // Listing is open to all; seeing this account is what is allowed or not.
                 if listed.iter().any(|v| v.account.appid == appid) {
                     Ok(())
@@ -262,6 +265,7 @@ impl World {
             Operation::PersonDisable => tn.set_person_disabled(p, &t.person_id, true).await,
             Operation::PersonEnable => tn.set_person_disabled(p, &t.person_id, false).await,
             Operation::PersonList => tn.list_people(p, None, 10).await.map(drop),
+            Operation::PlatformHealth => tn.platform_health(p).await.map(drop),
         }
     }
 }

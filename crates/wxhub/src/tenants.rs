@@ -19,7 +19,7 @@ use store::oidc::{LoginMode, OidcClient};
 use tenancy::keys::KeyRequest;
 use tenancy::people::AuditQuery;
 use tenancy::settings::{PushMode, SettingsChange};
-use tenancy::tenants::{AccountView, LiveCheck, NewOwner, Registration};
+use tenancy::tenants::{AccountQuery, AccountView, LiveCheck, NewOwner, Registration};
 use tenancy::websites::NewWebsite;
 use tenancy::{Principal, Tenancy, TenancyConfig, TenancyError};
 use vault::SecretString;
@@ -231,7 +231,9 @@ pub async fn account_list(config: &Config) -> anyhow::Result<String> {
         let mut all = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page = t.list_accounts(p, after.as_deref(), 1000).await?;
+            let page = t
+                .list_accounts(p, &AccountQuery::default(), after.as_deref(), 1000)
+                .await?;
             let done = page.len() < 1000;
             after = page.last().map(|v| v.account.id.clone());
             all.extend(page);

@@ -415,12 +415,15 @@ pub async fn operators_filter_the_audit_log_and_export_it_streamed(db: TestDatab
     // Streamed: no length known in advance.
     assert!(csv.headers.get("content-length").is_none());
     let lines: Vec<&str> = csv.body.lines().collect();
-    assert_eq!(lines[0], "id,at,actor,action,account_id,target,details");
+    assert_eq!(
+        lines[0],
+        "id,at,actor,actor_email,action,account_id,appid,target,details"
+    );
     assert_eq!(lines.len(), 511);
     assert!(
         lines[1..]
             .iter()
-            .all(|l| l.contains(",cli,account.rename,"))
+            .all(|l| l.contains(",cli,,account.rename,"))
     );
     assert!(lines[1].contains("Name 509") && lines[510].contains("Name 0\""));
     let all = operator.get("/dashboard/operator/audit.csv").await;

@@ -8,6 +8,7 @@ mod account_flows;
 mod common;
 mod flows;
 mod matrix;
+mod operator_pages;
 mod protection;
 
 macro_rules! suite {
@@ -34,6 +35,10 @@ macro_rules! suite {
 }
 
 suite! {
+    operator_pages::operators_filter_and_search_every_account,
+    operator_pages::operators_disable_and_enable_owners,
+    operator_pages::operators_see_platform_health,
+    operator_pages::owners_see_their_accounts_activity,
     matrix::every_route_answers_each_role_as_the_table_says,
     matrix::owners_see_only_their_own_accounts,
     protection::every_state_changing_route_refuses_a_form_without_its_token,

@@ -282,6 +282,20 @@ const EXPECTED: &[Row] = &[
         [SEE, OK, NOT_FOUND, FORBIDDEN],
     ),
     (
+        "GET",
+        "/dashboard/accounts/{appid}/audit",
+        "/dashboard/accounts/wx00000000000000a1/audit?action=api_key.create",
+        &[],
+        [SEE, OK, NOT_FOUND, OK],
+    ),
+    (
+        "GET",
+        "/dashboard/accounts/{appid}/audit.csv",
+        "/dashboard/accounts/wx00000000000000a1/audit.csv",
+        &[],
+        [SEE, OK, NOT_FOUND, OK],
+    ),
+    (
         "POST",
         "/dashboard/accounts/{appid}/disable",
         "/dashboard/accounts/wx00000000000000a1/disable",
@@ -336,6 +350,27 @@ const EXPECTED: &[Row] = &[
         "/dashboard/operator/owners",
         "/dashboard/operator/owners",
         &[("email", "invited@example.com")],
+        [SEE, FORBIDDEN, FORBIDDEN, OK],
+    ),
+    (
+        "POST",
+        "/dashboard/operator/owners/{id}/disable",
+        "/dashboard/operator/owners/{PERSON}/disable",
+        &[],
+        [SEE, FORBIDDEN, FORBIDDEN, SEE],
+    ),
+    (
+        "POST",
+        "/dashboard/operator/owners/{id}/enable",
+        "/dashboard/operator/owners/{PERSON}/enable",
+        &[],
+        [SEE, FORBIDDEN, FORBIDDEN, SEE],
+    ),
+    (
+        "GET",
+        "/dashboard/operator/health",
+        "/dashboard/operator/health",
+        &[],
         [SEE, FORBIDDEN, FORBIDDEN, OK],
     ),
 ];
@@ -397,6 +432,17 @@ pub async fn every_route_answers_each_role_as_the_table_says(db: TestDatabase) {
         .unwrap()
         .client
         .client_id;
+    // A third owner, for the rows that disable and enable one.
+    let person = env
+        .tenancy
+        .create_person(
+            &Principal::cli(),
+            "spare@owners.example",
+            store::people::Role::Owner,
+        )
+        .await
+        .unwrap()
+        .id;
     let roles = [None, Some(OWNER_A), Some(OWNER_B), Some(OPERATOR)];
     let mut browsers = Vec::new();
     for role in roles {
@@ -407,7 +453,10 @@ pub async fn every_route_answers_each_role_as_the_table_says(db: TestDatabase) {
     }
     let mut mismatches = Vec::new();
     for &(method, _, path, form, expected) in EXPECTED {
-        let path = &path.replace("{KEY}", &key).replace("{CLIENT}", &client);
+        let path = &path
+            .replace("{KEY}", &key)
+            .replace("{CLIENT}", &client)
+            .replace("{PERSON}", &person);
         for (index, role) in roles.iter().enumerate() {
             let browser: &mut Browser = &mut browsers[index];
             let page = match method {

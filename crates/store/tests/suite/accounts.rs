@@ -1,8 +1,9 @@
 use store::StoreError;
-use store::accounts::{AccountKind, AccountProfile, AccountState, TokenMode};
+use store::accounts::{AccountFilter, AccountKind, AccountProfile, AccountState, TokenMode};
 use store::end_users::Subscription;
 use store::oidc::{LoginMode, OidcClient};
 use store::pushes::ReceivedPush;
+use store::tokens::{RefreshFailure, TokenState};
 
 use crate::harness::{NOW, TestDb, new_account, owner};
 
@@ -331,7 +332,7 @@ pub async fn account_health_lists_by_owner_in_pages_with_token_state(db: TestDb)
         .unwrap();
     let all = db
         .store
-        .list_account_health_page(None, None, 1000)
+        .list_account_health_page(&AccountFilter::default(), None, 1000)
         .await
         .unwrap();
     assert_eq!(all.len(), 4);
@@ -341,14 +342,18 @@ pub async fn account_health_lists_by_owner_in_pages_with_token_state(db: TestDb)
             h.state == store::tokens::TokenState::Pending && h.expires_at.is_none()
         })
     }));
+    let of_alice = AccountFilter {
+        owner_user_id: Some(alice.id.clone()),
+        ..AccountFilter::default()
+    };
     let first = db
         .store
-        .list_account_health_page(Some(&alice.id), None, 2)
+        .list_account_health_page(&of_alice, None, 2)
         .await
         .unwrap();
     let rest = db
         .store
-        .list_account_health_page(Some(&alice.id), Some(&first[1].0.id), 2)
+        .list_account_health_page(&of_alice, Some(&first[1].0.id), 2)
         .await
         .unwrap();
     let ids: Vec<String> = first
@@ -363,5 +368,134 @@ pub async fn account_health_lists_by_owner_in_pages_with_token_state(db: TestDb)
             .iter()
             .chain(&rest)
             .all(|(a, _)| a.owner_user_id == alice.id)
+    );
+}
+
+pub async fn account_health_filters_by_state_kind_and_search_and_counts(db: TestDb) {
+    let alice = owner(&db.store).await;
+    let mut made = Vec::new();
+    for (appid, name, kind) in [
+        ("wxf0000000000000001", "Tea House", AccountKind::Service),
+        (
+            "wxf0000000000000002",
+            "tea_lovers 100%",
+            AccountKind::Subscription,
+        ),
+        ("wxf0000000000000003", "茶馆", AccountKind::Service),
+        ("wxf0000000000000004", "Coffee", AccountKind::Service),
+    ] {
+        let mut new = new_account(&alice, appid);
+        new.name = name.to_owned();
+        new.kind = kind;
+        made.push(db.store.create_account(&new, NOW).await.unwrap());
+    }
+    // The third needs a person (40164), the fourth is disabled.
+    let generation = db
+        .store
+        .claim_token_refresh(&made[2].id, "test", NOW, NOW + 60_000, 0, i64::MAX)
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
+    db.store
+        .record_refresh_failure(
+            &made[2].id,
+            generation,
+            &RefreshFailure {
+                state: TokenState::NeedsAttention,
+                error_code: Some(40164),
+                error_message: "not whitelisted".to_owned(),
+                error_ip: Some("203.0.113.9".to_owned()),
+                next_refresh_at: NOW + 60_000,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    db.store
+        .set_account_state(
+            &made[3].id,
+            AccountState::Disabled,
+            NOW,
+            &store::audit::AuditRecord::new("test", "account.disable").account(made[3].id.clone()),
+        )
+        .await
+        .unwrap();
+
+    let appids = |filter: AccountFilter| {
+        let store = db.store.clone();
+        async move {
+            store
+                .list_account_health_page(&filter, None, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(a, _)| a.appid)
+                .collect::<Vec<_>>()
+        }
+    };
+    let search = |text: &str| AccountFilter {
+        search: Some(text.to_owned()),
+        ..AccountFilter::default()
+    };
+    assert_eq!(
+        appids(search("TEA")).await,
+        [made[0].appid.clone(), made[1].appid.clone()]
+    );
+    // `%` and `_` are literal: "a_l" matches "tea_lovers", not "Tea House".
+    assert_eq!(appids(search("a_l")).await, [made[1].appid.clone()]);
+    assert_eq!(appids(search("100%")).await, [made[1].appid.clone()]);
+    assert!(appids(search("0%0")).await.is_empty());
+    assert_eq!(appids(search("茶")).await, [made[2].appid.clone()]);
+    // An AppID matches exactly, not in part.
+    assert_eq!(
+        appids(search(" wxf0000000000000004 ")).await,
+        [made[3].appid.clone()]
+    );
+    assert!(appids(search("wxf000000000000000")).await.is_empty());
+    assert_eq!(
+        appids(AccountFilter {
+            kind: Some(AccountKind::Subscription),
+            ..AccountFilter::default()
+        })
+        .await,
+        [made[1].appid.clone()]
+    );
+    assert_eq!(
+        appids(AccountFilter {
+            token_state: Some(TokenState::NeedsAttention),
+            ..AccountFilter::default()
+        })
+        .await,
+        [made[2].appid.clone()]
+    );
+    assert_eq!(
+        appids(AccountFilter {
+            state: Some(AccountState::Disabled),
+            ..AccountFilter::default()
+        })
+        .await,
+        [made[3].appid.clone()]
+    );
+    // Filters combine.
+    assert!(
+        appids(AccountFilter {
+            token_state: Some(TokenState::Pending),
+            kind: Some(AccountKind::Subscription),
+            search: Some("coffee".to_owned()),
+            ..AccountFilter::default()
+        })
+        .await
+        .is_empty()
+    );
+
+    let counts = db.store.count_accounts_by_health().await.unwrap();
+    assert_eq!(
+        counts,
+        [
+            (AccountState::Active, TokenState::NeedsAttention, 1),
+            (AccountState::Active, TokenState::Pending, 2),
+            (AccountState::Disabled, TokenState::Pending, 1),
+        ]
     );
 }

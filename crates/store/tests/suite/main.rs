@@ -52,6 +52,7 @@ suite! {
     accounts::deleting_an_account_shreds_its_secrets_and_cascades,
     accounts::accounts_page_by_id_without_secrets,
     accounts::account_health_lists_by_owner_in_pages_with_token_state,
+    accounts::account_health_filters_by_state_kind_and_search_and_counts,
     tokens::lease_claim_has_exactly_one_winner,
     tokens::held_lease_cannot_be_claimed_until_it_expires,
     tokens::stale_fence_cannot_write_back,
