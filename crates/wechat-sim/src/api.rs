@@ -2,8 +2,8 @@
 //! method check → fault injection → the endpoint's rule → quota charge → counters and call
 //! log → response. Handlers are one line: they hand the request to [`Simulator::handle`].
 //!
-//! The state lock is taken for deciding and released before any sleep (latency and timeout
-//! faults are the only sleeps on this path).
+//! The state lock is taken for deciding and released before any wait: latency and timeout
+//! faults, and the network probe of `callback/check` (§3.7), run without it.
 
 use std::time::Duration;
 
@@ -19,8 +19,8 @@ use crate::Simulator;
 use crate::calls::CallRecord;
 use crate::faults::FaultAction;
 use crate::html;
-use crate::wire::{ApiError, CallerIp, Endpoint, WireRequest, error_response};
-use crate::{oauth, qr, quota, tokens, users};
+use crate::wire::{ApiError, CallerIp, Endpoint, Reply, WireRequest, error_response};
+use crate::{oauth, probe, qr, quota, tokens, users};
 
 /// Routes for every endpoint the client calls, plus the authorize page.
 pub(crate) fn routes() -> Router<Simulator> {
@@ -41,6 +41,15 @@ pub(crate) fn routes() -> Router<Simulator> {
         );
     }
     router
+}
+
+/// What an endpoint's rule decided under the lock.
+enum Decision {
+    /// The answer.
+    Reply(Reply),
+    /// `callback/check`: a probe of the push URL, run once the lock is released; its record
+    /// is the answer.
+    Probe(probe::ProbeJob),
 }
 
 /// Which account a request names, before any rule runs (faults may target one account).
@@ -139,58 +148,88 @@ impl Simulator {
         }
 
         let now = cfg.now_ms();
-        let mut st = self.lock();
         let mut appid = None;
-        let result = if ep.post_only() && req.method != Method::POST {
-            Err(ApiError::new(ErrCode(43002)))
-        } else {
-            let st = &mut *st;
-            match ep {
-                Endpoint::Token => tokens::core_token(st, cfg, now, &mut appid, &req),
-                Endpoint::StableToken => tokens::stable_token(st, cfg, now, &mut appid, &req),
-                Endpoint::QuotaGet => quota::quota_get(st, cfg, now, &mut appid, &req),
-                Endpoint::ClearQuota => quota::clear_quota(st, cfg, now, &mut appid, &req),
-                Endpoint::ClearQuotaV2 => quota::clear_quota_v2(st, cfg, now, &mut appid, &req),
-                Endpoint::CallbackIp => {
-                    tokens::ip_list(st, cfg, now, &mut appid, &req, ep.path(), &cfg.callback_ips)
+        // The guard lives in this block only: a probe is awaited after it.
+        let (result, errcode) = {
+            let mut st = self.lock();
+            let result = if ep.post_only() && req.method != Method::POST {
+                Err(ApiError::new(ErrCode(43002)))
+            } else {
+                let st = &mut *st;
+                let reply = |r: Result<Reply, ApiError>| r.map(Decision::Reply);
+                match ep {
+                    Endpoint::Token => reply(tokens::core_token(st, cfg, now, &mut appid, &req)),
+                    Endpoint::StableToken => {
+                        reply(tokens::stable_token(st, cfg, now, &mut appid, &req))
+                    }
+                    Endpoint::QuotaGet => reply(quota::quota_get(st, cfg, now, &mut appid, &req)),
+                    Endpoint::ClearQuota => {
+                        reply(quota::clear_quota(st, cfg, now, &mut appid, &req))
+                    }
+                    Endpoint::ClearQuotaV2 => {
+                        reply(quota::clear_quota_v2(st, cfg, now, &mut appid, &req))
+                    }
+                    Endpoint::CallbackIp => reply(tokens::ip_list(
+                        st,
+                        cfg,
+                        now,
+                        &mut appid,
+                        &req,
+                        ep.path(),
+                        &cfg.callback_ips,
+                    )),
+                    Endpoint::ApiDomainIp => reply(tokens::ip_list(
+                        st,
+                        cfg,
+                        now,
+                        &mut appid,
+                        &req,
+                        ep.path(),
+                        &cfg.api_domain_ips,
+                    )),
+                    Endpoint::CallbackCheck => {
+                        probe::check(st, cfg, now, &mut appid, &req).map(Decision::Probe)
+                    }
+                    Endpoint::UserInfo => reply(users::user_info(st, cfg, now, &mut appid, &req)),
+                    Endpoint::UserInfoBatch => {
+                        reply(users::user_info_batch(st, cfg, now, &mut appid, &req))
+                    }
+                    Endpoint::UserGet => reply(users::user_get(st, cfg, now, &mut appid, &req)),
+                    Endpoint::Authorize => reply(oauth::authorize(st, cfg, now, &mut appid, &req)),
+                    Endpoint::SnsAccessToken => {
+                        reply(oauth::exchange_code(st, cfg, now, &mut appid, &req))
+                    }
+                    Endpoint::SnsRefreshToken => {
+                        reply(oauth::refresh(st, cfg, now, &mut appid, &req))
+                    }
+                    Endpoint::SnsAuth => reply(oauth::sns_auth(st, cfg, now, &mut appid, &req)),
+                    Endpoint::SnsUserinfo => {
+                        reply(oauth::sns_userinfo(st, cfg, now, &mut appid, &req))
+                    }
+                    Endpoint::QrcodeCreate => reply(qr::create(st, cfg, now, &mut appid, &req)),
+                    Endpoint::ShowQrcode => reply(qr::show(st, now, &mut appid, &req)),
                 }
-                Endpoint::ApiDomainIp => tokens::ip_list(
-                    st,
-                    cfg,
-                    now,
-                    &mut appid,
-                    &req,
-                    ep.path(),
-                    &cfg.api_domain_ips,
-                ),
-                Endpoint::UserInfo => users::user_info(st, cfg, now, &mut appid, &req),
-                Endpoint::UserInfoBatch => users::user_info_batch(st, cfg, now, &mut appid, &req),
-                Endpoint::UserGet => users::user_get(st, cfg, now, &mut appid, &req),
-                Endpoint::Authorize => oauth::authorize(st, cfg, now, &mut appid, &req),
-                Endpoint::SnsAccessToken => oauth::exchange_code(st, cfg, now, &mut appid, &req),
-                Endpoint::SnsRefreshToken => oauth::refresh(st, cfg, now, &mut appid, &req),
-                Endpoint::SnsAuth => oauth::sns_auth(st, cfg, now, &mut appid, &req),
-                Endpoint::SnsUserinfo => oauth::sns_userinfo(st, cfg, now, &mut appid, &req),
-                Endpoint::QrcodeCreate => qr::create(st, cfg, now, &mut appid, &req),
-                Endpoint::ShowQrcode => qr::show(st, now, &mut appid, &req),
+            };
+            let errcode = match &result {
+                Ok(Decision::Reply(reply)) => reply.errcode(),
+                // A probe answers success whatever it finds (§3.7).
+                Ok(Decision::Probe(_)) => 0,
+                Err(e) => e.code.0,
+            };
+            // §1, §12 item 1: by default only successful calls consume quota.
+            if let Some(a) = &appid
+                && (errcode == 0 || cfg.count_failed_calls)
+                && let Some(acct) = st.accounts.get_mut(a)
+            {
+                quota::charge(acct, ep.path(), cfg, now);
             }
+            (result, errcode)
         };
-        let errcode = match &result {
-            Ok(reply) => reply.errcode(),
-            Err(e) => e.code.0,
-        };
-        // §1, §12 item 1: by default only successful calls consume quota.
-        if let Some(a) = &appid
-            && (errcode == 0 || cfg.count_failed_calls)
-            && let Some(acct) = st.accounts.get_mut(a)
-        {
-            quota::charge(acct, ep.path(), cfg, now);
-        }
-        // Written without the lock: drawing a QR image takes milliseconds, and every other
-        // call would wait for it.
-        drop(st);
+        // Written without the lock: drawing a QR image takes milliseconds, a probe waits on
+        // the network, and every other call would wait for them.
         let response = match result {
-            Ok(reply) => reply.into_response(),
+            Ok(Decision::Reply(reply)) => reply.into_response(),
+            Ok(Decision::Probe(job)) => Reply::Json(self.run_probe(job).await).into_response(),
             Err(e) => error_response(&e),
         };
         let mut st = self.lock();

@@ -80,6 +80,10 @@ pub struct SimConfig {
     pub callback_ips: Vec<String>,
     /// `get_api_domain_ip` answer (§3.6).
     pub api_domain_ips: Vec<String>,
+    /// The carrier `callback/check` (§3.7) reports for every address of a push URL
+    /// (`real_operator`), and probes from under `check_operator: DEFAULT` ("CHINANET"; the
+    /// simulator has no carriers, so this is only a label).
+    pub push_url_operator: String,
     /// docs/wechat-2.md §1.2: lifetime of a temporary QR code whose `expire_seconds` is left
     /// out (60 s observed; the documentation says 30 s).
     pub qr_default_expire: Duration,
@@ -119,7 +123,7 @@ pub struct SimLimits {
     pub max_user_tokens: usize,
     /// Entries of the call log ring buffer.
     pub call_log: usize,
-    /// Push delivery records kept.
+    /// Push delivery records kept, and separately `callback/check` probe records.
     pub deliveries: usize,
     /// Largest push reply read, judged and kept in a delivery record; a longer reply is read
     /// no further and judged invalid.
@@ -176,6 +180,7 @@ impl Default for SimConfig {
             push_attempts: 3,
             callback_ips: vec!["127.0.0.1".into()],
             api_domain_ips: vec!["127.0.0.1".into()],
+            push_url_operator: "CHINANET".into(),
             qr_default_expire: Duration::from_secs(60),
             qr_over_max: QrOverMax::Clamp,
             qr_input_mode: QrInputMode::Lenient,

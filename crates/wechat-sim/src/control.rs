@@ -82,6 +82,7 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/calls", get(calls).delete(clear_calls))
         .route("/deliveries", get(deliveries))
         .route("/deliveries/{id}", get(delivery))
+        .route("/probes", get(probes))
         .route("/reset", post(reset))
         .route("/callback", get(callback))
         .route("/phone", get(crate::phone::page))
@@ -357,6 +358,10 @@ async fn delivery(State(sim): State<Simulator>, Path(id): Path<String>) -> Res {
         .and_then(|id| sim.delivery(id))
         .ok_or_else(|| SimError::not_found(format!("delivery {id}")))
         .and_then(ok)
+}
+
+async fn probes(State(sim): State<Simulator>, Query(f): Query<Filter>) -> Res {
+    ok(sim.probes(f.appid.as_deref()))
 }
 
 async fn reset(State(sim): State<Simulator>) -> Res {

@@ -5,7 +5,8 @@
 //! No machine here reaches WeChat, so every WeChat behaviour wxhub depends on is reproduced:
 //! token lifetimes and the 300 s grace of the previous token (§1), stable tokens (§2), daily
 //! quotas and their reset tools (§3), OAuth web authorization with an HTML authorize page
-//! (§4), user management (§5), signed — optionally encrypted — pushes (§6, §7), and the
+//! (§4), user management (§5), signed — optionally encrypted — pushes (§6, §7), the push-URL
+//! probe `callback/check` (§3.7, a real signed verification GET per address), and the
 //! parametric QR codes of part 2 (`docs/wechat-2.md` §1–§4: `qrcode/create`, `showqrcode`
 //! under [`MP_PREFIX`], and scans that push `subscribe`/`SCAN` with the `Ticket`). A control
 //! API under [`CONTROL_PREFIX`] (and the same operations as methods on [`Simulator`]) creates
@@ -39,6 +40,7 @@ mod html;
 mod model;
 mod oauth;
 mod phone;
+mod probe;
 mod push;
 mod qr;
 mod quota;
@@ -67,6 +69,7 @@ pub use model::{
     AccountKind, AccountSpec, AuthorizeAnswer, FollowOptions, NextAuthorization, PushMode, QrScan,
     UserSpec, WhitelistMode,
 };
+pub use probe::{Probe, ProbeAttempt};
 pub use push::{Delivery, DeliveryAttempt, ReplyCheck};
 pub use qr::{QrAction, QrCodeView};
 pub use quota::{DEFAULT_DAILY_LIMITS, QuotaRow};

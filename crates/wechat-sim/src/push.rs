@@ -10,7 +10,7 @@
 //! (§6.4, §12 item 4). A 2xx answer ends the sequence, valid or not: WeChat got an answer and
 //! shows the user an error if it is malformed. No lock is held while sending.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use wechat::crypto::MsgCrypt;
@@ -291,6 +291,76 @@ fn nonce() -> String {
     random_string(b"0123456789", 10)
 }
 
+/// The URL signature of a request WeChat sends now (§6.2, §6.3): the simulator clock's
+/// seconds, a fresh nonce, and `sha1(sort(token, timestamp, nonce))`.
+pub(crate) struct Signed {
+    /// `timestamp` (simulator clock, seconds).
+    pub timestamp: i64,
+    /// `timestamp` as sent.
+    pub ts: String,
+    /// `nonce`.
+    pub nonce: String,
+    /// `signature`.
+    pub signature: String,
+}
+
+impl Signed {
+    pub(crate) fn now(cfg: &SimConfig, token: &str) -> Self {
+        let timestamp = cfg.now_secs();
+        let ts = timestamp.to_string();
+        let nonce = nonce();
+        let signature = push::signature(token, &ts, &nonce);
+        Self {
+            timestamp,
+            ts,
+            nonce,
+            signature,
+        }
+    }
+}
+
+/// What one request to a push URL got back.
+pub(crate) struct Exchange {
+    /// HTTP status, when an answer came.
+    pub status: Option<reqwest::StatusCode>,
+    /// The body read (at most `limits.reply_body_bytes`).
+    pub body: Option<Vec<u8>>,
+    /// Whether the body was longer than that (the rest was not read).
+    pub oversized: bool,
+    /// `timeout`, `connect`, or another transport failure.
+    pub error: Option<String>,
+    /// Real time from sending to the end of the body.
+    pub elapsed: Duration,
+}
+
+/// Sends one request to a push URL with the push timeout (§6.4) and reads the answer, capped.
+/// Pushes and URL probes (§3.7) share it, so both see a server the same way.
+pub(crate) async fn exchange(cfg: &SimConfig, request: reqwest::RequestBuilder) -> Exchange {
+    let started = Instant::now();
+    let mut out = Exchange {
+        status: None,
+        body: None,
+        oversized: false,
+        error: None,
+        elapsed: Duration::ZERO,
+    };
+    match request.timeout(cfg.push_timeout).send().await {
+        Ok(mut resp) => {
+            out.status = Some(resp.status());
+            match read_capped(&mut resp, cfg.limits.reply_body_bytes).await {
+                Ok((bytes, oversized)) => {
+                    out.body = Some(bytes);
+                    out.oversized = oversized;
+                }
+                Err(e) => out.error = Some(describe(e)),
+            }
+        }
+        Err(e) => out.error = Some(describe(e)),
+    }
+    out.elapsed = started.elapsed();
+    out
+}
+
 /// Sends the push, retrying as §6.4 says, and returns the record.
 pub(crate) async fn deliver(http: &reqwest::Client, cfg: &SimConfig, job: PushJob) -> Delivery {
     let plain = message_xml(&job.original_id, &job.openid, job.create_time, &job.event);
@@ -319,78 +389,57 @@ pub(crate) async fn deliver(http: &reqwest::Client, cfg: &SimConfig, job: PushJo
     let mut acknowledged = false;
     let mut reply_valid = None;
     for attempt in 1..=cfg.push_attempts.max(1) {
-        let timestamp = cfg.now_secs();
-        let ts = timestamp.to_string();
-        let nonce = nonce();
-        let signature = push::signature(&job.token, &ts, &nonce);
+        let signed = Signed::now(cfg, &job.token);
         let msg_signature = encrypt
             .as_ref()
-            .map(|e| push::msg_signature(&job.token, &ts, &nonce, e));
+            .map(|e| push::msg_signature(&job.token, &signed.ts, &signed.nonce, e));
         let mut query: Vec<(&str, &str)> = vec![
-            ("signature", &signature),
-            ("timestamp", &ts),
-            ("nonce", &nonce),
+            ("signature", &signed.signature),
+            ("timestamp", &signed.ts),
+            ("nonce", &signed.nonce),
             ("openid", &job.openid),
         ];
         if let Some(ms) = &msg_signature {
             query.push(("encrypt_type", "aes"));
             query.push(("msg_signature", ms));
         }
-        let started = Instant::now();
-        let result = http
+        let request = http
             .post(&job.url)
             .query(&query)
             .header("content-type", "text/xml; charset=utf-8")
-            .body(body.clone())
-            .timeout(cfg.push_timeout)
-            .send()
-            .await;
+            .body(body.clone());
+        let answer = exchange(cfg, request).await;
         let mut rec = DeliveryAttempt {
             attempt,
-            timestamp,
-            nonce,
-            signature,
+            timestamp: signed.timestamp,
+            nonce: signed.nonce,
+            signature: signed.signature,
             msg_signature,
-            status: None,
-            body: None,
-            elapsed_ms: 0,
-            error: None,
+            status: answer.status.map(|s| s.as_u16()),
+            body: answer
+                .body
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
+            elapsed_ms: u64::try_from(answer.elapsed.as_millis()).unwrap_or(u64::MAX),
+            error: answer.error,
             reply: None,
         };
-        let retry = match result {
-            Ok(mut resp) => {
-                let status = resp.status();
-                rec.status = Some(status.as_u16());
+        // Timeouts, connection failures, unreadable bodies and non-2xx answers are retried.
+        let retry = match (answer.status, &answer.body) {
+            (Some(status), Some(bytes)) if rec.error.is_none() && status.is_success() => {
                 let cap = cfg.limits.reply_body_bytes;
-                match read_capped(&mut resp, cap).await {
-                    Ok((bytes, oversized)) => {
-                        rec.body = Some(String::from_utf8_lossy(&bytes).into_owned());
-                        if status.is_success() {
-                            let check = if oversized {
-                                invalid(format!("reply body exceeds {cap} bytes"))
-                            } else {
-                                judge(&job, &bytes)
-                            };
-                            acknowledged = true;
-                            reply_valid = Some(check.valid);
-                            rec.reply = Some(check);
-                            false
-                        } else {
-                            true
-                        }
-                    }
-                    Err(e) => {
-                        rec.error = Some(describe(e));
-                        true
-                    }
-                }
+                let check = if answer.oversized {
+                    invalid(format!("reply body exceeds {cap} bytes"))
+                } else {
+                    judge(&job, bytes)
+                };
+                acknowledged = true;
+                reply_valid = Some(check.valid);
+                rec.reply = Some(check);
+                false
             }
-            Err(e) => {
-                rec.error = Some(describe(e));
-                true
-            }
+            _ => true,
         };
-        rec.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         // Never the URL's query or the body: they carry signatures and user content.
         tracing::debug!(
             appid = %job.appid,

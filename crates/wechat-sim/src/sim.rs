@@ -13,6 +13,7 @@ use crate::config::{MAX_CLOCK_MS, MIN_CLOCK_MS, SimConfig};
 use crate::error::SimError;
 use crate::faults::{FaultRule, FaultSpec};
 use crate::model::{AccountSpec, FollowOptions, NextAuthorization, PushMode, QrScan, UserSpec};
+use crate::probe::Probe;
 use crate::push::{self, Delivery, PushEvent, PushJob};
 use crate::qr::{self, QrCodeView, QrScene};
 use crate::quota::{self, QuotaRow};
@@ -726,6 +727,30 @@ impl Simulator {
             }))
         })?;
         Ok(self.run(openid, job).await)
+    }
+
+    /// Runs a `callback/check` probe without the lock, keeps its record, and returns the
+    /// answer's JSON (§3.7).
+    pub(crate) async fn run_probe(&self, job: crate::probe::ProbeJob) -> serde_json::Value {
+        let cfg = &self.inner.config;
+        let probe = crate::probe::run(&self.inner.http, cfg, job).await;
+        let answer = serde_json::to_value(&probe.answer).unwrap_or_default();
+        let mut st = self.lock();
+        while st.probes.len() >= cfg.limits.deliveries.max(1) {
+            st.probes.pop_front();
+        }
+        st.probes.push_back(probe);
+        answer
+    }
+
+    /// What `callback/check` calls probed and saw, oldest first, optionally for one account.
+    pub fn probes(&self, appid: Option<&str>) -> Vec<Probe> {
+        self.lock()
+            .probes
+            .iter()
+            .filter(|p| appid.is_none_or(|a| a == p.appid))
+            .cloned()
+            .collect()
     }
 
     /// Delivery records, oldest first, optionally for one account.

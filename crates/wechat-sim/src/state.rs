@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::calls::CallLog;
 use crate::faults::Faults;
 use crate::model::{AccountSpec, NextAuthorization, UserSpec};
+use crate::probe::Probe;
 use crate::push::Delivery;
 use crate::qr::{QrCode, QrScene};
 use crate::quota::QuotaState;
@@ -324,6 +325,9 @@ pub(crate) struct State {
     pub faults: Faults,
     pub deliveries: VecDeque<Delivery>,
     pub next_delivery_id: u64,
+    /// `callback/check` records, oldest first (cap: `SimLimits::deliveries`).
+    pub probes: VecDeque<Probe>,
+    pub next_probe_id: u64,
     /// Every QR code of every account by ticket (`showqrcode` names no account).
     pub qrcodes: HashMap<String, QrCode>,
     /// The ticket of each QR code's `url` (the scan hook takes either).
@@ -343,6 +347,8 @@ impl State {
             faults: Faults::new(StdRng::seed_from_u64(fault_seed)),
             deliveries: VecDeque::new(),
             next_delivery_id: 1,
+            probes: VecDeque::new(),
+            next_probe_id: 1,
             qrcodes: HashMap::new(),
             qr_urls: HashMap::new(),
         }

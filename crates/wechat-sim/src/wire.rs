@@ -39,6 +39,8 @@ pub enum Endpoint {
     CallbackIp,
     /// `GET /cgi-bin/get_api_domain_ip` (§3.6).
     ApiDomainIp,
+    /// `POST /cgi-bin/callback/check` (§3.7).
+    CallbackCheck,
     /// `GET /cgi-bin/user/info` (§5.1).
     UserInfo,
     /// `POST /cgi-bin/user/info/batchget` (§5.2).
@@ -64,7 +66,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Endpoint; 17] = [
+    pub const ALL: [Endpoint; 18] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::QuotaGet,
@@ -72,6 +74,7 @@ impl Endpoint {
         Endpoint::ClearQuotaV2,
         Endpoint::CallbackIp,
         Endpoint::ApiDomainIp,
+        Endpoint::CallbackCheck,
         Endpoint::UserInfo,
         Endpoint::UserInfoBatch,
         Endpoint::UserGet,
@@ -94,6 +97,7 @@ impl Endpoint {
             Endpoint::ClearQuotaV2 => "/cgi-bin/clear_quota/v2",
             Endpoint::CallbackIp => "/cgi-bin/getcallbackip",
             Endpoint::ApiDomainIp => "/cgi-bin/get_api_domain_ip",
+            Endpoint::CallbackCheck => crate::probe::PATH,
             Endpoint::UserInfo => "/cgi-bin/user/info",
             Endpoint::UserInfoBatch => "/cgi-bin/user/info/batchget",
             Endpoint::UserGet => "/cgi-bin/user/get",
@@ -131,6 +135,7 @@ impl Endpoint {
                 | Endpoint::ClearQuotaV2
                 | Endpoint::UserInfoBatch
                 | Endpoint::QrcodeCreate
+                | Endpoint::CallbackCheck
         )
     }
 }

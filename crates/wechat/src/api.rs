@@ -676,6 +676,154 @@ pub struct QrCodeTicket {
     pub url: String,
 }
 
+/// What `POST /cgi-bin/callback/check` examines (docs/wechat.md §3.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CallbackCheckAction {
+    /// Resolve the push URL's host and probe every address (`all`).
+    #[default]
+    All,
+    /// Only resolve the host (`dns`).
+    Dns,
+    /// Only probe the addresses (`ping`).
+    Ping,
+}
+
+impl CallbackCheckAction {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Dns => "dns",
+            Self::Ping => "ping",
+        }
+    }
+
+    /// Parses the wire value (exact, lower case); `None` for anything else (40202).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "all" => Some(Self::All),
+            "dns" => Some(Self::Dns),
+            "ping" => Some(Self::Ping),
+            _ => None,
+        }
+    }
+
+    /// Whether the answer's `dns` list is filled.
+    pub fn resolves(self) -> bool {
+        matches!(self, Self::All | Self::Dns)
+    }
+
+    /// Whether the answer's `ping` list is filled.
+    pub fn probes(self) -> bool {
+        matches!(self, Self::All | Self::Ping)
+    }
+}
+
+/// Whose network `callback/check` probes from (docs/wechat.md §3.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CheckOperator {
+    /// The carrier the push URL's address belongs to (`DEFAULT`).
+    #[default]
+    Default,
+    /// China Telecom's egress (`CHINANET`).
+    Chinanet,
+    /// China Unicom's egress (`UNICOM`).
+    Unicom,
+    /// Tencent's own egress (`CAP`).
+    Cap,
+}
+
+impl CheckOperator {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "DEFAULT",
+            Self::Chinanet => "CHINANET",
+            Self::Unicom => "UNICOM",
+            Self::Cap => "CAP",
+        }
+    }
+
+    /// Parses the wire value (exact, upper case); `None` for anything else (40203).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "DEFAULT" => Some(Self::Default),
+            "CHINANET" => Some(Self::Chinanet),
+            "UNICOM" => Some(Self::Unicom),
+            "CAP" => Some(Self::Cap),
+            _ => None,
+        }
+    }
+}
+
+/// Body of `POST /cgi-bin/callback/check` (docs/wechat.md §3.7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallbackCheckRequest {
+    /// `all`, `dns` or `ping`.
+    pub action: &'static str,
+    /// `DEFAULT`, `CHINANET`, `UNICOM` or `CAP`.
+    pub check_operator: &'static str,
+}
+
+/// One address the push URL's host resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CallbackDns {
+    /// The address.
+    #[serde(default)]
+    pub ip: String,
+    /// The carrier the address belongs to (`CHINANET`, `UNICOM`, `CAP`, …).
+    #[serde(default)]
+    pub real_operator: String,
+}
+
+/// The probe of one address.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CallbackPing {
+    /// The address probed.
+    #[serde(default)]
+    pub ip: String,
+    /// The carrier probed from (the one asked for; the address's own for `DEFAULT`).
+    #[serde(default)]
+    pub from_operator: String,
+    /// `"0%"` or `"100%"`: one probe is sent, so nothing in between.
+    #[serde(default)]
+    pub package_loss: String,
+    /// Round trip, e.g. `"23.079ms"`.
+    #[serde(default)]
+    pub time: String,
+}
+
+impl CallbackPing {
+    /// Whether the probe got no answer (`package_loss` other than `0%`).
+    pub fn lost(&self) -> bool {
+        self.package_loss.trim() != "0%"
+    }
+
+    /// The round trip in milliseconds, when `time` reads as `<number>ms`.
+    pub fn time_ms(&self) -> Option<f64> {
+        self.time.trim().strip_suffix("ms")?.trim().parse().ok()
+    }
+}
+
+/// `POST /cgi-bin/callback/check` success (docs/wechat.md §3.7). A list the action did not
+/// ask for is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CallbackCheck {
+    /// What the push URL's host resolved to.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub dns: Vec<CallbackDns>,
+    /// One probe per address.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ping: Vec<CallbackPing>,
+}
+
+impl CallbackCheck {
+    /// Whether at least one address was probed and every probe was answered.
+    pub fn reachable(&self) -> bool {
+        !self.ping.is_empty() && self.ping.iter().all(|p| !p.lost())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,6 +1001,47 @@ mod tests {
         let r: IpListResponse =
             serde_json::from_str(r#"{"ip_list":["101.89.47.18","101.91.34.103"]}"#).unwrap();
         assert_eq!(r.ip_list, vec!["101.89.47.18", "101.91.34.103"]);
+    }
+
+    #[test]
+    fn callback_check_answer_from_spec_3_7_decodes() {
+        let c: CallbackCheck = serde_json::from_str(
+            r#"{"dns":[{"ip":"111.161.64.40","real_operator":"UNICOM"},{"ip":"111.161.64.48","real_operator":"UNICOM"}],
+                "ping":[{"ip":"111.161.64.40","from_operator":"UNICOM","package_loss":"0%","time":"23.079ms"},
+                        {"ip":"111.161.64.48","from_operator":"UNICOM","package_loss":"100%","time":"0.000ms"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.dns.len(), 2);
+        assert_eq!(c.dns[1].real_operator, "UNICOM");
+        assert!(!c.ping[0].lost());
+        assert_eq!(c.ping[0].time_ms(), Some(23.079));
+        assert!(c.ping[1].lost());
+        assert!(!c.reachable());
+        let dns_only: CallbackCheck =
+            serde_json::from_str(r#"{"dns":[{"ip":"1.2.3.4","real_operator":"CAP"}]}"#).unwrap();
+        assert!(dns_only.ping.is_empty());
+        assert!(!dns_only.reachable());
+    }
+
+    #[test]
+    fn callback_check_action_and_operator_round_trip_their_wire_names() {
+        for a in [
+            CallbackCheckAction::All,
+            CallbackCheckAction::Dns,
+            CallbackCheckAction::Ping,
+        ] {
+            assert_eq!(CallbackCheckAction::parse(a.as_str()), Some(a));
+        }
+        for o in [
+            CheckOperator::Default,
+            CheckOperator::Chinanet,
+            CheckOperator::Unicom,
+            CheckOperator::Cap,
+        ] {
+            assert_eq!(CheckOperator::parse(o.as_str()), Some(o));
+        }
+        assert_eq!(CallbackCheckAction::parse("ALL"), None);
+        assert_eq!(CheckOperator::parse("default"), None);
     }
 
     #[test]

@@ -17,9 +17,10 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use crate::api::{
-    BATCHGET_MAX, BatchUserRequest, BatchUserRequestItem, BatchUserResponse, ErrorBody,
-    FollowerPage, FollowerPageRaw, IpListResponse, Lang, OAuthToken, QrCodeKind, QrCodeTicket,
-    QuotaResponse, Scope, SnsUserInfo, StableTokenRequest, TokenResponse, UserInfo,
+    BATCHGET_MAX, BatchUserRequest, BatchUserRequestItem, BatchUserResponse, CallbackCheck,
+    CallbackCheckAction, CallbackCheckRequest, CheckOperator, ErrorBody, FollowerPage,
+    FollowerPageRaw, IpListResponse, Lang, OAuthToken, QrCodeKind, QrCodeTicket, QuotaResponse,
+    Scope, SnsUserInfo, StableTokenRequest, TokenResponse, UserInfo,
 };
 use crate::errcode::ErrCode;
 use crate::error::{WechatError, describe_json_error};
@@ -530,6 +531,24 @@ impl Client {
             .map(|r| r.ip_list)
     }
 
+    /// `POST /cgi-bin/callback/check` (§3.7): WeChat resolves the account's push URL and
+    /// probes each address from `operator`'s network. 40201 when no push URL is configured.
+    /// [`CallbackCheck::reachable`] says whether every probe was answered.
+    pub async fn check_callback(
+        &self,
+        access_token: &AccessToken,
+        action: CallbackCheckAction,
+        operator: CheckOperator,
+    ) -> Result<CallbackCheck, WechatError> {
+        const EP: &str = "/cgi-bin/callback/check";
+        let body = CallbackCheckRequest {
+            action: action.as_str(),
+            check_operator: operator.as_str(),
+        };
+        let request = self.post_json(EP, &[("access_token", access_token.expose())], &body);
+        self.call(EP, request).await
+    }
+
     /// `GET /cgi-bin/get_api_domain_ip` (§3.6): the addresses of `api.weixin.qq.com`.
     pub async fn api_domain_ips(
         &self,
@@ -833,6 +852,39 @@ mod tests {
         assert_eq!(
             serde_json::to_value(permanent.request()).unwrap(),
             serde_json::json!({"action_name":"QR_LIMIT_SCENE","action_info":{"scene":{"scene_id":42}}})
+        );
+    }
+
+    #[tokio::test]
+    async fn check_callback_posts_the_documented_body_and_decodes_the_probes() {
+        let (base, request) = one_shot_server(
+            200,
+            Some(
+                r#"{"dns":[{"ip":"127.0.0.1","real_operator":"CAP"}],"ping":[{"ip":"127.0.0.1","from_operator":"UNICOM","package_loss":"0%","time":"1.500ms"}]}"#,
+            ),
+        )
+        .await;
+        let c = Client::new(ClientConfig::for_base(base)).unwrap();
+        let check = c
+            .check_callback(
+                &AccessToken::new("TOKENVALUE"),
+                CallbackCheckAction::All,
+                CheckOperator::Unicom,
+            )
+            .await
+            .unwrap();
+        assert!(check.reachable());
+        assert_eq!(check.ping[0].time_ms(), Some(1.5));
+        let request = request.await.unwrap();
+        assert!(
+            request.starts_with("POST /cgi-bin/callback/check?access_token=TOKENVALUE HTTP/1.1"),
+            "{request}"
+        );
+        let body = &request[request.find("\r\n\r\n").unwrap() + 4..];
+        let sent: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({"action":"all","check_operator":"UNICOM"})
         );
     }
 

@@ -39,7 +39,8 @@ macro_rules! codes {
             $( $(#[$doc])* pub const $name: ErrCode = ErrCode($code); )*
 
             /// Every code in docs/wechat.md §8 (and the IP-confirmation codes of §1) that wxhub
-            /// meets, with the QR codes of docs/wechat-2.md §1.5, in table order.
+            /// meets, with the push-URL probe codes of §3.7 and the QR codes of
+            /// docs/wechat-2.md §1.5, in table order.
             pub const KNOWN: &'static [ErrCode] = &[$(ErrCode::$name),*];
 
             /// The constant's name for a known code (`"INVALID_CREDENTIAL"`), for logs.
@@ -84,6 +85,14 @@ codes! {
     INVALID_ARGS = 40035, Request, "invalid args";
     /// Invalid `action_info` of a QR create (docs/wechat-2.md §1.5, strict input).
     INVALID_ACTION_INFO = 40053, Request, "invalid action info";
+    /// `callback/check` found no push URL configured, or one it cannot use (docs/wechat.md
+    /// §3.7): the console's server configuration must be fixed.
+    INVALID_CALLBACK_URL = 40201, Credential, "invalid url";
+    /// `callback/check` with an `action` other than `all`, `dns`, `ping` (docs/wechat.md §3.7).
+    INVALID_CHECK_ACTION = 40202, Request, "invalid action";
+    /// `callback/check` with a `check_operator` other than `DEFAULT`, `CHINANET`, `UNICOM`,
+    /// `CAP` (docs/wechat.md §3.7).
+    INVALID_CHECK_OPERATOR = 40203, Request, "invalid check_operator";
     /// Wrong AppSecret.
     INVALID_APPSECRET = 40125, Credential, "invalid appsecret";
     /// The OAuth code was already exchanged.

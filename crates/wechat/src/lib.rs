@@ -25,7 +25,9 @@ pub mod push;
 pub mod secret;
 pub mod xml;
 
-pub use api::{Lang, QrCodeKind, QrCodeTicket, Scope};
+pub use api::{
+    CallbackCheck, CallbackCheckAction, CheckOperator, Lang, QrCodeKind, QrCodeTicket, Scope,
+};
 pub use client::{Client, ClientConfig};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, UnixMillis};
 pub use errcode::{ErrCode, ErrorClass};

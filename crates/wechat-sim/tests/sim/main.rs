@@ -3,6 +3,7 @@
 //! codes). Time moves with a shared ManualClock; the only real waits are push delivery
 //! timeouts (configured short) and injected latency.
 
+mod callback_check;
 mod common;
 mod control;
 mod faults;
