@@ -183,6 +183,7 @@ fn seal_new_account(vault: &Vault, input: &AccountInput) -> Result<NewAccount, A
         verified: input.verified,
         token_mode: input.token_mode,
         secrets,
+        appsecret_hint: Some(store::accounts::appsecret_hint(input.appsecret.expose())),
     };
     Ok(account)
 }

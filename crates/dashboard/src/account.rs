@@ -158,6 +158,14 @@ impl AccountPage {
     }
 }
 
+/// How an owner's backend reads the account's core token from the token API.
+pub(crate) fn token_api_example(dashboard: &Dashboard, appid: &str) -> String {
+    format!(
+        "curl -H 'Authorization: Bearer wxk_…' {}/api/v1/accounts/{appid}/access_token",
+        dashboard.config().public_url.as_str().trim_end_matches('/'),
+    )
+}
+
 /// Audit entries the account page shows; the rest are on the account's audit page.
 const RECENT_ACTIVITY: u32 = 5;
 
@@ -260,11 +268,7 @@ pub(crate) async fn render(
     let recent = tenancy
         .list_audit(principal, &query, None, RECENT_ACTIVITY)
         .await?;
-    let token_api = format!(
-        "curl -H 'Authorization: Bearer wxk_…' {}/api/v1/accounts/{}/access_token",
-        dashboard.config().public_url.as_str().trim_end_matches('/'),
-        account.appid
-    );
+    let token_api = token_api_example(dashboard, &account.appid);
     Ok(AccountPage {
         appid: account.appid.clone(),
         disabled: account.state == AccountState::Disabled,

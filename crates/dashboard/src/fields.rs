@@ -23,6 +23,7 @@ const RULES: &[(&str, &str)] = &[
     ("follow_link", "field.follow_link"),
     ("account", "field.account"),
     ("client_id", "field.client_id"),
+    ("token", "field.token"),
 ];
 
 /// Every rule's translation key (the translation test walks these).

@@ -23,6 +23,7 @@ mod account;
 mod accounts;
 mod assets;
 mod audit;
+mod console;
 mod context;
 pub mod csrf;
 mod error;

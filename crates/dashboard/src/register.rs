@@ -104,7 +104,9 @@ pub(crate) async fn submit(
         .await
     {
         Ok(view) => {
-            let to = Flash::AccountAdded.on(&format!("{PREFIX}/accounts/{}", view.account.appid));
+            // Next: what to enter in WeChat's console.
+            let to = Flash::AccountAdded
+                .on(&format!("{PREFIX}/accounts/{}/console", view.account.appid));
             return Ok(Redirect::to(&to).into_response());
         }
         Err(TenancyError::Conflict { .. }) => (

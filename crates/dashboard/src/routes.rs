@@ -6,7 +6,8 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, get, post};
 
 use crate::{
-    Dashboard, account, accounts, assets, audit, operator, register, security, setup, sign_in,
+    Dashboard, account, accounts, assets, audit, console, operator, register, security, setup,
+    sign_in,
 };
 
 /// Who a route is for. The handlers' extractors enforce it; the table says it for people and
@@ -84,6 +85,9 @@ routes! {
     GET "/dashboard/accounts/new", Owner, "the form to add an account" => register::form;
     POST "/dashboard/accounts/new", Owner, "adding an account after the live check" => register::submit;
     GET "/dashboard/accounts/{appid}", SignedIn, "one account: health, keys, websites, settings (operators read-only)" => account::show;
+    GET "/dashboard/accounts/{appid}/console", SignedIn, "what to enter in WeChat's console, with copy buttons" => console::page;
+    POST "/dashboard/accounts/{appid}/console/push-credentials", SignedIn, "new push Token and EncodingAESKey, shown once beside where they go" => console::push_credentials;
+    POST "/dashboard/accounts/{appid}/console/probe", SignedIn, "asking WeChat to probe the server URL" => console::probe;
     POST "/dashboard/accounts/{appid}/refresh", SignedIn, "fetching a new core token now" => account::refresh;
     POST "/dashboard/accounts/{appid}/clear-quota", SignedIn, "resetting WeChat's API quota (AppID typed)" => account::clear_quota;
     POST "/dashboard/accounts/{appid}/appsecret", SignedIn, "replacing the AppSecret after the live check" => account::replace_secret;

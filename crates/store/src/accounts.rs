@@ -116,6 +116,24 @@ pub struct NewAccount {
     pub verified: bool,
     pub token_mode: TokenMode,
     pub secrets: AccountSecrets,
+    /// What may be shown of the AppSecret after entry (see [`appsecret_hint`]).
+    pub appsecret_hint: Option<String>,
+}
+
+/// The last four characters of an AppSecret: all the dashboard ever shows of it again, so
+/// an owner can tell which secret is stored.
+pub fn appsecret_hint(appsecret: &str) -> String {
+    let chars: Vec<char> = appsecret.chars().collect();
+    chars[chars.len().saturating_sub(4)..].iter().collect()
+}
+
+/// What can be said of an account's secrets without decrypting any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretsPresent {
+    /// The AppSecret's last four characters, when kept (see [`appsecret_hint`]).
+    pub appsecret_hint: Option<String>,
+    pub push_token: bool,
+    pub encoding_aes_key: bool,
 }
 
 /// The editable profile of an account.
@@ -250,9 +268,11 @@ impl Store {
         };
         const INSERT_SECRETS: Sql = Sql {
             sqlite: "INSERT INTO account_secrets (account_id, wrapped_dek, dek_kek_id, appsecret, \
-                     push_token, encoding_aes_key, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     push_token, encoding_aes_key, updated_at, appsecret_hint) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             postgres: "INSERT INTO account_secrets (account_id, wrapped_dek, dek_kek_id, appsecret, \
-                       push_token, encoding_aes_key, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                       push_token, encoding_aes_key, updated_at, appsecret_hint) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         };
         // A new account's token is due at once; the scheduler picks it up on its next pass.
         const INSERT_TOKEN: Sql = Sql {
@@ -285,6 +305,7 @@ impl Store {
                 .bind(secrets.push_token.as_deref())
                 .bind(secrets.encoding_aes_key.as_deref())
                 .bind(now)
+                .bind(account.appsecret_hint.as_deref())
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(INSERT_TOKEN.get(d))
@@ -657,18 +678,21 @@ impl Store {
         &self,
         account_id: &str,
         appsecret: &[u8],
+        hint: &str,
         now: i64,
         record: &AuditRecord,
     ) -> Result<(), StoreError> {
         const SQL: Sql = Sql {
-            sqlite: "UPDATE account_secrets SET appsecret = ?, updated_at = ? WHERE account_id = ?",
-            postgres: "UPDATE account_secrets SET appsecret = $1, updated_at = $2 \
-                       WHERE account_id = $3",
+            sqlite: "UPDATE account_secrets SET appsecret = ?, appsecret_hint = ?, updated_at = ? \
+                     WHERE account_id = ?",
+            postgres: "UPDATE account_secrets SET appsecret = $1, appsecret_hint = $2, \
+                       updated_at = $3 WHERE account_id = $4",
         };
         on_backend!(self, |pool, d| {
             let mut tx = pool.begin_write().await?;
             let updated = sqlx::query(SQL.get(d))
                 .bind(appsecret)
+                .bind(hint)
                 .bind(now)
                 .bind(account_id)
                 .execute(&mut *tx)
@@ -684,6 +708,31 @@ impl Store {
                 .await?;
             commit_audited!(self, tx, d, record, now);
             Ok(())
+        })
+    }
+
+    /// Which of the account's secrets are stored, and the AppSecret's hint; reads no
+    /// ciphertext.
+    pub async fn secrets_present(&self, account_id: &str) -> Result<SecretsPresent, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "SELECT appsecret_hint, push_token IS NOT NULL AS has_push_token, \
+                     encoding_aes_key IS NOT NULL AS has_aes_key FROM account_secrets \
+                     WHERE account_id = ?",
+            postgres: "SELECT appsecret_hint, push_token IS NOT NULL AS has_push_token, \
+                       encoding_aes_key IS NOT NULL AS has_aes_key FROM account_secrets \
+                       WHERE account_id = $1",
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(account_id)
+                .fetch_optional(pool)
+                .await?
+                .ok_or(StoreError::NotFound { what: "account" })?;
+            Ok(SecretsPresent {
+                appsecret_hint: row.opt_text("appsecret_hint")?,
+                push_token: row.flag("has_push_token")?,
+                encoding_aes_key: row.flag("has_aes_key")?,
+            })
         })
     }
 

@@ -18,6 +18,7 @@
 //! credentials work, in a way that invalidates nothing ([`check`]).
 
 pub mod check;
+pub mod console;
 pub mod credentials;
 mod error;
 pub mod invitations;
@@ -55,6 +56,9 @@ pub struct TenancyConfig {
     pub refresh_now_min_interval: std::time::Duration,
     /// The time zone of WeChat's daily quota day, as the scheduler counts it (UTC+8).
     pub quota_utc_offset_secs: i64,
+    /// The addresses WeChat sees this hub's calls come from: the IP whitelist entries the
+    /// console-settings page lists.
+    pub egress_ips: Vec<std::net::IpAddr>,
 }
 
 impl TenancyConfig {
@@ -65,6 +69,7 @@ impl TenancyConfig {
             daily_token_budget: 200,
             refresh_now_min_interval: std::time::Duration::from_secs(300),
             quota_utc_offset_secs: wechat::clock::CHINA_UTC_OFFSET_SECS,
+            egress_ips: Vec::new(),
         }
     }
 }

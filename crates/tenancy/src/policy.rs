@@ -89,6 +89,8 @@ operations! {
     SettingsView = "settings.view" => owner: OwnAccounts, operator: Allow;
     /// Change the login gateway's settings of an account.
     SettingsUpdate = "settings.update" => owner: OwnAccounts, operator: Deny;
+    /// Ask WeChat to probe the account's server URL (a call in the account's name).
+    SettingsProbe = "settings.probe" => owner: OwnAccounts, operator: Deny;
     /// List and search an account's end users (their WeChat users).
     EndUserList = "end_user.list" => owner: OwnAccounts, operator: Deny;
     /// Read the audit log (owners: of their own accounts).

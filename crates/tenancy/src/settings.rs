@@ -115,13 +115,18 @@ fn trimmed(value: Option<Option<String>>) -> Option<Option<String>> {
 }
 
 impl Tenancy {
+    /// The account's server URL (服务器地址) for WeChat's console.
+    pub(crate) fn push_url(&self, appid: &str) -> String {
+        format!(
+            "{}/t/{appid}/wechat/push",
+            self.config().public_url.as_str().trim_end_matches('/')
+        )
+    }
+
     fn settings_view(&self, appid: &str, settings: GatewaySettings) -> SettingsView {
         SettingsView {
             settings,
-            push_url: format!(
-                "{}/t/{appid}/wechat/push",
-                self.config().public_url.as_str().trim_end_matches('/')
-            ),
+            push_url: self.push_url(appid),
         }
     }
 

@@ -410,7 +410,13 @@ impl Tenancy {
             }))
             .announce(ChangeKind::Credentials);
         self.store()
-            .replace_appsecret(&account.id, &ciphertext, self.now(), &record)
+            .replace_appsecret(
+                &account.id,
+                &ciphertext,
+                &store::accounts::appsecret_hint(appsecret.expose()),
+                self.now(),
+                &record,
+            )
             .await?;
         Ok(())
     }

@@ -53,6 +53,7 @@ const EXPECTED: &[(Operation, bool, bool, bool)] = &[
     (Operation::PersonEnable, false, false, true),
     (Operation::PersonList, false, false, true),
     (Operation::PlatformHealth, false, false, true),
+    (Operation::SettingsProbe, true, false, false),
 ];
 
 struct World {
@@ -242,6 +243,12 @@ impl World {
                 };
                 tn.update_gateway_settings(p, appid, change).await.map(drop)
             }
+            // Allowed is getting past the permission check to the account's token, which
+            // this world never fetches; the probe itself is tested in `console.rs`.
+            Operation::SettingsProbe => match tn.probe_push_url(p, appid).await {
+                Err(TenancyError::Invalid { field: "token", .. }) => Ok(()),
+                other => other.map(drop),
+            },
             Operation::EndUserList => tn.list_end_users(p, appid, None, None, 10).await.map(drop),
             Operation::AuditList => {
                 let query = AuditQuery {

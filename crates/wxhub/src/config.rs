@@ -4,7 +4,7 @@
 //! both), the TOML file named by `--config` / `WXHUB_CONFIG`, then the built-in defaults, which
 //! serve the embedded case (SQLite under `./data`, listening on loopback).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -77,6 +77,17 @@ pub struct ConfigArgs {
     /// Log format: `text` for people, `json` for log collectors [default: text]
     #[arg(long, env = "WXHUB_LOG_FORMAT", global = true, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// The public IP addresses this server calls WeChat from, comma-separated: the IP
+    /// whitelist entries the dashboard tells owners to add (设置与开发 → 基本配置 → IP白名单)
+    #[arg(
+        long = "egress-ip",
+        env = "WXHUB_EGRESS_IPS",
+        global = true,
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub egress_ips: Vec<IpAddr>,
 }
 
 /// How log lines are written.
@@ -102,6 +113,7 @@ struct FileConfig {
     wechat_open_url: Option<Url>,
     require_totp_for_operators: Option<bool>,
     log_format: Option<LogFormat>,
+    egress_ips: Option<Vec<IpAddr>>,
 }
 
 /// Where the master keys come from.
@@ -126,6 +138,8 @@ pub struct Config {
     /// Operators must enrol TOTP before using the dashboard.
     pub require_totp_for_operators: bool,
     pub log_format: LogFormat,
+    /// The addresses WeChat sees this server's calls come from.
+    pub egress_ips: Vec<IpAddr>,
 }
 
 /// The environment variable that may hold the whole keyring (base64 of its TOML).
@@ -212,6 +226,11 @@ impl Config {
             wechat_api_url,
             wechat_open_url,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            egress_ips: if args.egress_ips.is_empty() {
+                file.egress_ips.unwrap_or_default()
+            } else {
+                args.egress_ips.clone()
+            },
         })
     }
 }
@@ -254,7 +273,7 @@ mod tests {
         let path = dir.join("wxhub.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/wx\"\n",
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/wx\"\negress_ips = [\"203.0.113.7\"]\n",
         )
         .unwrap();
         let args = ConfigArgs {
@@ -265,6 +284,19 @@ mod tests {
         let config = Config::load(&args).unwrap();
         assert_eq!(config.listen.port(), 9100);
         assert_eq!(config.data_dir, PathBuf::from("/srv/wx"));
+        assert_eq!(
+            config.egress_ips,
+            ["203.0.113.7".parse::<IpAddr>().unwrap()]
+        );
+        let flagged = Config::load(&ConfigArgs {
+            egress_ips: vec![
+                "198.51.100.1".parse().unwrap(),
+                "2001:db8::1".parse().unwrap(),
+            ],
+            ..args
+        })
+        .unwrap();
+        assert_eq!(flagged.egress_ips.len(), 2, "flags replace the file's list");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

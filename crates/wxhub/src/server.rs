@@ -67,6 +67,7 @@ impl AppState {
             tenancy::TenancyConfig {
                 daily_token_budget: tokens.config().policy.daily_budget,
                 quota_utc_offset_secs: tokens.config().policy.quota_utc_offset_secs,
+                egress_ips: config.egress_ips.clone(),
                 ..tenancy::TenancyConfig::new(config.public_url.clone())
             },
         );

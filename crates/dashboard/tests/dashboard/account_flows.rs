@@ -84,12 +84,63 @@ pub async fn an_owner_adds_an_account_after_fixing_the_whitelist(db: TestDatabas
     assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
     assert_eq!(
         added.location(),
-        format!("/dashboard/accounts/{NEW_APPID}?flash=account_added")
+        format!("/dashboard/accounts/{NEW_APPID}/console?flash=account_added")
     );
+    // Next comes what to enter in WeChat's console, each value with its copy button.
     let page = owner.get(added.location()).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("公众号已添加") && page.body.contains("Tea shop"));
     assert!(!page.body.contains(SECRET));
+    let push_url = format!("{}/t/{NEW_APPID}/wechat/push", env.base);
+    assert!(
+        page.body.contains(&format!("value=\"{push_url}\"")),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("data-copy=\"console-url\""));
+    let host = env.base.trim_start_matches("http://");
+    assert!(page.body.contains(&format!(
+        "id=\"console-domain\" class=\"copy\" value=\"{host}\""
+    )));
+    // Of the AppSecret, only its last four characters, ever.
+    assert!(
+        page.body
+            .contains(&format!("…{}", &SECRET[SECRET.len() - 4..]))
+    );
+    assert!(page.body.contains("只有 wxhub 获取 access_token"));
+    assert!(page.body.contains("/api/v1/accounts/"));
+    // The push credentials, generated on request, are shown once beside where they go.
+    let made = owner
+        .post(
+            &format!("/dashboard/accounts/{NEW_APPID}/console/push-credentials"),
+            &[],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK);
+    let token = once(&made, "push-token");
+    assert_eq!(token.len(), 32, "{token}");
+    let shown = owner
+        .get(&format!("/dashboard/accounts/{NEW_APPID}/console"))
+        .await;
+    assert!(!shown.body.contains(&token));
+    assert!(
+        shown.body.contains("<dt>Token</dt><dd>已保存</dd>"),
+        "{}",
+        shown.body
+    );
+    // No token kept yet (no scheduler here): the probe says so in place.
+    let probe = owner
+        .post(
+            &format!("/dashboard/accounts/{NEW_APPID}/console/probe"),
+            &[],
+        )
+        .await;
+    assert_eq!(probe.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        probe.body.contains("还没有可用的 access_token"),
+        "{}",
+        probe.body
+    );
     // Taken now: the AppID's field says so.
     let again = owner.post("/dashboard/accounts/new", &fields).await;
     assert_eq!(again.status, StatusCode::CONFLICT);

@@ -184,6 +184,28 @@ const EXPECTED: &[Row] = &[
         [SEE, OK, NOT_FOUND, OK],
     ),
     (
+        "GET",
+        "/dashboard/accounts/{appid}/console",
+        "/dashboard/accounts/wx00000000000000a1/console",
+        &[],
+        [SEE, OK, NOT_FOUND, OK],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/console/push-credentials",
+        "/dashboard/accounts/wx00000000000000a1/console/push-credentials",
+        &[],
+        [SEE, OK, NOT_FOUND, FORBIDDEN],
+    ),
+    // No token was ever fetched here: the owner is told so beside the button.
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/console/probe",
+        "/dashboard/accounts/wx00000000000000a1/console/probe",
+        &[],
+        [SEE, UNPROCESSABLE, NOT_FOUND, FORBIDDEN],
+    ),
+    (
         "POST",
         "/dashboard/accounts/{appid}/refresh",
         "/dashboard/accounts/wx00000000000000a1/refresh",

@@ -76,9 +76,11 @@ pub async fn account_crud_round_trips(db: TestDb) {
         AccountState::Disabled
     );
 
+    let present = db.store.secrets_present(&new.id).await.unwrap();
+    assert_eq!(present.appsecret_hint.as_deref(), Some("cret"));
     let record = store::audit::AuditRecord::new("test", "account.replace_secret");
     db.store
-        .replace_appsecret(&new.id, b"new-appsecret", NOW + 7, &record)
+        .replace_appsecret(&new.id, b"new-appsecret", "cr3t", NOW + 7, &record)
         .await
         .unwrap();
     db.store
@@ -94,6 +96,14 @@ pub async fn account_crud_round_trips(db: TestDb) {
     assert_eq!(stored.appsecret, b"new-appsecret");
     assert_eq!(stored.push_token, None);
     assert_eq!(stored.encoding_aes_key.as_deref(), Some(&b"aes"[..]));
+    assert_eq!(
+        db.store.secrets_present(&new.id).await.unwrap(),
+        store::accounts::SecretsPresent {
+            appsecret_hint: Some("cr3t".to_owned()),
+            push_token: false,
+            encoding_aes_key: true,
+        }
+    );
     assert_eq!(
         stored.wrapped_dek, new.secrets.wrapped_dek,
         "field updates keep the DEK"

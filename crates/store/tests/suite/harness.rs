@@ -189,6 +189,7 @@ pub fn new_account(owner: &User, appid: &str) -> NewAccount {
         verified: true,
         token_mode: TokenMode::Token,
         secrets: secrets("kek-1"),
+        appsecret_hint: Some("cret".to_owned()),
     }
 }
 
