@@ -20,7 +20,7 @@ use crate::calls::CallRecord;
 use crate::faults::FaultAction;
 use crate::html;
 use crate::wire::{ApiError, CallerIp, Endpoint, Reply, WireRequest, error_response};
-use crate::{oauth, probe, qr, quota, tokens, users};
+use crate::{datacube, oauth, probe, qr, quota, tokens, users};
 
 /// Routes for every endpoint the client calls, plus the authorize page.
 pub(crate) fn routes() -> Router<Simulator> {
@@ -208,6 +208,9 @@ impl Simulator {
                     }
                     Endpoint::QrcodeCreate => reply(qr::create(st, cfg, now, &mut appid, &req)),
                     Endpoint::ShowQrcode => reply(qr::show(st, now, &mut appid, &req)),
+                    Endpoint::Datacube(d) => {
+                        reply(datacube::query(st, cfg, now, &mut appid, &req, d))
+                    }
                 }
             };
             let errcode = match &result {

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use wechat::NaiveDate;
+use wechat::api::DATACUBE_FIRST_DATE;
 use wechat::clock::{CHINA_UTC_OFFSET_SECS, ManualClock, SharedClock, SystemClock};
 
 /// Earliest simulator time accepted (2000-01-01T00:00:00Z, Unix ms). `set_clock`/
@@ -100,6 +102,26 @@ pub struct SimConfig {
     pub expire_seconds_echo: ExpireSecondsEcho,
     /// docs/wechat-2.md §1.2: permanent QR codes per account over its whole life (100 000).
     pub qr_permanent_limit: u32,
+    /// docs/wechat-2.md §5.2: offset east of UTC of the zone whose days and hours the
+    /// statistics count in (UTC+8).
+    pub datacube_utc_offset_secs: i64,
+    /// docs/wechat-2.md §5.2: a day's figures appear at this hour of the next day (8, i.e.
+    /// 08:00 China time); until then the day is left out of every answer, without an error.
+    pub datacube_ready_hour: u32,
+    /// docs/wechat-2.md §5.2: the first date with figures (2014-12-01); a range beginning
+    /// earlier is 61501.
+    pub datacube_first_date: NaiveDate,
+    /// docs/wechat-2.md §5.2: whether figures start on the day the account was created in the
+    /// simulator (default `true`: earlier days are left out), or on `datacube_first_date`
+    /// (earlier days report zero followers and zero activity).
+    pub datacube_history_from_creation: bool,
+    /// docs/wechat-2.md §6.1: whether a day without follows or unfollows still gets one
+    /// `getusersummary` row `user_source: 0` with zeros (observed; default `true`).
+    pub datacube_quiet_day_row: bool,
+    /// docs/wechat-2.md §6.3: which channel an unfollow is counted under.
+    pub cancel_user_source: CancelUserSource,
+    /// docs/wechat-2.md §7.3: what one `callback_count` of the interface statistics is.
+    pub interface_counting: InterfaceCounting,
     /// Seed of the RNG that decides probabilistic faults (reseed with `/__sim/faults/seed`).
     pub fault_seed: u64,
     /// Bounds that keep all state in memory small.
@@ -130,6 +152,9 @@ pub struct SimLimits {
     pub reply_body_bytes: usize,
     /// Most fault rules at once; adding one more is refused (`SimError::Capacity`).
     pub max_faults: usize,
+    /// Days of statistics kept per account (follow figures and push callbacks, docs/wechat-2.md
+    /// §6.3, §7.3); older days are dropped and then left out of the answers.
+    pub stats_days: usize,
     /// QR codes kept over all accounts. At the cap expired codes are dropped first, then the
     /// oldest temporary ones; when only permanent codes are left a create answers `-1`.
     pub max_qrcodes: usize,
@@ -148,6 +173,7 @@ impl Default for SimLimits {
             reply_body_bytes: 64 * 1024,
             max_faults: 1_000,
             max_qrcodes: 200_000,
+            stats_days: 1830,
         }
     }
 }
@@ -187,6 +213,13 @@ impl Default for SimConfig {
             permanent_same_scene: PermanentSameScene::SameTicket,
             expire_seconds_echo: ExpireSecondsEcho::Actual,
             qr_permanent_limit: 100_000,
+            datacube_utc_offset_secs: CHINA_UTC_OFFSET_SECS,
+            datacube_ready_hour: 8,
+            datacube_first_date: DATACUBE_FIRST_DATE,
+            datacube_history_from_creation: true,
+            datacube_quiet_day_row: true,
+            cancel_user_source: CancelUserSource::LatestFollow,
+            interface_counting: InterfaceCounting::Attempts,
             fault_seed: 0x5EED,
             limits: SimLimits::default(),
         }
@@ -200,6 +233,25 @@ pub enum QrOverMax {
     Clamp,
     /// Answer 40035 invalid parameter.
     Reject,
+}
+
+/// `cancel_user_source` (docs/wechat-2.md §6.3, §11 item 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelUserSource {
+    /// Under the channel of the user's latest follow.
+    LatestFollow,
+    /// All under `user_source: 0`.
+    Other,
+}
+
+/// `interface_counting` (docs/wechat-2.md §7.3, §11 item 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterfaceCounting {
+    /// Every delivery attempt is a callback (a push retried three times counts three).
+    Attempts,
+    /// Every push is one callback, failed unless its last answer was a valid reply, timed by
+    /// its last attempt.
+    Pushes,
 }
 
 /// `qr_input_mode` (docs/wechat-2.md §1.4).

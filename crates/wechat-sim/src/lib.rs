@@ -8,7 +8,9 @@
 //! (§4), user management (§5), signed — optionally encrypted — pushes (§6, §7), the push-URL
 //! probe `callback/check` (§3.7, a real signed verification GET per address), and the
 //! parametric QR codes of part 2 (`docs/wechat-2.md` §1–§4: `qrcode/create`, `showqrcode`
-//! under [`MP_PREFIX`], and scans that push `subscribe`/`SCAN` with the `Ticket`). A control
+//! under [`MP_PREFIX`], and scans that push `subscribe`/`SCAN` with the `Ticket`), and the
+//! statistics of part 2 §5–§7 (`/datacube/...`: follower growth and push-reply performance,
+//! derived from the simulator's own follows and deliveries, on its clock). A control
 //! API under [`CONTROL_PREFIX`] (and the same operations as methods on [`Simulator`]) creates
 //! accounts and users, drives pushes, injects faults, moves the clock and reads counters.
 //!
@@ -34,6 +36,7 @@ mod api;
 mod calls;
 mod config;
 mod control;
+mod datacube;
 mod error;
 mod faults;
 mod html;
@@ -60,8 +63,8 @@ use tokio::task::JoinHandle;
 
 pub use calls::{CallRecord, Counter, CounterRow};
 pub use config::{
-    DEFAULT_MINUTE_LIMITS, ExpireSecondsEcho, MAX_CLOCK_MS, MIN_CLOCK_MS, PermanentSameScene,
-    QrInputMode, QrOverMax, SimConfig, SimLimits,
+    CancelUserSource, DEFAULT_MINUTE_LIMITS, ExpireSecondsEcho, InterfaceCounting, MAX_CLOCK_MS,
+    MIN_CLOCK_MS, PermanentSameScene, QrInputMode, QrOverMax, SimConfig, SimLimits,
 };
 pub use error::SimError;
 pub use faults::{FaultAction, FaultRule, FaultSpec};

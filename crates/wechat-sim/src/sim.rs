@@ -233,9 +233,11 @@ impl Simulator {
             });
         }
         let n = specs.len();
+        let now = self.now();
         st.accounts.reserve(n);
         for s in specs {
-            st.accounts.insert(s.appid.clone(), AccountState::new(s));
+            st.accounts
+                .insert(s.appid.clone(), AccountState::new(s, now));
         }
         Ok(n)
     }
@@ -394,12 +396,23 @@ impl Simulator {
 
     /// Deletes a user (they stop following every account).
     pub fn delete_user(&self, id: &str) -> Result<(), SimError> {
+        let cfg = &self.inner.config;
+        let now_secs = cfg.now_secs();
         let mut st = self.lock();
         if st.users.remove(id).is_none() {
             return Err(SimError::not_found(format!("user {id}")));
         }
         for acct in st.accounts.values_mut() {
-            acct.followers.retain(|_, f| f.user != id);
+            // Gone from WeChat is an unfollow in the statistics.
+            let following: Vec<String> = acct
+                .followers
+                .values()
+                .filter(|f| f.user == id)
+                .map(|f| f.openid.clone())
+                .collect();
+            for openid in following {
+                users::unfollow(acct, &openid, now_secs, cfg);
+            }
             acct.openids.retain(|_, u| u != id);
         }
         Ok(())
@@ -441,7 +454,14 @@ impl Simulator {
                 .openid_for(appid, u)
                 .ok_or_else(|| SimError::not_found(format!("account {appid}")))?;
             if let Some(acct) = st.accounts.get_mut(appid) {
-                users::follow(acct, &openid, u, &FollowOptions::default(), now_secs);
+                users::follow(
+                    acct,
+                    &openid,
+                    u,
+                    &FollowOptions::default(),
+                    now_secs,
+                    &self.inner.config,
+                );
             }
             out.push(openid);
         }
@@ -515,6 +535,9 @@ impl Simulator {
         let cfg = &self.inner.config;
         let delivery = push::deliver(&self.inner.http, cfg, job).await;
         let mut st = self.lock();
+        if let Some(acct) = st.accounts.get_mut(&delivery.appid) {
+            acct.stats.record_delivery(cfg, &delivery);
+        }
         while st.deliveries.len() >= cfg.limits.deliveries.max(1) {
             st.deliveries.pop_front();
         }
@@ -538,7 +561,7 @@ impl Simulator {
             if acct.followers.contains_key(openid) {
                 return Err(SimError::conflict("user already follows the account"));
             }
-            users::follow(acct, openid, user, &opts, now);
+            users::follow(acct, openid, user, &opts, now, &self.inner.config);
             let scene = opts
                 .qr_scene_str
                 .clone()
@@ -562,9 +585,8 @@ impl Simulator {
         user: &str,
         push: bool,
     ) -> Result<PushOutcome, SimError> {
-        let (openid, job) = self.prepare(appid, user, push, |acct, openid, _| {
-            acct.followers
-                .remove(openid)
+        let (openid, job) = self.prepare(appid, user, push, |acct, openid, now| {
+            users::unfollow(acct, openid, now, &self.inner.config)
                 .ok_or_else(|| SimError::conflict("user does not follow the account"))?;
             Ok(Some(PushEvent::Unsubscribe))
         })?;
@@ -688,7 +710,7 @@ impl Simulator {
                 ticket: Some(ticket.clone()),
                 ..FollowOptions::default()
             };
-            users::follow(acct, openid, &user, &opts, now_secs);
+            users::follow(acct, openid, &user, &opts, now_secs, &self.inner.config);
             event_name = Some("subscribe");
             Ok(Some(PushEvent::Subscribe {
                 qr: Some((scene.event_key(), ticket.clone())),

@@ -14,6 +14,7 @@ use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
 use crate::calls::CallLog;
+use crate::datacube::Stats;
 use crate::faults::Faults;
 use crate::model::{AccountSpec, NextAuthorization, UserSpec};
 use crate::probe::Probe;
@@ -263,10 +264,15 @@ pub(crate) struct AccountState {
     pub qr_permanent: HashMap<QrScene, String>,
     /// Slots of the permanent QR budget used, over the account's life (never given back).
     pub qr_permanent_used: u32,
+    /// When the account was created in the simulator (Unix ms): its statistics start that day
+    /// (docs/wechat-2.md §5.2).
+    pub created_at: i64,
+    /// Follow and push figures for the datacube endpoints (docs/wechat-2.md §6.3, §7.3).
+    pub stats: Stats,
 }
 
 impl AccountState {
-    pub fn new(spec: AccountSpec) -> Self {
+    pub fn new(spec: AccountSpec, created_at: i64) -> Self {
         Self {
             spec,
             core_tokens: VecDeque::new(),
@@ -278,6 +284,8 @@ impl AccountState {
             next_auth: VecDeque::new(),
             qr_permanent: HashMap::new(),
             qr_permanent_used: 0,
+            created_at,
+            stats: Stats::new(),
         }
     }
 

@@ -7,10 +7,10 @@
 //! shape (§12 item 9).
 
 use serde_json::{Value, json};
-use wechat::api::{BATCHGET_MAX, UserInfo};
+use wechat::api::{BATCHGET_MAX, UserInfo, UserSource};
 use wechat::errcode::ErrCode;
 
-use crate::config::SimConfig;
+use crate::config::{CancelUserSource, SimConfig};
 use crate::model::FollowOptions;
 use crate::quota;
 use crate::state::{AccountState, Follower, State};
@@ -208,13 +208,16 @@ pub(crate) fn user_get(
     Ok(Reply::Json(body))
 }
 
-/// Makes `user` a follower of the account (state only; the push driver sends the event).
+/// Makes `user` a follower of the account (state only; the push driver sends the event),
+/// counting a new follow in the statistics under its channel (docs/wechat-2.md §6.3). A
+/// follower followed again only gets the new fields.
 pub(crate) fn follow(
     acct: &mut AccountState,
     openid: &str,
     user: &str,
     opts: &FollowOptions,
     now_secs: i64,
+    cfg: &SimConfig,
 ) {
     let via_qr = opts.qr_scene.is_some() || opts.qr_scene_str.is_some();
     let scene = opts.scene.clone().unwrap_or_else(|| {
@@ -224,7 +227,8 @@ pub(crate) fn follow(
             "ADD_SCENE_SEARCH".into()
         }
     });
-    acct.followers.insert(
+    let source = UserSource::from_subscribe_scene(&scene);
+    let before = acct.followers.insert(
         openid.to_owned(),
         Follower {
             openid: openid.to_owned(),
@@ -237,4 +241,29 @@ pub(crate) fn follow(
             remark: opts.remark.clone(),
         },
     );
+    if before.is_none() {
+        let followers = acct.followers.len();
+        acct.stats
+            .record_follow(cfg, now_secs.saturating_mul(1000), source, false, followers);
+    }
+}
+
+/// Ends `openid`'s follow, counting the unfollow in the statistics under the channel of
+/// their latest follow, or under 0 (`cancel_user_source`, docs/wechat-2.md §6.3). `None` when
+/// they did not follow.
+pub(crate) fn unfollow(
+    acct: &mut AccountState,
+    openid: &str,
+    now_secs: i64,
+    cfg: &SimConfig,
+) -> Option<Follower> {
+    let gone = acct.followers.remove(openid)?;
+    let source = match cfg.cancel_user_source {
+        CancelUserSource::LatestFollow => UserSource::from_subscribe_scene(&gone.subscribe_scene),
+        CancelUserSource::Other => UserSource::OTHER,
+    };
+    let followers = acct.followers.len();
+    acct.stats
+        .record_follow(cfg, now_secs.saturating_mul(1000), source, true, followers);
+    Some(gone)
 }

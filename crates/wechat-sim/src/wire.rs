@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use wechat::api::DatacubeEndpoint;
 use wechat::errcode::ErrCode;
 
 use crate::html;
@@ -62,11 +63,13 @@ pub enum Endpoint {
     /// `GET /cgi-bin/showqrcode` (docs/wechat-2.md §2), served under [`crate::MP_PREFIX`]
     /// because WeChat serves it from another host (`mp.weixin.qq.com`).
     ShowQrcode,
+    /// `POST /datacube/...` (docs/wechat-2.md §5–§7).
+    Datacube(DatacubeEndpoint),
 }
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Endpoint; 18] = [
+    pub const ALL: [Endpoint; 22] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::QuotaGet,
@@ -85,6 +88,10 @@ impl Endpoint {
         Endpoint::SnsUserinfo,
         Endpoint::QrcodeCreate,
         Endpoint::ShowQrcode,
+        Endpoint::Datacube(DatacubeEndpoint::UserSummary),
+        Endpoint::Datacube(DatacubeEndpoint::UserCumulate),
+        Endpoint::Datacube(DatacubeEndpoint::InterfaceSummary),
+        Endpoint::Datacube(DatacubeEndpoint::InterfaceSummaryHour),
     ];
 
     /// The path, which is also the endpoint's name in counters, the call log and faults.
@@ -108,6 +115,7 @@ impl Endpoint {
             Endpoint::SnsUserinfo => "/sns/userinfo",
             Endpoint::QrcodeCreate => "/cgi-bin/qrcode/create",
             Endpoint::ShowQrcode => "/cgi-bin/showqrcode",
+            Endpoint::Datacube(d) => d.path(),
         }
     }
 
@@ -136,6 +144,7 @@ impl Endpoint {
                 | Endpoint::UserInfoBatch
                 | Endpoint::QrcodeCreate
                 | Endpoint::CallbackCheck
+                | Endpoint::Datacube(_)
         )
     }
 }

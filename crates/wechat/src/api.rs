@@ -1,4 +1,5 @@
-//! Request and response types of the WeChat endpoints wxhub uses (docs/wechat.md §1–§5).
+//! Request and response types of the WeChat endpoints wxhub uses (docs/wechat.md §1–§5, and
+//! docs/wechat-2.md §1 and §5–§7: QR codes and statistics).
 //!
 //! Decoding is tolerant where WeChat is inconsistent: unknown fields are ignored, and legacy
 //! profile fields may be absent or present-but-empty (both become `None`, §5.1). Numbers are
@@ -8,6 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::WechatError;
@@ -824,6 +826,327 @@ impl CallbackCheck {
     }
 }
 
+/// The four statistics (datacube) endpoints wxhub reads (docs/wechat-2.md §5–§7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DatacubeEndpoint {
+    /// `POST /datacube/getusersummary`: follows and unfollows per day and channel (§6.1).
+    UserSummary,
+    /// `POST /datacube/getusercumulate`: followers at the end of each day (§6.2).
+    UserCumulate,
+    /// `POST /datacube/getinterfacesummary`: passive-reply performance per day (§7.1).
+    InterfaceSummary,
+    /// `POST /datacube/getinterfacesummaryhour`: the same per hour of one day (§7.2).
+    InterfaceSummaryHour,
+}
+
+/// The first date WeChat has statistics for (docs/wechat-2.md §5.2: 2014-12-01).
+pub const DATACUBE_FIRST_DATE: NaiveDate = match NaiveDate::from_ymd_opt(2014, 12, 1) {
+    Some(d) => d,
+    None => NaiveDate::MIN,
+};
+
+impl DatacubeEndpoint {
+    /// Every statistics endpoint.
+    pub const ALL: [DatacubeEndpoint; 4] = [
+        Self::UserSummary,
+        Self::UserCumulate,
+        Self::InterfaceSummary,
+        Self::InterfaceSummaryHour,
+    ];
+
+    /// The API path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::UserSummary => "/datacube/getusersummary",
+            Self::UserCumulate => "/datacube/getusercumulate",
+            Self::InterfaceSummary => "/datacube/getinterfacesummary",
+            Self::InterfaceSummaryHour => "/datacube/getinterfacesummaryhour",
+        }
+    }
+
+    /// The longest range one call may ask for, both ends counted (§5.2: 7, 7, 30 and 1 days).
+    pub fn max_days(self) -> i64 {
+        match self {
+            Self::UserSummary | Self::UserCumulate => 7,
+            Self::InterfaceSummary => 30,
+            Self::InterfaceSummaryHour => 1,
+        }
+    }
+
+    /// The rules of §5.2 a caller can check without a clock: `begin ≤ end`, and at most
+    /// [`DatacubeEndpoint::max_days`] days with both ends counted. (`end` must also be at most
+    /// yesterday in China time; WeChat answers 61501 otherwise.)
+    pub fn check_range(self, begin: NaiveDate, end: NaiveDate) -> Result<(), WechatError> {
+        let days = (end - begin).num_days() + 1;
+        if days < 1 {
+            return Err(WechatError::InvalidInput {
+                what: format!("begin_date {begin} is after end_date {end}"),
+            });
+        }
+        if days > self.max_days() {
+            return Err(WechatError::InvalidInput {
+                what: format!(
+                    "{} takes at most {} days with both ends counted, got {days}",
+                    self.path(),
+                    self.max_days()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads a statistics date exactly as WeChat writes it, `YYYY-MM-DD` (§5.1: not the
+/// mini-program's `YYYYMMDD`), and only a real calendar date; `None` otherwise (61500).
+pub fn parse_ref_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    let shape = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    if !shape {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().ok();
+    let year = i32::try_from(num(0..4)?).ok()?;
+    NaiveDate::from_ymd_opt(year, num(5..7)?, num(8..10)?)
+}
+
+fn serialize_ref_date<S: Serializer>(d: &NaiveDate, s: S) -> Result<S::Ok, S::Error> {
+    // Display is `YYYY-MM-DD` for the years WeChat has statistics for.
+    s.collect_str(d)
+}
+
+fn deserialize_ref_date<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_ref_date(&s).ok_or_else(|| serde::de::Error::custom("a date is not YYYY-MM-DD"))
+}
+
+/// Body of the statistics endpoints (§5.1): both dates `YYYY-MM-DD`, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatacubeRequest {
+    /// First day.
+    #[serde(
+        serialize_with = "serialize_ref_date",
+        deserialize_with = "deserialize_ref_date"
+    )]
+    pub begin_date: NaiveDate,
+    /// Last day (at most yesterday, China time).
+    #[serde(
+        serialize_with = "serialize_ref_date",
+        deserialize_with = "deserialize_ref_date"
+    )]
+    pub end_date: NaiveDate,
+}
+
+/// `{"list": [...]}`, the answer of every statistics endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DatacubeList<T> {
+    /// The rows; days that are not ready yet are left out (§5.2).
+    #[serde(
+        default = "Vec::new",
+        deserialize_with = "null_as_default",
+        bound(deserialize = "T: Deserialize<'de>")
+    )]
+    pub list: Vec<T>,
+}
+
+/// The channel a follow came through: `user_source` of `getusersummary` (docs/wechat-2.md
+/// §6.1). Known codes have constants; any other value is kept as it came.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserSource(pub i64);
+
+impl UserSource {
+    /// 0: everything not listed separately (since 2023-06 also follows after a payment).
+    pub const OTHER: UserSource = UserSource(0);
+    /// 1: a search for the account.
+    pub const SEARCH: UserSource = UserSource(1);
+    /// 17: the account's business card shared (名片分享).
+    pub const PROFILE_CARD: UserSource = UserSource(17);
+    /// 30: a QR code scanned, parametric codes included (扫描二维码).
+    pub const QR_CODE: UserSource = UserSource(30);
+    /// 57: the account's name inside an article.
+    pub const ARTICLE: UserSource = UserSource(57);
+    /// 100: WeChat ads (微信广告).
+    pub const ADS: UserSource = UserSource(100);
+    /// 149: followed from a mini program.
+    pub const MINI_PROGRAM: UserSource = UserSource(149);
+    /// 161: reposted by others (他人转载).
+    pub const REPRINT: UserSource = UserSource(161);
+    /// 176: the account's name on an album page (observed only).
+    pub const ALBUM: UserSource = UserSource(176);
+    /// 200: Channels (视频号).
+    pub const CHANNELS: UserSource = UserSource(200);
+    /// 201: a live stream (直播).
+    pub const LIVESTREAM: UserSource = UserSource(201);
+    /// 35 (legacy): search by WeChat id.
+    pub const LEGACY_SEARCH_BY_ID: UserSource = UserSource(35);
+    /// 39 (legacy): account lookup.
+    pub const LEGACY_ACCOUNT_LOOKUP: UserSource = UserSource(39);
+    /// 43 (legacy): an article's top-right menu.
+    pub const LEGACY_ARTICLE_MENU: UserSource = UserSource(43);
+    /// 51 (legacy): follow after a payment.
+    pub const LEGACY_AFTER_PAYMENT: UserSource = UserSource(51);
+    /// 75 (legacy): article ads.
+    pub const LEGACY_ARTICLE_ADS: UserSource = UserSource(75);
+    /// 78 (legacy): Moments ads.
+    pub const LEGACY_MOMENTS_ADS: UserSource = UserSource(78);
+
+    /// The constant's name for a known code (`"QR_CODE"`), for logs and charts.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            0 => "OTHER",
+            1 => "SEARCH",
+            17 => "PROFILE_CARD",
+            30 => "QR_CODE",
+            57 => "ARTICLE",
+            100 => "ADS",
+            149 => "MINI_PROGRAM",
+            161 => "REPRINT",
+            176 => "ALBUM",
+            200 => "CHANNELS",
+            201 => "LIVESTREAM",
+            35 => "LEGACY_SEARCH_BY_ID",
+            39 => "LEGACY_ACCOUNT_LOOKUP",
+            43 => "LEGACY_ARTICLE_MENU",
+            51 => "LEGACY_AFTER_PAYMENT",
+            75 => "LEGACY_ARTICLE_ADS",
+            78 => "LEGACY_MOMENTS_ADS",
+            _ => return None,
+        })
+    }
+
+    /// The channel a `user/info` `subscribe_scene` (docs/wechat.md §5.1) most likely shows up
+    /// under. Inferred, not documented (docs/wechat-2.md §6.3): SEARCH 1, PROFILE_CARD 17,
+    /// QR_CODE 30, PROFILE_LINK 57, WECHAT_ADVERTISEMENT 100, REPRINT 161, CHANNELS 200,
+    /// LIVESTREAM 201; everything else (PAID, PROFILE_ITEM, ACCOUNT_MIGRATION, OTHERS, unknown)
+    /// 0.
+    pub fn from_subscribe_scene(scene: &str) -> UserSource {
+        match scene.strip_prefix("ADD_SCENE_").unwrap_or(scene) {
+            "SEARCH" => Self::SEARCH,
+            "PROFILE_CARD" => Self::PROFILE_CARD,
+            "QR_CODE" => Self::QR_CODE,
+            "PROFILE_LINK" => Self::ARTICLE,
+            "WECHAT_ADVERTISEMENT" => Self::ADS,
+            "REPRINT" => Self::REPRINT,
+            "CHANNELS" => Self::CHANNELS,
+            "LIVESTREAM" => Self::LIVESTREAM,
+            _ => Self::OTHER,
+        }
+    }
+}
+
+impl fmt::Debug for UserSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{}({name})", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl fmt::Display for UserSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One row of `getusersummary` (docs/wechat-2.md §6.1): one day, one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSummaryRow {
+    /// The day.
+    #[serde(
+        serialize_with = "serialize_ref_date",
+        deserialize_with = "deserialize_ref_date"
+    )]
+    pub ref_date: NaiveDate,
+    /// The channel.
+    #[serde(default)]
+    pub user_source: UserSource,
+    /// Follows that day through that channel.
+    #[serde(default)]
+    pub new_user: i64,
+    /// Unfollows that day; `new_user − cancel_user` is the net growth.
+    #[serde(default)]
+    pub cancel_user: i64,
+}
+
+/// One row of `getusercumulate` (docs/wechat-2.md §6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserCumulateRow {
+    /// The day.
+    #[serde(
+        serialize_with = "serialize_ref_date",
+        deserialize_with = "deserialize_ref_date"
+    )]
+    pub ref_date: NaiveDate,
+    /// Followers at the end of the day.
+    #[serde(default)]
+    pub cumulate_user: i64,
+}
+
+/// One row of `getinterfacesummary` (docs/wechat-2.md §7.1): how the push server answered
+/// the messages pushed to it that day. Despite the name, API calls are not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceSummaryRow {
+    /// The day.
+    #[serde(
+        serialize_with = "serialize_ref_date",
+        deserialize_with = "deserialize_ref_date"
+    )]
+    pub ref_date: NaiveDate,
+    /// Messages pushed to the push URL and answered.
+    #[serde(default)]
+    pub callback_count: i64,
+    /// Of those, the failures (timeout, error status, invalid reply).
+    #[serde(default)]
+    pub fail_count: i64,
+    /// Total answer time (ms assumed); divided by `callback_count`, the mean latency.
+    #[serde(default)]
+    pub total_time_cost: i64,
+    /// The slowest answer (ms assumed).
+    #[serde(default)]
+    pub max_time_cost: i64,
+}
+
+/// One row of `getinterfacesummaryhour` (docs/wechat-2.md §7.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceSummaryHourRow {
+    /// The day.
+    #[serde(
+        serialize_with = "serialize_ref_date",
+        deserialize_with = "deserialize_ref_date"
+    )]
+    pub ref_date: NaiveDate,
+    /// The hour written as HHMM: 0, 100, … 2300; `100` is [01:00, 02:00) China time.
+    #[serde(default)]
+    pub ref_hour: u32,
+    /// As in [`InterfaceSummaryRow`].
+    #[serde(default)]
+    pub callback_count: i64,
+    /// As in [`InterfaceSummaryRow`].
+    #[serde(default)]
+    pub fail_count: i64,
+    /// As in [`InterfaceSummaryRow`].
+    #[serde(default)]
+    pub total_time_cost: i64,
+    /// As in [`InterfaceSummaryRow`].
+    #[serde(default)]
+    pub max_time_cost: i64,
+}
+
+impl InterfaceSummaryHourRow {
+    /// The hour of the day, 0–23.
+    pub fn hour(&self) -> u32 {
+        self.ref_hour / 100
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1042,6 +1365,123 @@ mod tests {
         }
         assert_eq!(CallbackCheckAction::parse("ALL"), None);
         assert_eq!(CheckOperator::parse("default"), None);
+    }
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn datacube_answers_from_spec_6_and_7_decode() {
+        let s: DatacubeList<UserSummaryRow> = serde_json::from_str(
+            r#"{"list":[{"ref_date":"2026-11-24","user_source":0,"new_user":2,"cancel_user":3},
+                {"ref_date":"2026-11-24","user_source":30,"new_user":57,"cancel_user":1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.list[1].ref_date, date(2026, 11, 24));
+        assert_eq!(s.list[1].user_source, UserSource::QR_CODE);
+        assert_eq!(s.list[1].new_user, 57);
+        let c: DatacubeList<UserCumulateRow> =
+            serde_json::from_str(r#"{"list":[{"ref_date":"2026-11-24","cumulate_user":1217056}]}"#)
+                .unwrap();
+        assert_eq!(c.list[0].cumulate_user, 1_217_056);
+        let i: DatacubeList<InterfaceSummaryRow> = serde_json::from_str(
+            r#"{"list":[{"ref_date":"2026-11-24","callback_count":36974,"fail_count":67,"total_time_cost":14994291,"max_time_cost":5044}]}"#,
+        )
+        .unwrap();
+        assert_eq!(i.list[0].max_time_cost, 5044);
+        let h: DatacubeList<InterfaceSummaryHourRow> = serde_json::from_str(
+            r#"{"list":[{"ref_date":"2026-11-24","ref_hour":1200,"callback_count":1,"fail_count":0,"total_time_cost":7,"max_time_cost":7}]}"#,
+        )
+        .unwrap();
+        assert_eq!(h.list[0].hour(), 12);
+        let empty: DatacubeList<UserSummaryRow> = serde_json::from_str(r#"{"list":[]}"#).unwrap();
+        assert!(empty.list.is_empty());
+        let null: DatacubeList<UserSummaryRow> = serde_json::from_str(r#"{"list":null}"#).unwrap();
+        assert!(null.list.is_empty());
+    }
+
+    #[test]
+    fn datacube_request_writes_yyyy_mm_dd() {
+        let r = DatacubeRequest {
+            begin_date: date(2026, 1, 5),
+            end_date: date(2026, 1, 11),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"begin_date":"2026-01-05","end_date":"2026-01-11"}"#
+        );
+    }
+
+    #[test]
+    fn ref_dates_are_strictly_yyyy_mm_dd_and_real() {
+        assert_eq!(parse_ref_date("2026-02-28"), Some(date(2026, 2, 28)));
+        assert_eq!(parse_ref_date("2024-02-29"), Some(date(2024, 2, 29)));
+        for bad in [
+            "2026-02-29",
+            "20260228",
+            "2026-2-28",
+            "2026/02/28",
+            " 2026-02-28",
+            "2026-02-28 ",
+            "2026-13-01",
+            "2026-00-10",
+            "+026-02-28",
+            "２026-02-28",
+            "",
+        ] {
+            assert_eq!(parse_ref_date(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn datacube_spans_count_both_ends() {
+        let begin = date(2021, 4, 22);
+        let ep = DatacubeEndpoint::UserSummary;
+        assert!(ep.check_range(begin, date(2021, 4, 28)).is_ok());
+        assert!(
+            ep.check_range(date(2021, 4, 21), date(2021, 4, 28))
+                .is_err()
+        );
+        assert!(ep.check_range(begin, date(2021, 4, 21)).is_err());
+        let hour = DatacubeEndpoint::InterfaceSummaryHour;
+        assert!(hour.check_range(begin, begin).is_ok());
+        assert!(hour.check_range(begin, date(2021, 4, 23)).is_err());
+        let interface = DatacubeEndpoint::InterfaceSummary;
+        assert!(
+            interface
+                .check_range(begin, begin + chrono::Days::new(29))
+                .is_ok()
+        );
+        assert!(
+            interface
+                .check_range(begin, begin + chrono::Days::new(30))
+                .is_err()
+        );
+        assert_eq!(DATACUBE_FIRST_DATE, date(2014, 12, 1));
+    }
+
+    #[test]
+    fn subscribe_scenes_map_to_user_sources_as_inferred() {
+        for (scene, source) in [
+            ("ADD_SCENE_SEARCH", 1),
+            ("ADD_SCENE_PROFILE_CARD", 17),
+            ("ADD_SCENE_QR_CODE", 30),
+            ("ADD_SCENE_PROFILE_LINK", 57),
+            ("ADD_SCENE_WECHAT_ADVERTISEMENT", 100),
+            ("ADD_SCENE_REPRINT", 161),
+            ("ADD_SCENE_CHANNELS", 200),
+            ("ADD_SCENE_LIVESTREAM", 201),
+            ("ADD_SCENE_PAID", 0),
+            ("ADD_SCENE_PROFILE_ITEM", 0),
+            ("ADD_SCENE_ACCOUNT_MIGRATION", 0),
+            ("ADD_SCENE_OTHERS", 0),
+            ("something new", 0),
+        ] {
+            assert_eq!(UserSource::from_subscribe_scene(scene), UserSource(source));
+        }
+        assert_eq!(format!("{:?}", UserSource::QR_CODE), "30(QR_CODE)");
+        assert_eq!(UserSource(999).name(), None);
     }
 
     #[test]

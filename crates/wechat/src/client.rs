@@ -1,4 +1,5 @@
-//! [`Client`]: typed async calls to the WeChat API (docs/wechat.md §1–§5).
+//! [`Client`]: typed async calls to the WeChat API (docs/wechat.md §1–§5, docs/wechat-2.md §1,
+//! §2 and §5–§7).
 //!
 //! Success is decided by the body — `errcode` absent or 0 — never by the HTTP status (§0): a
 //! 200 with `errcode: 40001` is an [`WechatError::Api`], and a 5xx whose body still carries an
@@ -11,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
 use reqwest::redirect::Policy;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,9 +20,11 @@ use url::Url;
 
 use crate::api::{
     BATCHGET_MAX, BatchUserRequest, BatchUserRequestItem, BatchUserResponse, CallbackCheck,
-    CallbackCheckAction, CallbackCheckRequest, CheckOperator, ErrorBody, FollowerPage,
-    FollowerPageRaw, IpListResponse, Lang, OAuthToken, QrCodeKind, QrCodeTicket, QuotaResponse,
-    Scope, SnsUserInfo, StableTokenRequest, TokenResponse, UserInfo,
+    CallbackCheckAction, CallbackCheckRequest, CheckOperator, DatacubeEndpoint, DatacubeList,
+    DatacubeRequest, ErrorBody, FollowerPage, FollowerPageRaw, InterfaceSummaryHourRow,
+    InterfaceSummaryRow, IpListResponse, Lang, OAuthToken, QrCodeKind, QrCodeTicket, QuotaResponse,
+    Scope, SnsUserInfo, StableTokenRequest, TokenResponse, UserCumulateRow, UserInfo,
+    UserSummaryRow,
 };
 use crate::errcode::ErrCode;
 use crate::error::{WechatError, describe_json_error};
@@ -549,6 +553,81 @@ impl Client {
         self.call(EP, request).await
     }
 
+    /// One statistics call (docs/wechat-2.md §5): the range rules that need no clock are
+    /// checked before sending ([`DatacubeEndpoint::check_range`]).
+    async fn datacube<T: DeserializeOwned>(
+        &self,
+        endpoint: DatacubeEndpoint,
+        access_token: &AccessToken,
+        begin_date: NaiveDate,
+        end_date: NaiveDate,
+    ) -> Result<Vec<T>, WechatError> {
+        endpoint.check_range(begin_date, end_date)?;
+        let body = DatacubeRequest {
+            begin_date,
+            end_date,
+        };
+        let ep = endpoint.path();
+        let request = self.post_json(ep, &[("access_token", access_token.expose())], &body);
+        self.call::<DatacubeList<T>>(ep, request)
+            .await
+            .map(|l| l.list)
+    }
+
+    /// `POST /datacube/getusersummary` (docs/wechat-2.md §6.1): follows and unfollows per day
+    /// and channel, at most 7 days, `end` at most yesterday (China time). Yesterday's rows
+    /// appear only after 08:00 China time; until then they are missing, without an error.
+    /// Verified accounts only (48001); a refused range is 61501.
+    pub async fn user_summary(
+        &self,
+        access_token: &AccessToken,
+        begin: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<UserSummaryRow>, WechatError> {
+        self.datacube(DatacubeEndpoint::UserSummary, access_token, begin, end)
+            .await
+    }
+
+    /// `POST /datacube/getusercumulate` (docs/wechat-2.md §6.2): followers at the end of each
+    /// day; the rules of [`Client::user_summary`].
+    pub async fn user_cumulate(
+        &self,
+        access_token: &AccessToken,
+        begin: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<UserCumulateRow>, WechatError> {
+        self.datacube(DatacubeEndpoint::UserCumulate, access_token, begin, end)
+            .await
+    }
+
+    /// `POST /datacube/getinterfacesummary` (docs/wechat-2.md §7.1): how the push server
+    /// answered per day, at most 30 days; otherwise the rules of [`Client::user_summary`].
+    pub async fn interface_summary(
+        &self,
+        access_token: &AccessToken,
+        begin: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<InterfaceSummaryRow>, WechatError> {
+        self.datacube(DatacubeEndpoint::InterfaceSummary, access_token, begin, end)
+            .await
+    }
+
+    /// `POST /datacube/getinterfacesummaryhour` (docs/wechat-2.md §7.2): the same per hour of
+    /// one day (`begin_date == end_date == date`).
+    pub async fn interface_summary_hour(
+        &self,
+        access_token: &AccessToken,
+        date: NaiveDate,
+    ) -> Result<Vec<InterfaceSummaryHourRow>, WechatError> {
+        self.datacube(
+            DatacubeEndpoint::InterfaceSummaryHour,
+            access_token,
+            date,
+            date,
+        )
+        .await
+    }
+
     /// `GET /cgi-bin/get_api_domain_ip` (§3.6): the addresses of `api.weixin.qq.com`.
     pub async fn api_domain_ips(
         &self,
@@ -886,6 +965,52 @@ mod tests {
             sent,
             serde_json::json!({"action":"all","check_operator":"UNICOM"})
         );
+    }
+
+    #[tokio::test]
+    async fn user_summary_posts_both_dates_and_decodes_the_rows() {
+        let (base, request) = one_shot_server(
+            200,
+            Some(
+                r#"{"list":[{"ref_date":"2026-01-14","user_source":30,"new_user":2,"cancel_user":1}]}"#,
+            ),
+        )
+        .await;
+        let c = Client::new(ClientConfig::for_base(base)).unwrap();
+        let day = |d| NaiveDate::from_ymd_opt(2026, 1, d).unwrap();
+        let rows = c
+            .user_summary(&AccessToken::new("TOKENVALUE"), day(8), day(14))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].user_source, crate::api::UserSource::QR_CODE);
+        let request = request.await.unwrap();
+        assert!(
+            request.starts_with("POST /datacube/getusersummary?access_token=TOKENVALUE HTTP/1.1"),
+            "{request}"
+        );
+        let body = &request[request.find("\r\n\r\n").unwrap() + 4..];
+        let sent: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            sent,
+            serde_json::json!({"begin_date":"2026-01-08","end_date":"2026-01-14"})
+        );
+    }
+
+    #[tokio::test]
+    async fn datacube_ranges_over_the_span_or_reversed_are_refused_before_sending() {
+        let day = |d| NaiveDate::from_ymd_opt(2026, 1, d).unwrap();
+        let t = AccessToken::new("t");
+        let c = client();
+        for err in [
+            c.user_summary(&t, day(7), day(14)).await.unwrap_err(),
+            c.user_cumulate(&t, day(14), day(13)).await.unwrap_err(),
+            c.interface_summary(&t, NaiveDate::from_ymd_opt(2025, 12, 15).unwrap(), day(14))
+                .await
+                .unwrap_err(),
+        ] {
+            assert!(matches!(err, WechatError::InvalidInput { .. }), "{err:?}");
+        }
     }
 
     #[tokio::test]

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::{Datelike, NaiveDate};
+
 /// Milliseconds since the Unix epoch.
 pub type UnixMillis = i64;
 
@@ -119,6 +121,34 @@ pub fn year_month(ms: UnixMillis, utc_offset_secs: i64) -> (i64, u32) {
     (year, month)
 }
 
+/// Days from 0001-01-01 (chrono's day 1) to 1970-01-01 (day 0 of [`day_index`]).
+const CE_DAYS_AT_UNIX_EPOCH: i64 = 719_163;
+
+/// The calendar date of day number `day` as [`day_index`] counts them (days since
+/// 1970-01-01); `None` outside chrono's range (±262 000 years).
+pub fn date_of_day(day: i64) -> Option<NaiveDate> {
+    i32::try_from(day.checked_add(CE_DAYS_AT_UNIX_EPOCH)?)
+        .ok()
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+}
+
+/// The day number of a calendar date, as [`day_index`] counts them.
+pub fn day_of_date(date: NaiveDate) -> i64 {
+    i64::from(date.num_days_from_ce()) - CE_DAYS_AT_UNIX_EPOCH
+}
+
+/// The calendar date the instant `ms` falls on in a time zone `utc_offset_secs` east of UTC
+/// (WeChat's statistics days are China days, docs/wechat-2.md §5.2); `None` outside chrono's
+/// range.
+pub fn date_of(ms: UnixMillis, utc_offset_secs: i64) -> Option<NaiveDate> {
+    date_of_day(day_index(ms, utc_offset_secs))
+}
+
+/// The first instant (Unix ms) of `date` in a time zone `utc_offset_secs` east of UTC.
+pub fn day_start_ms(date: NaiveDate, utc_offset_secs: i64) -> UnixMillis {
+    day_of_date(date) * MS_PER_DAY - utc_offset_secs * 1000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +175,23 @@ mod tests {
         let leap_evening = 1_709_247_600_000;
         assert_eq!(year_month(leap_evening, 0), (2024, 2));
         assert_eq!(year_month(leap_evening, CHINA_UTC_OFFSET_SECS), (2024, 3));
+    }
+
+    #[test]
+    fn dates_follow_china_days() {
+        // 2026-11-24T15:59:59.999Z is 23:59:59.999 on the 24th in Shanghai.
+        let before = 1_795_535_999_999;
+        let d24 = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        assert_eq!(date_of(before, CHINA_UTC_OFFSET_SECS), Some(d24));
+        assert_eq!(date_of(before + 1, CHINA_UTC_OFFSET_SECS), d24.succ_opt());
+        assert_eq!(date_of(before, 0), Some(d24));
+        assert_eq!(
+            day_start_ms(d24.succ_opt().unwrap(), CHINA_UTC_OFFSET_SECS),
+            before + 1
+        );
+        assert_eq!(date_of_day(0), NaiveDate::from_ymd_opt(1970, 1, 1));
+        assert_eq!(day_of_date(d24), day_index(before, CHINA_UTC_OFFSET_SECS));
+        assert_eq!(date_of_day(i64::MAX), None);
     }
 
     #[test]

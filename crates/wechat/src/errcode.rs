@@ -39,8 +39,8 @@ macro_rules! codes {
             $( $(#[$doc])* pub const $name: ErrCode = ErrCode($code); )*
 
             /// Every code in docs/wechat.md §8 (and the IP-confirmation codes of §1) that wxhub
-            /// meets, with the push-URL probe codes of §3.7 and the QR codes of
-            /// docs/wechat-2.md §1.5, in table order.
+            /// meets, with the push-URL probe codes of §3.7, the QR codes of docs/wechat-2.md
+            /// §1.5 and the statistics codes of its §5.3, in table order.
             pub const KNOWN: &'static [ErrCode] = &[$(ErrCode::$name),*];
 
             /// The constant's name for a known code (`"INVALID_CREDENTIAL"`), for logs.
@@ -133,6 +133,11 @@ codes! {
     CLEAR_QUOTA_LIMIT = 48006, Quota, "forbid to clear quota because of reaching the limit";
     /// The user has not authorized this API.
     USER_UNAUTHORIZED = 50001, Permission, "user unauthorized";
+    /// A statistics date is not `YYYY-MM-DD` or not a real date (docs/wechat-2.md §5.3).
+    DATE_FORMAT_ERROR = 61500, Request, "date format error";
+    /// A statistics range is refused: longer than the endpoint's span, ending today or later,
+    /// beginning after its end or before 2014-12-01 (docs/wechat-2.md §5.2, §5.3).
+    DATE_RANGE_ERROR = 61501, Request, "date range error";
     /// `cgi_path` is unknown to the quota API.
     CGI_PATH_NOT_FOUND = 76021, Request, "cgi_path not found, please check";
     /// The token may not inspect this `cgi_path`.

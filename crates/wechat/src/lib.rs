@@ -26,8 +26,12 @@ pub mod secret;
 pub mod xml;
 
 pub use api::{
-    CallbackCheck, CallbackCheckAction, CheckOperator, Lang, QrCodeKind, QrCodeTicket, Scope,
+    CallbackCheck, CallbackCheckAction, CheckOperator, DatacubeEndpoint, InterfaceSummaryHourRow,
+    InterfaceSummaryRow, Lang, QrCodeKind, QrCodeTicket, Scope, UserCumulateRow, UserSource,
+    UserSummaryRow,
 };
+/// Calendar dates of the statistics endpoints (`YYYY-MM-DD`, docs/wechat-2.md §5.1).
+pub use chrono::NaiveDate;
 pub use client::{Client, ClientConfig};
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, UnixMillis};
 pub use errcode::{ErrCode, ErrorClass};

@@ -6,6 +6,7 @@
 mod callback_check;
 mod common;
 mod control;
+mod datacube;
 mod faults;
 mod oauth;
 mod push;
