@@ -92,6 +92,8 @@ pub(crate) struct KeyRow {
     pub(crate) id: String,
     pub(crate) label: String,
     pub(crate) scopes: String,
+    /// The proxy paths it is limited to, when it is.
+    pub(crate) paths: Option<String>,
     pub(crate) created: String,
     pub(crate) last_used: String,
     pub(crate) revoked: Option<String>,
@@ -121,6 +123,7 @@ pub(crate) struct SettingsForm {
 #[derive(Default)]
 pub(crate) struct Typed {
     pub(crate) key_label: String,
+    pub(crate) key_proxy_paths: String,
     pub(crate) website_name: String,
     pub(crate) website_uris: String,
 }
@@ -222,6 +225,7 @@ pub(crate) async fn render(
                 key.label
             },
             scopes: scopes_text(key.scopes),
+            paths: key.proxy_paths.map(|paths| paths.join(" · ")),
             created: time::format(key.created_at),
             last_used: key
                 .last_used_at
@@ -574,6 +578,8 @@ pub(crate) struct NewKey {
     token: Option<String>,
     report: Option<String>,
     proxy: Option<String>,
+    /// One WeChat path per line; empty: any.
+    proxy_paths: String,
 }
 
 /// `POST /dashboard/accounts/{appid}/keys`: a new API key, shown once.
@@ -590,7 +596,16 @@ pub(crate) async fn create_key(
             report: form.report.is_some(),
             proxy: form.proxy.is_some(),
         },
-        proxy_paths: None,
+        proxy_paths: {
+            let paths: Vec<String> = form
+                .proxy_paths
+                .lines()
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+            (!paths.is_empty()).then_some(paths)
+        },
     };
     match dashboard
         .tenancy()
@@ -623,6 +638,7 @@ pub(crate) async fn create_key(
         Err(error) => {
             let typed = Typed {
                 key_label: form.label.trim().to_owned(),
+                key_proxy_paths: form.proxy_paths.trim().to_owned(),
                 ..Typed::default()
             };
             refused(
@@ -633,6 +649,7 @@ pub(crate) async fn create_key(
                 typed,
                 |field| match field {
                     "scopes" => "key_scopes",
+                    "proxy_paths" => "key_proxy_paths",
                     _ => "key_label",
                 },
             )

@@ -208,6 +208,44 @@ pub async fn an_owner_runs_an_account_from_its_page(db: TestDatabase) {
     assert_eq!(no_scope.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(no_scope.body.contains("请至少选择一项权限"));
     assert!(no_scope.body.contains("value=\"none\""));
+    // A proxy key limited to some WeChat paths; a path that is not one is said beside the
+    // field, with what was typed kept.
+    let bad_path = owner
+        .post(
+            &format!("{base}/keys"),
+            &[
+                ("label", "bot"),
+                ("proxy", "on"),
+                ("proxy_paths", "/sns/../cgi-bin/x"),
+            ],
+        )
+        .await;
+    assert_eq!(bad_path.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad_path.body.contains("id=\"key-proxy-paths-error\""),
+        "{}",
+        bad_path.body
+    );
+    assert!(bad_path.body.contains("/sns/../cgi-bin/x</textarea>"));
+    let limited = owner
+        .post(
+            &format!("{base}/keys"),
+            &[
+                ("label", "bot"),
+                ("proxy", "on"),
+                (
+                    "proxy_paths",
+                    "/cgi-bin/message/custom/send\r\n\r\n/cgi-bin/menu/get\n",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(limited.status, StatusCode::OK, "{}", limited.body);
+    assert!(
+        limited
+            .body
+            .contains("<code>/cgi-bin/message/custom/send · /cgi-bin/menu/get</code>")
+    );
 
     // A website: secret once, the issuer and a snippet for an OIDC library.
     let made = owner
