@@ -74,6 +74,8 @@ routes! {
     POST "/dashboard/sign-in/code", SecondFactor, "the TOTP code" => sign_in::code_submit;
     POST "/dashboard/sign-out", Enrolling, "signing out" => sign_in::sign_out;
     POST "/dashboard/sign-out-everywhere", Enrolling, "ending every session of the person" => sign_in::sign_out_everywhere;
+    GET "/dashboard/sign-up", Public, "open sign-up of owners, when the hub allows it" => setup::sign_up_form;
+    POST "/dashboard/sign-up", Public, "signing up as an owner" => setup::sign_up_submit;
     GET "/dashboard/setup/{token}", Public, "an operator's setup link: choose a password" => setup::setup_form;
     POST "/dashboard/setup/{token}", Public, "setting an operator's password" => setup::setup_submit;
     GET "/dashboard/invitation/{token}", Public, "an owner's invitation: choose a password" => setup::invitation_form;

@@ -23,9 +23,10 @@ use crate::{Dashboard, PREFIX, password};
 #[template(path = "setup/password.html")]
 struct PasswordPage {
     ctx: Ctx,
-    /// `setup` or `invitation`: the form posts back to the same link.
-    kind: &'static str,
-    token: String,
+    /// Where the form posts: back to the same link, or the sign-up page.
+    action: String,
+    /// Open sign-up rather than a link.
+    sign_up: bool,
     /// The person's email when the link names them; `None`: the page asks for it.
     email: Option<String>,
     /// What was typed into the email field.
@@ -59,8 +60,8 @@ async fn link(
 
 fn blank(ctx: Ctx, link: &PasswordLink, token: String) -> PasswordPage {
     PasswordPage {
-        kind: kind_of(link.purpose),
-        token,
+        action: format!("{PREFIX}/{}/{token}", kind_of(link.purpose)),
+        sign_up: false,
         email: link.email.clone(),
         typed_email: String::new(),
         operator: link.role == Role::Operator,
@@ -200,4 +201,97 @@ pub(crate) async fn invitation_submit(
     CsrfForm(form): CsrfForm<NewPassword>,
 ) -> Result<Response, DashboardError> {
     submit(dashboard, visitor, token, LinkPurpose::Invitation, form).await
+}
+
+fn sign_up_page(ctx: Ctx) -> PasswordPage {
+    PasswordPage {
+        action: format!("{PREFIX}/sign-up"),
+        sign_up: true,
+        email: None,
+        typed_email: String::new(),
+        operator: false,
+        email_error: None,
+        password_error: None,
+        min_length: password::MIN_LENGTH,
+        password_hint: ctx.tf(
+            "setup.password_hint",
+            &[("min", &password::MIN_LENGTH.to_string())],
+        ),
+        ctx,
+    }
+}
+
+/// `GET /dashboard/sign-up`: anyone may become an owner, when the hub allows open sign-up
+/// (otherwise there is no such page).
+pub(crate) async fn sign_up_form(
+    State(dashboard): State<Dashboard>,
+    visitor: Visitor,
+) -> Result<Response, DashboardError> {
+    if !dashboard.tenancy().config().open_sign_up {
+        return Err(DashboardError::NotFound);
+    }
+    let ctx = Ctx::new(&dashboard, &visitor);
+    Ok(layout::page(StatusCode::OK, &sign_up_page(ctx)))
+}
+
+/// `POST /dashboard/sign-up`: a new owner with a password, signed in at once. Rate-limited
+/// like sign-in, per address and per email.
+pub(crate) async fn sign_up_submit(
+    State(dashboard): State<Dashboard>,
+    visitor: Visitor,
+    CsrfForm(form): CsrfForm<NewPassword>,
+) -> Result<Response, DashboardError> {
+    if !dashboard.tenancy().config().open_sign_up {
+        return Err(DashboardError::NotFound);
+    }
+    let ctx = Ctx::new(&dashboard, &visitor);
+    let email = form.email.trim().to_owned();
+    let mut page = sign_up_page(ctx);
+    page.typed_email = email.clone();
+    if let Err(wait) = dashboard
+        .inner()
+        .limits
+        .attempt(visitor.ip, &format!("sign-up:{}", email.to_lowercase()))
+    {
+        let minutes = wait.as_secs().div_ceil(60).max(1).to_string();
+        page.email_error = Some(page.ctx.tf("sign_in.too_many", &[("minutes", &minutes)]));
+        return Ok(layout::page(StatusCode::TOO_MANY_REQUESTS, &page));
+    }
+    if !looks_like_email(&email) {
+        page.email_error = Some(page.ctx.t("setup.email_invalid").to_owned());
+    }
+    if let Err(problem) = dashboard
+        .inner()
+        .passwords
+        .check(&form.password, &form.again, &email)
+    {
+        page.password_error = Some(
+            page.ctx
+                .tf(problem.key(), &[("min", &password::MIN_LENGTH.to_string())]),
+        );
+    }
+    if page.email_error.is_some() || page.password_error.is_some() {
+        return Ok(layout::page(StatusCode::UNPROCESSABLE_ENTITY, &page));
+    }
+    let hash = password::hash(dashboard.shared(), form.password).await?;
+    let user = match dashboard.tenancy().sign_up_owner(&email, &hash).await {
+        Ok(user) => user,
+        Err(TenancyError::Conflict { .. }) => {
+            page.email_error = Some(page.ctx.t("setup.email_taken").to_owned());
+            return Ok(layout::page(StatusCode::CONFLICT, &page));
+        }
+        Err(TenancyError::Invalid { field: "email", .. }) => {
+            page.email_error = Some(page.ctx.t("setup.email_invalid").to_owned());
+            return Ok(layout::page(StatusCode::UNPROCESSABLE_ENTITY, &page));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let stage = dashboard.stage_after_password(&user).await?;
+    let cookie = dashboard.begin_session(&visitor, &user, stage).await?;
+    let to = match stage {
+        SessionStage::Enrol => format!("{PREFIX}/security"),
+        SessionStage::SecondFactor => format!("{PREFIX}/sign-in/code"),
+        SessionStage::Full => Dashboard::home_of(user.role),
+    };
+    Ok(redirect_with_cookie(&Flash::PasswordSet.on(&to), cookie))
 }

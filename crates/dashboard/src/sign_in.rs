@@ -77,6 +77,8 @@ pub(crate) async fn switch_language(
 #[template(path = "sign_in/sign_in.html")]
 struct SignInPage {
     ctx: Ctx,
+    /// Open sign-up is on: the page links to it.
+    sign_up: bool,
     email: String,
     /// Translation key of the error, if any.
     error: Option<String>,
@@ -88,6 +90,7 @@ pub(crate) async fn form(State(dashboard): State<Dashboard>, visitor: Visitor) -
     layout::page(
         StatusCode::OK,
         &SignInPage {
+            sign_up: dashboard.tenancy().config().open_sign_up,
             ctx,
             email: String::new(),
             error: None,
@@ -119,6 +122,7 @@ pub(crate) async fn submit(
         layout::page(
             status,
             &SignInPage {
+                sign_up: dashboard.tenancy().config().open_sign_up,
                 ctx,
                 email,
                 error: Some(error),

@@ -59,6 +59,8 @@ pub struct TenancyConfig {
     /// The addresses WeChat sees this hub's calls come from: the IP whitelist entries the
     /// console-settings page lists.
     pub egress_ips: Vec<std::net::IpAddr>,
+    /// Anyone may sign up as an owner from the dashboard (off: operators invite owners).
+    pub open_sign_up: bool,
 }
 
 impl TenancyConfig {
@@ -70,6 +72,7 @@ impl TenancyConfig {
             refresh_now_min_interval: std::time::Duration::from_secs(300),
             quota_utc_offset_secs: wechat::clock::CHINA_UTC_OFFSET_SECS,
             egress_ips: Vec::new(),
+            open_sign_up: false,
         }
     }
 }

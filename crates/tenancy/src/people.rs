@@ -137,6 +137,35 @@ impl Tenancy {
             .await?)
     }
 
+    /// Open sign-up: creates an owner with `password_hash` (already hashed by the caller),
+    /// when the hub allows it ([`crate::TenancyConfig::open_sign_up`]); refused otherwise. The
+    /// entry's actor is the new person.
+    pub async fn sign_up_owner(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<User, TenancyError> {
+        if !self.config().open_sign_up {
+            return Err(TenancyError::Denied {
+                operation: "person.sign_up",
+            });
+        }
+        let email = checked_email(email)?;
+        let user = NewUser {
+            id: store::new_id(),
+            email: email.clone(),
+            password_hash: password_hash.to_owned(),
+            role: Role::Owner,
+        };
+        let record = store::audit::AuditRecord::new(user.id.clone(), "person.sign_up")
+            .target(user.id.clone())
+            .details(json!({ "email": email, "role": "owner" }));
+        Ok(self
+            .store()
+            .create_user_audited(&user, self.now(), &record)
+            .await?)
+    }
+
     /// Audit entries matching `query`, newest first, older than the entry `before_id`, at
     /// most `limit`. An owner sees the entries of one of their accounts at a time.
     pub async fn list_audit(

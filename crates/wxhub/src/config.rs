@@ -88,6 +88,11 @@ pub struct ConfigArgs {
         value_delimiter = ','
     )]
     pub egress_ips: Vec<IpAddr>,
+
+    /// Let anyone create an owner account from the dashboard's sign-in page
+    /// [default: false: operators invite owners]
+    #[arg(long, env = "WXHUB_OPEN_SIGN_UP", global = true, value_name = "BOOL")]
+    pub open_sign_up: Option<bool>,
 }
 
 /// How log lines are written.
@@ -114,6 +119,7 @@ struct FileConfig {
     require_totp_for_operators: Option<bool>,
     log_format: Option<LogFormat>,
     egress_ips: Option<Vec<IpAddr>>,
+    open_sign_up: Option<bool>,
 }
 
 /// Where the master keys come from.
@@ -140,6 +146,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The addresses WeChat sees this server's calls come from.
     pub egress_ips: Vec<IpAddr>,
+    /// Anyone may sign up as an owner.
+    pub open_sign_up: bool,
 }
 
 /// The environment variable that may hold the whole keyring (base64 of its TOML).
@@ -226,6 +234,7 @@ impl Config {
             wechat_api_url,
             wechat_open_url,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            open_sign_up: args.open_sign_up.or(file.open_sign_up).unwrap_or(false),
             egress_ips: if args.egress_ips.is_empty() {
                 file.egress_ips.unwrap_or_default()
             } else {
@@ -258,6 +267,7 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080/");
         assert!(!config.require_totp_for_operators, "off on plain http");
+        assert!(!config.open_sign_up, "operators invite owners unless configured");
         let https = Config::load(&ConfigArgs {
             public_url: Some(Url::parse("https://hub.example").unwrap()),
             ..ConfigArgs::default()

@@ -68,6 +68,7 @@ impl AppState {
                 daily_token_budget: tokens.config().policy.daily_budget,
                 quota_utc_offset_secs: tokens.config().policy.quota_utc_offset_secs,
                 egress_ips: config.egress_ips.clone(),
+                open_sign_up: config.open_sign_up,
                 ..tenancy::TenancyConfig::new(config.public_url.clone())
             },
         );

@@ -67,6 +67,16 @@ impl Env {
         wechat_base: url::Url,
         configure: impl FnOnce(&mut DashboardConfig),
     ) -> Env {
+        Env::start_full(db, wechat_base, configure, |_| {}).await
+    }
+
+    /// The same, with `tenancy` applied to the tenancy layer's settings.
+    pub async fn start_full(
+        db: TestDatabase,
+        wechat_base: url::Url,
+        configure: impl FnOnce(&mut DashboardConfig),
+        tenancy: impl FnOnce(&mut TenancyConfig),
+    ) -> Env {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Store::connect(db.url()).await.unwrap();
         let vault = Arc::new(VaultHandle::fixed(Vault::new(Keyring::generate(
@@ -80,12 +90,14 @@ impl Env {
         let addr = listener.local_addr().unwrap();
         let base = format!("http://{addr}");
         let public_url = url::Url::parse(&base).unwrap();
+        let mut tenancy_config = TenancyConfig::new(public_url.clone());
+        tenancy(&mut tenancy_config);
         let tenancy = Tenancy::new(
             store,
             vault.clone(),
             wechat,
             Arc::new(clock.clone()),
-            TenancyConfig::new(public_url.clone()),
+            tenancy_config,
         );
         let mut config = DashboardConfig::new(public_url);
         configure(&mut config);

@@ -313,3 +313,78 @@ pub async fn the_language_follows_the_switch_then_accept_language(db: TestDataba
     let _ = START;
     env.finish().await;
 }
+
+pub async fn open_sign_up_makes_owners_when_configured(db: TestDatabase) {
+    let env = Env::start_full(
+        db,
+        url::Url::parse("http://127.0.0.1:9/").unwrap(),
+        |_| {},
+        |t| t.open_sign_up = true,
+    )
+    .await;
+    let mut browser = env.browser();
+    let sign_in = browser.get("/dashboard/sign-in").await;
+    assert!(sign_in.body.contains("href=\"/dashboard/sign-up\""));
+    let form = browser.get("/dashboard/sign-up").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.body.contains("注册所有者账号"));
+    // The password policy applies as everywhere, beside its field; the email is kept.
+    let weak = browser
+        .post(
+            "/dashboard/sign-up",
+            &[
+                ("email", "new@owners.example"),
+                ("password", "password123"),
+                ("again", "password123"),
+            ],
+        )
+        .await;
+    assert_eq!(weak.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(weak.body.contains("id=\"password-error\""));
+    assert!(weak.body.contains("value=\"new@owners.example\""));
+    let made = browser
+        .post(
+            "/dashboard/sign-up",
+            &[
+                ("email", "new@owners.example"),
+                ("password", PASSWORD),
+                ("again", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.body);
+    assert_eq!(made.location(), "/dashboard/accounts?flash=password_set");
+    let accounts = browser.get("/dashboard/accounts").await;
+    assert_eq!(accounts.status, StatusCode::OK);
+    assert!(accounts.body.contains("new@owners.example"));
+    // Taken now.
+    let mut other = env.browser();
+    let again = other
+        .post(
+            "/dashboard/sign-up",
+            &[
+                ("email", "new@owners.example"),
+                ("password", PASSWORD),
+                ("again", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    // The new owner is in the audit log as the actor of their own sign-up.
+    let log = env
+        .tenancy
+        .list_audit(
+            &tenancy::Principal::cli(),
+            &tenancy::people::AuditQuery {
+                action: Some("person.sign_up".to_owned()),
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].actor_email.as_deref(), Some("new@owners.example"));
+    env.finish().await;
+}

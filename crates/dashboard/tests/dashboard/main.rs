@@ -35,6 +35,7 @@ macro_rules! suite {
 }
 
 suite! {
+    flows::open_sign_up_makes_owners_when_configured,
     operator_pages::operators_filter_and_search_every_account,
     operator_pages::operators_disable_and_enable_owners,
     operator_pages::operators_see_platform_health,

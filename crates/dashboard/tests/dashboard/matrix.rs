@@ -100,6 +100,25 @@ const EXPECTED: &[Row] = &[
         &[],
         [SEE, SEE, SEE, SEE],
     ),
+    // Open sign-up is off unless configured: there is no such page.
+    (
+        "GET",
+        "/dashboard/sign-up",
+        "/dashboard/sign-up",
+        &[],
+        [NOT_FOUND, NOT_FOUND, NOT_FOUND, NOT_FOUND],
+    ),
+    (
+        "POST",
+        "/dashboard/sign-up",
+        "/dashboard/sign-up",
+        &[
+            ("email", "new@example.com"),
+            ("password", "a long and unusual passphrase"),
+            ("again", "a long and unusual passphrase"),
+        ],
+        [NOT_FOUND, NOT_FOUND, NOT_FOUND, NOT_FOUND],
+    ),
     (
         "GET",
         "/dashboard/setup/{token}",
