@@ -267,7 +267,10 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080/");
         assert!(!config.require_totp_for_operators, "off on plain http");
-        assert!(!config.open_sign_up, "operators invite owners unless configured");
+        assert!(
+            !config.open_sign_up,
+            "operators invite owners unless configured"
+        );
         let https = Config::load(&ConfigArgs {
             public_url: Some(Url::parse("https://hub.example").unwrap()),
             ..ConfigArgs::default()
