@@ -255,7 +255,9 @@ async fn check_request(
 
 /// Headers on every dashboard response. The policy allows the dashboard's own stylesheet and
 /// script file and nothing else: no inline script, no framing, no form posting elsewhere. Pages are never cached (they show who is signed in); the referrer is never sent
-/// (setup and invitation links carry their token in the path).
+/// to another site (setup and invitation links carry their token in the path). Not
+/// `no-referrer`: under it browsers send `Origin: null` with every form post (Fetch standard,
+/// "serializing a request origin"), which the CSRF check must refuse.
 fn security_headers(headers: &mut HeaderMap, is_page: bool) {
     let set = |headers: &mut HeaderMap, name: header::HeaderName, value: &'static str| {
         headers.insert(name, HeaderValue::from_static(value));
@@ -267,7 +269,7 @@ fn security_headers(headers: &mut HeaderMap, is_page: bool) {
          frame-ancestors 'none'; base-uri 'none'",
     );
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(headers, header::REFERRER_POLICY, "no-referrer");
+    set(headers, header::REFERRER_POLICY, "same-origin");
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     set(
         headers,

@@ -90,13 +90,16 @@ fn escape(text: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// A page of the site. Its claims wrap, so long tokens and URLs fit a phone's screen.
 fn page(body: &str) -> Response {
     (
         [(header::REFERRER_POLICY, "no-referrer")],
         Html(format!(
             "<!DOCTYPE html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-             <title>示例网站 Sample site</title></head><body>{body}</body></html>"
+             <title>示例网站 Sample site</title>\
+             <style>pre{{white-space:pre-wrap;overflow-wrap:anywhere}}</style>\
+             </head><body>{body}</body></html>"
         )),
     )
         .into_response()

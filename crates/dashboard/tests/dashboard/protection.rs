@@ -302,7 +302,7 @@ pub async fn pages_carry_the_security_headers(db: TestDatabase) {
             "{path}: {csp}"
         );
         assert_eq!(page.header("x-content-type-options"), "nosniff", "{path}");
-        assert_eq!(page.header("referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(page.header("referrer-policy"), "same-origin", "{path}");
         assert_eq!(page.header("x-frame-options"), "DENY", "{path}");
         assert_eq!(page.header("cache-control"), "no-store", "{path}");
         // One script file of the dashboard's own, and no inline script.
