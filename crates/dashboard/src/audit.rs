@@ -143,10 +143,20 @@ pub(crate) fn entry_rows(entries: &[AuditEntry]) -> Vec<EntryRow> {
             actor: actor_label(entry).to_owned(),
             action: entry.action.clone(),
             account: account_label(entry).to_owned(),
-            target: entry.target.clone().unwrap_or_default(),
+            target: target_label(entry).to_owned(),
             details: entry.details.to_string(),
         })
         .collect()
+}
+
+/// The object, as people know it: a person by email (their entries keep it in `details`),
+/// anything else by its id.
+fn target_label(entry: &AuditEntry) -> &str {
+    let person = entry.action.starts_with("person.");
+    match entry.details.get("email").and_then(|v| v.as_str()) {
+        Some(email) if person => email,
+        _ => entry.target.as_deref().unwrap_or(""),
+    }
 }
 
 /// Which log a page shows: the platform's (operators) or one account's.

@@ -36,10 +36,12 @@ pub(crate) enum Flash {
     AccountDeleted,
     OwnerDisabled,
     OwnerEnabled,
+    TotpReset,
+    NoTotpToReset,
 }
 
 impl Flash {
-    pub(crate) const ALL: [Flash; 17] = [
+    pub(crate) const ALL: [Flash; 19] = [
         Flash::SignedOut,
         Flash::SignedOutEverywhere,
         Flash::PasswordSet,
@@ -57,6 +59,8 @@ impl Flash {
         Flash::AccountDeleted,
         Flash::OwnerDisabled,
         Flash::OwnerEnabled,
+        Flash::TotpReset,
+        Flash::NoTotpToReset,
     ];
 
     pub(crate) fn code(self) -> &'static str {
@@ -78,6 +82,8 @@ impl Flash {
             Flash::AccountDeleted => "account_deleted",
             Flash::OwnerDisabled => "owner_disabled",
             Flash::OwnerEnabled => "owner_enabled",
+            Flash::TotpReset => "totp_reset",
+            Flash::NoTotpToReset => "no_totp_to_reset",
         }
     }
 
@@ -105,6 +111,8 @@ impl Flash {
             Flash::AccountDeleted => "flash.account_deleted",
             Flash::OwnerDisabled => "flash.owner_disabled",
             Flash::OwnerEnabled => "flash.owner_enabled",
+            Flash::TotpReset => "flash.totp_reset",
+            Flash::NoTotpToReset => "flash.no_totp_to_reset",
         }
     }
 

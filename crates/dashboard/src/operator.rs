@@ -218,6 +218,26 @@ pub(crate) async fn disable_owner(
     set_owner_disabled(&dashboard, &operator, &id, true).await
 }
 
+/// `POST /dashboard/operator/owners/{id}/reset-totp`: the owner lost their authenticator;
+/// they sign in with their password and enrol a new one.
+pub(crate) async fn reset_owner_totp(
+    State(dashboard): State<Dashboard>,
+    OperatorSession(operator): OperatorSession,
+    Path(id): Path<String>,
+) -> Result<Response, DashboardError> {
+    let flash = match dashboard
+        .tenancy()
+        .reset_person_totp(&operator.principal, &id)
+        .await
+    {
+        Ok(()) => Flash::TotpReset,
+        // Nothing to reset (never enrolled): said on the page, nothing changed.
+        Err(TenancyError::Invalid { field: "user", .. }) => Flash::NoTotpToReset,
+        Err(error) => return Err(error.into()),
+    };
+    Ok(Redirect::to(&flash.on(&format!("{PREFIX}/operator/owners"))).into_response())
+}
+
 /// `POST /dashboard/operator/owners/{id}/enable`.
 pub(crate) async fn enable_owner(
     State(dashboard): State<Dashboard>,

@@ -86,7 +86,7 @@ routes! {
     GET "/dashboard/accounts", Owner, "the owner's accounts with their health" => accounts::list;
     GET "/dashboard/accounts/new", Owner, "the form to add an account" => register::form;
     POST "/dashboard/accounts/new", Owner, "adding an account after the live check" => register::submit;
-    GET "/dashboard/accounts/{appid}", SignedIn, "one account: health, keys, websites, settings (operators read-only)" => account::show;
+    GET "/dashboard/accounts/{appid}", SignedIn, "one account: health, keys, websites, settings (operators: read, revoke keys, disable)" => account::show;
     GET "/dashboard/accounts/{appid}/console", SignedIn, "what to enter in WeChat's console, with copy buttons" => console::page;
     POST "/dashboard/accounts/{appid}/console/push-credentials", SignedIn, "new push Token and EncodingAESKey, shown once beside where they go" => console::push_credentials;
     POST "/dashboard/accounts/{appid}/console/probe", SignedIn, "asking WeChat to probe the server URL" => console::probe;
@@ -113,6 +113,7 @@ routes! {
     GET "/dashboard/operator/owners", Operator, "every owner, in pages, and the invitation form" => operator::owners;
     POST "/dashboard/operator/owners", Operator, "inviting an owner" => operator::invite;
     POST "/dashboard/operator/owners/{id}/disable", Operator, "disabling an owner (their sessions end)" => operator::disable_owner;
+    POST "/dashboard/operator/owners/{id}/reset-totp", Operator, "removing an owner's lost second factor (their sessions end)" => operator::reset_owner_totp;
     POST "/dashboard/operator/owners/{id}/enable", Operator, "enabling an owner again" => operator::enable_owner;
     GET "/dashboard/operator/health", Operator, "the platform's health: accounts by state, those needing a person, key rotation" => operator::health;
 }

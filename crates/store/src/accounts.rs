@@ -68,7 +68,8 @@ pub struct AccountFilter {
     /// Only active or only disabled ones.
     pub state: Option<AccountState>,
     pub kind: Option<AccountKind>,
-    /// The exact AppID, or part of the name (case-insensitive for ASCII letters).
+    /// An AppID (matched exactly), or else part of the name (case-insensitive for ASCII
+    /// letters).
     pub search: Option<String>,
 }
 
@@ -205,6 +206,77 @@ macro_rules! account_columns {
     () => {
         "id, owner_user_id, appid, name, kind, verified, token_mode, state, created_at, updated_at"
     };
+}
+
+/// Whether `text` is an AppID (`wx` and 16 hex digits): a search for it is an exact match.
+fn looks_like_appid(text: &str) -> bool {
+    text.len() == 18 && text.starts_with("wx") && text[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The statement of [`Store::list_account_health_page`] for the filters that are set. Binds,
+/// in order: after, then owner, token state, account state, kind, AppID, name pattern (each
+/// only when set), then the limit.
+fn health_page_sql(
+    dialect: crate::db::Dialect,
+    filter: &AccountFilter,
+    appid: bool,
+    pattern: bool,
+) -> String {
+    use std::fmt::Write as _;
+    let mut n = 0;
+    let mut param = || {
+        n += 1;
+        match dialect {
+            crate::db::Dialect::Sqlite => format!("?{n}"),
+            crate::db::Dialect::Postgres => format!("${n}"),
+        }
+    };
+    // Every account has its token row from its creation on, so a token-state filter can
+    // start from the token rows.
+    let (from, key) = if filter.token_state.is_some() {
+        (
+            "core_tokens t JOIN accounts a ON a.id = t.account_id",
+            "t.account_id",
+        )
+    } else {
+        (
+            "accounts a LEFT JOIN core_tokens t ON t.account_id = a.id",
+            "a.id",
+        )
+    };
+    let mut sql = format!(
+        "SELECT {}, t.account_id AS t_account_id, t.state AS t_state, \
+         t.issued_at AS t_issued_at, t.expires_at AS t_expires_at, \
+         t.upstream_calls_today AS t_calls, t.quota_day AS t_quota_day, \
+         t.last_error_code AS t_error_code, t.last_error_message AS t_error_message, \
+         t.last_error_ip AS t_error_ip FROM {from} WHERE {key} > {}",
+        account_columns_as_a!(),
+        param()
+    );
+    let mut and = |condition: &str| {
+        let _ = write!(sql, " AND {condition} {}", param());
+    };
+    if filter.owner_user_id.is_some() {
+        and("a.owner_user_id =");
+    }
+    if filter.token_state.is_some() {
+        and("t.state =");
+    }
+    if filter.state.is_some() {
+        and("a.state =");
+    }
+    if filter.kind.is_some() {
+        and("a.kind =");
+    }
+    if appid {
+        and("a.appid =");
+    }
+    if pattern {
+        and("lower(a.name) LIKE");
+        sql.push_str(" ESCAPE '\\'");
+    }
+    let _ = write!(sql, " ORDER BY {key} LIMIT {}", param());
+    sql
 }
 
 fn account_from_row(row: &impl StoreRow) -> Result<Account, sqlx::Error> {
@@ -427,58 +499,46 @@ impl Store {
     /// Accounts with their token health that match `filter`, ordered by id after `after_id`
     /// (keyset pagination), at most `limit` (capped at 1000). One query, no ciphertext: what
     /// account listings show.
+    ///
+    /// The statement names only the filters that are set, so each combination gets a plan
+    /// that can use its index: a token state is read from `core_tokens (state, account_id)`
+    /// in id order, an AppID from its unique index; only a search in names reads every name.
     pub async fn list_account_health_page(
         &self,
         filter: &AccountFilter,
         after_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<(Account, Option<TokenHealth>)>, StoreError> {
-        // An account without a token row has never been fetched: it counts as `pending`.
-        const SQL: Sql = Sql {
-            sqlite: concat!(
-                "SELECT ",
-                account_columns_as_a!(),
-                ", t.account_id AS t_account_id, t.state AS t_state, t.issued_at AS t_issued_at, \
-                 t.expires_at AS t_expires_at, t.upstream_calls_today AS t_calls, \
-                 t.quota_day AS t_quota_day, t.last_error_code AS t_error_code, \
-                 t.last_error_message AS t_error_message, t.last_error_ip AS t_error_ip \
-                 FROM accounts a LEFT JOIN core_tokens t ON t.account_id = a.id \
-                 WHERE a.id > ?1 AND (?2 IS NULL OR a.owner_user_id = ?2) \
-                 AND (?3 IS NULL OR COALESCE(t.state, 'pending') = ?3) \
-                 AND (?4 IS NULL OR a.state = ?4) AND (?5 IS NULL OR a.kind = ?5) \
-                 AND (?6 IS NULL OR a.appid = ?6 OR lower(a.name) LIKE ?7 ESCAPE '\\') \
-                 ORDER BY a.id LIMIT ?8"
-            ),
-            postgres: concat!(
-                "SELECT ",
-                account_columns_as_a!(),
-                ", t.account_id AS t_account_id, t.state AS t_state, t.issued_at AS t_issued_at, \
-                 t.expires_at AS t_expires_at, t.upstream_calls_today AS t_calls, \
-                 t.quota_day AS t_quota_day, t.last_error_code AS t_error_code, \
-                 t.last_error_message AS t_error_message, t.last_error_ip AS t_error_ip \
-                 FROM accounts a LEFT JOIN core_tokens t ON t.account_id = a.id \
-                 WHERE a.id > $1 AND ($2::TEXT IS NULL OR a.owner_user_id = $2) \
-                 AND ($3::TEXT IS NULL OR COALESCE(t.state, 'pending') = $3) \
-                 AND ($4::TEXT IS NULL OR a.state = $4) AND ($5::TEXT IS NULL OR a.kind = $5) \
-                 AND ($6::TEXT IS NULL OR a.appid = $6 OR lower(a.name) LIKE $7 ESCAPE '\\') \
-                 ORDER BY a.id LIMIT $8"
-            ),
-        };
         let search = filter
             .search
             .as_deref()
             .map(str::trim)
             .filter(|s| !s.is_empty());
-        let pattern = search.map(like_pattern);
+        let appid = search.filter(|s| looks_like_appid(s));
+        let pattern = search.filter(|s| !looks_like_appid(s)).map(like_pattern);
         on_backend!(self, |pool, d| {
-            let rows = sqlx::query(SQL.get(d))
-                .bind(after_id.unwrap_or(""))
-                .bind(filter.owner_user_id.as_deref())
-                .bind(filter.token_state.map(DbEnum::as_db))
-                .bind(filter.state.map(DbEnum::as_db))
-                .bind(filter.kind.map(DbEnum::as_db))
-                .bind(search)
-                .bind(pattern.as_deref())
+            let sql = health_page_sql(d, filter, appid.is_some(), pattern.is_some());
+            // Built from fixed fragments only; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after_id.unwrap_or(""));
+            if let Some(owner) = &filter.owner_user_id {
+                query = query.bind(owner);
+            }
+            if let Some(state) = filter.token_state {
+                query = query.bind(state.as_db());
+            }
+            if let Some(state) = filter.state {
+                query = query.bind(state.as_db());
+            }
+            if let Some(kind) = filter.kind {
+                query = query.bind(kind.as_db());
+            }
+            if let Some(appid) = appid {
+                query = query.bind(appid);
+            }
+            if let Some(pattern) = &pattern {
+                query = query.bind(pattern);
+            }
+            let rows = query
                 .bind(page_limit(limit, MAX_PAGE))
                 .fetch_all(pool)
                 .await?;

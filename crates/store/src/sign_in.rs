@@ -626,4 +626,40 @@ impl Store {
                 .rows_affected())
         })
     }
+
+    /// Removes a person's TOTP secret (confirmed or not) and ends their sessions, with its
+    /// audit entry, for a person who lost their authenticator: they sign in with their
+    /// password and enrol again. Returns `false`, changing nothing, when there was none.
+    pub async fn reset_totp(
+        &self,
+        user_id: &str,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        const TOTP: Sql = Sql {
+            sqlite: "DELETE FROM user_totp WHERE user_id = ?",
+            postgres: "DELETE FROM user_totp WHERE user_id = $1",
+        };
+        const SESSIONS: Sql = Sql {
+            sqlite: "DELETE FROM sessions WHERE user_id = ?",
+            postgres: "DELETE FROM sessions WHERE user_id = $1",
+        };
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            let removed = sqlx::query(TOTP.get(d))
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if removed == 0 {
+                return Ok(false);
+            }
+            sqlx::query(SESSIONS.get(d))
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            commit_audited!(self, tx, d, record, now);
+            Ok(true)
+        })
+    }
 }

@@ -107,6 +107,43 @@ impl Tenancy {
         Ok(())
     }
 
+    /// Removes a person's second factor and ends their sessions (they lost their
+    /// authenticator): they sign in with their password and enrol again. Operators only, and
+    /// not their own (another operator must, so a stolen session cannot drop the factor).
+    pub async fn reset_person_totp(
+        &self,
+        principal: &Principal,
+        user_id: &str,
+    ) -> Result<(), TenancyError> {
+        policy::authorize(principal, Operation::PersonResetTotp, None)?;
+        if principal.actor() == user_id {
+            return Err(TenancyError::invalid(
+                "user",
+                "you cannot reset your own two-step sign-in; ask another operator",
+            ));
+        }
+        let user = self
+            .store()
+            .get_user(user_id)
+            .await?
+            .ok_or(TenancyError::NotFound { what: "person" })?;
+        let record = self
+            .record(principal, Operation::PersonResetTotp, None)
+            .target(user.id.clone())
+            .details(json!({ "email": user.email }));
+        if !self
+            .store()
+            .reset_totp(&user.id, self.now(), &record)
+            .await?
+        {
+            return Err(TenancyError::invalid(
+                "user",
+                format!("{} has no two-step sign-in to reset", user.email),
+            ));
+        }
+        Ok(())
+    }
+
     /// People ordered by id after `after_id`, at most `limit`.
     pub async fn list_people(
         &self,

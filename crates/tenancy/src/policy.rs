@@ -104,6 +104,8 @@ operations! {
     PersonDisable = "person.disable" => owner: Deny, operator: Allow;
     /// Re-enable a person.
     PersonEnable = "person.enable" => owner: Deny, operator: Allow;
+    /// Remove a person's TOTP second factor (a lost authenticator); their sessions end.
+    PersonResetTotp = "person.reset_totp" => owner: Deny, operator: Allow;
     /// List people.
     PersonList = "person.list" => owner: Deny, operator: Allow;
     /// The platform's health: accounts by state, those needing a person, key rotation.

@@ -40,6 +40,7 @@ suite! {
     operator_pages::operators_disable_and_enable_owners,
     operator_pages::operators_see_platform_health,
     operator_pages::owners_see_their_accounts_activity,
+    operator_pages::operators_reset_a_lost_second_factor,
     matrix::every_route_answers_each_role_as_the_table_says,
     matrix::owners_see_only_their_own_accounts,
     protection::every_state_changing_route_refuses_a_form_without_its_token,

@@ -402,6 +402,13 @@ const EXPECTED: &[Row] = &[
     ),
     (
         "POST",
+        "/dashboard/operator/owners/{id}/reset-totp",
+        "/dashboard/operator/owners/{PERSON}/reset-totp",
+        &[],
+        [SEE, FORBIDDEN, FORBIDDEN, SEE],
+    ),
+    (
+        "POST",
         "/dashboard/operator/owners/{id}/enable",
         "/dashboard/operator/owners/{PERSON}/enable",
         &[],

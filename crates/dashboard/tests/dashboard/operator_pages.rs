@@ -279,3 +279,76 @@ pub async fn owners_see_their_accounts_activity(db: TestDatabase) {
     assert_eq!(other.status, StatusCode::NOT_FOUND);
     env.finish().await;
 }
+
+pub async fn operators_reset_a_lost_second_factor(db: TestDatabase) {
+    let env = Env::start(db, |_| {}).await;
+    env.people().await;
+    let store = env.tenancy.store();
+    let owner_b = store.find_user_by_email(OWNER_B).await.unwrap().unwrap();
+    let mut operator = env.signed_in(OPERATOR).await;
+    // Nothing to reset yet: said, nothing changed.
+    let none = operator
+        .post(
+            &format!("/dashboard/operator/owners/{}/reset-totp", owner_b.id),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        none.location(),
+        "/dashboard/operator/owners?flash=no_totp_to_reset"
+    );
+    // B has a confirmed second factor (stored as enrolment leaves it) and a session.
+    let mut b = env.signed_in(OWNER_B).await;
+    store
+        .begin_totp_enrolment(
+            &store::sign_in::StoredTotp {
+                user_id: owner_b.id.clone(),
+                wrapped_dek: vec![1; 60],
+                dek_kek_id: "k1".to_owned(),
+                secret: vec![2; 40],
+                confirmed_at: None,
+                last_used_step: 0,
+                created_at: START,
+            },
+            START,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .confirm_totp(
+                &owner_b.id,
+                1,
+                START,
+                &store::audit::AuditRecord::new(owner_b.id.clone(), "person.totp_enable"),
+            )
+            .await
+            .unwrap()
+    );
+    let reset = operator
+        .post(
+            &format!("/dashboard/operator/owners/{}/reset-totp", owner_b.id),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        reset.location(),
+        "/dashboard/operator/owners?flash=totp_reset"
+    );
+    assert!(store.user_totp(&owner_b.id).await.unwrap().is_none());
+    // B's session ended; B signs in with the password alone and may enrol again.
+    assert_eq!(
+        b.get("/dashboard/accounts").await.status,
+        StatusCode::SEE_OTHER
+    );
+    env.signed_in(OWNER_B).await;
+    let log = operator
+        .get("/dashboard/operator/audit?action=person.reset_totp")
+        .await;
+    assert!(
+        log.body.contains(OWNER_B) && log.body.contains(OPERATOR),
+        "{}",
+        log.body
+    );
+    env.finish().await;
+}

@@ -385,14 +385,14 @@ pub async fn account_health_filters_by_state_kind_and_search_and_counts(db: Test
     let alice = owner(&db.store).await;
     let mut made = Vec::new();
     for (appid, name, kind) in [
-        ("wxf0000000000000001", "Tea House", AccountKind::Service),
+        ("wxf000000000000001", "Tea House", AccountKind::Service),
         (
-            "wxf0000000000000002",
+            "wxf000000000000002",
             "tea_lovers 100%",
             AccountKind::Subscription,
         ),
-        ("wxf0000000000000003", "茶馆", AccountKind::Service),
-        ("wxf0000000000000004", "Coffee", AccountKind::Service),
+        ("wxf000000000000003", "茶馆", AccountKind::Service),
+        ("wxf000000000000004", "Coffee", AccountKind::Service),
     ] {
         let mut new = new_account(&alice, appid);
         new.name = name.to_owned();
@@ -459,10 +459,10 @@ pub async fn account_health_filters_by_state_kind_and_search_and_counts(db: Test
     assert_eq!(appids(search("茶")).await, [made[2].appid.clone()]);
     // An AppID matches exactly, not in part.
     assert_eq!(
-        appids(search(" wxf0000000000000004 ")).await,
+        appids(search(" wxf000000000000004 ")).await,
         [made[3].appid.clone()]
     );
-    assert!(appids(search("wxf000000000000000")).await.is_empty());
+    assert!(appids(search("wxf00000000000000")).await.is_empty());
     assert_eq!(
         appids(AccountFilter {
             kind: Some(AccountKind::Subscription),
