@@ -301,7 +301,7 @@ pub async fn receive(
         )
         .await?;
     match recording {
-        PushRecording::Processed => {
+        PushRecording::Processed { .. } => {
             if let Some(url) = settings.push_relay_url {
                 relay(gw, url, &v, &q, body, encrypt, record.dedup_key);
             }

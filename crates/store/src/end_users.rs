@@ -212,11 +212,12 @@ pub(crate) const RECORD_LOGIN: Sql = Sql {
     ),
 };
 
-/// Binds [`RECORD_LOGIN`]'s parameters.
+/// Binds [`RECORD_LOGIN`]'s parameters; `$id` is the id of the row if it is inserted (the
+/// returned row carries it only then).
 macro_rules! bind_login {
-    ($query:expr, $account_id:expr, $login:expr, $now:expr) => {
+    ($query:expr, $id:expr, $account_id:expr, $login:expr, $now:expr) => {
         $query
-            .bind($crate::db::new_id())
+            .bind($id)
             .bind($account_id)
             .bind(&$login.openid)
             .bind($login.unionid.as_deref())
@@ -299,10 +300,16 @@ impl Store {
         now: i64,
     ) -> Result<EndUser, StoreError> {
         on_backend!(self, |pool, d| {
-            let row = bind_login!(sqlx::query(RECORD_LOGIN.get(d)), account_id, login, now)
-                .fetch_one(pool)
-                .await
-                .map_err(|e| on_constraint(e, "end user", "account"))?;
+            let row = bind_login!(
+                sqlx::query(RECORD_LOGIN.get(d)),
+                new_id(),
+                account_id,
+                login,
+                now
+            )
+            .fetch_one(pool)
+            .await
+            .map_err(|e| on_constraint(e, "end user", "account"))?;
             Ok(end_user_from_row(&row)?)
         })
     }

@@ -72,12 +72,20 @@ pub struct IncomingPush<'a> {
 /// What recording a push did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushRecording {
-    /// First delivery: recorded and applied.
-    Processed,
+    /// First delivery: recorded and applied; `user_created` when its subscribe created the
+    /// end user (a pre-registration, counted by statistics).
+    Processed { user_created: bool },
     /// A retry (same dedup key, or same nonce and message): acknowledged, not reapplied.
     Retry,
     /// The `(timestamp, nonce)` was used for another message: nothing was stored.
     NonceReused,
+}
+
+/// A login that [`Store::complete_login`] completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedLogin {
+    /// The login created the end user (its first login; not known from a push before).
+    pub user_created: bool,
 }
 
 /// A follow-required login waiting for the user to follow the account.
@@ -316,9 +324,11 @@ impl Store {
                 .map_err(|e| on_constraint(e, "push", "account"))?
                 .rows_affected()
                 == 1;
+            let mut user_created = false;
             if first && let Some(sub) = incoming.subscription {
-                let applied = sqlx::query(RECORD_SUBSCRIPTION.get(d))
-                    .bind(new_id())
+                let id = new_id();
+                let stored = sqlx::query(RECORD_SUBSCRIPTION.get(d))
+                    .bind(&id)
                     .bind(&push.account_id)
                     .bind(&sub.openid)
                     .bind(sub.subscribed)
@@ -327,11 +337,15 @@ impl Store {
                     .bind(sub.qr_scene.as_deref())
                     .bind(now)
                     .bind(sub.event_time)
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await
-                    .map_err(|e| on_constraint(e, "end user", "account"))?
-                    .rows_affected()
-                    == 1;
+                    .map_err(|e| on_constraint(e, "end user", "account"))?;
+                let applied = stored.is_some();
+                // The row carries the id bound here only if this statement inserted it.
+                user_created = match &stored {
+                    Some(row) => row.text("id")? == id,
+                    None => false,
+                };
                 if applied && sub.subscribed {
                     sqlx::query(FOLLOWED.get(d))
                         .bind(now)
@@ -344,7 +358,7 @@ impl Store {
             }
             tx.commit().await?;
             Ok(if first {
-                PushRecording::Processed
+                PushRecording::Processed { user_created }
             } else {
                 PushRecording::Retry
             })
@@ -462,6 +476,22 @@ impl Store {
         login: &EndUserLogin,
         now: i64,
     ) -> Result<bool, StoreError> {
+        Ok(self
+            .complete_login(pending_id, code, follow_wait_id, login, now)
+            .await?
+            .is_some())
+    }
+
+    /// [`Store::complete_pending_authorization`], telling also whether the login created the
+    /// end user (`None`: nothing was completed).
+    pub async fn complete_login(
+        &self,
+        pending_id: &str,
+        code: &AuthCode,
+        follow_wait_id: Option<&str>,
+        login: &EndUserLogin,
+        now: i64,
+    ) -> Result<Option<CompletedLogin>, StoreError> {
         const FINISH: Sql = Sql {
             sqlite: "UPDATE oidc_pending_authorizations SET status = 'completed', openid = ? \
                      WHERE id = ? AND status = 'pending' AND expires_at > ?",
@@ -510,24 +540,35 @@ impl Store {
              created_at, expires_at) SELECT $14, $15, $2, $16, $23, $17, $18, $19, $20, $21, $22 \
              FROM fin RETURNING code_hash) \
              SELECT (SELECT COUNT(*) FROM fin) AS finished, (SELECT COUNT(*) FROM usr) AS users, \
+             (SELECT COUNT(*) FROM usr WHERE usr.id = $1) AS created, \
              (SELECT COUNT(*) FROM code) AS codes";
         if let (crate::db::Backend::Postgres(pool), None) = (&self.backend, follow_wait_id) {
-            let row = bind_login!(sqlx::query(COMPLETE_PG), &code.account_id, login, now)
-                .bind(pending_id)
-                .bind(&code.code_hash)
-                .bind(&code.oidc_client_id)
-                .bind(&code.redirect_uri)
-                .bind(code.nonce.as_deref())
-                .bind(code.code_challenge.as_deref())
-                .bind(code.code_challenge_method.as_deref())
-                .bind(&code.scope)
-                .bind(code.created_at)
-                .bind(code.expires_at)
-                .bind(&code.openid)
-                .fetch_one(pool)
-                .await
-                .map_err(|e| on_constraint(e, "authorization code", "oidc client or account"))?;
-            return Ok(row.int("finished")? == 1 && row.int("codes")? == 1);
+            let user_id = new_id();
+            let row = bind_login!(
+                sqlx::query(COMPLETE_PG),
+                &user_id,
+                &code.account_id,
+                login,
+                now
+            )
+            .bind(pending_id)
+            .bind(&code.code_hash)
+            .bind(&code.oidc_client_id)
+            .bind(&code.redirect_uri)
+            .bind(code.nonce.as_deref())
+            .bind(code.code_challenge.as_deref())
+            .bind(code.code_challenge_method.as_deref())
+            .bind(&code.scope)
+            .bind(code.created_at)
+            .bind(code.expires_at)
+            .bind(&code.openid)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| on_constraint(e, "authorization code", "oidc client or account"))?;
+            let done = row.int("finished")? == 1 && row.int("codes")? == 1;
+            return Ok(done.then_some(CompletedLogin {
+                user_created: row.int("created")? == 1,
+            }));
         }
         on_backend!(self, |pool, d| {
             let mut tx = pool.begin_write().await?;
@@ -540,7 +581,7 @@ impl Store {
                 .rows_affected()
                 == 1;
             if !finished {
-                return Ok(false);
+                return Ok(None);
             }
             if let Some(wait) = follow_wait_id {
                 let waited = sqlx::query(WAIT.get(d))
@@ -552,18 +593,22 @@ impl Store {
                     .rows_affected()
                     == 1;
                 if !waited {
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
-            bind_login!(
+            let user_id = new_id();
+            let user = bind_login!(
                 sqlx::query(RECORD_LOGIN.get(d)),
+                &user_id,
                 &code.account_id,
                 login,
                 now
             )
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(|e| on_constraint(e, "end user", "account"))?;
+            // The row carries the id bound here only if this statement inserted it.
+            let user_created = user.text("id")? == user_id;
             sqlx::query(CODE.get(d))
                 .bind(&code.code_hash)
                 .bind(&code.oidc_client_id)
@@ -580,7 +625,7 @@ impl Store {
                 .await
                 .map_err(|e| on_constraint(e, "authorization code", "oidc client or account"))?;
             tx.commit().await?;
-            Ok(true)
+            Ok(Some(CompletedLogin { user_created }))
         })
     }
 }

@@ -1,109 +1,495 @@
-//! Hourly statistics counters per account and metric.
+//! Statistics: hourly and daily counters per account, daily platform totals, and per-period
+//! ranks of accounts — written by the `stats` crate's flusher, read by the dashboard's charts.
 //!
-//! Counting is an additive upsert (`ON CONFLICT … DO UPDATE SET value = value + excluded.value`),
-//! so concurrent increments from many requests and replicas add up without a read. The hour is
-//! the Unix millisecond of its start, computed here from the caller's time.
+//! Writing is additive (`ON CONFLICT … DO UPDATE SET value = value + excluded.value`): a
+//! flush adds what one replica counted since its last flush, so any number of replicas
+//! writing the same hour add up, and a row is never read before it is written. One flush is
+//! one transaction over all four tables ([`Store::add_stats`]): it lands whole or not at all,
+//! and the caller keeps what did not land for its next flush — the sum of the rows is the sum
+//! of the events. The rows of a batch are bound as arrays (PostgreSQL `unnest`) or as one JSON
+//! array (SQLite `json_each`), so a flush is a handful of statements whatever its size.
+//! Counts for an account deleted meanwhile are dropped (`WHERE EXISTS`), never an error.
+//!
+//! The calendar (which hour, day, week or month a count belongs to) is the caller's: this
+//! module stores and sums the starts it is given (Unix ms).
+//!
+//! Reads, for charts: an account's hourly or daily series ([`Store::account_series`]) and its
+//! totals over a range ([`Store::account_totals`]), platform totals per day
+//! ([`Store::platform_series`]), the busiest and the most failing accounts of a period
+//! ([`Store::top_accounts`]). Each reads a primary-key range or an index scan with a limit,
+//! so its cost does not grow with the number of accounts.
 
-use crate::db::{BeginWrite, Sql, StoreRow};
-use crate::error::on_constraint;
+use crate::db::{Backend, BeginWrite, Dialect, Sql, StoreRow};
 use crate::{Store, StoreError};
 
-const MS_PER_HOUR: i64 = 3_600_000;
-
-/// The start of the hour containing `at` (Unix ms).
-pub fn hour_start(at: i64) -> i64 {
-    at.div_euclid(MS_PER_HOUR) * MS_PER_HOUR
+/// Which counter table a series comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Granularity {
+    /// `stats_hourly`: starts of UTC hours (kept for weeks).
+    Hour,
+    /// `stats_daily`: starts of China-time days (kept for years).
+    Day,
 }
 
-/// One counter value.
+db_enum! {
+    /// A calendar period accounts are ranked over.
+    pub enum RankPeriod {
+        Day = "day",
+        Week = "week",
+        Month = "month",
+    }
+}
+
+/// What accounts are ranked by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RankBy {
+    /// Requests served: token reads, proxy calls, logins, pushes.
+    Activity,
+    /// Failed refreshes, proxy errors, failed logins, failed relays.
+    Failures,
+}
+
+/// One counter of one account in one hour or day (a row to add, or a row read).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatPoint {
-    /// Unix ms of the start of the hour.
-    pub hour: i64,
+pub struct CounterRow {
+    pub account_id: String,
+    /// Unix ms of the start of the hour or day.
+    pub start: i64,
     pub metric: String,
+    pub label: String,
     pub value: i64,
 }
 
-const ADD: Sql = Sql {
-    sqlite: "INSERT INTO stats_counters (account_id, hour, metric, value) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (account_id, hour, metric) \
-             DO UPDATE SET value = stats_counters.value + excluded.value",
-    postgres: "INSERT INTO stats_counters (account_id, hour, metric, value) VALUES ($1, $2, $3, $4) \
-               ON CONFLICT (account_id, hour, metric) \
-               DO UPDATE SET value = stats_counters.value + excluded.value",
+/// One value of a series: its bucket's start, metric, label and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesPoint {
+    pub start: i64,
+    pub metric: String,
+    pub label: String,
+    pub value: i64,
+}
+
+/// A metric's total over a range, per label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Total {
+    pub metric: String,
+    pub label: String,
+    pub value: i64,
+}
+
+/// A platform total to add for one day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformRow {
+    pub day: i64,
+    pub metric: String,
+    pub label: String,
+    pub value: i64,
+}
+
+/// What to add to an account's rank row of one period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RankRow {
+    pub period: RankPeriod,
+    /// Unix ms of the period's start.
+    pub start: i64,
+    pub account_id: String,
+    pub activity: i64,
+    pub failures: i64,
+}
+
+/// An account in a ranking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RankedAccount {
+    pub account_id: String,
+    pub appid: String,
+    pub name: String,
+    pub activity: i64,
+    pub failures: i64,
+}
+
+/// Everything one flush adds, written in one transaction by [`Store::add_stats`]. Each list
+/// must hold each key once (the caller sums first): PostgreSQL refuses to upsert one row
+/// twice in a statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsBatch {
+    pub hourly: Vec<CounterRow>,
+    pub daily: Vec<CounterRow>,
+    pub platform: Vec<PlatformRow>,
+    pub ranks: Vec<RankRow>,
+}
+
+impl StatsBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.hourly.is_empty()
+            && self.daily.is_empty()
+            && self.platform.is_empty()
+            && self.ranks.is_empty()
+    }
+
+    /// Sorts every list by its key, so that concurrent flushes of several replicas take their
+    /// row locks in one order (PostgreSQL: no deadlock between them).
+    fn sort(&mut self) {
+        let counter = |a: &CounterRow, b: &CounterRow| {
+            (&a.account_id, a.start, &a.metric, &a.label).cmp(&(
+                &b.account_id,
+                b.start,
+                &b.metric,
+                &b.label,
+            ))
+        };
+        self.hourly.sort_by(counter);
+        self.daily.sort_by(counter);
+        self.platform
+            .sort_by(|a, b| (a.day, &a.metric, &a.label).cmp(&(b.day, &b.metric, &b.label)));
+        self.ranks.sort_by(|a, b| {
+            (a.period.as_str(), a.start, &a.account_id).cmp(&(
+                b.period.as_str(),
+                b.start,
+                &b.account_id,
+            ))
+        });
+    }
+}
+
+/// Rows bound per statement: large flushes are several statements of one transaction.
+const CHUNK: usize = 5000;
+
+/// The hourly and daily upserts differ only in table and time column.
+macro_rules! counter_upsert {
+    ($table:literal, $time:literal) => {
+        Sql {
+            sqlite: concat!(
+                "INSERT INTO ", $table, " (account_id, ", $time, ", metric, label, value) \
+                 SELECT json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), \
+                 json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]'), \
+                 json_extract(r.value, '$[4]') FROM json_each(?1) AS r \
+                 WHERE EXISTS (SELECT 1 FROM accounts a WHERE a.id = json_extract(r.value, '$[0]')) \
+                 ON CONFLICT (account_id, ", $time, ", metric, label) \
+                 DO UPDATE SET value = ", $table, ".value + excluded.value"
+            ),
+            postgres: concat!(
+                "INSERT INTO ", $table, " (account_id, ", $time, ", metric, label, value) \
+                 SELECT v.account_id, v.t, v.metric, v.label, v.value \
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]) \
+                 WITH ORDINALITY AS v(account_id, t, metric, label, value, n) \
+                 WHERE EXISTS (SELECT 1 FROM accounts a WHERE a.id = v.account_id) ORDER BY v.n \
+                 ON CONFLICT (account_id, ", $time, ", metric, label) \
+                 DO UPDATE SET value = ", $table, ".value + excluded.value"
+            ),
+        }
+    };
+}
+
+const ADD_HOURLY: Sql = counter_upsert!("stats_hourly", "hour");
+const ADD_DAILY: Sql = counter_upsert!("stats_daily", "day");
+
+const ADD_PLATFORM: Sql = Sql {
+    sqlite: "INSERT INTO stats_platform_daily (day, metric, label, value) \
+             SELECT json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), \
+             json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]') \
+             FROM json_each(?1) AS r WHERE TRUE \
+             ON CONFLICT (day, metric, label) \
+             DO UPDATE SET value = stats_platform_daily.value + excluded.value",
+    postgres: "INSERT INTO stats_platform_daily (day, metric, label, value) \
+               SELECT v.day, v.metric, v.label, v.value \
+               FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
+               WITH ORDINALITY AS v(day, metric, label, value, n) ORDER BY v.n \
+               ON CONFLICT (day, metric, label) \
+               DO UPDATE SET value = stats_platform_daily.value + excluded.value",
 };
 
+const ADD_RANKS: Sql = Sql {
+    sqlite: "INSERT INTO stats_account_ranks (period, start, account_id, activity, failures) \
+             SELECT json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'), \
+             json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]'), \
+             json_extract(r.value, '$[4]') FROM json_each(?1) AS r \
+             WHERE EXISTS (SELECT 1 FROM accounts a WHERE a.id = json_extract(r.value, '$[2]')) \
+             ON CONFLICT (period, start, account_id) DO UPDATE SET \
+             activity = stats_account_ranks.activity + excluded.activity, \
+             failures = stats_account_ranks.failures + excluded.failures",
+    postgres: "INSERT INTO stats_account_ranks (period, start, account_id, activity, failures) \
+               SELECT v.period, v.start, v.account_id, v.activity, v.failures \
+               FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[]) \
+               WITH ORDINALITY AS v(period, start, account_id, activity, failures, n) \
+               WHERE EXISTS (SELECT 1 FROM accounts a WHERE a.id = v.account_id) ORDER BY v.n \
+               ON CONFLICT (period, start, account_id) DO UPDATE SET \
+               activity = stats_account_ranks.activity + excluded.activity, \
+               failures = stats_account_ranks.failures + excluded.failures",
+};
+
+fn counters_json(rows: &[CounterRow]) -> String {
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|r| serde_json::json!([r.account_id, r.start, r.metric, r.label, r.value]))
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// The time columns of the series tables, by granularity.
+fn series_sql(granularity: Granularity) -> Sql {
+    match granularity {
+        Granularity::Hour => Sql {
+            sqlite: "SELECT hour AS start, metric, label, value FROM stats_hourly \
+                     WHERE account_id = ?1 AND hour >= ?2 AND hour < ?3 \
+                     AND (?4 = '[]' OR metric IN (SELECT value FROM json_each(?4))) \
+                     ORDER BY hour, metric, label",
+            postgres: "SELECT hour AS start, metric, label, value FROM stats_hourly \
+                       WHERE account_id = $1 AND hour >= $2 AND hour < $3 \
+                       AND (cardinality($4::text[]) = 0 OR metric = ANY($4::text[])) \
+                       ORDER BY hour, metric, label",
+        },
+        Granularity::Day => Sql {
+            sqlite: "SELECT day AS start, metric, label, value FROM stats_daily \
+                     WHERE account_id = ?1 AND day >= ?2 AND day < ?3 \
+                     AND (?4 = '[]' OR metric IN (SELECT value FROM json_each(?4))) \
+                     ORDER BY day, metric, label",
+            postgres: "SELECT day AS start, metric, label, value FROM stats_daily \
+                       WHERE account_id = $1 AND day >= $2 AND day < $3 \
+                       AND (cardinality($4::text[]) = 0 OR metric = ANY($4::text[])) \
+                       ORDER BY day, metric, label",
+        },
+    }
+}
+
+fn series_point(row: &impl StoreRow) -> Result<SeriesPoint, sqlx::Error> {
+    Ok(SeriesPoint {
+        start: row.int("start")?,
+        metric: row.text("metric")?,
+        label: row.text("label")?,
+        value: row.int("value")?,
+    })
+}
+
+/// A list of texts bound as one parameter: a JSON array on SQLite (read with `json_each`), a
+/// `text[]` on PostgreSQL. One type for both, so a statement's binds are written once.
+pub(crate) enum TextList {
+    Json(String),
+    Array(Vec<String>),
+}
+
+impl TextList {
+    pub(crate) fn new(dialect: Dialect, texts: &[String]) -> Self {
+        match dialect {
+            Dialect::Sqlite => TextList::Json(serde_json::Value::from(texts.to_vec()).to_string()),
+            Dialect::Postgres => TextList::Array(texts.to_vec()),
+        }
+    }
+}
+
+/// `metrics` as one parameter.
+fn metric_list(dialect: Dialect, metrics: &[&str]) -> TextList {
+    let owned: Vec<String> = metrics.iter().map(|m| (*m).to_owned()).collect();
+    TextList::new(dialect, &owned)
+}
+
+impl sqlx::Type<sqlx::Sqlite> for TextList {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <String as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+}
+
+impl<'q> sqlx::Encode<'q, sqlx::Sqlite> for TextList {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <sqlx::Sqlite as sqlx::Database>::ArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        match self {
+            TextList::Json(json) => {
+                <String as sqlx::Encode<sqlx::Sqlite>>::encode_by_ref(json, buf)
+            }
+            TextList::Array(texts) => {
+                let json = serde_json::Value::from(texts.clone()).to_string();
+                <String as sqlx::Encode<sqlx::Sqlite>>::encode(json, buf)
+            }
+        }
+    }
+}
+
+impl sqlx::Type<sqlx::Postgres> for TextList {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <Vec<String> as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for TextList {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        match self {
+            TextList::Array(texts) => {
+                <Vec<String> as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(texts, buf)
+            }
+            TextList::Json(json) => {
+                let texts: Vec<String> = serde_json::from_str(json)?;
+                <Vec<String> as sqlx::Encode<sqlx::Postgres>>::encode(texts, buf)
+            }
+        }
+    }
+}
+
+/// One column of a chunk of rows, as a PostgreSQL array parameter.
+fn column<R, T>(rows: &[R], f: impl Fn(&R) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
+
+/// Accounts pruned per statement.
+const PRUNE_PAGE: i64 = 500;
+
+/// How many rows one [`Store::prune_stats`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub hourly: u64,
+    pub daily: u64,
+    pub platform: u64,
+    pub ranks: u64,
+}
+
 impl Store {
-    /// Adds `delta` to `metric` of the account in the hour containing `at`.
-    pub async fn add_to_stat(
+    /// Adds a flush's counts, in one transaction (see the module doc). Counts of accounts
+    /// that no longer exist are dropped.
+    pub async fn add_stats(&self, batch: &StatsBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut batch = batch.clone();
+        batch.sort();
+        self.count_operation();
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                let mut tx = pool.begin_write().await?;
+                for (sql, rows) in [(&ADD_HOURLY, &batch.hourly), (&ADD_DAILY, &batch.daily)] {
+                    for chunk in rows.chunks(CHUNK) {
+                        sqlx::query(sql.sqlite)
+                            .bind(counters_json(chunk))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                for chunk in batch.platform.chunks(CHUNK) {
+                    let rows: Vec<_> = chunk
+                        .iter()
+                        .map(|r| serde_json::json!([r.day, r.metric, r.label, r.value]))
+                        .collect();
+                    sqlx::query(ADD_PLATFORM.sqlite)
+                        .bind(serde_json::Value::Array(rows).to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for chunk in batch.ranks.chunks(CHUNK) {
+                    let rows: Vec<_> = chunk
+                        .iter()
+                        .map(|r| {
+                            serde_json::json!([
+                                r.period.as_str(),
+                                r.start,
+                                r.account_id,
+                                r.activity,
+                                r.failures
+                            ])
+                        })
+                        .collect();
+                    sqlx::query(ADD_RANKS.sqlite)
+                        .bind(serde_json::Value::Array(rows).to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin_write().await?;
+                for (sql, rows) in [(&ADD_HOURLY, &batch.hourly), (&ADD_DAILY, &batch.daily)] {
+                    for chunk in rows.chunks(CHUNK) {
+                        sqlx::query(sql.postgres)
+                            .bind(column(chunk, |r| r.account_id.clone()))
+                            .bind(column(chunk, |r| r.start))
+                            .bind(column(chunk, |r| r.metric.clone()))
+                            .bind(column(chunk, |r| r.label.clone()))
+                            .bind(column(chunk, |r| r.value))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                for chunk in batch.platform.chunks(CHUNK) {
+                    sqlx::query(ADD_PLATFORM.postgres)
+                        .bind(column(chunk, |r| r.day))
+                        .bind(column(chunk, |r| r.metric.clone()))
+                        .bind(column(chunk, |r| r.label.clone()))
+                        .bind(column(chunk, |r| r.value))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for chunk in batch.ranks.chunks(CHUNK) {
+                    sqlx::query(ADD_RANKS.postgres)
+                        .bind(column(chunk, |r| r.period.as_str().to_owned()))
+                        .bind(column(chunk, |r| r.start))
+                        .bind(column(chunk, |r| r.account_id.clone()))
+                        .bind(column(chunk, |r| r.activity))
+                        .bind(column(chunk, |r| r.failures))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An account's counters in `[from, to)` (bucket starts, Unix ms) from the hourly or daily
+    /// table, limited to `metrics` (all when empty), ordered by start, metric, label. Empty
+    /// buckets have no row.
+    pub async fn account_series(
         &self,
         account_id: &str,
-        metric: &str,
-        at: i64,
-        delta: i64,
-    ) -> Result<(), StoreError> {
+        granularity: Granularity,
+        from: i64,
+        to: i64,
+        metrics: &[&str],
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        let sql = series_sql(granularity);
         on_backend!(self, |pool, d| {
-            sqlx::query(ADD.get(d))
-                .bind(account_id)
-                .bind(hour_start(at))
-                .bind(metric)
-                .bind(delta)
-                .execute(pool)
-                .await
-                .map_err(|e| on_constraint(e, "stat", "account"))?;
-            Ok(())
+            let query = sqlx::query(sql.get(d)).bind(account_id).bind(from).bind(to);
+            let query = query.bind(metric_list(d, metrics));
+            let rows = query.fetch_all(pool).await?;
+            rows.iter()
+                .map(series_point)
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
         })
     }
 
-    /// Adds several `(account_id, metric, at, delta)` increments in one transaction (for
-    /// flushing counters collected in memory).
-    pub async fn add_to_stats(
-        &self,
-        increments: &[(&str, &str, i64, i64)],
-    ) -> Result<(), StoreError> {
-        on_backend!(self, |pool, d| {
-            let mut tx = pool.begin_write().await?;
-            for (account_id, metric, at, delta) in increments {
-                sqlx::query(ADD.get(d))
-                    .bind(*account_id)
-                    .bind(hour_start(*at))
-                    .bind(*metric)
-                    .bind(*delta)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| on_constraint(e, "stat", "account"))?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-
-    /// An account's counters for hours starting in `[from, to)`, ordered by hour then metric.
-    pub async fn account_stats(
+    /// An account's totals per metric and label over the days in `[from, to)`, limited to
+    /// `metrics` (all when empty), ordered by metric then label (the funnel, calls by
+    /// endpoint over a range).
+    pub async fn account_totals(
         &self,
         account_id: &str,
         from: i64,
         to: i64,
-    ) -> Result<Vec<StatPoint>, StoreError> {
+        metrics: &[&str],
+    ) -> Result<Vec<Total>, StoreError> {
+        // PostgreSQL's SUM over BIGINT is NUMERIC; cast back so both decode as i64.
         const SQL: Sql = Sql {
-            sqlite: "SELECT hour, metric, value FROM stats_counters \
-                     WHERE account_id = ? AND hour >= ? AND hour < ? ORDER BY hour, metric",
-            postgres: "SELECT hour, metric, value FROM stats_counters \
-                       WHERE account_id = $1 AND hour >= $2 AND hour < $3 ORDER BY hour, metric",
+            sqlite: "SELECT metric, label, SUM(value) AS total FROM stats_daily \
+                     WHERE account_id = ?1 AND day >= ?2 AND day < ?3 \
+                     AND (?4 = '[]' OR metric IN (SELECT value FROM json_each(?4))) \
+                     GROUP BY metric, label ORDER BY metric, label",
+            postgres: "SELECT metric, label, CAST(SUM(value) AS BIGINT) AS total FROM stats_daily \
+                       WHERE account_id = $1 AND day >= $2 AND day < $3 \
+                       AND (cardinality($4::text[]) = 0 OR metric = ANY($4::text[])) \
+                       GROUP BY metric, label ORDER BY metric, label",
         };
         on_backend!(self, |pool, d| {
-            let rows = sqlx::query(SQL.get(d))
-                .bind(account_id)
-                .bind(from)
-                .bind(to)
-                .fetch_all(pool)
-                .await?;
+            let query = sqlx::query(SQL.get(d)).bind(account_id).bind(from).bind(to);
+            let query = query.bind(metric_list(d, metrics));
+            let rows = query.fetch_all(pool).await?;
             rows.iter()
                 .map(|row| {
-                    Ok(StatPoint {
-                        hour: row.int("hour")?,
+                    Ok(Total {
                         metric: row.text("metric")?,
-                        value: row.int("value")?,
+                        label: row.text("label")?,
+                        value: row.int("total")?,
                     })
                 })
                 .collect::<Result<_, sqlx::Error>>()
@@ -111,26 +497,170 @@ impl Store {
         })
     }
 
-    /// Totals per metric over all accounts for hours starting in `[from, to)` (the operators'
-    /// overview), ordered by metric.
-    pub async fn total_stats(&self, from: i64, to: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        // PostgreSQL's SUM over BIGINT is NUMERIC; cast back so both decode as i64.
+    /// Platform totals per day for days in `[from, to)`, limited to `metrics` (all when
+    /// empty), ordered by day, metric, label.
+    pub async fn platform_series(
+        &self,
+        from: i64,
+        to: i64,
+        metrics: &[&str],
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
         const SQL: Sql = Sql {
-            sqlite: "SELECT metric, SUM(value) AS total FROM stats_counters \
-                     WHERE hour >= ? AND hour < ? GROUP BY metric ORDER BY metric",
-            postgres: "SELECT metric, CAST(SUM(value) AS BIGINT) AS total FROM stats_counters \
-                       WHERE hour >= $1 AND hour < $2 GROUP BY metric ORDER BY metric",
+            sqlite: "SELECT day AS start, metric, label, value FROM stats_platform_daily \
+                     WHERE day >= ?1 AND day < ?2 \
+                     AND (?3 = '[]' OR metric IN (SELECT value FROM json_each(?3))) \
+                     ORDER BY day, metric, label",
+            postgres: "SELECT day AS start, metric, label, value FROM stats_platform_daily \
+                       WHERE day >= $1 AND day < $2 \
+                       AND (cardinality($3::text[]) = 0 OR metric = ANY($3::text[])) \
+                       ORDER BY day, metric, label",
         };
         on_backend!(self, |pool, d| {
-            let rows = sqlx::query(SQL.get(d))
-                .bind(from)
-                .bind(to)
-                .fetch_all(pool)
-                .await?;
+            let query = sqlx::query(SQL.get(d)).bind(from).bind(to);
+            let query = query.bind(metric_list(d, metrics));
+            let rows = query.fetch_all(pool).await?;
             rows.iter()
-                .map(|row| Ok((row.text("metric")?, row.int("total")?)))
+                .map(series_point)
                 .collect::<Result<_, sqlx::Error>>()
                 .map_err(StoreError::from)
         })
+    }
+
+    /// The `limit` (at most 100) accounts with the most activity or failures in the period
+    /// starting at `start`, most first (ties by account id); accounts with none are left out.
+    /// Deleted accounts are skipped.
+    pub async fn top_accounts(
+        &self,
+        period: RankPeriod,
+        start: i64,
+        by: RankBy,
+        limit: u32,
+    ) -> Result<Vec<RankedAccount>, StoreError> {
+        const BY_ACTIVITY: Sql = Sql {
+            sqlite: "SELECT r.account_id, a.appid, a.name, r.activity, r.failures \
+                     FROM stats_account_ranks r JOIN accounts a ON a.id = r.account_id \
+                     WHERE r.period = ?1 AND r.start = ?2 AND r.activity > 0 \
+                     ORDER BY r.activity DESC, r.account_id LIMIT ?3",
+            postgres: "SELECT r.account_id, a.appid, a.name, r.activity, r.failures \
+                       FROM stats_account_ranks r JOIN accounts a ON a.id = r.account_id \
+                       WHERE r.period = $1 AND r.start = $2 AND r.activity > 0 \
+                       ORDER BY r.activity DESC, r.account_id LIMIT $3",
+        };
+        const BY_FAILURES: Sql = Sql {
+            sqlite: "SELECT r.account_id, a.appid, a.name, r.activity, r.failures \
+                     FROM stats_account_ranks r JOIN accounts a ON a.id = r.account_id \
+                     WHERE r.period = ?1 AND r.start = ?2 AND r.failures > 0 \
+                     ORDER BY r.failures DESC, r.account_id LIMIT ?3",
+            postgres: "SELECT r.account_id, a.appid, a.name, r.activity, r.failures \
+                       FROM stats_account_ranks r JOIN accounts a ON a.id = r.account_id \
+                       WHERE r.period = $1 AND r.start = $2 AND r.failures > 0 \
+                       ORDER BY r.failures DESC, r.account_id LIMIT $3",
+        };
+        let sql = match by {
+            RankBy::Activity => &BY_ACTIVITY,
+            RankBy::Failures => &BY_FAILURES,
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(sql.get(d))
+                .bind(period.as_str())
+                .bind(start)
+                .bind(crate::db::page_limit(limit, 100))
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(RankedAccount {
+                        account_id: row.text("account_id")?,
+                        appid: row.text("appid")?,
+                        name: row.text("name")?,
+                        activity: row.int("activity")?,
+                        failures: row.int("failures")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// Deletes hourly rows of hours before `hourly_before`, and daily rows, platform totals
+    /// and ranks of periods starting before `daily_before`. Goes through the accounts a page
+    /// at a time along the primary keys, so no statement scans a whole table or holds the
+    /// write lock long. Idempotent: replicas may prune at once.
+    pub async fn prune_stats(
+        &self,
+        hourly_before: i64,
+        daily_before: i64,
+    ) -> Result<PruneReport, StoreError> {
+        const PAGE: Sql = Sql {
+            sqlite: "SELECT id FROM accounts WHERE id > ?1 ORDER BY id LIMIT ?2",
+            postgres: "SELECT id FROM accounts WHERE id > $1 ORDER BY id LIMIT $2",
+        };
+        const HOURLY: Sql = Sql {
+            sqlite: "DELETE FROM stats_hourly WHERE account_id IN \
+                     (SELECT value FROM json_each(?1)) AND hour < ?2",
+            postgres: "DELETE FROM stats_hourly WHERE account_id = ANY($1::text[]) AND hour < $2",
+        };
+        const DAILY: Sql = Sql {
+            sqlite: "DELETE FROM stats_daily WHERE account_id IN \
+                     (SELECT value FROM json_each(?1)) AND day < ?2",
+            postgres: "DELETE FROM stats_daily WHERE account_id = ANY($1::text[]) AND day < $2",
+        };
+        const PLATFORM: Sql = Sql {
+            sqlite: "DELETE FROM stats_platform_daily WHERE day < ?1",
+            postgres: "DELETE FROM stats_platform_daily WHERE day < $1",
+        };
+        const RANKS: Sql = Sql {
+            sqlite: "DELETE FROM stats_account_ranks WHERE period = ?1 AND start < ?2",
+            postgres: "DELETE FROM stats_account_ranks WHERE period = $1 AND start < $2",
+        };
+        let mut report = PruneReport::default();
+        let mut after = String::new();
+        loop {
+            let ids: Vec<String> = on_backend!(self, |pool, d| {
+                let rows = sqlx::query(PAGE.get(d))
+                    .bind(&after)
+                    .bind(PRUNE_PAGE)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| r.text("id"))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+            })?;
+            let Some(last) = ids.last().cloned() else {
+                break;
+            };
+            for (sql, before, count) in [
+                (&HOURLY, hourly_before, &mut report.hourly),
+                (&DAILY, daily_before, &mut report.daily),
+            ] {
+                *count += on_backend!(self, |pool, d| {
+                    sqlx::query(sql.get(d))
+                        .bind(TextList::new(d, &ids))
+                        .bind(before)
+                        .execute(pool)
+                        .await
+                        .map(|r| r.rows_affected())
+                })?;
+            }
+            after = last;
+        }
+        report.platform = on_backend!(self, |pool, d| {
+            sqlx::query(PLATFORM.get(d))
+                .bind(daily_before)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        for period in [RankPeriod::Day, RankPeriod::Week, RankPeriod::Month] {
+            report.ranks += on_backend!(self, |pool, d| {
+                sqlx::query(RANKS.get(d))
+                    .bind(period.as_str())
+                    .bind(daily_before)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(report)
     }
 }

@@ -3,6 +3,7 @@ use store::accounts::{AccountFilter, AccountKind, AccountProfile, AccountState, 
 use store::end_users::Subscription;
 use store::oidc::{LoginMode, OidcClient};
 use store::pushes::ReceivedPush;
+use store::stats::{CounterRow, StatsBatch};
 use store::tokens::{RefreshFailure, TokenState};
 
 use crate::harness::{NOW, TestDb, new_account, owner};
@@ -221,7 +222,26 @@ pub async fn deleting_an_account_shreds_its_secrets_and_cascades(db: TestDb) {
             })
             .await
             .unwrap();
-        db.store.add_to_stat(id, "logins", NOW, 1).await.unwrap();
+        db.store
+            .add_stats(&StatsBatch {
+                hourly: vec![CounterRow {
+                    account_id: id.clone(),
+                    start: NOW,
+                    metric: "login.completed".to_owned(),
+                    label: String::new(),
+                    value: 1,
+                }],
+                daily: vec![CounterRow {
+                    account_id: id.clone(),
+                    start: NOW,
+                    metric: "login.completed".to_owned(),
+                    label: String::new(),
+                    value: 1,
+                }],
+                ..StatsBatch::default()
+            })
+            .await
+            .unwrap();
         db.store
             .create_oidc_client(
                 &OidcClient {
@@ -265,7 +285,8 @@ pub async fn deleting_an_account_shreds_its_secrets_and_cascades(db: TestDb) {
         "end_users",
         "api_keys",
         "received_pushes",
-        "stats_counters",
+        "stats_hourly",
+        "stats_daily",
         "oidc_clients",
     ] {
         assert_eq!(

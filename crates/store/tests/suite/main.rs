@@ -16,6 +16,7 @@ mod people;
 mod records;
 mod sealed;
 mod sign_in;
+mod stats;
 mod tokens;
 
 macro_rules! suite {
@@ -71,7 +72,6 @@ suite! {
     records::unsubscribe_keeps_the_user_and_login_data,
     records::push_dedup_key_is_recorded_once,
     records::delayed_subscribe_does_not_undo_a_later_unsubscribe,
-    records::stats_upsert_is_additive,
     records::revoked_api_key_no_longer_authenticates,
     records::audit_log_lists_newest_first,
     records::announced_changes_reach_a_feed_once_and_in_order,
@@ -89,4 +89,9 @@ suite! {
     sealed::migration_6_splits_signing_keys_sealed_in_one_blob,
     sign_in::sessions_end_when_idle_or_past_expiry_and_rotate_on_step_up,
     sign_in::totp_enrolment_confirms_once_and_each_step_is_accepted_once,
+    stats::stats_batches_add_up_across_flushes_and_writers,
+    stats::series_totals_and_platform_read_ranges_and_metrics,
+    stats::top_accounts_rank_by_activity_and_failures_per_period,
+    stats::counts_of_a_deleted_account_are_dropped_not_refused,
+    stats::pruning_removes_only_rows_past_retention,
 }

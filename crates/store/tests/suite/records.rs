@@ -4,11 +4,8 @@ use store::audit::{AuditFilter, AuditRecord};
 use store::changes::ChangeKind;
 use store::end_users::{CreatedVia, EndUserLogin, Subscription};
 use store::pushes::ReceivedPush;
-use store::stats::{StatPoint, hour_start};
 
 use crate::harness::{NOW, TestDb, account};
-
-const HOUR: i64 = 3_600_000;
 
 fn login(openid: &str, via: CreatedVia) -> EndUserLogin {
     EndUserLogin {
@@ -208,66 +205,6 @@ pub async fn push_dedup_key_is_recorded_once(db: TestDb) {
         vec![push]
     );
     assert_eq!(db.store.delete_pushes_before(NOW + 1).await.unwrap(), 2);
-}
-
-pub async fn stats_upsert_is_additive(db: TestDb) {
-    let account = account(&db.store, "wx-stats").await;
-    let other = crate::harness::account(&db.store, "wx-stats-other").await;
-    let hour = hour_start(NOW + 10);
-    db.store
-        .add_to_stat(&account.id, "logins", NOW + 10, 1)
-        .await
-        .unwrap();
-    db.store
-        .add_to_stat(&account.id, "logins", NOW + HOUR - 1, 2)
-        .await
-        .unwrap();
-    db.store
-        .add_to_stats(&[
-            (account.id.as_str(), "logins", NOW + 20, 4),
-            (account.id.as_str(), "pushes", NOW + HOUR, 5),
-            (other.id.as_str(), "logins", NOW, 10),
-        ])
-        .await
-        .unwrap();
-    // Concurrent increments all count.
-    let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let store = db.store.clone();
-        let id = account.id.clone();
-        tasks.push(tokio::spawn(async move {
-            store.add_to_stat(&id, "logins", NOW, 1).await.unwrap();
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert_eq!(
-        db.store
-            .account_stats(&account.id, hour, hour + 2 * HOUR)
-            .await
-            .unwrap(),
-        vec![
-            StatPoint {
-                hour,
-                metric: "logins".to_owned(),
-                value: 17
-            },
-            StatPoint {
-                hour: hour + HOUR,
-                metric: "pushes".to_owned(),
-                value: 5
-            },
-        ]
-    );
-    assert_eq!(
-        db.store.total_stats(hour, hour + HOUR).await.unwrap(),
-        vec![("logins".to_owned(), 27)]
-    );
-    assert!(matches!(
-        db.store.add_to_stat("missing", "logins", NOW, 1).await,
-        Err(StoreError::NotFound { what: "account" })
-    ));
 }
 
 pub async fn revoked_api_key_no_longer_authenticates(db: TestDb) {
