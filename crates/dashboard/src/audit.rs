@@ -296,7 +296,7 @@ async fn render(
 
 /// One CSV field: quoted when it must be, and a leading `=`, `+`, `-` or `@` defused so a
 /// spreadsheet shows it instead of evaluating it.
-fn csv_field(out: &mut String, value: &str) {
+pub(crate) fn csv_field(out: &mut String, value: &str) {
     let defuse = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
     if defuse || value.contains([',', '"', '\n', '\r']) {
         out.push('"');

@@ -28,6 +28,7 @@ pub mod platform;
 pub mod policy;
 mod principal;
 pub mod settings;
+pub mod statistics;
 pub mod tenants;
 pub mod websites;
 

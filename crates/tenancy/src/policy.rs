@@ -108,6 +108,10 @@ operations! {
     PersonResetTotp = "person.reset_totp" => owner: Deny, operator: Allow;
     /// List people.
     PersonList = "person.list" => owner: Deny, operator: Allow;
+    /// An account's statistics (counters per hour and day).
+    StatsView = "stats.view" => owner: OwnAccounts, operator: Allow;
+    /// The platform's statistics: daily totals, busiest and most failing accounts.
+    PlatformStats = "stats.platform" => owner: Deny, operator: Allow;
     /// The platform's health: accounts by state, those needing a person, key rotation.
     PlatformHealth = "platform.health" => owner: Deny, operator: Allow;
 }

@@ -53,6 +53,8 @@ const EXPECTED: &[(Operation, bool, bool, bool)] = &[
     (Operation::PersonEnable, false, false, true),
     (Operation::PersonList, false, false, true),
     (Operation::PlatformHealth, false, false, true),
+    (Operation::StatsView, true, false, true),
+    (Operation::PlatformStats, false, false, true),
     (Operation::PersonResetTotp, false, false, true),
     (Operation::SettingsProbe, true, false, false),
 ];
@@ -273,6 +275,11 @@ impl World {
             Operation::PersonDisable => tn.set_person_disabled(p, &t.person_id, true).await,
             Operation::PersonEnable => tn.set_person_disabled(p, &t.person_id, false).await,
             Operation::PersonList => tn.list_people(p, None, 10).await.map(drop),
+            Operation::StatsView => tn
+                .account_series(p, appid, store::stats::Granularity::Day, 0, 86_400_000, &[])
+                .await
+                .map(drop),
+            Operation::PlatformStats => tn.platform_series(p, 0, 86_400_000, &[]).await.map(drop),
             // Allowed is getting past the permission check to the person, who has no
             // second factor in this world; resetting one is tested in the dashboard's flows.
             Operation::PersonResetTotp => match tn.reset_person_totp(p, &t.person_id).await {
