@@ -23,6 +23,7 @@ mod account;
 mod accounts;
 mod assets;
 mod audit;
+mod charts;
 mod console;
 mod context;
 pub mod csrf;
@@ -39,6 +40,7 @@ mod security;
 mod session;
 mod setup;
 mod sign_in;
+mod statistics;
 mod time;
 pub mod totp;
 

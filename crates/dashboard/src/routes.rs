@@ -7,7 +7,7 @@ use axum::routing::{MethodRouter, get, post};
 
 use crate::{
     Dashboard, account, accounts, assets, audit, console, operator, register, security, setup,
-    sign_in,
+    sign_in, statistics,
 };
 
 /// Who a route is for. The handlers' extractors enforce it; the table says it for people and
@@ -104,6 +104,8 @@ routes! {
     GET "/dashboard/accounts/{appid}/end-users", SignedIn, "the account's end users: search, pages" => account::end_users;
     GET "/dashboard/accounts/{appid}/audit", SignedIn, "one account's audit log with filters, in pages" => audit::account_page;
     GET "/dashboard/accounts/{appid}/audit.csv", SignedIn, "one account's audit log as CSV, streamed" => audit::account_export;
+    GET "/dashboard/accounts/{appid}/stats", SignedIn, "one account's statistics as charts, tables and CSV" => statistics::account;
+    GET "/dashboard/accounts/{appid}/stats.csv", SignedIn, "one chart of an account's statistics as CSV" => statistics::account_csv;
     POST "/dashboard/accounts/{appid}/disable", SignedIn, "disabling an account" => account::disable;
     POST "/dashboard/accounts/{appid}/enable", SignedIn, "enabling an account" => account::enable;
     POST "/dashboard/accounts/{appid}/delete", SignedIn, "deleting an account (AppID typed; secrets crypto-shredded)" => account::delete;
@@ -115,5 +117,7 @@ routes! {
     POST "/dashboard/operator/owners/{id}/disable", Operator, "disabling an owner (their sessions end)" => operator::disable_owner;
     POST "/dashboard/operator/owners/{id}/reset-totp", Operator, "removing an owner's lost second factor (their sessions end)" => operator::reset_owner_totp;
     POST "/dashboard/operator/owners/{id}/enable", Operator, "enabling an owner again" => operator::enable_owner;
+    GET "/dashboard/operator/stats", Operator, "the platform's statistics: daily totals, busiest and most failing accounts" => statistics::platform;
+    GET "/dashboard/operator/stats.csv", Operator, "one chart of the platform's statistics as CSV" => statistics::platform_csv;
     GET "/dashboard/operator/health", Operator, "the platform's health: accounts by state, those needing a person, key rotation" => operator::health;
 }

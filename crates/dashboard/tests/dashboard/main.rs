@@ -10,6 +10,7 @@ mod flows;
 mod matrix;
 mod operator_pages;
 mod protection;
+mod statistics;
 
 macro_rules! suite {
     ($($module:ident :: $name:ident),* $(,)?) => {
@@ -35,6 +36,7 @@ macro_rules! suite {
 }
 
 suite! {
+    statistics::charts_show_the_counted_numbers_to_owners_and_operators,
     flows::open_sign_up_makes_owners_when_configured,
     operator_pages::operators_filter_and_search_every_account,
     operator_pages::operators_disable_and_enable_owners,

@@ -337,6 +337,20 @@ const EXPECTED: &[Row] = &[
         [SEE, OK, NOT_FOUND, OK],
     ),
     (
+        "GET",
+        "/dashboard/accounts/{appid}/stats",
+        "/dashboard/accounts/wx00000000000000a1/stats?days=7",
+        &[],
+        [SEE, OK, NOT_FOUND, OK],
+    ),
+    (
+        "GET",
+        "/dashboard/accounts/{appid}/stats.csv",
+        "/dashboard/accounts/wx00000000000000a1/stats.csv?chart=logins",
+        &[],
+        [SEE, OK, NOT_FOUND, OK],
+    ),
+    (
         "POST",
         "/dashboard/accounts/{appid}/disable",
         "/dashboard/accounts/wx00000000000000a1/disable",
@@ -413,6 +427,20 @@ const EXPECTED: &[Row] = &[
         "/dashboard/operator/owners/{PERSON}/enable",
         &[],
         [SEE, FORBIDDEN, FORBIDDEN, SEE],
+    ),
+    (
+        "GET",
+        "/dashboard/operator/stats",
+        "/dashboard/operator/stats?days=365",
+        &[],
+        [SEE, FORBIDDEN, FORBIDDEN, OK],
+    ),
+    (
+        "GET",
+        "/dashboard/operator/stats.csv",
+        "/dashboard/operator/stats.csv?chart=pushes",
+        &[],
+        [SEE, FORBIDDEN, FORBIDDEN, OK],
     ),
     (
         "GET",
