@@ -37,16 +37,52 @@ pub(crate) struct Chart {
     pub(crate) series: Vec<Series>,
 }
 
-const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 240.0;
-const LEFT: f64 = 52.0;
+/// The drawing's size in its own units: a wide one for desktops and a narrow one for phones
+/// (the page shows one of them by the screen's width), so the text stays readable when the
+/// drawing is scaled to the screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Size {
+    Wide,
+    Narrow,
+}
+
+impl Size {
+    fn width(self) -> f64 {
+        match self {
+            Size::Wide => 720.0,
+            Size::Narrow => 360.0,
+        }
+    }
+
+    fn height(self) -> f64 {
+        match self {
+            Size::Wide => 240.0,
+            Size::Narrow => 220.0,
+        }
+    }
+
+    /// X-axis labels shown at most (the rest are in the titles and the table).
+    fn x_labels(self) -> usize {
+        match self {
+            Size::Wide => 6,
+            Size::Narrow => 3,
+        }
+    }
+
+    fn class(self) -> &'static str {
+        match self {
+            Size::Wide => "wide",
+            Size::Narrow => "narrow",
+        }
+    }
+}
+
+const LEFT: f64 = 44.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 10.0;
 const BOTTOM: f64 = 28.0;
 /// Colours in the stylesheet (`--chart-0` …): series beyond these reuse them in turn.
 const PALETTE: usize = 6;
-/// X-axis labels shown at most (the rest are in the titles and the table).
-const X_LABELS: usize = 6;
 
 /// The smallest "nice" number (1, 2 or 5 × 10ⁿ) at or above `max`, for the axis' top.
 pub(crate) fn nice_ceiling(max: i64) -> i64 {
@@ -120,30 +156,34 @@ impl Chart {
         nice_ceiling(max)
     }
 
-    /// The chart as an inline SVG element, labelled for screen readers by `title`.
-    pub(crate) fn svg(&self, empty_text: &str) -> String {
+    /// The chart as an inline SVG element of `size`, labelled for screen readers by `title`.
+    pub(crate) fn svg(&self, size: Size, empty_text: &str) -> String {
+        let (width, height) = (size.width(), size.height());
         let mut out = String::with_capacity(4096 + self.buckets.len() * self.series.len() * 120);
         let _ = write!(
             out,
-            "<svg class=\"chart\" viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" \
-             aria-labelledby=\"{id}-title\" preserveAspectRatio=\"none\">\
-             <title id=\"{id}-title\">{title}</title>",
+            "<svg class=\"chart {class}\" viewBox=\"0 0 {width} {height}\" role=\"img\" \
+             aria-labelledby=\"{id}-{class}-title\">\
+             <title id=\"{id}-{class}-title\">{title}</title>",
+            class = size.class(),
             id = self.id,
             title = escape(&self.title),
         );
-        let plot_w = WIDTH - LEFT - RIGHT;
-        let plot_h = HEIGHT - TOP - BOTTOM;
+        let plot_w = width - LEFT - RIGHT;
+        let plot_h = height - TOP - BOTTOM;
         let max = self.axis_max();
         let y = |value: i64| TOP + plot_h - (value as f64 / max as f64) * plot_h;
-        // Grid lines and their values: 0, ¼, ½, ¾ and the top.
-        for quarter in 0..=4 {
-            let value = max * quarter / 4;
+        // Grid lines at whole values: quarters of the top when they are whole, else halves,
+        // else only zero and the top.
+        let parts = [4, 2, 1].into_iter().find(|p| max % p == 0).unwrap_or(1);
+        for part in 0..=parts {
+            let value = max * part / parts;
             let at = y(value);
             let _ = write!(
                 out,
                 "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{x2}\" y1=\"{at:.1}\" y2=\"{at:.1}\"/>\
                  <text class=\"axis\" x=\"{lx}\" y=\"{ty:.1}\" text-anchor=\"end\">{label}</text>",
-                x2 = WIDTH - RIGHT,
+                x2 = width - RIGHT,
                 lx = LEFT - 6.0,
                 ty = at + 4.0,
                 label = short(value),
@@ -152,7 +192,7 @@ impl Chart {
         let n = self.buckets.len().max(1);
         let slot = plot_w / n as f64;
         // X labels: the first, the last and evenly between.
-        let every = n.div_ceil(X_LABELS).max(1);
+        let every = n.div_ceil(size.x_labels()).max(1);
         for (i, bucket) in self.buckets.iter().enumerate() {
             if i % every == 0 || i + 1 == n {
                 if i + 1 == n && i % every != 0 && (i % every) * 2 < every {
@@ -163,7 +203,7 @@ impl Chart {
                     out,
                     "<text class=\"axis\" x=\"{x:.1}\" y=\"{ty}\" text-anchor=\"middle\">{label}</text>",
                     x = LEFT + slot * (i as f64 + 0.5),
-                    ty = HEIGHT - 8.0,
+                    ty = height - 8.0,
                     label = escape(bucket),
                 );
             }
@@ -325,7 +365,7 @@ mod tests {
             Kind::StackedBars,
             vec![("ok", vec![3, 0, 5]), ("failed", vec![1, 2, 0])],
         );
-        let svg = c.svg("no data");
+        let svg = c.svg(Size::Wide, "no data");
         assert_eq!(svg.matches("<rect ").count(), 4);
         assert!(svg.contains("<title>11-01 · ok: 3</title>"));
         assert!(svg.contains("<title>11-02 · failed: 2</title>"));
@@ -338,16 +378,34 @@ mod tests {
     #[test]
     fn lines_have_a_titled_point_per_bucket() {
         let c = chart(Kind::Lines, vec![("followers", vec![10, 12, 11, 15])]);
-        let svg = c.svg("no data");
+        let svg = c.svg(Size::Wide, "no data");
         assert_eq!(svg.matches("<circle ").count(), 4);
         assert_eq!(svg.matches("<polyline ").count(), 1);
         assert!(svg.contains("<title>11-04 · followers: 15</title>"));
     }
 
     #[test]
+    fn grid_lines_fall_on_whole_values() {
+        for (max, labels) in [
+            (20, vec!["0", "5", "10", "15", "20"]),
+            (10, vec!["0", "5", "10"]),
+            (5, vec!["0", "5"]),
+        ] {
+            let c = chart(Kind::StackedBars, vec![("n", vec![max])]);
+            let svg = c.svg(Size::Wide, "");
+            let found: Vec<&str> = svg
+                .split("text-anchor=\"end\">")
+                .skip(1)
+                .map(|rest| rest.split('<').next().unwrap())
+                .collect();
+            assert_eq!(found, labels, "{max}");
+        }
+    }
+
+    #[test]
     fn text_is_escaped_and_an_empty_chart_says_so() {
         let c = chart(Kind::StackedBars, vec![("<b>", vec![0, 0])]);
-        let svg = c.svg("暂无数据");
+        let svg = c.svg(Size::Wide, "暂无数据");
         assert!(svg.contains("Logins &lt;&amp;&gt; &quot;today&quot;"));
         assert!(!svg.contains("<b>"));
         assert!(svg.contains("暂无数据"));
@@ -357,9 +415,15 @@ mod tests {
     #[test]
     fn x_labels_are_thinned_to_a_few() {
         let c = chart(Kind::StackedBars, vec![("n", vec![1; 30])]);
-        let svg = c.svg("");
-        let labels = svg.matches("text-anchor=\"middle\">11-").count();
-        assert!((X_LABELS - 1..=X_LABELS + 1).contains(&labels), "{labels}");
+        for size in [Size::Wide, Size::Narrow] {
+            let svg = c.svg(size, "");
+            let labels = svg.matches("text-anchor=\"middle\">11-").count();
+            let most = size.x_labels();
+            assert!(
+                (most - 1..=most + 1).contains(&labels),
+                "{size:?}: {labels}"
+            );
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use store::stats::{Granularity, RankBy, RankPeriod, RankedAccount, SeriesPoint};
 
-use crate::charts::{Chart, Kind, Series};
+use crate::charts::{Chart, Kind, Series, Size};
 use crate::error::DashboardError;
 use crate::layout::{self, Ctx};
 use crate::session::{OperatorSession, SignedIn};
@@ -212,7 +212,10 @@ fn charts(ctx: &Ctx, days: &Days, points: &[SeriesPoint]) -> Vec<Chart> {
 pub(crate) struct ChartView {
     id: &'static str,
     title: String,
-    svg: String,
+    /// Nothing was counted in the range: a line says so instead of an empty drawing.
+    empty: bool,
+    wide: String,
+    narrow: String,
     legend: Vec<(String, String)>,
     headers: Vec<String>,
     rows: Vec<(String, Vec<i64>)>,
@@ -224,7 +227,9 @@ fn views(ctx: &Ctx, charts: Vec<Chart>, csv_base: &str, days: i64) -> Vec<ChartV
         .into_iter()
         .map(|chart| ChartView {
             id: chart.id,
-            svg: chart.svg(ctx.t("stats.no_data")),
+            empty: chart.is_empty(),
+            wide: chart.svg(Size::Wide, ctx.t("stats.no_data")),
+            narrow: chart.svg(Size::Narrow, ctx.t("stats.no_data")),
             legend: chart.legend(),
             headers: chart.series.iter().map(|s| s.label.clone()).collect(),
             rows: chart.rows(),
