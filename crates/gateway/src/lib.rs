@@ -1,7 +1,7 @@
 //! wxhub's login gateway: one OpenID Connect issuer per account (`{public_url}/t/{appid}`) in
 //! front of WeChat's two web-login modes, and the account's push callback.
 //!
-//! Tenant websites speak standard OIDC (authorization code flow, PKCE S256, ES256 ID tokens);
+//! Tenant websites speak standard OIDC (authorization code flow, PKCE S256, RS256 or ES256 ID tokens);
 //! the gateway turns that into WeChat's OAuth (docs/wechat.md §4) and, for follow-required clients,
 //! `/cgi-bin/user/info` with the account's core token (§5.1). The push callback (§6, §7)
 //! pre-registers users as they follow and wakes logins waiting for a follow.
@@ -28,6 +28,7 @@ pub mod login;
 pub mod maintenance;
 pub mod oidc;
 mod pages;
+mod params;
 pub mod push;
 
 use std::collections::HashSet;

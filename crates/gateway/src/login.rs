@@ -133,19 +133,12 @@ pub async fn wechat_callback(
         gw.store
             .finish_pending_authorization(&pending.id, PendingStatus::Denied, None, now)
             .await?;
-        let mut params = vec![
-            ("error", "access_denied"),
-            (
-                "error_description",
-                "the user declined the WeChat authorization",
-            ),
-        ];
-        if let Some(s) = pending.state.as_deref() {
-            params.push(("state", s));
-        }
-        return Ok(LoginStep::Denied(crate::pages::append_query(
-            &pending.redirect_uri,
-            &params,
+        return Ok(LoginStep::Denied(crate::oidc::error_to_client(
+            gw,
+            appid,
+            &pending,
+            "access_denied",
+            "the user declined the WeChat authorization",
         )));
     };
 
@@ -188,6 +181,19 @@ pub async fn wechat_callback(
                 let login = follower_login(&openid, Some(&info));
                 let to = crate::oidc::issue_code(gw, &account, &pending, &login, None).await?;
                 return Ok(LoginStep::ToClient(to));
+            }
+            if pending.prompt_none {
+                // The follow page is a page; prompt=none forbids showing one.
+                gw.store
+                    .finish_pending_authorization(&pending.id, PendingStatus::Denied, None, now)
+                    .await?;
+                return Ok(LoginStep::ToClient(crate::oidc::error_to_client(
+                    gw,
+                    appid,
+                    &pending,
+                    "interaction_required",
+                    "the user must follow the Official Account first, which needs a page",
+                )));
             }
             let wait_token = random_token();
             let now = gw.now();

@@ -186,7 +186,10 @@ pub(crate) struct FollowPage<'a> {
 /// The "follow to continue" page: the account's name and QR code image (or, without one, how
 /// to find the account by searching its name), a script that polls `status_url` and goes on
 /// by itself when the subscribe push has arrived, and an "I've followed" button that posts to
-/// `continue_url` (which re-checks with WeChat).
+/// `continue_url` (which re-checks with WeChat). When the poll answers that the login expired
+/// or belongs to another browser, the script stops and shows the poll's own message (what to
+/// do, in both languages); after five failures in a row (network or wxhub), it stops and says
+/// to reload.
 pub(crate) fn follow_page(view: &FollowPage<'_>) -> Page {
     let name = escape(view.account_name);
     let notice = if view.still_not_following {
@@ -239,8 +242,13 @@ pub(crate) fn follow_page(view: &FollowPage<'_>) -> Page {
              <section lang=\"en\"><h2>Follow “{name}” to continue</h2>\
              <p class=\"what\">This website asks you to follow the Official Account “{name}” before logging in.</p>\
              <p class=\"todo\">{how_en}; this page continues by itself once you follow, or tap “I've followed”.</p></section>\
-             <script>(function(){{var s={status_js};function go(){{var f=document.forms[0];f.submit();}}\
-             function poll(){{fetch(s,{{cache:\"no-store\",credentials:\"same-origin\"}}).then(function(r){{return r.json()}}).then(function(j){{if(j.followed){{go()}}else if(!j.expired){{setTimeout(poll,2000)}}}},function(){{setTimeout(poll,5000)}})}}\
+             <p class=\"notice\" id=\"status-msg\" role=\"status\" hidden></p>\
+             <script>(function(){{var s={status_js},m=document.getElementById(\"status-msg\"),fails=0;\
+             function show(t){{m.textContent=t;m.hidden=false}}\
+             function failed(){{fails++;if(fails>=5){{show(\"无法连接登录服务，请检查网络后刷新本页。 / The login service cannot be reached; check your connection and reload this page.\")}}else{{setTimeout(poll,5000*fails)}}}}\
+             function poll(){{fetch(s,{{cache:\"no-store\",credentials:\"same-origin\"}}).then(function(r){{return r.json()}}).then(function(j){{\
+             if(j.state===\"followed\"){{document.forms[0].submit()}}else if(j.state===\"waiting\"){{fails=0;setTimeout(poll,2000)}}\
+             else if(j.state===\"error\"){{failed()}}else{{show(j.message[\"zh-CN\"]+\" / \"+j.message.en)}}}},failed)}}\
              setTimeout(poll,2000);}})();</script>",
             continue_attr = escape(view.continue_url),
             status_js = script_string(view.status_url),

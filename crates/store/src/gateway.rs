@@ -445,12 +445,12 @@ impl Store {
         const SQL: Sql = Sql {
             sqlite: "SELECT id, oidc_client_id, redirect_uri, state, nonce, code_challenge, \
                      code_challenge_method, scope, wechat_state, status, openid, created_at, \
-                     expires_at, browser_binding_hash FROM oidc_pending_authorizations \
+                     expires_at, browser_binding_hash, prompt_none FROM oidc_pending_authorizations \
                      WHERE id = ? AND status = 'pending' AND expires_at > ?",
             postgres: "SELECT id, oidc_client_id, redirect_uri, state, nonce, code_challenge, \
                        code_challenge_method, scope, wechat_state, status, openid, created_at, \
-                       expires_at, browser_binding_hash FROM oidc_pending_authorizations \
-                       WHERE id = $1 AND status = 'pending' AND expires_at > $2",
+                       expires_at, browser_binding_hash, prompt_none \
+                       FROM oidc_pending_authorizations WHERE id = $1 AND status = 'pending' AND expires_at > $2",
         };
         on_backend!(self, |pool, d| {
             let row = sqlx::query(SQL.get(d))
