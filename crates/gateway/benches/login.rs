@@ -109,7 +109,7 @@ fn sim_calls(env: &Env) -> u64 {
 
 /// One login, timed step by step; the same calls as `Rp::finish` plus `browse_to_callback`.
 async fn one_login(env: &Env, rp: &Rp) -> Steps {
-    use openidconnect::core::{CoreGenderClaim, CoreIdTokenClaims, CoreJwsSigningAlgorithm};
+    use openidconnect::core::{CoreGenderClaim, CoreIdTokenClaims};
     use openidconnect::{AuthorizationCode, OAuth2TokenResponse, TokenResponse};
     let mut steps = Steps::default();
     let attempt = rp.start();
@@ -147,7 +147,7 @@ async fn one_login(env: &Env, rp: &Rp) -> Steps {
     let verifier = rp
         .client
         .id_token_verifier()
-        .set_allowed_algs(vec![CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
+        .set_allowed_algs(rp.allowed_algs.clone());
     let claims: &CoreIdTokenClaims = response
         .id_token()
         .unwrap()

@@ -125,9 +125,19 @@ pub enum GatewayError {
     AuthorizeRedirect {
         redirect_uri: String,
         state: Option<String>,
+        /// The issuer, sent as `iss` (RFC 9207).
+        issuer: String,
         error: &'static str,
         description: &'static str,
     },
+    /// A login request whose `client_id` or `redirect_uri` (or, on a later step, whose
+    /// `code` or `state`) is repeated or not valid UTF-8: nothing can be verified, so it gets a
+    /// page.
+    #[error("malformed login request (repeated or non-UTF-8 parameter)")]
+    MalformedLoginRequest,
+    /// A method the route does not answer; `allow` is the `Allow` header (RFC 9110 §15.5.6).
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
     /// The WeChat callback came without a `state`.
     #[error("login callback without state")]
     StateMissing,
@@ -252,6 +262,30 @@ impl GatewayError {
                 (
                     "请公众号管理员完成微信认证后再试。",
                     "The account's administrator must complete WeChat verification first.",
+                ),
+            ),
+            GatewayError::MalformedLoginRequest => Page::error(
+                StatusCode::BAD_REQUEST,
+                ("登录链接有误", "Malformed login link"),
+                (
+                    "登录地址中有重复或无法识别的参数，为了安全，登录已停止。",
+                    "The login address has a repeated or unreadable parameter, so the login was stopped for your safety.",
+                ),
+                (
+                    "请回到网站重新点击登录；如果问题持续，请联系网站管理员。",
+                    "Go back to the website and start the login again; if it keeps happening, contact the website's administrator.",
+                ),
+            ),
+            GatewayError::MethodNotAllowed { .. } => Page::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ("无法以这种方式打开", "This page cannot be opened this way"),
+                (
+                    "这个地址不接受这种请求方式。",
+                    "This address does not accept this kind of request.",
+                ),
+                (
+                    "请回到网站重新点击登录。",
+                    "Go back to the website and start the login again.",
                 ),
             ),
             GatewayError::StateMissing => Page::error(
@@ -408,6 +442,7 @@ impl IntoResponse for GatewayError {
             GatewayError::AuthorizeRedirect {
                 redirect_uri,
                 state,
+                issuer,
                 error,
                 description,
             } => {
@@ -415,7 +450,17 @@ impl IntoResponse for GatewayError {
                 if let Some(state) = state.as_deref() {
                     params.push(("state", state));
                 }
+                params.push(("iss", issuer.as_str()));
                 pages::redirect_to(&pages::append_query(&redirect_uri, &params))
+            }
+            GatewayError::MethodNotAllowed { allow } => {
+                let mut response = GatewayError::MethodNotAllowed { allow }
+                    .page()
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                response
             }
             GatewayError::Token { code, description } => {
                 let status = if code == TokenErrorCode::InvalidClient {
@@ -477,6 +522,20 @@ impl IntoResponse for OAuthError {
         match self.0 {
             error @ (GatewayError::Token { .. } | GatewayError::InvalidAccessToken) => {
                 error.into_response()
+            }
+            GatewayError::MethodNotAllowed { allow } => {
+                let mut response = (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    axum::Json(json!({
+                        "error": "invalid_request",
+                        "error_description": format!("this endpoint accepts {allow}"),
+                    })),
+                )
+                    .into_response();
+                let headers = response.headers_mut();
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
             }
             other => {
                 other.log();

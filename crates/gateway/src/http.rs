@@ -9,51 +9,86 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::FormRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Form, Json};
+use axum::routing::{MethodRouter, get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::{OAuthError, TokenErrorCode};
 use crate::login::LoginStep;
-use crate::oidc::{AuthorizeParams, BasicCredentials, TokenParams};
+use crate::oidc::{AuthorizeParams, BasicCredentials, Browser, TokenParams};
+use crate::params::Params;
 use crate::push::{MAX_PUSH_BYTES, PushQuery};
 use crate::{Gateway, GatewayError, pages};
 
 type Gw = State<Arc<Gateway>>;
 
+/// Largest authorization request body (a form POST, OIDC Core §3.1.2.1) read.
+const MAX_AUTHORIZE_BODY: usize = 16 * 1024;
+/// Largest token request body read.
+const MAX_TOKEN_BODY: usize = 16 * 1024;
+
+/// Any other method on a page route: a bilingual page, 405 with `Allow`.
+fn pages_only(allow: &'static str) -> impl Fn() -> std::future::Ready<Response> + Clone {
+    move || std::future::ready(GatewayError::MethodNotAllowed { allow }.into_response())
+}
+
+/// Any other method on an OAuth endpoint: OAuth JSON, 405 with `Allow`.
+fn oauth_only(allow: &'static str) -> impl Fn() -> std::future::Ready<Response> + Clone {
+    move || std::future::ready(OAuthError(GatewayError::MethodNotAllowed { allow }).into_response())
+}
+
 /// The gateway's router, with its state applied; merge it into the hub's router.
 pub fn router(gateway: Arc<Gateway>) -> Router {
+    let page =
+        |route: MethodRouter<Arc<Gateway>>, allow: &'static str| route.fallback(pages_only(allow));
+    let oauth = |route: MethodRouter<Arc<Gateway>>, allow: &'static str| {
+        route.options(preflight).fallback(oauth_only(allow))
+    };
     // Endpoints a browser-based public client calls cross-origin.
     let cross_origin = Router::new()
         .route(
             "/t/{appid}/.well-known/openid-configuration",
-            get(discovery).options(preflight),
+            oauth(get(discovery), "GET, OPTIONS"),
         )
-        .route("/t/{appid}/jwks", get(jwks).options(preflight))
-        .route("/t/{appid}/token", post(token).options(preflight))
+        .route("/t/{appid}/jwks", oauth(get(jwks), "GET, OPTIONS"))
+        .route("/t/{appid}/token", oauth(post(token), "POST, OPTIONS"))
         .route(
             "/t/{appid}/userinfo",
-            get(userinfo).post(userinfo).options(preflight),
+            oauth(get(userinfo).post(userinfo), "GET, POST, OPTIONS"),
         )
         .layer(axum::middleware::map_response(allow_any_origin));
     Router::new()
         .merge(cross_origin)
-        .route("/t/{appid}/authorize", get(authorize))
-        .route("/t/{appid}/wechat/callback", get(callback))
-        .route("/t/{appid}/login/follow/{wait}", get(follow_page))
-        .route("/t/{appid}/login/follow/{wait}/status", get(follow_status))
+        .route(
+            "/t/{appid}/authorize",
+            page(
+                get(authorize_get)
+                    .post(authorize_post)
+                    .layer(DefaultBodyLimit::max(MAX_AUTHORIZE_BODY)),
+                "GET, POST",
+            ),
+        )
+        .route("/t/{appid}/wechat/callback", page(get(callback), "GET"))
+        .route(
+            "/t/{appid}/login/follow/{wait}",
+            page(get(follow_page), "GET"),
+        )
+        .route(
+            "/t/{appid}/login/follow/{wait}/status",
+            get(follow_status).fallback(|| async {
+                follow_status_json(FollowState::Error, StatusCode::METHOD_NOT_ALLOWED)
+            }),
+        )
         .route(
             "/t/{appid}/login/follow/{wait}/continue",
-            post(follow_continue),
+            page(post(follow_continue), "POST"),
         )
         .route(
             "/t/{appid}/wechat/push",
@@ -109,23 +144,63 @@ async fn discovery(State(gw): Gw, Path(appid): Path<String>) -> Result<Response,
 async fn jwks(State(gw): Gw, Path(appid): Path<String>) -> Result<Response, GatewayError> {
     gw.active_account(&appid).await?;
     // Make sure there is a key to publish before the first login needs one.
-    gw.keys.active(&gw.store, &gw.vault, gw.now()).await?;
+    gw.keys.ensure_all(&gw.store, &gw.vault, gw.now()).await?;
     Ok(Json(crate::keys::jwks(&gw.store).await?).into_response())
 }
 
+/// Whether a request body is `application/x-www-form-urlencoded` (parameters allowed).
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
 async fn authorize(
-    State(gw): Gw,
-    Path(appid): Path<String>,
-    Query(params): Query<AuthorizeParams>,
-    headers: HeaderMap,
+    gw: &Gateway,
+    appid: &str,
+    params: Params,
+    headers: &HeaderMap,
 ) -> Result<Response, GatewayError> {
-    let browser = gw.browser_binding(&headers);
-    let authorized = crate::oidc::authorize(&gw, &appid, params, browser).await?;
+    let browser = gw.browser_binding(headers);
+    let from = Browser::from_user_agent(
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let params = AuthorizeParams::from_params(&params);
+    let authorized = crate::oidc::authorize(gw, appid, params, browser, from).await?;
     let mut response = pages::redirect_to(&authorized.wechat_url);
     let cookie = HeaderValue::from_str(&authorized.set_cookie)
         .map_err(|_| GatewayError::Internal("login cookie is not a header value"))?;
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(response)
+}
+
+async fn authorize_get(
+    State(gw): Gw,
+    Path(appid): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    authorize(&gw, &appid, Params::from_query(query.as_deref()), &headers).await
+}
+
+/// OIDC Core §3.1.2.1: the same request as a form POST (parameters in the body only).
+async fn authorize_post(
+    State(gw): Gw,
+    Path(appid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
+    if !is_form(&headers) {
+        return Err(GatewayError::MalformedLoginRequest);
+    }
+    authorize(&gw, &appid, Params::parse(&body), &headers).await
 }
 
 /// The credentials after an `Authorization` scheme, matched case-insensitively
@@ -172,37 +247,62 @@ async fn token(
     State(gw): Gw,
     Path(appid): Path<String>,
     headers: HeaderMap,
-    form: Result<Form<TokenParams>, FormRejection>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let Ok(Form(params)) = form else {
-        return Err(GatewayError::token(
-            TokenErrorCode::InvalidRequest,
-            "the body must be application/x-www-form-urlencoded token request parameters",
-        )
-        .into());
+    let body = match body {
+        Ok(body) if is_form(&headers) && body.len() <= MAX_TOKEN_BODY => body,
+        _ => {
+            return Err(GatewayError::token(
+                TokenErrorCode::InvalidRequest,
+                "the body must be application/x-www-form-urlencoded token request parameters",
+            )
+            .into());
+        }
     };
+    let params = TokenParams::from_params(&Params::parse(&body))?;
     let basic = basic_credentials(&headers)?;
     let response = crate::oidc::token(&gw, &appid, basic, params).await?;
     Ok(json_no_store(json!(response)))
 }
 
+/// The access token of a userinfo request: the `Authorization: Bearer` header, or (POST) the
+/// form body's `access_token` (RFC 6750 §2.1, §2.2) — one of them, never both (§2).
+fn userinfo_bearer(
+    headers: &HeaderMap,
+    body: Option<&[u8]>,
+) -> Result<Option<String>, GatewayError> {
+    let header = match authorization(headers, "Bearer") {
+        Some(Ok(token)) if !token.is_empty() => Some(token.to_owned()),
+        _ => None,
+    };
+    let in_body = match body {
+        Some(body) if is_form(headers) => Params::parse(body)
+            .get("access_token")
+            .map_err(|p| GatewayError::token(TokenErrorCode::InvalidRequest, p.description()))?
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
+        _ => None,
+    };
+    match (header, in_body) {
+        (Some(_), Some(_)) => Err(GatewayError::token(
+            TokenErrorCode::InvalidRequest,
+            "send the access token once: in the Authorization header or in the body",
+        )),
+        (header, in_body) => Ok(header.or(in_body)),
+    }
+}
+
 async fn userinfo(
     State(gw): Gw,
     Path(appid): Path<String>,
+    method: axum::http::Method,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let bearer = match authorization(&headers, "Bearer") {
-        Some(Ok(token)) if !token.is_empty() => Some(token),
-        _ => None,
-    };
-    let claims = crate::oidc::userinfo(&gw, &appid, bearer).await?;
+    let body = (method == axum::http::Method::POST).then_some(&body[..]);
+    let bearer = userinfo_bearer(&headers, body)?;
+    let claims = crate::oidc::userinfo(&gw, &appid, bearer.as_deref()).await?;
     Ok(json_no_store(claims))
-}
-
-#[derive(Debug, Deserialize)]
-struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
 }
 
 fn login_step(step: LoginStep) -> Response {
@@ -221,25 +321,58 @@ fn login_step(step: LoginStep) -> Response {
 async fn callback(
     State(gw): Gw,
     Path(appid): Path<String>,
-    Query(q): Query<CallbackQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
     let browser = gw.browser_binding(&headers);
-    let step =
-        crate::login::wechat_callback(&gw, &appid, q.code, q.state, browser.as_deref()).await?;
+    let params = Params::from_query(query.as_deref());
+    let mut malformed = None;
+    let code = params.take("code", &mut malformed);
+    let state = params.take("state", &mut malformed);
+    if malformed.is_some() {
+        return Err(GatewayError::MalformedLoginRequest);
+    }
+    let step = crate::login::wechat_callback(&gw, &appid, code, state, browser.as_deref()).await?;
     Ok(login_step(step))
 }
 
-fn render_follow_page(view: &crate::login::FollowView, still_not_following: bool) -> Response {
-    pages::follow_page(&pages::FollowPage {
-        account_name: &view.account_name,
-        qr_url: view.qr_url.as_deref(),
-        follow_link: view.follow_link.as_deref(),
-        status_url: &view.status_url,
-        continue_url: &view.continue_url,
-        still_not_following,
-    })
+fn render_follow_page(
+    view: &crate::login::FollowView,
+    notice: pages::FollowNotice,
+    status: StatusCode,
+) -> Response {
+    pages::follow_page(
+        &pages::FollowPage {
+            account_name: &view.account_name,
+            qr_url: view.qr_url.as_deref(),
+            follow_link: view.follow_link.as_deref(),
+            status_url: &view.status_url,
+            continue_url: &view.continue_url,
+            notice,
+        },
+        status,
+    )
     .into_response()
+}
+
+/// The client's IP: the connection's peer address, when the server records it
+/// (`into_make_service_with_connect_info`); see [`crate::limits`] about reverse proxies.
+pub(crate) struct ClientIp(pub(crate) Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
 }
 
 async fn follow_page(
@@ -249,47 +382,124 @@ async fn follow_page(
 ) -> Result<Response, GatewayError> {
     let browser = gw.browser_binding(&headers);
     let view = crate::login::follow_view(&gw, &appid, &wait, browser.as_deref()).await?;
-    Ok(render_follow_page(&view, false))
+    Ok(render_follow_page(
+        &view,
+        pages::FollowNotice::None,
+        StatusCode::OK,
+    ))
+}
+
+/// What the follow page's poll reports; the page acts on `state` and shows `message`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FollowState {
+    /// No follow seen yet: poll again.
+    Waiting,
+    /// The follow arrived: submit "continue".
+    Followed,
+    /// The login expired or finished: start again from the website.
+    Expired,
+    /// Another browser (or no login cookie): start again from the website in this browser.
+    WrongBrowser,
+    /// Something failed on wxhub's side: poll again later, or reload.
+    Error,
+}
+
+/// The poll's answer: always JSON (never a page, whatever went wrong), `no-store`.
+fn follow_status_json(state: FollowState, status: StatusCode) -> Response {
+    let (name, zh, en) = match state {
+        FollowState::Waiting => (
+            "waiting",
+            "关注公众号后，本页会自动继续。",
+            "Follow the account; this page then continues by itself.",
+        ),
+        FollowState::Followed => (
+            "followed",
+            "已关注，正在登录……",
+            "Followed; logging you in…",
+        ),
+        FollowState::Expired => (
+            "expired",
+            "这个登录已过期或已完成，请回到网站重新点击登录。",
+            "This login has expired or was completed; go back to the website and start again.",
+        ),
+        FollowState::WrongBrowser => (
+            "wrong_browser",
+            "这个登录不是在当前浏览器中开始的，请回到网站，在同一个浏览器中重新登录。",
+            "This login was not started in this browser; go back to the website and start again in this browser.",
+        ),
+        FollowState::Error => (
+            "error",
+            "暂时无法确认关注状态，请稍后刷新本页。",
+            "Your follow cannot be checked right now; reload this page in a moment.",
+        ),
+    };
+    let mut response = json_no_store(json!({
+        "state": name,
+        "followed": state == FollowState::Followed,
+        "expired": state == FollowState::Expired,
+        "message": {"zh-CN": zh, "en": en},
+    }));
+    *response.status_mut() = status;
+    response
 }
 
 async fn follow_status(
     State(gw): Gw,
     Path((appid, wait)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<Response, GatewayError> {
+) -> Response {
     let browser = gw.browser_binding(&headers);
-    Ok(
-        match crate::login::follow_status(&gw, &appid, &wait, browser.as_deref()).await? {
-            Some(followed) => json_no_store(json!({ "followed": followed })),
-            None => {
-                let mut r = json_no_store(json!({ "followed": false, "expired": true }));
-                *r.status_mut() = StatusCode::NOT_FOUND;
-                r
-            }
-        },
-    )
+    match crate::login::follow_status(&gw, &appid, &wait, browser.as_deref()).await {
+        Ok(Some(true)) => follow_status_json(FollowState::Followed, StatusCode::OK),
+        Ok(Some(false)) => follow_status_json(FollowState::Waiting, StatusCode::OK),
+        Ok(None) => follow_status_json(FollowState::Expired, StatusCode::NOT_FOUND),
+        Err(GatewayError::BrowserMismatch) => {
+            follow_status_json(FollowState::WrongBrowser, StatusCode::FORBIDDEN)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "follow status failed");
+            follow_status_json(FollowState::Error, StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
 }
 
 async fn follow_continue(
     State(gw): Gw,
     Path((appid, wait)): Path<(String, String)>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
+    use crate::login::Continued;
     let browser = gw.browser_binding(&headers);
-    match crate::login::follow_continue(&gw, &appid, &wait, browser.as_deref()).await? {
-        Some(to_client) => Ok(pages::redirect_to(&to_client)),
-        None => {
-            let view = crate::login::follow_view(&gw, &appid, &wait, browser.as_deref()).await?;
-            Ok(render_follow_page(&view, true))
-        }
+    let (notice, status) =
+        match crate::login::follow_continue(&gw, &appid, &wait, browser.as_deref(), ip).await? {
+            Continued::ToClient(to_client) => return Ok(pages::redirect_to(&to_client)),
+            Continued::NotYet => (pages::FollowNotice::NotYet, StatusCode::OK),
+            Continued::Limited(Some(retry)) => (
+                pages::FollowNotice::Wait(retry.as_secs_f64().ceil() as u64),
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
+            Continued::Limited(None) => (
+                pages::FollowNotice::NoMoreChecks,
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
+        };
+    let view = crate::login::follow_view(&gw, &appid, &wait, browser.as_deref()).await?;
+    let mut response = render_follow_page(&view, notice, status);
+    if let pages::FollowNotice::Wait(seconds) = notice {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
+    Ok(response)
 }
 
 async fn push_verify(
     State(gw): Gw,
     Path(appid): Path<String>,
-    Query(q): Query<PushQuery>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, GatewayError> {
+    let q = PushQuery::from_params(&Params::from_query(query.as_deref()))?;
     let echostr = crate::push::verify_url(&gw, &appid, q).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain")], echostr).into_response())
 }
@@ -297,9 +507,10 @@ async fn push_verify(
 async fn push_receive(
     State(gw): Gw,
     Path(appid): Path<String>,
-    Query(q): Query<PushQuery>,
+    RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
+    let q = PushQuery::from_params(&Params::from_query(query.as_deref()))?;
     let answer = crate::push::receive(&gw, &appid, q, body).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain")], answer).into_response())
 }

@@ -16,7 +16,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use store::accounts::{Account, AccountKind};
@@ -27,6 +26,8 @@ use store::oidc::{
 use subtle::ConstantTimeEq;
 
 use crate::error::{LoginRefusal, TokenErrorCode};
+use crate::keys::SigningAlg;
+use crate::params::{Malformed, Params};
 use crate::{Gateway, GatewayError, random_alnum, random_token, token_hash};
 
 /// How long the user may take at WeChat (and on the follow page) before the login expires.
@@ -41,6 +42,7 @@ const MAX_CLIENT_VALUE: usize = 1024;
 /// The discovery document (OpenID Connect Discovery 1.0 §3).
 pub fn discovery(gw: &Gateway, appid: &str) -> Value {
     let issuer = gw.issuer(appid);
+    let algs: Vec<&str> = SigningAlg::ALL.iter().map(|a| a.as_str()).collect();
     json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
@@ -51,17 +53,27 @@ pub fn discovery(gw: &Gateway, appid: &str) -> Value {
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [crate::keys::ALGORITHM],
+        // RS256 first: Discovery §3 makes it mandatory, and libraries expect it by default.
+        "id_token_signing_alg_values_supported": algs,
         "scopes_supported": ["openid", "profile"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce",
                              "nickname", "picture", "unionid", "follows_account"],
+        // RFC 9207: every authorization response carries `iss`.
+        "authorization_response_iss_parameter_supported": true,
+        // OIDC Core §6: request objects are not supported (request_uri defaults to true).
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "claims_parameter_supported": false,
     })
 }
 
-/// Authorization request parameters (OIDC Core §3.1.2.1).
-#[derive(Debug, Default, Deserialize)]
+/// Authorization request parameters (OIDC Core §3.1.2.1), read with [`Params`] from the query
+/// (GET) or the form body (POST). Parameters the provider does not use (`display`,
+/// `ui_locales`, `claims_locales`, `acr_values`, `id_token_hint`, `login_hint` …) are
+/// accepted and ignored; `login_hint` is never stored or echoed.
+#[derive(Debug, Default)]
 pub struct AuthorizeParams {
     pub response_type: Option<String>,
     pub client_id: Option<String>,
@@ -71,6 +83,73 @@ pub struct AuthorizeParams {
     pub nonce: Option<String>,
     pub code_challenge: Option<String>,
     pub code_challenge_method: Option<String>,
+    /// `none`, `login`, `consent`, `select_account`, space-separated.
+    pub prompt: Option<String>,
+    /// Seconds since the user's last authentication that the client accepts.
+    pub max_age: Option<String>,
+    pub response_mode: Option<String>,
+    /// Which of `request`, `request_uri`, `registration` was sent (none are supported).
+    pub unsupported: Option<&'static str>,
+    /// A repeated or non-UTF-8 `client_id` or `redirect_uri`: the redirect URI cannot be
+    /// verified, so the answer is a page.
+    pub client_malformed: Option<Malformed>,
+    /// The first repeated or non-UTF-8 other parameter: answered with `invalid_request` at the
+    /// verified redirect URI.
+    pub malformed: Option<Malformed>,
+}
+
+impl AuthorizeParams {
+    /// Reads the parameters of an authorization request.
+    pub fn from_params(p: &Params) -> AuthorizeParams {
+        let mut client_malformed = None;
+        let client_id = p.take("client_id", &mut client_malformed);
+        let redirect_uri = p.take("redirect_uri", &mut client_malformed);
+        let mut malformed = None;
+        let mut take = |name: &str| p.take(name, &mut malformed);
+        let params = AuthorizeParams {
+            response_type: take("response_type"),
+            scope: take("scope"),
+            state: take("state"),
+            nonce: take("nonce"),
+            code_challenge: take("code_challenge"),
+            code_challenge_method: take("code_challenge_method"),
+            prompt: take("prompt"),
+            max_age: take("max_age"),
+            response_mode: take("response_mode"),
+            client_id,
+            redirect_uri,
+            unsupported: ["request", "request_uri", "registration"]
+                .into_iter()
+                .find(|name| p.contains(name)),
+            client_malformed,
+            malformed: None,
+        };
+        AuthorizeParams {
+            malformed,
+            ..params
+        }
+    }
+}
+
+/// Where the authorization request came from: a browser inside WeChat or outside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Browser {
+    /// WeChat's own browser (`MicroMessenger` in the User-Agent): WeChat's authorize page
+    /// opens there.
+    InWechat,
+    /// Any other browser, where WeChat's authorize page cannot open.
+    Outside,
+}
+
+impl Browser {
+    /// From the request's `User-Agent` (docs/wechat.md §4: WeChat's browser names itself
+    /// `MicroMessenger`).
+    pub fn from_user_agent(user_agent: Option<&str>) -> Browser {
+        match user_agent {
+            Some(ua) if ua.contains("MicroMessenger") => Browser::InWechat,
+            _ => Browser::Outside,
+        }
+    }
 }
 
 /// Whether an account may use WeChat web login at all (docs/wechat.md §4: verified service accounts).
@@ -140,43 +219,112 @@ pub struct Authorized {
     pub set_cookie: String,
 }
 
+/// How the request's `prompt` and `max_age` (OIDC Core §3.1.2.1) shape the login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Prompting {
+    /// `prompt=none`: show nothing; answer an error where a page would be needed.
+    none: bool,
+    /// `prompt=login` or `max_age=0`: the user must confirm anew. WeChat keeps its own
+    /// session and cannot be made to re-authenticate; its strongest form is `forcePopup`,
+    /// which shows the confirmation even where it would authorize silently
+    /// (docs/wechat.md §4.1). wxhub keeps no session of its own, so every login is a fresh
+    /// identification and `auth_time` is always its moment — which satisfies any `max_age`.
+    reauthenticate: bool,
+}
+
+fn prompting(params: &AuthorizeParams) -> Result<Prompting, &'static str> {
+    let mut out = Prompting::default();
+    if let Some(prompt) = params.prompt.as_deref() {
+        let values: Vec<&str> = prompt.split(' ').filter(|v| !v.is_empty()).collect();
+        out.none = values.contains(&"none");
+        if out.none && values.len() > 1 {
+            return Err("prompt=none cannot be combined with other values");
+        }
+        // consent and select_account are WeChat's to decide; unknown values are ignored.
+        out.reauthenticate = values.contains(&"login");
+    }
+    if let Some(max_age) = params.max_age.as_deref() {
+        let seconds: u64 = max_age
+            .parse()
+            .map_err(|_| "max_age must be a non-negative integer")?;
+        out.reauthenticate |= seconds == 0;
+    }
+    Ok(out)
+}
+
 /// Validates an authorization request, stores it bound to the browser (`browser`: the
 /// login-cookie value it already has, if any), and returns WeChat's authorize URL to send the
-/// user to with the cookie to set.
+/// user to with the cookie to set. `from` says whether the request came from WeChat's browser.
 pub async fn authorize(
     gw: &Gateway,
     appid: &str,
     params: AuthorizeParams,
     browser: Option<String>,
+    from: Browser,
 ) -> Result<Authorized, GatewayError> {
+    if params.client_malformed.is_some() {
+        return Err(GatewayError::MalformedLoginRequest);
+    }
     let (account, client) = account_and_client(gw, appid, params.client_id.as_deref())
         .await?
         .map_err(|e| e.unwrap_or(GatewayError::UnknownClient))?;
     let redirect_uri = params
         .redirect_uri
+        .clone()
         .filter(|uri| client.redirect_uris.iter().any(|r| r == uri))
         .ok_or(GatewayError::RedirectUriMismatch)?;
     if let Some(refusal) = login_refusal(&account) {
         return Err(GatewayError::AccountCannotLogin(refusal));
     }
-    // From here on the redirect_uri is verified: errors go back to the client.
-    let state = params.state.filter(|s| !s.is_empty());
+    // From here on the redirect_uri is verified: errors go back to the client. A state that
+    // could not be read is not echoed (it would come back changed).
+    let state = params.state.clone().filter(|s| !s.is_empty());
+    let issuer = gw.issuer(appid);
     let back = |error: &'static str, description: &'static str| GatewayError::AuthorizeRedirect {
         redirect_uri: redirect_uri.clone(),
         state: state.clone(),
+        issuer: issuer.clone(),
         error,
         description,
     };
+    if let Some(malformed) = &params.malformed {
+        return Err(back("invalid_request", malformed.problem.description()));
+    }
+    if let Some(unsupported) = params.unsupported {
+        return Err(match unsupported {
+            "request" => back("request_not_supported", "request objects are not supported"),
+            "request_uri" => back("request_uri_not_supported", "request_uri is not supported"),
+            _ => back(
+                "registration_not_supported",
+                "the registration parameter is not supported",
+            ),
+        });
+    }
     let too_long = |v: &Option<String>| v.as_ref().is_some_and(|v| v.len() > MAX_CLIENT_VALUE);
     if too_long(&state) || too_long(&params.nonce) || too_long(&params.scope) {
         return Err(back("invalid_request", "state, nonce or scope too long"));
     }
-    if params.response_type.as_deref() != Some("code") {
+    match params.response_type.as_deref() {
+        Some("code") => {}
+        None => return Err(back("invalid_request", "response_type is required")),
+        Some(_) => {
+            return Err(back(
+                "unsupported_response_type",
+                "only the authorization code flow (response_type=code) is supported",
+            ));
+        }
+    }
+    if params
+        .response_mode
+        .as_deref()
+        .is_some_and(|m| m != "query")
+    {
         return Err(back(
-            "unsupported_response_type",
-            "only the authorization code flow (response_type=code) is supported",
+            "invalid_request",
+            "only response_mode=query is supported",
         ));
     }
+    let prompting = prompting(&params).map_err(|d| back("invalid_request", d))?;
     let scope = params.scope.unwrap_or_default();
     if !scope.split(' ').any(|s| s == "openid") {
         return Err(back("invalid_scope", "the openid scope is required"));
@@ -206,6 +354,27 @@ pub async fn authorize(
             ));
         }
     }
+    if prompting.none {
+        // Outside WeChat the user must scan or open WeChat; in userinfo mode WeChat may show
+        // its consent popup. Neither can happen without a page.
+        match (from, client.login_mode) {
+            (Browser::Outside, _) => {
+                return Err(back(
+                    "login_required",
+                    "the user must sign in with WeChat, which needs a page",
+                ));
+            }
+            (Browser::InWechat, LoginMode::Userinfo) => {
+                return Err(back(
+                    "interaction_required",
+                    "WeChat may ask the user to consent, which needs a page",
+                ));
+            }
+            // snsapi_base is silent (docs/wechat.md §4.1): go on; a follow page, if needed,
+            // becomes interaction_required at the callback.
+            (Browser::InWechat, LoginMode::FollowRequired) => {}
+        }
+    }
     let now = gw.now();
     let binding = gw.binding_for_new_login(browser);
     // The state WeChat carries back: ours, random, and within WeChat's rule (§4.1).
@@ -225,6 +394,7 @@ pub async fn authorize(
         created_at: now,
         expires_at: now + PENDING_LIFETIME_MS,
         browser_binding_hash: Some(token_hash(&binding)),
+        prompt_none: prompting.none,
     };
     gw.store.create_pending_authorization(&pending).await?;
     let scope = match client.login_mode {
@@ -232,13 +402,35 @@ pub async fn authorize(
         LoginMode::Userinfo => wechat::Scope::SnsapiUserinfo,
     };
     let callback = format!("{}/wechat/callback", gw.issuer(appid));
-    let wechat_url = gw
-        .wechat
-        .authorize_url(appid, &callback, scope, &wechat_state, false)?;
+    let wechat_url = gw.wechat.authorize_url(
+        appid,
+        &callback,
+        scope,
+        &wechat_state,
+        prompting.reauthenticate,
+    )?;
     Ok(Authorized {
         wechat_url,
         set_cookie: gw.binding_set_cookie(appid, &binding),
     })
+}
+
+/// The redirect that ends a login with an error at the client's verified redirect URI, with
+/// its `state` and the issuer (RFC 6749 §4.1.2.1, RFC 9207).
+pub(crate) fn error_to_client(
+    gw: &Gateway,
+    appid: &str,
+    pending: &PendingAuthorization,
+    error: &str,
+    description: &str,
+) -> String {
+    let issuer = gw.issuer(appid);
+    let mut params = vec![("error", error), ("error_description", description)];
+    if let Some(state) = pending.state.as_deref() {
+        params.push(("state", state));
+    }
+    params.push(("iss", issuer.as_str()));
+    crate::pages::append_query(&pending.redirect_uri, &params)
 }
 
 /// Issues the authorization code that finishes `pending` for `login.openid` and returns the
@@ -276,15 +468,18 @@ pub(crate) async fn issue_code(
     {
         return Err(GatewayError::StateUnknown);
     }
+    let issuer = gw.issuer(&account.appid);
     let mut params = vec![("code", code.as_str())];
     if let Some(state) = pending.state.as_deref() {
         params.push(("state", state));
     }
+    // RFC 9207: the client checks it is the issuer it sent the user to (mix-up attacks).
+    params.push(("iss", issuer.as_str()));
     Ok(crate::pages::append_query(&pending.redirect_uri, &params))
 }
 
 /// Token request parameters (RFC 6749 §4.1.3, §2.3.1).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct TokenParams {
     pub grant_type: Option<String>,
     pub code: Option<String>,
@@ -292,6 +487,30 @@ pub struct TokenParams {
     pub code_verifier: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+}
+
+impl TokenParams {
+    /// Reads a token request's form body; a repeated or non-UTF-8 parameter is
+    /// `invalid_request` (RFC 6749 §3.1, §5.2).
+    pub fn from_params(p: &Params) -> Result<TokenParams, GatewayError> {
+        let mut malformed = None;
+        let mut take = |name: &str| p.take(name, &mut malformed);
+        let params = TokenParams {
+            grant_type: take("grant_type"),
+            code: take("code"),
+            redirect_uri: take("redirect_uri"),
+            code_verifier: take("code_verifier"),
+            client_id: take("client_id"),
+            client_secret: take("client_secret"),
+        };
+        match malformed {
+            Some(m) => Err(GatewayError::token(
+                TokenErrorCode::InvalidRequest,
+                m.problem.description(),
+            )),
+            None => Ok(params),
+        }
+    }
 }
 
 /// Client credentials from an `Authorization: Basic` header (already decoded).
@@ -476,6 +695,7 @@ pub async fn token(
         .for_active_kid(
             &gw.store,
             &gw.vault,
+            client.id_token_signed_response_alg,
             context.active_signing_kid.as_deref(),
             now,
         )
@@ -484,7 +704,7 @@ pub async fn token(
         access_token,
         token_type: "Bearer",
         expires_in: ACCESS_TOKEN_LIFETIME_SECS,
-        id_token: key.sign_jwt(&Value::Object(claims)),
+        id_token: key.sign_jwt(&Value::Object(claims))?,
         scope: record.scope,
     })
 }

@@ -180,19 +180,38 @@ pub(crate) struct FollowPage<'a> {
     pub follow_link: Option<&'a str>,
     pub status_url: &'a str,
     pub continue_url: &'a str,
-    pub still_not_following: bool,
+    pub notice: FollowNotice,
+}
+
+/// What the follow page says after "I've followed".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FollowNotice {
+    /// Nothing (the first visit).
+    None,
+    /// WeChat does not see the follow yet.
+    NotYet,
+    /// Checked too often: the next check in this many seconds.
+    Wait(u64),
+    /// This login has used all its checks; only the follow itself (its push) can finish it.
+    NoMoreChecks,
 }
 
 /// The "follow to continue" page: the account's name and QR code image (or, without one, how
 /// to find the account by searching its name), a script that polls `status_url` and goes on
 /// by itself when the subscribe push has arrived, and an "I've followed" button that posts to
-/// `continue_url` (which re-checks with WeChat).
-pub(crate) fn follow_page(view: &FollowPage<'_>) -> Page {
+/// `continue_url` (which re-checks with WeChat). When the poll answers that the login expired
+/// or belongs to another browser, the script stops and shows the poll's own message (what to
+/// do, in both languages); after five failures in a row (network or wxhub), it stops and says
+/// to reload.
+pub(crate) fn follow_page(view: &FollowPage<'_>, status: StatusCode) -> Page {
     let name = escape(view.account_name);
-    let notice = if view.still_not_following {
-        "<p class=\"notice\" id=\"not-yet\">还没有检测到关注，请关注后再试。 / We could not see your follow yet — follow the account, then try again.</p>"
-    } else {
-        ""
+    let notice = match view.notice {
+        FollowNotice::None => String::new(),
+        FollowNotice::NotYet => "<p class=\"notice\" id=\"not-yet\">还没有检测到关注，请关注后再试。 / We could not see your follow yet — follow the account, then try again.</p>".to_owned(),
+        FollowNotice::Wait(seconds) => format!(
+            "<p class=\"notice\" id=\"too-soon\">检查太频繁，请在 {seconds} 秒后再点“我已关注”；关注后本页也会自动继续。 / Checked too often — tap “I've followed” again in {seconds} s; once you follow, this page also continues by itself.</p>"
+        ),
+        FollowNotice::NoMoreChecks => "<p class=\"notice\" id=\"no-more\">这个登录已检查太多次。关注公众号后本页会自动继续；如果没有继续，请回到网站重新登录。 / This login was checked too many times. Once you follow, this page continues by itself; if it does not, go back to the website and start again.</p>".to_owned(),
     };
     let (how_zh, how_en, figure) = match view.qr_url {
         Some(qr) => (
@@ -228,7 +247,7 @@ pub(crate) fn follow_page(view: &FollowPage<'_>) -> Page {
         })
         .unwrap_or_default();
     Page::raw(
-        StatusCode::OK,
+        status,
         ("关注公众号以继续", "Follow to continue"),
         format!(
             "<section lang=\"zh-CN\"><h1>关注“{name}”以继续登录</h1>\
@@ -239,8 +258,13 @@ pub(crate) fn follow_page(view: &FollowPage<'_>) -> Page {
              <section lang=\"en\"><h2>Follow “{name}” to continue</h2>\
              <p class=\"what\">This website asks you to follow the Official Account “{name}” before logging in.</p>\
              <p class=\"todo\">{how_en}; this page continues by itself once you follow, or tap “I've followed”.</p></section>\
-             <script>(function(){{var s={status_js};function go(){{var f=document.forms[0];f.submit();}}\
-             function poll(){{fetch(s,{{cache:\"no-store\",credentials:\"same-origin\"}}).then(function(r){{return r.json()}}).then(function(j){{if(j.followed){{go()}}else if(!j.expired){{setTimeout(poll,2000)}}}},function(){{setTimeout(poll,5000)}})}}\
+             <p class=\"notice\" id=\"status-msg\" role=\"status\" hidden></p>\
+             <script>(function(){{var s={status_js},m=document.getElementById(\"status-msg\"),fails=0;\
+             function show(t){{m.textContent=t;m.hidden=false}}\
+             function failed(){{fails++;if(fails>=5){{show(\"无法连接登录服务，请检查网络后刷新本页。 / The login service cannot be reached; check your connection and reload this page.\")}}else{{setTimeout(poll,5000*fails)}}}}\
+             function poll(){{fetch(s,{{cache:\"no-store\",credentials:\"same-origin\"}}).then(function(r){{return r.json()}}).then(function(j){{\
+             if(j.state===\"followed\"){{document.forms[0].submit()}}else if(j.state===\"waiting\"){{fails=0;setTimeout(poll,2000)}}\
+             else if(j.state===\"error\"){{failed()}}else{{show(j.message[\"zh-CN\"]+\" / \"+j.message.en)}}}},failed)}}\
              setTimeout(poll,2000);}})();</script>",
             continue_attr = escape(view.continue_url),
             status_js = script_string(view.status_url),

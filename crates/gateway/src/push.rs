@@ -24,7 +24,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Deserialize;
 use store::end_users::Subscription;
 use store::gateway::{IncomingPush, NonceUse, PushMode, PushRecording};
 use store::pushes::ReceivedPush;
@@ -43,7 +42,7 @@ pub const TIMESTAMP_WINDOW_SECS: i64 = 300;
 pub const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The query WeChat signs (§6.2, §6.3, §7.4).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct PushQuery {
     pub signature: Option<String>,
     pub timestamp: Option<String>,
@@ -52,6 +51,28 @@ pub struct PushQuery {
     pub openid: Option<String>,
     pub encrypt_type: Option<String>,
     pub msg_signature: Option<String>,
+}
+
+impl PushQuery {
+    /// Reads the query; a repeated or non-UTF-8 parameter makes the request malformed (WeChat
+    /// sends each once).
+    pub fn from_params(p: &crate::params::Params) -> Result<PushQuery, GatewayError> {
+        let mut malformed = None;
+        let mut take = |name: &str| p.take(name, &mut malformed);
+        let query = PushQuery {
+            signature: take("signature"),
+            timestamp: take("timestamp"),
+            nonce: take("nonce"),
+            echostr: take("echostr"),
+            openid: take("openid"),
+            encrypt_type: take("encrypt_type"),
+            msg_signature: take("msg_signature"),
+        };
+        match malformed {
+            Some(_) => Err(reject(PushRejection::BadXml)),
+            None => Ok(query),
+        }
+    }
 }
 
 fn reject(r: PushRejection) -> GatewayError {

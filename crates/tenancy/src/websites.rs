@@ -171,6 +171,7 @@ impl Tenancy {
             login_mode: new.login_mode,
             name,
             created_at: self.now(),
+            id_token_signed_response_alg: store::oidc::SigningAlg::default(),
         };
         let record = self
             .record(principal, Operation::WebsiteCreate, Some(&account))

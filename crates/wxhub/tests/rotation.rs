@@ -162,7 +162,7 @@ impl Deployment {
             .json()
             .await
             .unwrap();
-        verify_es256(&id_token, &jwks)
+        verify_id_token(&id_token, &jwks)
     }
 
     async fn get(
@@ -204,8 +204,8 @@ fn location(response: &reqwest::Response) -> String {
         .to_owned()
 }
 
-/// Checks an ES256 JWS against the JWKS key its header names; returns that kid.
-fn verify_es256(jwt: &str, jwks: &Value) -> String {
+/// Checks an RS256 or ES256 JWS against the JWKS key its header names; returns that kid.
+fn verify_id_token(jwt: &str, jwks: &Value) -> String {
     let (signed, signature) = jwt.rsplit_once('.').unwrap();
     let header: Value = serde_json::from_slice(
         &URL_SAFE_NO_PAD
@@ -213,7 +213,6 @@ fn verify_es256(jwt: &str, jwks: &Value) -> String {
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(header["alg"], "ES256");
     let kid = header["kid"].as_str().unwrap();
     let jwk = jwks["keys"]
         .as_array()
@@ -221,16 +220,33 @@ fn verify_es256(jwt: &str, jwks: &Value) -> String {
         .iter()
         .find(|k| k["kid"] == kid)
         .unwrap_or_else(|| panic!("kid {kid} is not in the JWKS"));
-    let coordinate = |name: &str| URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap();
-    let point = p256::EncodedPoint::from_affine_coordinates(
-        coordinate("x").as_slice().into(),
-        coordinate("y").as_slice().into(),
-        false,
-    );
-    let key = VerifyingKey::from_encoded_point(&point).unwrap();
-    let signature = Signature::from_slice(&URL_SAFE_NO_PAD.decode(signature).unwrap()).unwrap();
-    key.verify(signed.as_bytes(), &signature)
-        .expect("the ID token verifies");
+    assert_eq!(header["alg"], jwk["alg"]);
+    let field = |name: &str| URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    match header["alg"].as_str() {
+        Some("RS256") => ring::signature::RsaPublicKeyComponents {
+            n: field("n"),
+            e: field("e"),
+        }
+        .verify(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            signed.as_bytes(),
+            &signature,
+        )
+        .expect("the ID token verifies"),
+        Some("ES256") => {
+            let point = p256::EncodedPoint::from_affine_coordinates(
+                field("x").as_slice().into(),
+                field("y").as_slice().into(),
+                false,
+            );
+            let key = VerifyingKey::from_encoded_point(&point).unwrap();
+            let signature = Signature::from_slice(&signature).unwrap();
+            key.verify(signed.as_bytes(), &signature)
+                .expect("the ID token verifies");
+        }
+        other => panic!("unexpected algorithm {other:?}"),
+    }
     kid.to_owned()
 }
 
@@ -331,13 +347,14 @@ async fn rotate_drop_and_restart_keep_id_tokens_signing(db: TestDatabase) {
     let cli = deployment.cli_config(0);
     ops::vault_init(&cli, Some("k1".into())).unwrap();
 
-    // A tenant with a website, and a first login: it creates the signing key (under k1).
+    // A tenant with a website, and a first login: it creates the signing keys (under k1),
+    // RS256 for the website's tokens and ES256 beside it in the JWKS.
     let (hub, state) = deployment.start(0).await;
     let (client_id, secret) = tenant(&state).await;
     let kid = deployment.login_and_verify(&hub, &client_id, &secret).await;
     let status = ops::vault_status(&cli).await.unwrap();
     assert!(status.contains("signing keys"), "{status}");
-    assert_eq!(status_counts(&status, "k1"), (1, 1), "{status}");
+    assert_eq!(status_counts(&status, "k1"), (1, 2), "{status}");
 
     // Rotation without the re-wrap: the old key still holds both, so it cannot go.
     ops::vault_rotate(&cli, Some("k2".into()), true, 500)
@@ -345,17 +362,17 @@ async fn rotate_drop_and_restart_keep_id_tokens_signing(db: TestDatabase) {
         .unwrap();
     let refused = ops::vault_drop_key(&cli, "k1").await.unwrap_err();
     assert!(
-        format!("{refused:#}").contains("still wraps 1 account(s), 1 signing key(s)"),
+        format!("{refused:#}").contains("still wraps 1 account(s), 2 signing key(s)"),
         "{refused:#}"
     );
     let rewrapped = ops::vault_rewrap(&cli, 500).await.unwrap();
     assert!(
-        rewrapped.contains("re-wrapped 2 data key(s) (1 account(s), 1 signing key(s))"),
+        rewrapped.contains("re-wrapped 3 data key(s) (1 account(s), 2 signing key(s))"),
         "{rewrapped}"
     );
     let status = ops::vault_status(&cli).await.unwrap();
     assert_eq!(status_counts(&status, "k1"), (0, 0), "{status}");
-    assert_eq!(status_counts(&status, "k2"), (1, 1), "{status}");
+    assert_eq!(status_counts(&status, "k2"), (1, 2), "{status}");
     ops::vault_drop_key(&cli, "k1").await.unwrap();
     // The running server never restarted, and still logs people in.
     assert_eq!(
@@ -376,7 +393,7 @@ async fn rotate_drop_and_restart_keep_id_tokens_signing(db: TestDatabase) {
     let out = ops::vault_rotate(&cli, Some("k3".into()), false, 500)
         .await
         .unwrap();
-    assert!(out.contains("1 signing key(s)"), "{out}");
+    assert!(out.contains("2 signing key(s)"), "{out}");
     assert_eq!(
         deployment.login_and_verify(&hub, &client_id, &secret).await,
         kid
@@ -442,7 +459,7 @@ async fn replicas_with_their_own_keyrings_rotate_without_failing(db: TestDatabas
 
     // Host one activates and re-wraps; host two still has k1 active, but holds k2.
     let out = ops::vault_activate(&one, "k2", false, 500).await.unwrap();
-    assert!(out.contains("re-wrapped 2 data key(s)"), "{out}");
+    assert!(out.contains("re-wrapped 3 data key(s)"), "{out}");
     both_log_in().await;
     deployment.copy_keyring_to(1);
     reload().await;

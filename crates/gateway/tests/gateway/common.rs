@@ -37,6 +37,13 @@ pub const OTHER_APPID: &str = "wxfedcba9876543210";
 pub const PUSH_TOKEN: &str = "pushtoken1";
 pub const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 pub const REDIRECT: &str = "http://127.0.0.1:9/cb";
+/// The test browser's User-Agent: WeChat's own browser on a phone (docs/wechat.md §4).
+pub const WECHAT_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) \
+     AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.50(0x18003237) \
+     NetType/WIFI Language/zh_CN";
+/// A desktop browser's User-Agent (outside WeChat).
+pub const PC_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+     (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
 
 pub fn secret_of(appid: &str) -> String {
     format!("{:0>32}", &appid[2..])
@@ -187,8 +194,23 @@ impl Env {
         Env::start(DbKind::Sqlite, 1, None).await
     }
 
+    /// One gateway on SQLite with these limits.
+    pub async fn sqlite_with_limits(limits: gateway::limits::GatewayLimits) -> Env {
+        Env::start_with(DbKind::Sqlite, 1, None, limits).await
+    }
+
     /// `replicas` gateways over one database (each with its own pool and key cache).
     pub async fn start(kind: DbKind, replicas: usize, pg_admin: Option<String>) -> Env {
+        Env::start_with(kind, replicas, pg_admin, Default::default()).await
+    }
+
+    /// [`Env::start`] with these limits on every replica.
+    pub async fn start_with(
+        kind: DbKind,
+        replicas: usize,
+        pg_admin: Option<String>,
+        limits: gateway::limits::GatewayLimits,
+    ) -> Env {
         // Starts at the wall clock: the relying party checks ID-token expiry against real time.
         let clock = ManualClock::starting_now();
         let mut cfg = SimConfig::with_manual_clock(clock.clone());
@@ -220,17 +242,22 @@ impl Env {
         let mut hubs = Vec::new();
         for listener in listeners {
             let store = Store::connect(&url).await.unwrap();
-            let gateway = Gateway::new(GatewayConfig {
-                store: store.clone(),
-                vault: vault.clone(),
-                clock: Arc::new(clock.clone()),
-                wechat: wechat.clone(),
-                core_tokens: tokens.clone(),
-                public_url: url::Url::parse(&public).unwrap(),
-            })
+            let gateway = Gateway::with_limits(
+                GatewayConfig {
+                    store: store.clone(),
+                    vault: vault.clone(),
+                    clock: Arc::new(clock.clone()),
+                    wechat: wechat.clone(),
+                    core_tokens: tokens.clone(),
+                    public_url: url::Url::parse(&public).unwrap(),
+                },
+                limits,
+            )
             .unwrap();
             let addr = listener.local_addr().unwrap();
-            let app = gateway::router(gateway.clone());
+            // With the peer address, as the hub serves it (the per-IP limits read it).
+            let app = gateway::router(gateway.clone())
+                .into_make_service_with_connect_info::<SocketAddr>();
             let task = tokio::spawn(async move {
                 axum::serve(listener, app).await.unwrap();
             });
@@ -243,6 +270,7 @@ impl Env {
         }
         let browser = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .user_agent(WECHAT_UA)
             .build()
             .unwrap();
         let tenancy = tenancy::Tenancy::new(
@@ -425,7 +453,9 @@ impl Env {
         self.send_with_cookies(self.browser.post(url)).await
     }
 
-    async fn send_with_cookies(&self, request: reqwest::RequestBuilder) -> reqwest::Response {
+    /// Sends `request` (built on `self.browser`) with the browser's cookies, keeping the ones
+    /// the response sets.
+    pub async fn send_with_cookies(&self, request: reqwest::RequestBuilder) -> reqwest::Response {
         let header = {
             let jar = self.cookies.lock().unwrap();
             jar.iter()
@@ -545,6 +575,10 @@ pub type RpClient = CoreClient<
 
 pub struct Rp {
     pub client: RpClient,
+    /// The ID-token algorithms the RP accepts: the library's default (RS256 only) unless a
+    /// test registers an ES256 client.
+    pub allowed_algs: Vec<CoreJwsSigningAlgorithm>,
+    pub issuer: String,
 }
 
 /// One authorization request as the RP made it.
@@ -579,7 +613,11 @@ impl Rp {
             secret.map(ClientSecret::new),
         )
         .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
-        Rp { client }
+        Rp {
+            client,
+            allowed_algs: vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256],
+            issuer: env.issuer(appid),
+        }
     }
 
     pub fn start(&self) -> Attempt {
@@ -622,10 +660,15 @@ impl Rp {
             .request_async(&rp_http)
             .await
             .map_err(|e| format!("token: {e:?}"))?;
+        assert_eq!(
+            query_param(callback, "iss"),
+            Some(self.issuer.clone()),
+            "RFC 9207: the authorization response names the issuer"
+        );
         let verifier = self
             .client
             .id_token_verifier()
-            .set_allowed_algs(vec![CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
+            .set_allowed_algs(self.allowed_algs.clone());
         let claims: &CoreIdTokenClaims = response
             .id_token()
             .ok_or("no id_token")?

@@ -7,3 +7,4 @@ mod login;
 mod oidc;
 mod push;
 mod replicas;
+mod strict;

@@ -326,17 +326,33 @@ async fn rotated_signing_key_is_published_and_old_tokens_still_verify() {
         .json()
         .await
         .unwrap();
-    let old_kid = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "RS256 and ES256");
 
-    let new_kid = gateway::keys::rotate_signing_key(env.store(), &env.vault.current(), env.now())
+    let rs256 = gateway::keys::SigningAlg::Rs256;
+    let old_kid = env
+        .store()
+        .active_signing_key_for(rs256)
         .await
-        .unwrap();
+        .unwrap()
+        .unwrap()
+        .kid;
+    let published =
+        gateway::keys::rotate_signing_keys(env.store(), &env.vault.current(), env.now())
+            .await
+            .unwrap();
+    assert_eq!(published.len(), 2, "one next key per algorithm");
+    let new_kid = published
+        .iter()
+        .find(|k| k.alg == rs256)
+        .unwrap()
+        .kid
+        .clone();
     // Rotating again before activation publishes nothing new.
     assert_eq!(
-        gateway::keys::rotate_signing_key(env.store(), &env.vault.current(), env.now())
+        gateway::keys::rotate_signing_keys(env.store(), &env.vault.current(), env.now())
             .await
             .unwrap(),
-        new_kid
+        published
     );
     let jwks: serde_json::Value = env
         .get(&format!("{}/jwks", env.issuer(APPID)))
@@ -350,12 +366,13 @@ async fn rotated_signing_key_is_published_and_old_tokens_still_verify() {
         .iter()
         .map(|k| k["kid"].as_str().unwrap())
         .collect();
-    assert_eq!(kids.len(), 2);
+    assert_eq!(kids.len(), 4, "two active and two next keys");
     assert!(kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()));
     // Published but not signing yet; activation waits for caches to pick it up.
     assert_eq!(
         gateway::keys::activate_next_signing_key(
             env.store(),
+            rs256,
             env.now(),
             gateway::keys::DEFAULT_NEXT_KEY_DELAY
         )
@@ -367,19 +384,26 @@ async fn rotated_signing_key_is_published_and_old_tokens_still_verify() {
         }
     );
     assert_eq!(
-        env.store().active_signing_key().await.unwrap().unwrap().kid,
+        env.store()
+            .active_signing_key_for(rs256)
+            .await
+            .unwrap()
+            .unwrap()
+            .kid,
         old_kid
     );
-    assert_eq!(
-        gateway::keys::activate_next_signing_key(env.store(), env.now(), Duration::ZERO)
+    let activated =
+        gateway::keys::activate_next_signing_keys(env.store(), env.now(), Duration::ZERO)
             .await
-            .unwrap(),
+            .unwrap();
+    assert!(activated.contains(&(
+        rs256,
         gateway::keys::KeyActivation::Activated {
             kid: new_kid.clone()
         }
-    );
+    )));
     assert_eq!(
-        gateway::keys::activate_next_signing_key(env.store(), env.now(), Duration::ZERO)
+        gateway::keys::activate_next_signing_key(env.store(), rs256, env.now(), Duration::ZERO)
             .await
             .unwrap(),
         gateway::keys::KeyActivation::NoNextKey
@@ -418,7 +442,7 @@ async fn rotated_signing_key_is_published_and_old_tokens_still_verify() {
     )
     .unwrap();
     assert_eq!(header["kid"], new_kid);
-    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["alg"], "RS256");
     // The private key is not in the database in the clear.
     let keys = env.store().list_signing_keys().await.unwrap();
     assert!(
@@ -614,10 +638,11 @@ async fn sweep_deletes_what_expired_and_keeps_what_may_still_be_used() {
     );
 
     // A retired key, an old push and its nonce.
-    gateway::keys::rotate_signing_key(env.store(), &env.vault.current(), env.now())
+    let rs256 = gateway::keys::SigningAlg::Rs256;
+    gateway::keys::rotate_signing_key(env.store(), &env.vault.current(), rs256, env.now())
         .await
         .unwrap();
-    gateway::keys::activate_next_signing_key(env.store(), env.now(), Duration::ZERO)
+    gateway::keys::activate_next_signing_key(env.store(), rs256, env.now(), Duration::ZERO)
         .await
         .unwrap();
     env.sim()
@@ -636,7 +661,8 @@ async fn sweep_deletes_what_expired_and_keeps_what_may_still_be_used() {
     assert_eq!(report.received_pushes, 1, "{report:?}");
     assert_eq!(report.push_nonces, 1, "{report:?}");
     assert!(env.pushes(APPID).await.is_empty());
-    assert_eq!(env.store().list_signing_keys().await.unwrap().len(), 1);
+    // The active RS256 and ES256 keys remain.
+    assert_eq!(env.store().list_signing_keys().await.unwrap().len(), 2);
     // A second sweep finds nothing more.
     let report = gateway::maintenance::sweep(env.store(), env.now(), &retention)
         .await

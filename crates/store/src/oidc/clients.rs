@@ -8,6 +8,7 @@ use crate::error::on_constraint;
 use crate::{Store, StoreError};
 
 use super::account_from_prefixed_row;
+use super::signing_keys::SigningAlg;
 
 db_enum! {
     /// How a client's users log in through WeChat.
@@ -32,6 +33,8 @@ pub struct OidcClient {
     pub login_mode: LoginMode,
     pub name: String,
     pub created_at: i64,
+    /// The algorithm of its ID tokens (`id_token_signed_response_alg`).
+    pub id_token_signed_response_alg: SigningAlg,
 }
 
 /// What an edit of a client replaces.
@@ -44,7 +47,8 @@ pub struct ClientEdit {
 
 macro_rules! client_columns {
     () => {
-        "id, account_id, client_id, client_secret_hash, redirect_uris, login_mode, name, created_at"
+        "id, account_id, client_id, client_secret_hash, redirect_uris, login_mode, name, created_at, \
+         id_token_signed_response_alg"
     };
 }
 
@@ -62,6 +66,7 @@ fn client_from_row(row: &impl StoreRow) -> Result<OidcClient, sqlx::Error> {
         login_mode: row.enumerated("login_mode")?,
         name: row.text("name")?,
         created_at: row.int("created_at")?,
+        id_token_signed_response_alg: row.enumerated("id_token_signed_response_alg")?,
     })
 }
 
@@ -78,14 +83,14 @@ impl Store {
         const SQL: Sql = Sql {
             sqlite: concat!(
                 "INSERT INTO oidc_clients (id, account_id, client_id, client_secret_hash, \
-                 redirect_uris, login_mode, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-                 RETURNING ",
+                 redirect_uris, login_mode, name, created_at, id_token_signed_response_alg) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
                 client_columns!()
             ),
             postgres: concat!(
                 "INSERT INTO oidc_clients (id, account_id, client_id, client_secret_hash, \
-                 redirect_uris, login_mode, name, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+                 redirect_uris, login_mode, name, created_at, id_token_signed_response_alg) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
                 client_columns!()
             ),
         };
@@ -101,6 +106,7 @@ impl Store {
                 .bind(client.login_mode.as_db())
                 .bind(&client.name)
                 .bind(now)
+                .bind(client.id_token_signed_response_alg.as_db())
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| on_constraint(e, "oidc client_id", "account"))?;
@@ -147,14 +153,14 @@ impl Store {
         const SQL: Sql = Sql {
             sqlite: concat!(
                 "SELECT c.id, c.account_id, c.client_id, c.client_secret_hash, c.redirect_uris, \
-                 c.login_mode, c.name, c.created_at, ",
+                 c.login_mode, c.name, c.created_at, c.id_token_signed_response_alg, ",
                 account_prefixed_columns!(),
                 " FROM oidc_clients c JOIN accounts a ON a.id = c.account_id \
                  WHERE c.client_id = ? AND a.appid = ?"
             ),
             postgres: concat!(
                 "SELECT c.id, c.account_id, c.client_id, c.client_secret_hash, c.redirect_uris, \
-                 c.login_mode, c.name, c.created_at, ",
+                 c.login_mode, c.name, c.created_at, c.id_token_signed_response_alg, ",
                 account_prefixed_columns!(),
                 " FROM oidc_clients c JOIN accounts a ON a.id = c.account_id \
                  WHERE c.client_id = $1 AND a.appid = $2"
@@ -235,6 +241,42 @@ impl Store {
             let updated = client_from_row(&row)?;
             commit_audited!(self, tx, d, record, now);
             Ok(Some(updated))
+        })
+    }
+
+    /// Sets the algorithm of a client's ID tokens, with its audit entry. Returns `false` if the
+    /// account has no such client. Tokens already issued keep their signatures (the JWKS
+    /// publishes every algorithm's keys).
+    pub async fn set_oidc_client_signing_alg(
+        &self,
+        account_id: &str,
+        id: &str,
+        alg: SigningAlg,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE oidc_clients SET id_token_signed_response_alg = ?, updated_at = ? \
+                     WHERE account_id = ? AND id = ?",
+            postgres: "UPDATE oidc_clients SET id_token_signed_response_alg = $1, updated_at = $2 \
+                       WHERE account_id = $3 AND id = $4",
+        };
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            let updated = sqlx::query(SQL.get(d))
+                .bind(alg.as_db())
+                .bind(now)
+                .bind(account_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if !updated {
+                return Ok(false);
+            }
+            commit_audited!(self, tx, d, record, now);
+            Ok(true)
         })
     }
 

@@ -44,6 +44,9 @@ pub struct PendingAuthorization {
     /// SHA-256 of the random value in the browser's login cookie, set at `/authorize`: every
     /// later step must come from the same browser (login CSRF).
     pub browser_binding_hash: Option<String>,
+    /// The client asked for `prompt=none`: no page may be shown, so a step that needs one
+    /// ends the login with `interaction_required` (OIDC Core §3.1.2.6).
+    pub prompt_none: bool,
 }
 
 /// An authorization code's record (the code itself is never stored).
@@ -83,8 +86,8 @@ pub enum CodeRedemption {
 pub struct RedemptionContext {
     /// The code's end user (`None` if unknown or the code was not redeemed).
     pub user: Option<UserClaims>,
-    /// The kid of the active signing key when the code was spent (`None` if there is none or
-    /// the code was not redeemed).
+    /// The kid of the active signing key of the client's algorithm when the code was spent
+    /// (`None` if there is none or the code was not redeemed).
     pub active_signing_kid: Option<String>,
 }
 
@@ -102,7 +105,8 @@ pub struct CallbackContext {
 macro_rules! pending_columns {
     () => {
         "id, oidc_client_id, redirect_uri, state, nonce, code_challenge, code_challenge_method, \
-         scope, wechat_state, status, openid, created_at, expires_at, browser_binding_hash"
+         scope, wechat_state, status, openid, created_at, expires_at, browser_binding_hash, \
+         prompt_none"
     };
 }
 
@@ -129,6 +133,7 @@ pub(crate) fn pending_from_row(row: &impl StoreRow) -> Result<PendingAuthorizati
         created_at: row.int("created_at")?,
         expires_at: row.int("expires_at")?,
         browser_binding_hash: row.opt_text("browser_binding_hash")?,
+        prompt_none: row.flag("prompt_none")?,
     })
 }
 
@@ -163,7 +168,8 @@ impl Store {
             sqlite: concat!(
                 "SELECT p.id, p.oidc_client_id, p.redirect_uri, p.state, p.nonce, p.code_challenge, \
                  p.code_challenge_method, p.scope, p.wechat_state, p.status, p.openid, \
-                 p.created_at, p.expires_at, p.browser_binding_hash, c.login_mode AS c_login_mode, \
+                 p.created_at, p.expires_at, p.browser_binding_hash, p.prompt_none, \
+                 c.login_mode AS c_login_mode, \
                  s.wrapped_dek AS s_wrapped_dek, s.dek_kek_id AS s_dek_kek_id, \
                  s.appsecret AS s_appsecret, s.push_token AS s_push_token, \
                  s.encoding_aes_key AS s_encoding_aes_key, ",
@@ -178,7 +184,8 @@ impl Store {
             postgres: concat!(
                 "SELECT p.id, p.oidc_client_id, p.redirect_uri, p.state, p.nonce, p.code_challenge, \
                  p.code_challenge_method, p.scope, p.wechat_state, p.status, p.openid, \
-                 p.created_at, p.expires_at, p.browser_binding_hash, c.login_mode AS c_login_mode, \
+                 p.created_at, p.expires_at, p.browser_binding_hash, p.prompt_none, \
+                 c.login_mode AS c_login_mode, \
                  s.wrapped_dek AS s_wrapped_dek, s.dek_kek_id AS s_dek_kek_id, \
                  s.appsecret AS s_appsecret, s.push_token AS s_push_token, \
                  s.encoding_aes_key AS s_encoding_aes_key, ",
@@ -227,12 +234,12 @@ impl Store {
         const SQL: Sql = Sql {
             sqlite: "INSERT INTO oidc_pending_authorizations (id, oidc_client_id, redirect_uri, \
                      state, nonce, code_challenge, code_challenge_method, scope, wechat_state, \
-                     status, created_at, expires_at, browser_binding_hash) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                     status, created_at, expires_at, browser_binding_hash, prompt_none) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
             postgres: "INSERT INTO oidc_pending_authorizations (id, oidc_client_id, redirect_uri, \
                        state, nonce, code_challenge, code_challenge_method, scope, wechat_state, \
-                       status, created_at, expires_at, browser_binding_hash) \
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12)",
+                       status, created_at, expires_at, browser_binding_hash, prompt_none) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13)",
         };
         on_backend!(self, |pool, d| {
             sqlx::query(SQL.get(d))
@@ -248,6 +255,7 @@ impl Store {
                 .bind(pending.created_at)
                 .bind(pending.expires_at)
                 .bind(pending.browser_binding_hash.as_deref())
+                .bind(pending.prompt_none)
                 .execute(pool)
                 .await
                 .map_err(|e| on_constraint(e, "pending authorization", "oidc client"))?;
@@ -402,6 +410,8 @@ impl Store {
              (SELECT u.subscribed FROM end_users u WHERE u.account_id = oidc_auth_codes.account_id \
              AND u.openid = oidc_auth_codes.openid) AS u_subscribed, \
              (SELECT k.kid FROM oidc_signing_keys k WHERE k.status = 'active' \
+             AND k.algorithm = (SELECT c.id_token_signed_response_alg FROM oidc_clients c \
+             WHERE c.id = oidc_auth_codes.oidc_client_id) \
              ORDER BY k.created_at DESC LIMIT 1) AS active_kid"
         );
         // PostgreSQL: spend, issue and read in one statement (atomic; a concurrent second
@@ -418,6 +428,8 @@ impl Store {
              SELECT spent.*, u.id AS u_id, u.unionid AS u_unionid, u.nickname AS u_nickname, \
              u.avatar_url AS u_avatar_url, u.subscribed AS u_subscribed, \
              (SELECT k.kid FROM oidc_signing_keys k WHERE k.status = 'active' \
+             AND k.algorithm = (SELECT c.id_token_signed_response_alg FROM oidc_clients c \
+             WHERE c.id = spent.oidc_client_id) \
              ORDER BY k.created_at DESC LIMIT 1) AS active_kid, \
              (SELECT COUNT(*) FROM issued) AS issued \
              FROM spent LEFT JOIN end_users u \

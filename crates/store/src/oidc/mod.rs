@@ -40,7 +40,7 @@ pub use logins::{
     AuthCode, CallbackContext, CodeRedemption, PendingAuthorization, PendingStatus,
     RedemptionContext,
 };
-pub use signing_keys::{SigningKey, SigningKeyStatus};
+pub use signing_keys::{SigningAlg, SigningKey, SigningKeyStatus};
 
 fn account_from_prefixed_row(row: &impl StoreRow) -> Result<Account, sqlx::Error> {
     Ok(Account {

@@ -1,6 +1,6 @@
-//! ID-token signing keys: at most one `next` (published, not yet signing), one `active`, and
-//! any number of `retired` (published until the tokens they signed expire). A unique index
-//! on the live statuses keeps that true whatever replicas race.
+//! ID-token signing keys: per algorithm ([`SigningAlg`]) at most one `next` (published, not yet
+//! signing), one `active`, and any number of `retired` (published until the tokens they signed
+//! expire). A unique index on (algorithm, live status) keeps that true whatever replicas race.
 //!
 //! Private keys arrive sealed by the vault, each under a data key of its own whose wrapped
 //! form and master-key id have their own columns (`wrapped_dek`, `dek_kek_id`), so master-key
@@ -24,6 +24,30 @@ db_enum! {
         Active = "active",
         /// Only published in the JWKS so tokens it signed still verify.
         Retired = "retired",
+    }
+}
+
+db_enum! {
+    /// A JOSE signature algorithm of ID tokens (RFC 7518 §3.1), chosen per client
+    /// (`id_token_signed_response_alg`).
+    pub enum SigningAlg {
+        /// RSASSA-PKCS1-v1_5 with SHA-256: what OIDC Core §15.1 makes mandatory and every
+        /// relying-party library accepts by default.
+        Rs256 = "RS256",
+        /// ECDSA P-256 with SHA-256: smaller tokens, for libraries configured to accept it.
+        Es256 = "ES256",
+    }
+}
+
+impl SigningAlg {
+    /// Every algorithm the gateway signs with, in the order discovery lists them.
+    pub const ALL: [SigningAlg; 2] = [SigningAlg::Rs256, SigningAlg::Es256];
+}
+
+impl Default for SigningAlg {
+    /// New clients get RS256 (see the migration that introduced the setting).
+    fn default() -> Self {
+        SigningAlg::Rs256
     }
 }
 
@@ -84,19 +108,21 @@ fn signing_key_from_row(row: &impl StoreRow) -> Result<SigningKey, sqlx::Error> 
 }
 
 impl Store {
-    /// Stores the first signing key as active, unless an active key exists (another replica
-    /// may have created one at the same moment; the unique index on live statuses decides).
-    /// Returns whether this key became the active one.
+    /// Stores the first signing key of `key.algorithm` as active, unless an active key of that
+    /// algorithm exists (another replica may have created one at the same moment; the unique
+    /// index on live statuses decides). Returns whether this key became the active one.
     pub async fn create_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError> {
         const SQL: Sql = Sql {
             sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, wrapped_dek, dek_kek_id, \
                      private_key, public_jwk, status, created_at) \
-                     SELECT ?, ?, ?, ?, ?, ?, 'active', ? \
-                     WHERE NOT EXISTS (SELECT 1 FROM oidc_signing_keys WHERE status = 'active')",
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7 \
+                     WHERE NOT EXISTS (SELECT 1 FROM oidc_signing_keys \
+                     WHERE status = 'active' AND algorithm = ?2)",
             postgres: "INSERT INTO oidc_signing_keys (kid, algorithm, wrapped_dek, dek_kek_id, \
                        private_key, public_jwk, status, created_at) \
                        SELECT $1, $2, $3, $4, $5, $6, 'active', $7 \
-                       WHERE NOT EXISTS (SELECT 1 FROM oidc_signing_keys WHERE status = 'active')",
+                       WHERE NOT EXISTS (SELECT 1 FROM oidc_signing_keys \
+                       WHERE status = 'active' AND algorithm = $2)",
         };
         let inserted = on_backend!(self, |pool, d| {
             sqlx::query(SQL.get(d))
@@ -118,8 +144,8 @@ impl Store {
         }
     }
 
-    /// Publishes `key` as the next signing key (in the JWKS, not signing yet).
-    /// Errors: [`StoreError::Duplicate`] when a next key is already published.
+    /// Publishes `key` as the next signing key of its algorithm (in the JWKS, not signing yet).
+    /// Errors: [`StoreError::Duplicate`] when a next key of that algorithm is already published.
     pub async fn publish_next_signing_key(&self, key: &SigningKey) -> Result<(), StoreError> {
         const SQL: Sql = Sql {
             sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, wrapped_dek, dek_kek_id, \
@@ -145,18 +171,19 @@ impl Store {
         })
     }
 
-    /// The published next key, if any.
+    /// The newest published next key of any algorithm, if any (see
+    /// [`Store::next_signing_key_for`]).
     pub async fn next_signing_key(&self) -> Result<Option<SigningKey>, StoreError> {
         const SQL: Sql = Sql {
             sqlite: concat!(
                 "SELECT ",
                 signing_key_columns!(),
-                " FROM oidc_signing_keys WHERE status = 'next'"
+                " FROM oidc_signing_keys WHERE status = 'next' ORDER BY created_at DESC LIMIT 1"
             ),
             postgres: concat!(
                 "SELECT ",
                 signing_key_columns!(),
-                " FROM oidc_signing_keys WHERE status = 'next'"
+                " FROM oidc_signing_keys WHERE status = 'next' ORDER BY created_at DESC LIMIT 1"
             ),
         };
         on_backend!(self, |pool, d| {
@@ -165,14 +192,43 @@ impl Store {
         })
     }
 
-    /// Makes the next key `kid` the active one and retires the active key, in one
-    /// transaction. Returns whether `kid` was the next key (nothing changes otherwise).
+    /// The published next key of `alg`, if any.
+    pub async fn next_signing_key_for(
+        &self,
+        alg: SigningAlg,
+    ) -> Result<Option<SigningKey>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM oidc_signing_keys WHERE status = 'next' AND algorithm = ?"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM oidc_signing_keys WHERE status = 'next' AND algorithm = $1"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(alg.as_str())
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| signing_key_from_row(&r)).transpose()?)
+        })
+    }
+
+    /// Makes the next key `kid` the active one of its algorithm and retires that algorithm's
+    /// active key, in one transaction. Returns whether `kid` was a next key (nothing changes
+    /// otherwise).
     pub async fn promote_next_signing_key(&self, kid: &str, now: i64) -> Result<bool, StoreError> {
         const RETIRE: Sql = Sql {
-            sqlite: "UPDATE oidc_signing_keys SET status = 'retired', retired_at = ? \
-                     WHERE status = 'active'",
+            sqlite: "UPDATE oidc_signing_keys SET status = 'retired', retired_at = ?1 \
+                     WHERE status = 'active' AND algorithm = (SELECT n.algorithm \
+                     FROM oidc_signing_keys n WHERE n.kid = ?2 AND n.status = 'next')",
             postgres: "UPDATE oidc_signing_keys SET status = 'retired', retired_at = $1 \
-                       WHERE status = 'active'",
+                       WHERE status = 'active' AND algorithm = (SELECT n.algorithm \
+                       FROM oidc_signing_keys n WHERE n.kid = $2 AND n.status = 'next')",
         };
         const PROMOTE: Sql = Sql {
             sqlite: "UPDATE oidc_signing_keys SET status = 'active' \
@@ -184,6 +240,7 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             sqlx::query(RETIRE.get(d))
                 .bind(now)
+                .bind(kid)
                 .execute(&mut *tx)
                 .await?;
             let promoted = sqlx::query(PROMOTE.get(d))
@@ -202,7 +259,35 @@ impl Store {
         })
     }
 
-    /// The key that signs new tokens, if any.
+    /// The key of `alg` that signs new tokens, if any.
+    pub async fn active_signing_key_for(
+        &self,
+        alg: SigningAlg,
+    ) -> Result<Option<SigningKey>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM oidc_signing_keys WHERE status = 'active' AND algorithm = ? \
+                 ORDER BY created_at DESC LIMIT 1"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                signing_key_columns!(),
+                " FROM oidc_signing_keys WHERE status = 'active' AND algorithm = $1 \
+                 ORDER BY created_at DESC LIMIT 1"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let row = sqlx::query(SQL.get(d))
+                .bind(alg.as_str())
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| signing_key_from_row(&r)).transpose()?)
+        })
+    }
+
+    /// The newest active key of any algorithm, if any (see [`Store::active_signing_key_for`]).
     pub async fn active_signing_key(&self) -> Result<Option<SigningKey>, StoreError> {
         const SQL: Sql = Sql {
             sqlite: concat!(
@@ -261,8 +346,8 @@ impl Store {
         })
     }
 
-    /// Test fixture: adds a signing key as the active one and retires the previously active
-    /// keys, in one transaction (the gateway publishes a next key and promotes it instead).
+    /// Test fixture: adds a signing key as the active one of its algorithm and retires that
+    /// algorithm's previously active keys, in one transaction (the gateway publishes a next key and promotes it instead).
     /// `key.status` and `key.retired_at` are ignored.
     #[cfg(feature = "test-fixtures")]
     #[doc(hidden)]
@@ -273,9 +358,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         const RETIRE: Sql = Sql {
             sqlite: "UPDATE oidc_signing_keys SET status = 'retired', retired_at = ? \
-                     WHERE status = 'active'",
+                     WHERE status = 'active' AND algorithm = ?",
             postgres: "UPDATE oidc_signing_keys SET status = 'retired', retired_at = $1 \
-                       WHERE status = 'active'",
+                       WHERE status = 'active' AND algorithm = $2",
         };
         const INSERT: Sql = Sql {
             sqlite: "INSERT INTO oidc_signing_keys (kid, algorithm, wrapped_dek, dek_kek_id, \
@@ -289,6 +374,7 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             sqlx::query(RETIRE.get(d))
                 .bind(now)
+                .bind(&key.algorithm)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(INSERT.get(d))

@@ -253,6 +253,7 @@ pub async fn deleting_an_account_shreds_its_secrets_and_cascades(db: TestDb) {
                     login_mode: LoginMode::Userinfo,
                     name: "site".to_owned(),
                     created_at: NOW,
+                    id_token_signed_response_alg: Default::default(),
                 },
                 NOW,
                 &store::audit::AuditRecord::new("test", "website.create"),

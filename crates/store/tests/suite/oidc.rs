@@ -24,6 +24,7 @@ async fn client(db: &TestDb, account: &Account, client_id: &str) -> OidcClient {
                 login_mode: LoginMode::FollowRequired,
                 name: "Shop".to_owned(),
                 created_at: 0,
+                id_token_signed_response_alg: Default::default(),
             },
             NOW,
             &store::audit::AuditRecord::new("test", "website.create"),
@@ -197,6 +198,7 @@ pub async fn pending_authorization_finishes_once(db: TestDb) {
         created_at: NOW,
         expires_at: NOW + 600_000,
         browser_binding_hash: Some("binding-hash".to_owned()),
+        prompt_none: false,
     };
     db.store
         .create_pending_authorization(&pending)
@@ -438,6 +440,88 @@ fn sealed_key(kid: &str, status: SigningKeyStatus, created_at: i64) -> SigningKe
     }
 }
 
+pub async fn each_algorithm_has_its_own_active_and_next_key(db: TestDb) {
+    use store::oidc::SigningAlg;
+    let rs = |kid: &str, status, at| SigningKey {
+        algorithm: "RS256".to_owned(),
+        ..sealed_key(kid, status, at)
+    };
+    // ES256 from before, RS256 added: both become active, each once.
+    assert!(
+        db.store
+            .create_first_signing_key(&sealed_key("es1", SigningKeyStatus::Active, NOW))
+            .await
+            .unwrap()
+    );
+    assert!(
+        db.store
+            .create_first_signing_key(&rs("rs1", SigningKeyStatus::Active, NOW + 1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.store
+            .create_first_signing_key(&rs("rs1b", SigningKeyStatus::Active, NOW + 2))
+            .await
+            .unwrap()
+    );
+    let active = |alg| {
+        let store = db.store.clone();
+        async move {
+            store
+                .active_signing_key_for(alg)
+                .await
+                .unwrap()
+                .map(|k| k.kid)
+        }
+    };
+    assert_eq!(active(SigningAlg::Es256).await.as_deref(), Some("es1"));
+    assert_eq!(active(SigningAlg::Rs256).await.as_deref(), Some("rs1"));
+    // One next key per algorithm.
+    db.store
+        .publish_next_signing_key(&rs("rs2", SigningKeyStatus::Next, NOW + 3))
+        .await
+        .unwrap();
+    db.store
+        .publish_next_signing_key(&sealed_key("es2", SigningKeyStatus::Next, NOW + 3))
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.store
+            .publish_next_signing_key(&rs("rs3", SigningKeyStatus::Next, NOW + 4))
+            .await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    assert_eq!(
+        db.store
+            .next_signing_key_for(SigningAlg::Rs256)
+            .await
+            .unwrap()
+            .unwrap()
+            .kid,
+        "rs2"
+    );
+    // Promoting the RS256 key retires the RS256 key only.
+    assert!(
+        db.store
+            .promote_next_signing_key("rs2", NOW + 5)
+            .await
+            .unwrap()
+    );
+    assert_eq!(active(SigningAlg::Rs256).await.as_deref(), Some("rs2"));
+    assert_eq!(active(SigningAlg::Es256).await.as_deref(), Some("es1"));
+    let retired: Vec<String> = db
+        .store
+        .list_signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.status == SigningKeyStatus::Retired)
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(retired, vec!["rs1".to_owned()]);
+}
+
 pub async fn next_key_is_published_then_promoted_and_one_key_is_active(db: TestDb) {
     let first = sealed_key("k1", SigningKeyStatus::Active, NOW);
     assert!(db.store.create_first_signing_key(&first).await.unwrap());
@@ -559,6 +643,7 @@ pub async fn one_query_lookups_agree_with_the_separate_ones(db: TestDb) {
         created_at: NOW,
         expires_at: NOW + 600_000,
         browser_binding_hash: Some("binding-hash".to_owned()),
+        prompt_none: false,
     };
     db.store
         .create_pending_authorization(&pending)
@@ -620,8 +705,20 @@ pub async fn one_query_lookups_agree_with_the_separate_ones(db: TestDb) {
             .unwrap()
     );
     assert_eq!(db.count_rows("oidc_auth_codes").await, 1);
+    // The active key of the client's algorithm (RS256, the default) is the one read; an
+    // active key of another algorithm is not.
     db.store
-        .activate_new_signing_key(&sealed_key("kj", SigningKeyStatus::Active, NOW), NOW)
+        .activate_new_signing_key(&sealed_key("kj-es", SigningKeyStatus::Active, NOW), NOW)
+        .await
+        .unwrap();
+    db.store
+        .activate_new_signing_key(
+            &SigningKey {
+                algorithm: "RS256".to_owned(),
+                ..sealed_key("kj", SigningKeyStatus::Active, NOW)
+            },
+            NOW,
+        )
         .await
         .unwrap();
     let (redemption, context) = db
