@@ -60,6 +60,7 @@ pub fn build(
     clock: &wechat::SharedClock,
     wechat: wechat::Client,
     tokens: &scheduler::TokenService,
+    stats: &stats::Stats,
 ) -> anyhow::Result<Arc<Gateway>> {
     Ok(Gateway::new(GatewayConfig {
         store: store.clone(),
@@ -68,5 +69,6 @@ pub fn build(
         wechat,
         core_tokens: Arc::new(SchedulerCoreTokens(tokens.clone())),
         public_url: config.public_url.clone(),
+        stats: stats.clone(),
     })?)
 }

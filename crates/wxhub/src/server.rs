@@ -35,6 +35,8 @@ pub struct AppState {
     pub tenancy: tenancy::Tenancy,
     /// The web dashboard under `/dashboard/` (and the hub's root, which leads to it).
     pub dashboard: dashboard::Dashboard,
+    /// What happens on every account, counted and flushed to the database (by [`serve_on`]).
+    pub stats: stats::Stats,
 }
 
 impl AppState {
@@ -50,12 +52,16 @@ impl AppState {
         let vault = Arc::new(vault);
         // The scheduler fills its token cache here; valid tokens are served as they are.
         let wechat = wechat_client(&config)?;
+        let stats = stats::Stats::new(store.clone(), clock.clone(), stats::StatsConfig::default());
         let tokens = scheduler::TokenService::open(
             store.clone(),
             vault.clone(),
             wechat.clone(),
             clock.clone(),
-            scheduler::SchedulerConfig::default(),
+            scheduler::SchedulerConfig {
+                stats: stats.clone(),
+                ..scheduler::SchedulerConfig::default()
+            },
         )
         .await
         .context("loading the core-token cache")?;
@@ -73,7 +79,7 @@ impl AppState {
             },
         );
         let gateway =
-            crate::login_gateway::build(&config, &store, &vault, &clock, wechat, &tokens)?;
+            crate::login_gateway::build(&config, &store, &vault, &clock, wechat, &tokens, &stats)?;
         let dashboard = dashboard::Dashboard::new(
             tenancy.clone(),
             vault.clone(),
@@ -85,6 +91,7 @@ impl AppState {
         )
         .context("starting the dashboard")?;
         Ok(Self {
+            stats,
             dashboard,
             tenancy,
             store,
@@ -191,6 +198,8 @@ pub async fn serve_on(
         state.gateway.clone(),
         gateway::maintenance::Retention::default(),
     );
+    // Counts reach the database every few seconds; the last ones at the end.
+    let flusher = state.stats.spawn_flusher();
     let grace = state.tokens.config().shutdown_grace;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
@@ -202,6 +211,7 @@ pub async fn serve_on(
     // Refreshes in flight finish and store their token (an aborted one would waste a fetch:
     // WeChat has already superseded the old token); no new one starts.
     scheduler_tasks.shutdown(grace).await;
+    flusher.shutdown().await;
     result
 }
 
