@@ -94,6 +94,8 @@ pub struct GatewayConfig {
     pub core_tokens: Arc<dyn CoreTokens>,
     /// wxhub's public base URL; issuers are `{public_url}/t/{appid}`.
     pub public_url: Url,
+    /// Where the login funnel, pushes and end users are counted.
+    pub stats: stats::Stats,
 }
 
 /// The gateway's shared state. Cheap to share (`Arc<Gateway>`).
@@ -103,6 +105,7 @@ pub struct Gateway {
     pub(crate) clock: SharedClock,
     pub(crate) wechat: wechat::Client,
     pub(crate) core_tokens: Arc<dyn CoreTokens>,
+    pub(crate) stats: stats::Stats,
     public_base: String,
     /// For relaying pushes to owners' servers (short timeout, no redirects).
     pub(crate) relay_http: reqwest::Client,
@@ -139,6 +142,7 @@ impl Gateway {
             clock: config.clock,
             wechat: config.wechat,
             core_tokens: config.core_tokens,
+            stats: config.stats,
             public_base: config.public_url.as_str().trim_end_matches('/').to_owned(),
             relay_http,
             keys: keys::KeyCache::default(),

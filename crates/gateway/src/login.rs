@@ -120,18 +120,28 @@ pub async fn wechat_callback(
             let state = state
                 .filter(|s| !s.is_empty())
                 .ok_or(GatewayError::StateMissing)?;
-            let pending = gw
-                .store
-                .find_pending_authorization(&state, now)
-                .await?
-                .ok_or(GatewayError::StateUnknown)?;
+            let Some(pending) = gw.store.find_pending_authorization(&state, now).await? else {
+                // Unknown, expired or used: which website it was for is no longer known.
+                gw.stats
+                    .login_failed(&account.id, "unknown", "", stats::LoginFailure::Expired);
+                return Err(GatewayError::StateUnknown);
+            };
             let client = pending_client(gw, &account, &pending).await?;
             (account, pending, client.login_mode, None)
         }
     };
     crate::binding::check(&pending, browser)?;
+    let (mode, website) = (login_mode.as_str(), pending.oidc_client_id.as_str());
+    gw.stats
+        .login(&account.id, mode, website, stats::LoginStage::Returned);
 
     let Some(code) = code.filter(|c| !c.is_empty()) else {
+        gw.stats.login_failed(
+            &account.id,
+            mode,
+            website,
+            stats::LoginFailure::ConsentRefused,
+        );
         // §4.2: a refusal comes back with `state` only.
         gw.store
             .finish_pending_authorization(&pending.id, PendingStatus::Denied, None, now)
@@ -156,6 +166,12 @@ pub async fn wechat_callback(
     let token = gw.wechat.exchange_code(appid, &appsecret, &code).await?;
     if token.is_snapshotuser {
         // §4.3: a virtual user; the pending login stays open so the full page can finish it.
+        gw.stats.login_failed(
+            &account.id,
+            mode,
+            website,
+            stats::LoginFailure::SnapshotUser,
+        );
         return Err(GatewayError::SnapshotUser);
     }
     let openid = token.openid.clone();
@@ -213,6 +229,8 @@ pub async fn wechat_callback(
                     finished_at: None,
                 })
                 .await?;
+            gw.stats
+                .login(&account.id, mode, website, stats::LoginStage::FollowPage);
             Ok(LoginStep::FollowPage(format!(
                 "{}/login/follow/{wait_token}",
                 gw.issuer(appid)
@@ -334,8 +352,14 @@ pub async fn follow_continue(
         }
         Some(info)
     };
-    pending_client(gw, &account, &pending).await?;
+    let client = pending_client(gw, &account, &pending).await?;
     let login = follower_login(&wait.openid, info.as_ref());
     let to = crate::oidc::issue_code(gw, &account, &pending, &login, Some(&wait.id)).await?;
+    gw.stats.login(
+        &account.id,
+        client.login_mode.as_str(),
+        &client.id,
+        stats::LoginStage::Followed,
+    );
     Ok(Continued::ToClient(to))
 }

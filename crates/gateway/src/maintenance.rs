@@ -92,7 +92,28 @@ pub async fn sweep(
     })
 }
 
-/// Runs [`sweep`] every [`SWEEP_INTERVAL`] with the gateway's store and injected clock, until
+/// Counts the logins abandoned on the follow page (their wait expired, no follow) as failed
+/// logins, deleting their waits (so [`sweep`] does not count them again); returns how many.
+pub async fn count_abandoned_logins(
+    gw: &Gateway,
+    now: i64,
+    retention: &Retention,
+) -> Result<usize, GatewayError> {
+    let cutoff = now.saturating_sub(ms(retention.expired_oidc_grace));
+    let abandoned = gw.store.delete_abandoned_follow_waits(cutoff).await?;
+    for (account_id, website) in &abandoned {
+        // Only follow-required logins have a follow page.
+        gw.stats.login_failed(
+            account_id,
+            store::oidc::LoginMode::FollowRequired.as_str(),
+            website,
+            stats::LoginFailure::NotFollowing,
+        );
+    }
+    Ok(abandoned.len())
+}
+
+/// Runs [`count_abandoned_logins`] and [`sweep`] every [`SWEEP_INTERVAL`] with the gateway's store and injected clock, until
 /// the returned task is aborted. A failed sweep is logged and retried at the next tick.
 pub fn spawn(gateway: Arc<Gateway>, retention: Retention) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -100,6 +121,9 @@ pub fn spawn(gateway: Arc<Gateway>, retention: Retention) -> JoinHandle<()> {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            if let Err(error) = count_abandoned_logins(&gateway, gateway.now(), &retention).await {
+                tracing::warn!(%error, "counting abandoned logins failed");
+            }
             match sweep(&gateway.store, gateway.now(), &retention).await {
                 Ok(report) => tracing::debug!(?report, "gateway sweep"),
                 Err(error) => tracing::warn!(%error, "gateway sweep failed"),

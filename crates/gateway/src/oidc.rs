@@ -268,11 +268,18 @@ pub async fn authorize(
     let (account, client) = account_and_client(gw, appid, params.client_id.as_deref())
         .await?
         .map_err(|e| e.unwrap_or(GatewayError::UnknownClient))?;
+    let failed = |why| {
+        gw.stats
+            .login_failed(&account.id, client.login_mode.as_str(), &client.id, why);
+    };
     let redirect_uri = params
         .redirect_uri
         .clone()
         .filter(|uri| client.redirect_uris.iter().any(|r| r == uri))
-        .ok_or(GatewayError::RedirectUriMismatch)?;
+        .ok_or_else(|| {
+            failed(stats::LoginFailure::RedirectUri);
+            GatewayError::RedirectUriMismatch
+        })?;
     if let Some(refusal) = login_refusal(&account) {
         return Err(GatewayError::AccountCannotLogin(refusal));
     }
@@ -330,6 +337,10 @@ pub async fn authorize(
         return Err(back("invalid_scope", "the openid scope is required"));
     }
     let challenge = params.code_challenge.filter(|c| !c.is_empty());
+    let back = |error, description| {
+        failed(stats::LoginFailure::Pkce);
+        back(error, description)
+    };
     match (&challenge, params.code_challenge_method.as_deref()) {
         (Some(c), Some("S256")) if is_pkce_value(c) => {}
         (Some(_), Some("S256")) => return Err(back("invalid_request", "malformed code_challenge")),
@@ -397,6 +408,12 @@ pub async fn authorize(
         prompt_none: prompting.none,
     };
     gw.store.create_pending_authorization(&pending).await?;
+    gw.stats.login(
+        &account.id,
+        client.login_mode.as_str(),
+        &client.id,
+        stats::LoginStage::Started,
+    );
     let scope = match client.login_mode {
         LoginMode::FollowRequired => wechat::Scope::SnsapiBase,
         LoginMode::Userinfo => wechat::Scope::SnsapiUserinfo,
@@ -461,12 +478,22 @@ pub(crate) async fn issue_code(
         expires_at: now + CODE_LIFETIME_MS,
         used_at: None,
     };
-    if !gw
+    let Some(completed) = gw
         .store
-        .complete_pending_authorization(&pending.id, &record, follow_wait_id, login, now)
+        .complete_login(&pending.id, &record, follow_wait_id, login, now)
         .await?
-    {
+    else {
         return Err(GatewayError::StateUnknown);
+    };
+    let mode = login_mode_of(login.via);
+    gw.stats.login(
+        &account.id,
+        mode,
+        &pending.oidc_client_id,
+        stats::LoginStage::Completed,
+    );
+    if completed.user_created {
+        gw.stats.user_created(&account.id, login.via.as_str());
     }
     let issuer = gw.issuer(&account.appid);
     let mut params = vec![("code", code.as_str())];
@@ -476,6 +503,16 @@ pub(crate) async fn issue_code(
     // RFC 9207: the client checks it is the issuer it sent the user to (mix-up attacks).
     params.push(("iss", issuer.as_str()));
     Ok(crate::pages::append_query(&pending.redirect_uri, &params))
+}
+
+/// The login mode a login's end-user record names (for statistics).
+fn login_mode_of(via: store::end_users::CreatedVia) -> &'static str {
+    use store::end_users::CreatedVia;
+    match via {
+        CreatedVia::LoginBase => LoginMode::FollowRequired.as_str(),
+        CreatedVia::LoginUserinfo => LoginMode::Userinfo.as_str(),
+        CreatedVia::Push => "push",
+    }
 }
 
 /// Token request parameters (RFC 6749 §4.1.3, §2.3.1).
@@ -628,7 +665,11 @@ pub async fn token(
     params: TokenParams,
 ) -> Result<TokenResponse, GatewayError> {
     use TokenErrorCode::{InvalidGrant, InvalidRequest, UnsupportedGrantType};
-    let (_account, client) = authenticate_client(gw, appid, basic, &params).await?;
+    let (account, client) = authenticate_client(gw, appid, basic, &params).await?;
+    let failed = |why| {
+        gw.stats
+            .login_failed(&account.id, client.login_mode.as_str(), &client.id, why);
+    };
     if params.grant_type.as_deref() != Some("authorization_code") {
         return Err(GatewayError::token(
             UnsupportedGrantType,
@@ -654,6 +695,7 @@ pub async fn token(
     let record = match redemption {
         CodeRedemption::Redeemed(record) => record,
         CodeRedemption::AlreadyUsed { revoked_tokens } => {
+            failed(stats::LoginFailure::Expired);
             tracing::warn!(client = %client.client_id, revoked_tokens, "authorization code reused; its tokens are revoked");
             return Err(GatewayError::token(
                 InvalidGrant,
@@ -661,6 +703,7 @@ pub async fn token(
             ));
         }
         CodeRedemption::Expired => {
+            failed(stats::LoginFailure::Expired);
             return Err(GatewayError::token(InvalidGrant, "the code has expired"));
         }
         CodeRedemption::NotFound => {
@@ -670,6 +713,12 @@ pub async fn token(
     // The code is spent; if the request does not match it, the token issued with the spend
     // (never shown to anyone) is revoked.
     if let Err(refused) = check_code_binding(&record, &params) {
+        failed(match &refused {
+            GatewayError::Token { description, .. } if description.contains("redirect_uri") => {
+                stats::LoginFailure::RedirectUri
+            }
+            _ => stats::LoginFailure::Pkce,
+        });
         gw.store
             .revoke_access_token(&issued.token_hash, now)
             .await?;

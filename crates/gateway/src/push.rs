@@ -203,6 +203,19 @@ fn subscription_of(msg: &PushMessage, event_time: i64) -> Option<Subscription> {
     }
 }
 
+/// What kind of push a message is, for statistics.
+fn push_kind(msg: &PushMessage) -> stats::PushKind {
+    match &msg.kind {
+        PushKind::Subscribe {
+            event_key: Some(_), ..
+        } => stats::PushKind::SubscribeWithScene,
+        PushKind::Subscribe { .. } => stats::PushKind::Subscribe,
+        PushKind::Unsubscribe => stats::PushKind::Unsubscribe,
+        PushKind::Scan { .. } => stats::PushKind::Scan,
+        _ => stats::PushKind::Other,
+    }
+}
+
 /// The account's push mode: as configured, else safe when it has an EncodingAESKey.
 fn push_mode(configured: Option<PushMode>, has_aes_key: bool) -> PushMode {
     configured.unwrap_or(if has_aes_key {
@@ -322,12 +335,23 @@ pub async fn receive(
         )
         .await?;
     match recording {
-        PushRecording::Processed { .. } => {
+        PushRecording::Processed { user_created } => {
+            let account_id = v.account.id.as_str();
+            gw.stats.push(account_id, push_kind(&msg));
+            if user_created {
+                gw.stats
+                    .user_created(account_id, store::end_users::CreatedVia::Push.as_str());
+            }
+            if matches!(msg.kind, PushKind::Unsubscribe) {
+                gw.stats.user_unsubscribed(account_id);
+            }
             if let Some(url) = settings.push_relay_url {
                 relay(gw, url, &v, &q, body, encrypt, record.dedup_key);
             }
         }
         PushRecording::Retry => {
+            // WeChat's retry of a push already processed: counted once, as a duplicate.
+            gw.stats.push_duplicate(&v.account.id);
             tracing::debug!(account_id = %v.account.id, "push retry acknowledged without reprocessing");
         }
         PushRecording::NonceReused => return Err(reject(PushRejection::Replay)),
@@ -374,6 +398,7 @@ fn relay(
     }
     let http = gw.relay_http.clone();
     let store = gw.store.clone();
+    let stats = gw.stats.clone();
     let account_id = v.account.id.clone();
     tokio::spawn(async move {
         match store
@@ -397,6 +422,8 @@ fn relay(
             .body(body)
             .send()
             .await;
+        let ok = matches!(&sent, Ok(r) if r.status().is_success());
+        stats.push_relayed(&account_id, ok);
         match sent {
             Ok(r) if r.status().is_success() => {}
             Ok(r) => {

@@ -2,12 +2,14 @@
 //!
 //! ```sh
 //! cargo bench -p scheduler --bench token_api -- [--accounts 100000] [--concurrency 64]
-//!     [--latency-ms 20] [--connections 32] [--seconds 5]
+//!     [--latency-ms 20] [--connections 32] [--seconds 5] [--rounds 3] [--token-api-only]
 //! ```
 //!
 //! 1. `GET /api/v1/accounts/{appid}/access_token` throughput and p99 over loopback with N
 //!    keep-alive connections, against a bare axum route returning a same-shaped JSON body, in
-//!    the same process and runtime (goal: ≥ 0.9× the bare route).
+//!    the same process and runtime (goal: ≥ 0.9× the bare route); and the same token API with
+//!    statistics on (every read counted per API key, flushed to the database every 5 s)
+//!    against statistics off (goal: ≥ 0.97×).
 //! 2. Cold refresh of `--accounts` accounts against the simulator with `--latency-ms` added to
 //!    every `/cgi-bin/token` call: wall time against the ideal accounts × latency ÷ concurrency
 //!    (goal ≤ 1.3×), CPU time per refresh (getrusage, simulator included: same process) and
@@ -262,6 +264,26 @@ async fn token_api(args: &Args) {
     .await
     .unwrap();
     service.run_due().await.unwrap();
+    // The same API with statistics on: a second service over the same database (it adopts
+    // the token the first one stored), counting and flushing as `wxhub serve` does.
+    let stats = stats::Stats::new(
+        env.store.clone(),
+        Arc::new(SystemClock),
+        stats::StatsConfig::default(),
+    );
+    let flusher = stats.spawn_flusher();
+    let counted = TokenService::open(
+        env.store.clone(),
+        env.vault.clone(),
+        client(running.base_url()),
+        Arc::new(SystemClock),
+        SchedulerConfig {
+            stats: stats.clone(),
+            ..SchedulerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
     let key = scheduler::apikey::generate_api_key().unwrap();
     let account = env
         .store
@@ -278,6 +300,7 @@ async fn token_api(args: &Args) {
         .await
         .unwrap();
     let token_addr = serve(scheduler::router(service.clone())).await;
+    let counted_addr = serve(scheduler::router(counted.clone())).await;
     let current = service.current(&account.id).await.unwrap();
     let body = serde_json::json!({
         "access_token": current.access_token.expose(),
@@ -298,26 +321,92 @@ async fn token_api(args: &Args) {
         appid(0)
     );
     let bare_url = format!("http://{bare_addr}/bare");
+    let counted_url = format!(
+        "http://{counted_addr}/api/v1/accounts/{}/access_token",
+        appid(0)
+    );
     let key = key.secret.expose().to_owned();
     // Warm up both (connections, caches), then alternate three rounds so that a change in the
     // machine's load hits both sides alike.
     load(bare_url.clone(), None, args.connections, 1).await;
     load(token_url.clone(), Some(key.clone()), args.connections, 1).await;
-    let (mut b, mut t) = (Load::default(), Load::default());
-    for _ in 0..3 {
+    load(counted_url.clone(), Some(key.clone()), args.connections, 1).await;
+    let reads_in_db = || async {
+        env.store
+            .account_series(
+                &account.id,
+                store::stats::Granularity::Hour,
+                0,
+                i64::MAX,
+                &["token.reads"],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.value)
+            .sum::<i64>()
+    };
+    stats.flush().await.unwrap();
+    let reads_before = reads_in_db().await;
+    let (mut b, mut t, mut c) = (Load::default(), Load::default(), Load::default());
+    // Statistics on ÷ off per round: on a shared machine the load moves between rounds, and
+    // the median of the per-round ratios is the figure least moved by it.
+    let mut round_ratios = Vec::new();
+    let rounds = std::env::args()
+        .position(|a| a == "--rounds")
+        .and_then(|i| std::env::args().nth(i + 1))
+        .map_or(3, |v| v.parse::<usize>().expect("--rounds takes a number"));
+    for round in 0..rounds {
         b.add(load(bare_url.clone(), None, args.connections, args.seconds).await);
-        t.add(
-            load(
+        // Alternate which of the two goes first.
+        let (off, on) = if round % 2 == 0 {
+            let off = load(
                 token_url.clone(),
                 Some(key.clone()),
                 args.connections,
                 args.seconds,
             )
-            .await,
-        );
+            .await;
+            let on = load(
+                counted_url.clone(),
+                Some(key.clone()),
+                args.connections,
+                args.seconds,
+            )
+            .await;
+            (off, on)
+        } else {
+            let on = load(
+                counted_url.clone(),
+                Some(key.clone()),
+                args.connections,
+                args.seconds,
+            )
+            .await;
+            let off = load(
+                token_url.clone(),
+                Some(key.clone()),
+                args.connections,
+                args.seconds,
+            )
+            .await;
+            (off, on)
+        };
+        round_ratios.push(on.per_sec() / off.per_sec());
+        t.add(off);
+        c.add(on);
     }
+    round_ratios.sort_by(f64::total_cmp);
+    let median_ratio = round_ratios[round_ratios.len() / 2];
+    flusher.shutdown().await;
+    let counted_reads = reads_in_db().await - reads_before;
+    assert_eq!(
+        counted_reads,
+        c.latencies.len() as i64,
+        "every measured read is counted once in the database"
+    );
     println!(
-        "GET access_token, {} connections, 3 alternating rounds of {} s each:",
+        "GET access_token, {} connections, {rounds} alternating rounds of {} s each:",
         args.connections, args.seconds
     );
     let (b50, b99, t50, t99) = (b.pct(0.50), b.pct(0.99), t.pct(0.50), t.pct(0.99));
@@ -339,6 +428,28 @@ async fn token_api(args: &Args) {
         "  ratio           : throughput {:.2}× (goal ≥ 0.9×), p99 {:.2}× the bare route",
         t.per_sec() / b.per_sec(),
         t99 as f64 / b99 as f64
+    );
+    let (c50, c99) = (c.pct(0.50), c.pct(0.99));
+    println!(
+        "  with statistics : {:>9.0} req/s  p50 {:>5} µs  p99 {:>5} µs  ({} requests, {} counted \
+         in the database)",
+        c.per_sec(),
+        c50,
+        c99,
+        c.latencies.len(),
+        counted_reads
+    );
+    println!(
+        "  statistics on ÷ off: throughput {:.3}× over all rounds, median of the rounds {:.3}× \
+         (goal ≥ 0.97×; rounds {}), p99 {:.2}×",
+        c.per_sec() / t.per_sec(),
+        median_ratio,
+        round_ratios
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        c99 as f64 / t99 as f64
     );
 }
 
@@ -425,6 +536,9 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         token_api(&args).await;
-        cold_refresh(&args).await;
+        // `--token-api-only`: the request phases without the long cold refresh.
+        if !std::env::args().any(|a| a == "--token-api-only") {
+            cold_refresh(&args).await;
+        }
     });
 }

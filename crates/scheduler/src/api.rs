@@ -290,12 +290,17 @@ impl TokenService {
                 };
                 let verified = Arc::new(VerifiedKey {
                     key_hash: hash,
-                    id: record.id,
-                    account_id: record.account_id,
                     appid: key_appid,
                     scopes: record.scopes,
                     proxy_paths: record.proxy_paths.map(Arc::from),
                     checked_at: now,
+                    reads: self
+                        .inner
+                        .config
+                        .stats
+                        .token_reads(&record.account_id, &record.id),
+                    id: record.id,
+                    account_id: record.account_id,
                 });
                 self.inner.keys.insert(verified.clone());
                 verified
@@ -342,12 +347,14 @@ async fn get_token(
     let now = service.now();
     // Fast path: the body serialized when the token entered the cache.
     if let Some(body) = service.cached_json(account_id, now) {
+        verified.reads.add(1);
         return Ok(token_response(body));
     }
     let token = service
         .current(account_id)
         .await
         .map_err(|e| ApiError::from_token(e, now))?;
+    verified.reads.add(1);
     Ok(token_response(token_json(&token, service.now())))
 }
 

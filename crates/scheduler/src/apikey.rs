@@ -42,6 +42,8 @@ pub(crate) struct VerifiedKey {
     /// The WeChat paths the proxy may call with this key; `None`: any.
     pub proxy_paths: Option<Arc<[String]>>,
     pub checked_at: i64,
+    /// Token reads with this key (the token API counts here without a lock).
+    pub reads: stats::Counter,
 }
 
 /// Hash → verified key, with the time of the database check.
@@ -97,6 +99,7 @@ mod tests {
             scopes: KeyScopes::ALL,
             proxy_paths: None,
             checked_at: 1_000,
+            reads: stats::Counter::default(),
         })
     }
 

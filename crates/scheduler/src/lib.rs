@@ -88,6 +88,9 @@ pub struct SchedulerConfig {
     /// How long [`BackgroundTasks::shutdown`] lets refreshes in flight finish (real time,
     /// default 10 s: the WeChat client's timeout, so a call in flight can end either way).
     pub shutdown_grace: Duration,
+    /// Where refreshes, token reads per API key and proxy calls are counted (default:
+    /// disabled).
+    pub stats: stats::Stats,
 }
 
 impl Default for SchedulerConfig {
@@ -108,6 +111,7 @@ impl Default for SchedulerConfig {
             write_retry: Duration::from_millis(500),
             reports_per_key_per_hour: 60,
             accepted_report_memo: Duration::from_secs(10),
+            stats: stats::Stats::disabled(),
         }
     }
 }

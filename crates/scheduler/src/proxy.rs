@@ -72,8 +72,8 @@ fn query_has_token(query: &str) -> bool {
         .any(|(key, _)| key.trim().eq_ignore_ascii_case("access_token"))
 }
 
-/// Whether a (small, complete) WeChat answer says the token was rejected (docs/wechat.md §8).
-fn is_token_rejected(body: &[u8]) -> bool {
+/// The errcode of a (small, complete) WeChat answer, if it has one.
+fn errcode_of(body: &[u8]) -> Option<i64> {
     #[derive(serde::Deserialize)]
     struct Probe {
         errcode: Option<i64>,
@@ -81,7 +81,22 @@ fn is_token_rejected(body: &[u8]) -> bool {
     serde_json::from_slice::<Probe>(body)
         .ok()
         .and_then(|p| p.errcode)
+}
+
+/// Whether a (small, complete) WeChat answer says the token was rejected (docs/wechat.md §8).
+fn is_token_rejected(body: &[u8]) -> bool {
+    errcode_of(body)
         .is_some_and(|c| wechat::ErrCode(c).class() == wechat::ErrorClass::TokenRejected)
+}
+
+impl Upstream {
+    /// WeChat's errcode, when the answer was small enough to be read whole.
+    fn errcode(&self) -> Option<i64> {
+        if self.rest.is_some() {
+            return None;
+        }
+        errcode_of(&self.head)
+    }
 }
 
 struct Upstream {
@@ -165,7 +180,20 @@ pub(crate) async fn proxy(
         }
         async move { read_upstream(builder).await }
     };
-    let first = send(token.access_token.clone()).await?;
+    // Counted once per call, retry included, with WeChat's last answer.
+    let started = std::time::Instant::now();
+    let count = |errcode: Result<Option<i64>, ()>, retried: bool| {
+        service.inner.config.stats.proxy_call(
+            account_id,
+            &path,
+            errcode,
+            started.elapsed(),
+            retried,
+        );
+    };
+    let first = send(token.access_token.clone()).await.inspect_err(|_| {
+        count(Err(()), false);
+    })?;
     if first.rest.is_none() && is_token_rejected(&first.head) {
         // Compare-and-swap refresh: only if the rejected token is still current.
         match service
@@ -173,7 +201,10 @@ pub(crate) async fn proxy(
             .await
         {
             Ok(fresh) if fresh.token.access_token != token.access_token => {
-                let second = send(fresh.token.access_token).await?;
+                let second = send(fresh.token.access_token)
+                    .await
+                    .inspect_err(|_| count(Err(()), true))?;
+                count(Ok(second.errcode()), true);
                 let mut response = respond(second);
                 response
                     .headers_mut()
@@ -186,6 +217,7 @@ pub(crate) async fn proxy(
             }
         }
     }
+    count(Ok(first.errcode()), false);
     Ok(respond(first))
 }
 

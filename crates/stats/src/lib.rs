@@ -21,6 +21,7 @@
 
 pub mod calendar;
 mod counters;
+pub mod datacube;
 pub mod metric;
 
 use std::collections::HashMap;

@@ -365,6 +365,35 @@ impl Store {
         })
     }
 
+    /// Deletes the follow waits that expired before `cutoff` without the user following or the
+    /// login finishing — logins abandoned on the follow page — and returns each one's account
+    /// and website (`oidc_clients.id`; empty when its pending login is gone). Each wait is
+    /// returned once, whichever replica deletes it.
+    pub async fn delete_abandoned_follow_waits(
+        &self,
+        cutoff: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "DELETE FROM oidc_follow_waits WHERE expires_at < ?1 \
+                     AND followed_at IS NULL AND finished_at IS NULL \
+                     RETURNING account_id, COALESCE((SELECT p.oidc_client_id \
+                     FROM oidc_pending_authorizations p \
+                     WHERE p.id = oidc_follow_waits.pending_id), '') AS website",
+            postgres: "DELETE FROM oidc_follow_waits WHERE expires_at < $1 \
+                       AND followed_at IS NULL AND finished_at IS NULL \
+                       RETURNING account_id, COALESCE((SELECT p.oidc_client_id \
+                       FROM oidc_pending_authorizations p \
+                       WHERE p.id = oidc_follow_waits.pending_id), '') AS website",
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d)).bind(cutoff).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| Ok((r.text("account_id")?, r.text("website")?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
     /// Deletes follow waits that expired or finished before `cutoff`, and waits whose pending
     /// authorization is gone; returns how many.
     pub async fn delete_stale_follow_waits(&self, cutoff: i64) -> Result<u64, StoreError> {

@@ -19,6 +19,7 @@ mod db;
 mod error;
 
 pub mod changes;
+pub mod datacube;
 #[macro_use]
 pub mod audit;
 pub mod accounts;

@@ -93,6 +93,36 @@ pub struct ConfigArgs {
     /// [default: false: operators invite owners]
     #[arg(long, env = "WXHUB_OPEN_SIGN_UP", global = true, value_name = "BOOL")]
     pub open_sign_up: Option<bool>,
+
+    /// Days the daily statistics (charts, platform totals, ranks) are kept [default: 1098,
+    /// three years]
+    #[arg(
+        long,
+        env = "WXHUB_STATS_RETENTION_DAYS",
+        global = true,
+        value_name = "DAYS"
+    )]
+    pub stats_retention_days: Option<u32>,
+
+    /// Days WeChat's own statistics (followers, push handling) synced nightly are kept
+    /// [default: 1098, three years]
+    #[arg(
+        long,
+        env = "WXHUB_DATACUBE_RETENTION_DAYS",
+        global = true,
+        value_name = "DAYS"
+    )]
+    pub datacube_retention_days: Option<u32>,
+
+    /// Calls to WeChat's statistics API per account and day, at most; a backfill continues
+    /// the next day [default: 60]
+    #[arg(
+        long,
+        env = "WXHUB_DATACUBE_DAILY_BUDGET",
+        global = true,
+        value_name = "CALLS"
+    )]
+    pub datacube_daily_budget: Option<u32>,
 }
 
 /// How log lines are written.
@@ -120,6 +150,9 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     egress_ips: Option<Vec<IpAddr>>,
     open_sign_up: Option<bool>,
+    stats_retention_days: Option<u32>,
+    datacube_retention_days: Option<u32>,
+    datacube_daily_budget: Option<u32>,
 }
 
 /// Where the master keys come from.
@@ -148,7 +181,16 @@ pub struct Config {
     pub egress_ips: Vec<IpAddr>,
     /// Anyone may sign up as an owner.
     pub open_sign_up: bool,
+    /// Days daily statistics are kept.
+    pub stats_retention_days: u32,
+    /// Days synced WeChat statistics are kept.
+    pub datacube_retention_days: u32,
+    /// WeChat statistics calls per account and day.
+    pub datacube_daily_budget: u32,
 }
+
+/// Three years and two days: a chart of the same day three years ago still has it.
+const DEFAULT_RETENTION_DAYS: u32 = 1098;
 
 /// The environment variable that may hold the whole keyring (base64 of its TOML).
 pub const KEYRING_ENV: &str = "WXHUB_KEYRING";
@@ -220,6 +262,31 @@ impl Config {
                 bail!("the {name} URL must be http:// or https:// (got {url})");
             }
         }
+        let stats_retention_days = args
+            .stats_retention_days
+            .or(file.stats_retention_days)
+            .unwrap_or(DEFAULT_RETENTION_DAYS);
+        let datacube_retention_days = args
+            .datacube_retention_days
+            .or(file.datacube_retention_days)
+            .unwrap_or(DEFAULT_RETENTION_DAYS);
+        for (name, days) in [
+            ("stats_retention_days", stats_retention_days),
+            ("datacube_retention_days", datacube_retention_days),
+        ] {
+            if days < 2 {
+                bail!("{name} must be at least 2 days (got {days})");
+            }
+        }
+        let datacube_daily_budget = args
+            .datacube_daily_budget
+            .or(file.datacube_daily_budget)
+            .unwrap_or(60);
+        if datacube_daily_budget < 4 {
+            bail!(
+                "datacube_daily_budget must be at least 4 calls: a day's sync takes 4 (got {datacube_daily_budget})"
+            );
+        }
         let require_totp_for_operators = args
             .require_totp_for_operators
             .or(file.require_totp_for_operators)
@@ -240,6 +307,9 @@ impl Config {
             } else {
                 args.egress_ips.clone()
             },
+            stats_retention_days,
+            datacube_retention_days,
+            datacube_daily_budget,
         })
     }
 }

@@ -51,6 +51,37 @@ impl CoreTokens for SchedulerCoreTokens {
     }
 }
 
+/// The statistics sync asks the scheduler for core tokens the same way: never a fetch of its
+/// own.
+impl stats::datacube::CoreTokenSource for SchedulerCoreTokens {
+    fn current<'a>(
+        &'a self,
+        account_id: &'a str,
+    ) -> stats::datacube::BoxFuture<'a, Result<AccessToken, String>> {
+        Box::pin(async move {
+            self.0
+                .current(account_id)
+                .await
+                .map(|t| t.access_token)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn rejected<'a>(
+        &'a self,
+        account_id: &'a str,
+        rejected: &'a AccessToken,
+    ) -> stats::datacube::BoxFuture<'a, Result<AccessToken, String>> {
+        Box::pin(async move {
+            self.0
+                .rejected_by_wechat(account_id, rejected)
+                .await
+                .map(|r| r.token.access_token)
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
 /// Builds the gateway over the hub's WeChat client (whose API and authorize-page bases come
 /// from the configuration).
 pub fn build(
@@ -60,6 +91,7 @@ pub fn build(
     clock: &wechat::SharedClock,
     wechat: wechat::Client,
     tokens: &scheduler::TokenService,
+    stats: &stats::Stats,
 ) -> anyhow::Result<Arc<Gateway>> {
     Ok(Gateway::new(GatewayConfig {
         store: store.clone(),
@@ -68,5 +100,6 @@ pub fn build(
         wechat,
         core_tokens: Arc::new(SchedulerCoreTokens(tokens.clone())),
         public_url: config.public_url.clone(),
+        stats: stats.clone(),
     })?)
 }

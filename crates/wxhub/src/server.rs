@@ -35,6 +35,10 @@ pub struct AppState {
     pub tenancy: tenancy::Tenancy,
     /// The web dashboard under `/dashboard/` (and the hub's root, which leads to it).
     pub dashboard: dashboard::Dashboard,
+    /// What happens on every account, counted and flushed to the database (by [`serve_on`]).
+    pub stats: stats::Stats,
+    /// WeChat's own statistics, synced nightly per account (started by [`serve_on`]).
+    pub datacube: stats::datacube::DatacubeSync,
 }
 
 impl AppState {
@@ -50,12 +54,24 @@ impl AppState {
         let vault = Arc::new(vault);
         // The scheduler fills its token cache here; valid tokens are served as they are.
         let wechat = wechat_client(&config)?;
+        let days = |n: u32| Duration::from_secs(u64::from(n) * 24 * 3600);
+        let stats = stats::Stats::new(
+            store.clone(),
+            clock.clone(),
+            stats::StatsConfig {
+                daily_retention: days(config.stats_retention_days),
+                ..stats::StatsConfig::default()
+            },
+        );
         let tokens = scheduler::TokenService::open(
             store.clone(),
             vault.clone(),
             wechat.clone(),
             clock.clone(),
-            scheduler::SchedulerConfig::default(),
+            scheduler::SchedulerConfig {
+                stats: stats.clone(),
+                ..scheduler::SchedulerConfig::default()
+            },
         )
         .await
         .context("loading the core-token cache")?;
@@ -72,8 +88,20 @@ impl AppState {
                 ..tenancy::TenancyConfig::new(config.public_url.clone())
             },
         );
+        let datacube = stats::datacube::DatacubeSync::new(
+            store.clone(),
+            wechat.clone(),
+            Arc::new(crate::login_gateway::SchedulerCoreTokens(tokens.clone())),
+            clock.clone(),
+            stats::datacube::DatacubeConfig {
+                holder: tokens.config().holder.clone(),
+                daily_budget: config.datacube_daily_budget,
+                retention: days(config.datacube_retention_days),
+                ..stats::datacube::DatacubeConfig::default()
+            },
+        );
         let gateway =
-            crate::login_gateway::build(&config, &store, &vault, &clock, wechat, &tokens)?;
+            crate::login_gateway::build(&config, &store, &vault, &clock, wechat, &tokens, &stats)?;
         let dashboard = dashboard::Dashboard::new(
             tenancy.clone(),
             vault.clone(),
@@ -85,6 +113,8 @@ impl AppState {
         )
         .context("starting the dashboard")?;
         Ok(Self {
+            stats,
+            datacube,
             dashboard,
             tenancy,
             store,
@@ -191,6 +221,10 @@ pub async fn serve_on(
         state.gateway.clone(),
         gateway::maintenance::Retention::default(),
     );
+    // Counts reach the database every few seconds; the last ones at the end.
+    let flusher = state.stats.spawn_flusher();
+    // WeChat's statistics: each account at its own time of day, one replica per account.
+    let datacube = state.datacube.spawn();
     let grace = state.tokens.config().shutdown_grace;
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
@@ -199,9 +233,11 @@ pub async fn serve_on(
         .context("HTTP server failed");
     reload.abort();
     sweeper.abort();
+    datacube.abort();
     // Refreshes in flight finish and store their token (an aborted one would waste a fetch:
     // WeChat has already superseded the old token); no new one starts.
     scheduler_tasks.shutdown(grace).await;
+    flusher.shutdown().await;
     result
 }
 

@@ -75,8 +75,13 @@ pub async fn charts_show_the_counted_numbers_to_owners_and_operators(db: TestDat
     // Three bars, in the wide drawing and in the narrow one for phones.
     assert_eq!(refreshes.matches("<rect ").count(), 6);
     // A chart with nothing counted says so instead of drawing nothing.
-    let reads = page.between("id=\"chart-token_reads\"", "</section>").unwrap();
-    assert!(reads.contains("此范围内没有数据") && !reads.contains("<svg"), "{reads}");
+    let reads = page
+        .between("id=\"chart-token_reads\"", "</section>")
+        .unwrap();
+    assert!(
+        reads.contains("此范围内没有数据") && !reads.contains("<svg"),
+        "{reads}"
+    );
     // Its table, and the funnel's totals.
     assert!(refreshes.contains(&format!(
         "<th scope=\"row\">{}</th><td>12</td><td>3</td>",

@@ -125,6 +125,8 @@ pub struct Hub {
     pub addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     pub store: Store,
+    /// This replica's statistics (flushed by the tests that read them).
+    pub stats: stats::Stats,
     task: JoinHandle<()>,
 }
 
@@ -242,6 +244,11 @@ impl Env {
         let mut hubs = Vec::new();
         for listener in listeners {
             let store = Store::connect(&url).await.unwrap();
+            let stats = stats::Stats::new(
+                store.clone(),
+                Arc::new(clock.clone()),
+                stats::StatsConfig::default(),
+            );
             let gateway = Gateway::with_limits(
                 GatewayConfig {
                     store: store.clone(),
@@ -250,6 +257,7 @@ impl Env {
                     wechat: wechat.clone(),
                     core_tokens: tokens.clone(),
                     public_url: url::Url::parse(&public).unwrap(),
+                    stats: stats.clone(),
                 },
                 limits,
             )
@@ -265,6 +273,7 @@ impl Env {
                 addr,
                 gateway,
                 store,
+                stats,
                 task,
             });
         }

@@ -7,4 +7,5 @@ mod login;
 mod oidc;
 mod push;
 mod replicas;
+mod stats;
 mod strict;

@@ -8,7 +8,7 @@ use wechat_sim::{FollowOptions, PushMode};
 
 use crate::common::*;
 
-fn subscribe_xml(appid: &str, openid: &str, create_time: i64) -> String {
+pub(crate) fn subscribe_xml(appid: &str, openid: &str, create_time: i64) -> String {
     format!(
         "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
          <CreateTime>{create_time}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
@@ -18,7 +18,7 @@ fn subscribe_xml(appid: &str, openid: &str, create_time: i64) -> String {
 }
 
 /// POSTs a push signed with `PUSH_TOKEN`; `encrypt_for` seals it in safe mode for that appid.
-async fn send(
+pub(crate) async fn send(
     env: &Env,
     appid: &str,
     message: &str,

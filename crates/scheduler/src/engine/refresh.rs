@@ -289,6 +289,7 @@ impl TokenService {
                         None,
                     ),
                 );
+                inner.config.stats.token_refreshed(account_id);
                 if stored {
                     tracing::info!(%account_id, generation, expires_at, next_refresh_at, "core token refreshed");
                     self.emit(EngineEvent::Refreshed {
@@ -300,6 +301,7 @@ impl TokenService {
             }
             Err(error) => {
                 let (state, code, message, ip) = failure_text(&error);
+                inner.config.stats.token_refresh_failed(account_id, code);
                 let next_refresh_at = match state {
                     TokenState::Retrying => {
                         let failures = claimed.failure_count + 1;

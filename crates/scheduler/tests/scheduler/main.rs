@@ -12,5 +12,6 @@ mod engine;
 mod postgres;
 mod reports;
 mod shutdown;
+mod stats;
 mod waiting;
 mod write_back;
