@@ -208,6 +208,67 @@ fn charts(ctx: &Ctx, days: &Days, points: &[SeriesPoint]) -> Vec<Chart> {
     ]
 }
 
+/// WeChat's follower charts from the synced datacube rows.
+fn follower_charts(
+    ctx: &Ctx,
+    days: &Days,
+    summary: &[store::datacube::UserSummaryDay],
+    cumulate: &[store::datacube::UserCumulateDay],
+) -> Vec<Chart> {
+    let index = |day: i64| usize::try_from((day - days.from).div_euclid(DAY_MS)).ok();
+    let n = days.starts.len();
+    let (mut new, mut lost, mut total) = (vec![0; n], vec![0; n], vec![0; n]);
+    for row in summary {
+        if let Some(i) = index(row.day).filter(|i| *i < n) {
+            new[i] += row.new_user;
+            lost[i] += row.cancel_user;
+        }
+    }
+    for row in cumulate {
+        if let Some(i) = index(row.day).filter(|i| *i < n) {
+            total[i] = row.cumulate_user;
+        }
+    }
+    let buckets = days.labels();
+    vec![
+        Chart {
+            id: "followers",
+            title: ctx.t("stats.followers").to_owned(),
+            kind: Kind::Lines,
+            buckets: buckets.clone(),
+            series: vec![series(ctx, "stats.followers_total", total)],
+        },
+        Chart {
+            id: "follows",
+            title: ctx.t("stats.follows").to_owned(),
+            kind: Kind::StackedBars,
+            buckets,
+            series: vec![
+                series(ctx, "stats.follows_new", new),
+                series(ctx, "stats.follows_lost", lost),
+            ],
+        },
+    ]
+}
+
+/// An account's charts: wxhub's counters, then WeChat's follower statistics.
+async fn account_charts(
+    dashboard: &Dashboard,
+    ctx: &Ctx,
+    person: &SignedIn,
+    appid: &str,
+    days: &Days,
+    points: &[SeriesPoint],
+) -> Result<Vec<Chart>, DashboardError> {
+    let (summary, cumulate) = dashboard
+        .tenancy()
+        .account_followers(&person.principal, appid, days.from, days.to)
+        .await?;
+    let mut all = charts(ctx, days, points);
+    all.extend(follower_charts(ctx, days, &summary, &cumulate));
+    Ok(all)
+}
+
 /// A chart as a page shows it.
 pub(crate) struct ChartView {
     id: &'static str,
@@ -452,7 +513,8 @@ pub(crate) async fn account_csv(
     let days = Days::ending_today(dashboard.now(), params.days());
     let points = account_points(&dashboard, &person, &appid, &days).await?;
     let ctx = Ctx::new(&dashboard, &person.visitor);
-    let chart = pick(charts(&ctx, &days, &points), &params.chart)?;
+    let all = account_charts(&dashboard, &ctx, &person, &appid, &days, &points).await?;
+    let chart = pick(all, &params.chart)?;
     let file = format!(
         "wxhub-{}-{}-{}d.csv",
         view.account.appid,

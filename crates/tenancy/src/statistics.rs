@@ -2,6 +2,7 @@
 //! daily totals and the busiest and most failing accounts for operators. The counters are
 //! written by the `stats` crate; this is only their authorized read side.
 
+use store::datacube::{UserCumulateDay, UserSummaryDay};
 use store::stats::{Granularity, RankBy, RankPeriod, RankedAccount, SeriesPoint, Total};
 
 use crate::policy::{self, Operation};
@@ -59,6 +60,26 @@ impl Tenancy {
             .store()
             .account_totals(&account.id, from, to, metrics)
             .await?)
+    }
+
+    /// WeChat's own follower statistics of the account as synced (datacube): new and lost
+    /// followers per day and channel, and the total at the end of each day, in `[from, to)`.
+    pub async fn account_followers(
+        &self,
+        principal: &Principal,
+        appid: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<(Vec<UserSummaryDay>, Vec<UserCumulateDay>), TenancyError> {
+        checked_range(from, to)?;
+        let account = self
+            .authorized_account(principal, Operation::StatsView, appid)
+            .await?;
+        let store = self.store();
+        Ok((
+            store.datacube_user_summary(&account.id, from, to).await?,
+            store.datacube_user_cumulate(&account.id, from, to).await?,
+        ))
     }
 
     /// The platform's daily totals of `metrics` in `[from, to)` (operators).
