@@ -336,16 +336,43 @@ async fn callback(
     Ok(login_step(step))
 }
 
-fn render_follow_page(view: &crate::login::FollowView, still_not_following: bool) -> Response {
-    pages::follow_page(&pages::FollowPage {
-        account_name: &view.account_name,
-        qr_url: view.qr_url.as_deref(),
-        follow_link: view.follow_link.as_deref(),
-        status_url: &view.status_url,
-        continue_url: &view.continue_url,
-        still_not_following,
-    })
+fn render_follow_page(
+    view: &crate::login::FollowView,
+    notice: pages::FollowNotice,
+    status: StatusCode,
+) -> Response {
+    pages::follow_page(
+        &pages::FollowPage {
+            account_name: &view.account_name,
+            qr_url: view.qr_url.as_deref(),
+            follow_link: view.follow_link.as_deref(),
+            status_url: &view.status_url,
+            continue_url: &view.continue_url,
+            notice,
+        },
+        status,
+    )
     .into_response()
+}
+
+/// The client's IP: the connection's peer address, when the server records it
+/// (`into_make_service_with_connect_info`); see [`crate::limits`] about reverse proxies.
+pub(crate) struct ClientIp(pub(crate) Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
 }
 
 async fn follow_page(
@@ -355,7 +382,11 @@ async fn follow_page(
 ) -> Result<Response, GatewayError> {
     let browser = gw.browser_binding(&headers);
     let view = crate::login::follow_view(&gw, &appid, &wait, browser.as_deref()).await?;
-    Ok(render_follow_page(&view, false))
+    Ok(render_follow_page(
+        &view,
+        pages::FollowNotice::None,
+        StatusCode::OK,
+    ))
 }
 
 /// What the follow page's poll reports; the page acts on `state` and shows `message`.
@@ -435,16 +466,32 @@ async fn follow_status(
 async fn follow_continue(
     State(gw): Gw,
     Path((appid, wait)): Path<(String, String)>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
+    use crate::login::Continued;
     let browser = gw.browser_binding(&headers);
-    match crate::login::follow_continue(&gw, &appid, &wait, browser.as_deref()).await? {
-        Some(to_client) => Ok(pages::redirect_to(&to_client)),
-        None => {
-            let view = crate::login::follow_view(&gw, &appid, &wait, browser.as_deref()).await?;
-            Ok(render_follow_page(&view, true))
-        }
+    let (notice, status) =
+        match crate::login::follow_continue(&gw, &appid, &wait, browser.as_deref(), ip).await? {
+            Continued::ToClient(to_client) => return Ok(pages::redirect_to(&to_client)),
+            Continued::NotYet => (pages::FollowNotice::NotYet, StatusCode::OK),
+            Continued::Limited(Some(retry)) => (
+                pages::FollowNotice::Wait(retry.as_secs_f64().ceil() as u64),
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
+            Continued::Limited(None) => (
+                pages::FollowNotice::NoMoreChecks,
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
+        };
+    let view = crate::login::follow_view(&gw, &appid, &wait, browser.as_deref()).await?;
+    let mut response = render_follow_page(&view, notice, status);
+    if let pages::FollowNotice::Wait(seconds) = notice {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
+    Ok(response)
 }
 
 async fn push_verify(

@@ -14,7 +14,8 @@
 //! - log or show a secret, token or code (only their hashes are stored).
 //!
 //! Modules: [`oidc`] (provider endpoints' logic), [`login`] (the WeChat side of a login),
-//! [`push`] (push callback), [`keys`] (signing keys sealed by the vault), [`settings`]
+//! [`push`] (push callback), [`keys`] (signing keys sealed by the vault), [`limits`] (what
+//! anonymous visitors may make wxhub spend of WeChat's quotas), [`settings`]
 //! (per-account gateway settings, validated), [`maintenance`] (the periodic sweep of expired
 //! rows), [`error`] (the one error type and its HTTP mapping), `binding` (the login cookie
 //! that ties a login to one browser), `pages` (server-rendered zh-CN/en HTML), `http` (thin
@@ -24,6 +25,7 @@ mod binding;
 pub mod error;
 mod http;
 pub mod keys;
+pub mod limits;
 pub mod login;
 pub mod maintenance;
 pub mod oidc;
@@ -110,17 +112,28 @@ pub struct Gateway {
     pub(crate) https: bool,
     /// Accounts already logged as missing their original id (logged once each).
     pub(crate) warned_missing_original_id: Mutex<HashSet<String>>,
+    /// What anonymous visitors may make the gateway spend of WeChat's quotas.
+    pub(crate) limits: limits::Limiters,
 }
 
 impl Gateway {
-    /// Builds the gateway.
+    /// Builds the gateway with the default [`limits::GatewayLimits`].
     pub fn new(config: GatewayConfig) -> Result<Arc<Self>, GatewayError> {
+        Self::with_limits(config, limits::GatewayLimits::default())
+    }
+
+    /// Builds the gateway with these limits.
+    pub fn with_limits(
+        config: GatewayConfig,
+        limits: limits::GatewayLimits,
+    ) -> Result<Arc<Self>, GatewayError> {
         let relay_http = reqwest::Client::builder()
             .timeout(push::RELAY_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(GatewayError::HttpClient)?;
         Ok(Arc::new(Self {
+            limits: limits::Limiters::new(limits, config.clock.clone()),
             store: config.store,
             vault: config.vault,
             clock: config.clock,

@@ -12,6 +12,9 @@
 //! cookie, see `binding.rs`); the end user is recorded only together with the code that
 //! finishes the login.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use store::accounts::Account;
 use store::end_users::{CreatedVia, EndUserLogin};
 use store::gateway::FollowWait;
@@ -276,28 +279,63 @@ pub async fn follow_status(
     }
 }
 
+/// What "I've followed" (the continue step) came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Continued {
+    /// The login finished: the redirect to the client with its code.
+    ToClient(String),
+    /// WeChat says the user does not follow yet.
+    NotYet,
+    /// Too many re-checks: the next is allowed after this long (`None`: this wait has used
+    /// all of its re-checks). The subscribe push still finishes the login.
+    Limited(Option<Duration>),
+}
+
 /// "I've followed" (or the page's script after the push arrived): finishes the login when
 /// the user follows — known from an authenticated (safe/compatible-mode) subscribe push, or
 /// else checked with `user/info`, which is also what a plain-mode push's follow gets (its body
-/// is signed by nothing). `Ok(None)` means still not following.
+/// is signed by nothing). Each such re-check spends one `user/info` call of the account's
+/// daily quota, so it is limited per client IP (`ip`) and per wait ([`crate::limits`]).
 pub async fn follow_continue(
     gw: &Gateway,
     appid: &str,
     wait_token: &str,
     browser: Option<&str>,
-) -> Result<Option<String>, GatewayError> {
+    ip: Option<IpAddr>,
+) -> Result<Continued, GatewayError> {
     let (account, wait, pending) = open_wait(gw, appid, wait_token, browser).await?;
     let info = if wait.followed_at.is_some() && wait.follow_verified {
         None
     } else {
+        if let Some(ip) = ip
+            && let Err(retry) = gw.limits.follow_rechecks_per_ip.check(&ip)
+        {
+            return Ok(Continued::Limited(Some(retry)));
+        }
+        let config = gw.limits.config;
+        let interval =
+            i64::try_from(config.follow_recheck_interval.as_millis()).unwrap_or(i64::MAX);
+        if let Err(retry) = gw
+            .store
+            .take_follow_recheck(
+                &wait.id,
+                gw.now(),
+                interval,
+                i64::from(config.follow_rechecks_per_wait),
+            )
+            .await?
+        {
+            let retry = retry.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+            return Ok(Continued::Limited(retry));
+        }
         let info = user_info(gw, &account.id, &wait.openid).await?;
         if !info.subscribe {
-            return Ok(None);
+            return Ok(Continued::NotYet);
         }
         Some(info)
     };
     pending_client(gw, &account, &pending).await?;
     let login = follower_login(&wait.openid, info.as_ref());
     let to = crate::oidc::issue_code(gw, &account, &pending, &login, Some(&wait.id)).await?;
-    Ok(Some(to))
+    Ok(Continued::ToClient(to))
 }

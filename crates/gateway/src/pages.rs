@@ -180,7 +180,20 @@ pub(crate) struct FollowPage<'a> {
     pub follow_link: Option<&'a str>,
     pub status_url: &'a str,
     pub continue_url: &'a str,
-    pub still_not_following: bool,
+    pub notice: FollowNotice,
+}
+
+/// What the follow page says after "I've followed".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FollowNotice {
+    /// Nothing (the first visit).
+    None,
+    /// WeChat does not see the follow yet.
+    NotYet,
+    /// Checked too often: the next check in this many seconds.
+    Wait(u64),
+    /// This login has used all its checks; only the follow itself (its push) can finish it.
+    NoMoreChecks,
 }
 
 /// The "follow to continue" page: the account's name and QR code image (or, without one, how
@@ -190,12 +203,15 @@ pub(crate) struct FollowPage<'a> {
 /// or belongs to another browser, the script stops and shows the poll's own message (what to
 /// do, in both languages); after five failures in a row (network or wxhub), it stops and says
 /// to reload.
-pub(crate) fn follow_page(view: &FollowPage<'_>) -> Page {
+pub(crate) fn follow_page(view: &FollowPage<'_>, status: StatusCode) -> Page {
     let name = escape(view.account_name);
-    let notice = if view.still_not_following {
-        "<p class=\"notice\" id=\"not-yet\">还没有检测到关注，请关注后再试。 / We could not see your follow yet — follow the account, then try again.</p>"
-    } else {
-        ""
+    let notice = match view.notice {
+        FollowNotice::None => String::new(),
+        FollowNotice::NotYet => "<p class=\"notice\" id=\"not-yet\">还没有检测到关注，请关注后再试。 / We could not see your follow yet — follow the account, then try again.</p>".to_owned(),
+        FollowNotice::Wait(seconds) => format!(
+            "<p class=\"notice\" id=\"too-soon\">检查太频繁，请在 {seconds} 秒后再点“我已关注”；关注后本页也会自动继续。 / Checked too often — tap “I've followed” again in {seconds} s; once you follow, this page also continues by itself.</p>"
+        ),
+        FollowNotice::NoMoreChecks => "<p class=\"notice\" id=\"no-more\">这个登录已检查太多次。关注公众号后本页会自动继续；如果没有继续，请回到网站重新登录。 / This login was checked too many times. Once you follow, this page continues by itself; if it does not, go back to the website and start again.</p>".to_owned(),
     };
     let (how_zh, how_en, figure) = match view.qr_url {
         Some(qr) => (
@@ -231,7 +247,7 @@ pub(crate) fn follow_page(view: &FollowPage<'_>) -> Page {
         })
         .unwrap_or_default();
     Page::raw(
-        StatusCode::OK,
+        status,
         ("关注公众号以继续", "Follow to continue"),
         format!(
             "<section lang=\"zh-CN\"><h1>关注“{name}”以继续登录</h1>\

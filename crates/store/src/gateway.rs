@@ -411,6 +411,55 @@ impl Store {
         })
     }
 
+    /// Takes one of the wait's `user/info` re-checks ("I've followed"): allowed when the wait
+    /// is open, has had fewer than `max` re-checks, and none in the last `min_interval_ms`.
+    /// One conditional UPDATE, so replicas share the allowance. Returns whether it was taken,
+    /// or, when not, `Some(ms)` until the next one is allowed (`None`: none will be).
+    pub async fn take_follow_recheck(
+        &self,
+        wait_id: &str,
+        now: i64,
+        min_interval_ms: i64,
+        max: i64,
+    ) -> Result<Result<(), Option<i64>>, StoreError> {
+        const TAKE: Sql = Sql {
+            sqlite: "UPDATE oidc_follow_waits SET rechecks = rechecks + 1, last_recheck_at = ?1 \
+                     WHERE id = ?2 AND finished_at IS NULL AND expires_at > ?1 AND rechecks < ?3 \
+                     AND (last_recheck_at IS NULL OR last_recheck_at <= ?1 - ?4)",
+            postgres: "UPDATE oidc_follow_waits SET rechecks = rechecks + 1, last_recheck_at = $1 \
+                       WHERE id = $2 AND finished_at IS NULL AND expires_at > $1 AND rechecks < $3 \
+                       AND (last_recheck_at IS NULL OR last_recheck_at <= $1 - $4)",
+        };
+        const LOOK: Sql = Sql {
+            sqlite: "SELECT rechecks, last_recheck_at FROM oidc_follow_waits WHERE id = ?",
+            postgres: "SELECT rechecks, last_recheck_at FROM oidc_follow_waits WHERE id = $1",
+        };
+        on_backend!(self, |pool, d| {
+            let taken = sqlx::query(TAKE.get(d))
+                .bind(now)
+                .bind(wait_id)
+                .bind(max)
+                .bind(min_interval_ms)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1;
+            if taken {
+                return Ok(Ok(()));
+            }
+            let row = sqlx::query(LOOK.get(d))
+                .bind(wait_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(Err(match row {
+                Some(r) if r.int("rechecks")? < max => r
+                    .opt_int("last_recheck_at")?
+                    .map(|last| (last + min_interval_ms - now).max(1)),
+                _ => None,
+            }))
+        })
+    }
+
     /// The unexpired, unfinished follow wait with this id.
     pub async fn find_follow_wait(
         &self,

@@ -194,8 +194,23 @@ impl Env {
         Env::start(DbKind::Sqlite, 1, None).await
     }
 
+    /// One gateway on SQLite with these limits.
+    pub async fn sqlite_with_limits(limits: gateway::limits::GatewayLimits) -> Env {
+        Env::start_with(DbKind::Sqlite, 1, None, limits).await
+    }
+
     /// `replicas` gateways over one database (each with its own pool and key cache).
     pub async fn start(kind: DbKind, replicas: usize, pg_admin: Option<String>) -> Env {
+        Env::start_with(kind, replicas, pg_admin, Default::default()).await
+    }
+
+    /// [`Env::start`] with these limits on every replica.
+    pub async fn start_with(
+        kind: DbKind,
+        replicas: usize,
+        pg_admin: Option<String>,
+        limits: gateway::limits::GatewayLimits,
+    ) -> Env {
         // Starts at the wall clock: the relying party checks ID-token expiry against real time.
         let clock = ManualClock::starting_now();
         let mut cfg = SimConfig::with_manual_clock(clock.clone());
@@ -227,17 +242,22 @@ impl Env {
         let mut hubs = Vec::new();
         for listener in listeners {
             let store = Store::connect(&url).await.unwrap();
-            let gateway = Gateway::new(GatewayConfig {
-                store: store.clone(),
-                vault: vault.clone(),
-                clock: Arc::new(clock.clone()),
-                wechat: wechat.clone(),
-                core_tokens: tokens.clone(),
-                public_url: url::Url::parse(&public).unwrap(),
-            })
+            let gateway = Gateway::with_limits(
+                GatewayConfig {
+                    store: store.clone(),
+                    vault: vault.clone(),
+                    clock: Arc::new(clock.clone()),
+                    wechat: wechat.clone(),
+                    core_tokens: tokens.clone(),
+                    public_url: url::Url::parse(&public).unwrap(),
+                },
+                limits,
+            )
             .unwrap();
             let addr = listener.local_addr().unwrap();
-            let app = gateway::router(gateway.clone());
+            // With the peer address, as the hub serves it (the per-IP limits read it).
+            let app = gateway::router(gateway.clone())
+                .into_make_service_with_connect_info::<SocketAddr>();
             let task = tokio::spawn(async move {
                 axum::serve(listener, app).await.unwrap();
             });

@@ -155,6 +155,8 @@ async fn ive_followed_rechecks_user_info_when_no_push_arrived() {
         )
         .await
         .unwrap();
+    // Re-checks of one wait are at least 5 s apart.
+    env.clock.advance(std::time::Duration::from_secs(5));
     let done = env.post(&format!("{page_url}/continue")).await;
     assert_eq!(done.status(), 302);
     rp.finish(attempt, &location(&done)).await.unwrap();
@@ -474,7 +476,112 @@ async fn a_follow_from_a_forged_plain_push_is_rechecked_with_user_info() {
         )
         .await
         .unwrap();
+    env.clock.advance(std::time::Duration::from_secs(5));
     let done = env.post(&format!("{page_url}/continue")).await;
     assert_eq!(done.status(), 302);
     rp.finish(attempt, &location(&done)).await.unwrap();
+}
+
+/// Shared by the SQLite and PostgreSQL variants: the per-wait count lives in the database.
+async fn ive_followed_is_limited_per_wait_and_the_subscribe_push_still_finishes_the_login(
+    env: Env,
+) {
+    let (id, secret) = env.client(APPID, LoginMode::FollowRequired, false).await;
+    let rp = Rp::discover(&env, APPID, &id, secret).await;
+    let (attempt, page_url) = to_follow_page(&env, &rp, "carol").await;
+    let continue_url = format!("{page_url}/continue");
+    let user_info_calls = || env.sim().counter(APPID, "/cgi-bin/user/info").calls;
+    // The callback asked once.
+    assert_eq!(user_info_calls(), 1);
+    let first = env.post(&continue_url).await;
+    assert_eq!(first.status(), 200);
+    assert!(first.text().await.unwrap().contains("id=\"not-yet\""));
+    assert_eq!(user_info_calls(), 2);
+    // At once again: refused without asking WeChat, with when to try.
+    let soon = env.post(&continue_url).await;
+    assert_eq!(soon.status(), 429);
+    assert_eq!(soon.headers()["retry-after"], "5");
+    let html = soon.text().await.unwrap();
+    assert!(html.contains("id=\"too-soon\"") && html.contains("in 5 s"));
+    assert_eq!(user_info_calls(), 2);
+    // Ten re-checks in all, five seconds apart; then none, whatever the wait.
+    for n in 2..=10 {
+        env.clock.advance(std::time::Duration::from_secs(5));
+        assert_eq!(env.post(&continue_url).await.status(), 200, "re-check {n}");
+    }
+    assert_eq!(user_info_calls(), 11);
+    env.clock.advance(std::time::Duration::from_secs(60));
+    let spent = env.post(&continue_url).await;
+    assert_eq!(spent.status(), 429);
+    assert!(spent.text().await.unwrap().contains("id=\"no-more\""));
+    assert_eq!(user_info_calls(), 11);
+    // The subscribe push is the normal path, and needs no re-check.
+    env.sim()
+        .follow(APPID, "carol", FollowOptions::default())
+        .await
+        .unwrap();
+    let done = env.post(&continue_url).await;
+    assert_eq!(done.status(), 302);
+    rp.finish(attempt, &location(&done)).await.unwrap();
+    assert_eq!(user_info_calls(), 11);
+}
+
+#[tokio::test]
+async fn ive_followed_is_limited_per_client_ip_across_logins() {
+    let env = Env::sqlite_with_limits(gateway::limits::GatewayLimits {
+        follow_rechecks_per_ip: gateway::limits::Rate {
+            burst: 3,
+            every: std::time::Duration::from_secs(30),
+        },
+        ..Default::default()
+    })
+    .await;
+    let (id, secret) = env.client(APPID, LoginMode::FollowRequired, false).await;
+    let rp = Rp::discover(&env, APPID, &id, secret).await;
+    // Three logins waiting on the follow page, from one address (127.0.0.1).
+    let mut pages = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        pages.push(to_follow_page(&env, &rp, user).await.1);
+    }
+    let calls_before = env.sim().counter(APPID, "/cgi-bin/user/info").calls;
+    for page in &pages {
+        assert_eq!(env.post(&format!("{page}/continue")).await.status(), 200);
+    }
+    let limited = env.post(&format!("{}/continue", pages[0])).await;
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["retry-after"], "30");
+    assert_eq!(
+        env.sim().counter(APPID, "/cgi-bin/user/info").calls,
+        calls_before + 3
+    );
+    env.clock.advance(std::time::Duration::from_secs(30));
+    assert_eq!(
+        env.post(&format!("{}/continue", pages[1])).await.status(),
+        200
+    );
+}
+
+mod sqlite {
+    #[tokio::test]
+    async fn ive_followed_is_limited_per_wait_and_the_subscribe_push_still_finishes_the_login() {
+        let env = crate::common::Env::sqlite().await;
+        super::ive_followed_is_limited_per_wait_and_the_subscribe_push_still_finishes_the_login(
+            env,
+        )
+        .await;
+    }
+}
+
+mod postgres {
+    #[tokio::test]
+    async fn ive_followed_is_limited_per_wait_and_the_subscribe_push_still_finishes_the_login() {
+        let Some(url) = crate::common::postgres_url() else {
+            return;
+        };
+        let env = crate::common::Env::start(crate::common::DbKind::Postgres, 1, Some(url)).await;
+        super::ive_followed_is_limited_per_wait_and_the_subscribe_push_still_finishes_the_login(
+            env,
+        )
+        .await;
+    }
 }

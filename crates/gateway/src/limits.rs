@@ -1,0 +1,152 @@
+//! Limits on what anonymous visitors can make wxhub spend of an account's WeChat quotas.
+//!
+//! Two kinds:
+//! - per login, in the database, so every replica shares them: how often one follow wait may
+//!   re-check `user/info` ("I've followed", see [`crate::login::follow_continue`]);
+//! - per client IP (and, for QR codes, per browser), in each replica's memory, with
+//!   `governor`'s GCRA over the hub's injectable clock. With several replicas a client gets
+//!   each replica's allowance, which still bounds a script to a few calls a minute. The
+//!   client IP is the connection's peer address, as for the dashboard's sign-in limits:
+//!   behind a reverse proxy every client has the proxy's address, and the per-IP limit
+//!   applies to all of them together.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+use wechat::SharedClock;
+
+/// A bucket's size and how fast it refills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Calls allowed at once.
+    pub burst: u32,
+    /// One more call is allowed every this long.
+    pub every: Duration,
+}
+
+/// The gateway's limits. The defaults are generous for people and tight for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayLimits {
+    /// "I've followed" re-checks of one follow wait: at most this many.
+    pub follow_rechecks_per_wait: u32,
+    /// …and not closer together than this.
+    pub follow_recheck_interval: Duration,
+    /// "I've followed" re-checks from one client IP, all waits together.
+    pub follow_rechecks_per_ip: Rate,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        GatewayLimits {
+            // A person presses a few times; the subscribe push is the normal path.
+            follow_rechecks_per_wait: 10,
+            follow_recheck_interval: Duration::from_secs(5),
+            // An office behind one address logs several people in at once.
+            follow_rechecks_per_ip: Rate {
+                burst: 20,
+                every: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+/// The hub's clock as governor's.
+#[derive(Clone)]
+struct HubClock(SharedClock);
+
+impl Clock for HubClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.0.now_ms()).unwrap_or(0))
+    }
+}
+
+type Keyed<K> = RateLimiter<K, HashMapStateStore<K>, HubClock, NoOpMiddleware<Duration>>;
+
+fn quota(rate: Rate) -> Quota {
+    let burst = NonZeroU32::new(rate.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(rate.every.max(Duration::from_millis(1)))
+        .unwrap_or_else(|| Quota::per_second(burst))
+        .allow_burst(burst)
+}
+
+/// A keyed in-memory limiter that forgets full buckets now and then, so a flood of keys does
+/// not grow its map without bound.
+pub(crate) struct Limiter<K: std::hash::Hash + Eq + Clone> {
+    keyed: Keyed<K>,
+    clock: HubClock,
+    checks: AtomicU64,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
+    pub(crate) fn new(rate: Rate, clock: SharedClock) -> Self {
+        let clock = HubClock(clock);
+        Limiter {
+            keyed: RateLimiter::hashmap_with_clock(quota(rate), clock.clone()),
+            clock,
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one cell for `key`; `Err` with how long to wait when the bucket is empty.
+    pub(crate) fn check(&self, key: &K) -> Result<(), Duration> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            self.keyed.retain_recent();
+        }
+        let now = self.clock.now();
+        self.keyed
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(now))
+    }
+}
+
+/// The in-memory limiters of one replica.
+pub(crate) struct Limiters {
+    pub(crate) config: GatewayLimits,
+    pub(crate) follow_rechecks_per_ip: Limiter<IpAddr>,
+}
+
+impl Limiters {
+    pub(crate) fn new(config: GatewayLimits, clock: SharedClock) -> Self {
+        Limiters {
+            follow_rechecks_per_ip: Limiter::new(config.follow_rechecks_per_ip, clock),
+            config,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use wechat::ManualClock;
+
+    use super::*;
+
+    #[test]
+    fn a_key_is_limited_alone_and_refills_with_time() {
+        let clock = ManualClock::new(1_000_000);
+        let limiter = Limiter::new(
+            Rate {
+                burst: 2,
+                every: Duration::from_secs(30),
+            },
+            Arc::new(clock.clone()),
+        );
+        let a = IpAddr::from([192, 0, 2, 1]);
+        let b = IpAddr::from([192, 0, 2, 2]);
+        assert!(limiter.check(&a).is_ok() && limiter.check(&a).is_ok());
+        assert_eq!(limiter.check(&a), Err(Duration::from_secs(30)));
+        assert!(limiter.check(&b).is_ok());
+        clock.advance(Duration::from_secs(30));
+        assert!(limiter.check(&a).is_ok());
+        assert!(limiter.check(&a).is_err());
+    }
+}
