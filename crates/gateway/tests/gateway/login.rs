@@ -482,9 +482,10 @@ async fn a_follow_from_a_forged_plain_push_is_rechecked_with_user_info() {
     rp.finish(attempt, &location(&done)).await.unwrap();
 }
 
-#[tokio::test]
-async fn ive_followed_is_limited_per_wait_and_the_subscribe_push_still_finishes_the_login() {
-    let env = Env::sqlite().await;
+/// Shared by the SQLite and PostgreSQL variants: the per-wait count lives in the database.
+async fn ive_followed_is_limited_per_wait_and_the_subscribe_push_still_finishes_the_login(
+    env: Env,
+) {
     let (id, secret) = env.client(APPID, LoginMode::FollowRequired, false).await;
     let rp = Rp::discover(&env, APPID, &id, secret).await;
     let (attempt, page_url) = to_follow_page(&env, &rp, "carol").await;
@@ -558,4 +559,29 @@ async fn ive_followed_is_limited_per_client_ip_across_logins() {
         env.post(&format!("{}/continue", pages[1])).await.status(),
         200
     );
+}
+
+mod sqlite {
+    #[tokio::test]
+    async fn ive_followed_is_limited_per_wait_and_the_subscribe_push_still_finishes_the_login() {
+        let env = crate::common::Env::sqlite().await;
+        super::ive_followed_is_limited_per_wait_and_the_subscribe_push_still_finishes_the_login(
+            env,
+        )
+        .await;
+    }
+}
+
+mod postgres {
+    #[tokio::test]
+    async fn ive_followed_is_limited_per_wait_and_the_subscribe_push_still_finishes_the_login() {
+        let Some(url) = crate::common::postgres_url() else {
+            return;
+        };
+        let env = crate::common::Env::start(crate::common::DbKind::Postgres, 1, Some(url)).await;
+        super::ive_followed_is_limited_per_wait_and_the_subscribe_push_still_finishes_the_login(
+            env,
+        )
+        .await;
+    }
 }
