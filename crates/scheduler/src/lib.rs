@@ -197,6 +197,9 @@ struct Inner {
     inflight: engine::InFlight,
     /// Test only: see [`TokenService::set_after_claim_hook`].
     after_claim: std::sync::RwLock<Option<AfterClaimHook>>,
+    /// When the background loop last made progress (a pass finished, or a refresh of a pass
+    /// ended), by the injected clock; 0: the loop has not run.
+    progress_at: std::sync::atomic::AtomicI64,
 }
 
 /// A test hook run after each lease claim: see [`TokenService::set_after_claim_hook`].
@@ -256,6 +259,7 @@ impl TokenService {
                 inflight: engine::InFlight::new(),
                 reports: engine::ReportLedger::default(),
                 deferred_writes: Mutex::new(std::collections::HashSet::new()),
+                progress_at: std::sync::atomic::AtomicI64::new(0),
             }),
         };
         service.reload_all().await?;
@@ -395,6 +399,28 @@ impl TokenService {
     /// Wakes the background loop (after adding an account, for instance).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// When the background loop last made progress — finished a pass over the due refreshes,
+    /// or ended one refresh of a long pass — by the injected clock; `None` before it first
+    /// ran. A replica whose loop stopped (a hung database, a panicked task) stops moving it:
+    /// `/readyz` reports that.
+    pub fn last_progress(&self) -> Option<i64> {
+        match self
+            .inner
+            .progress_at
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            at => Some(at),
+        }
+    }
+
+    pub(crate) fn note_progress(&self) {
+        self.inner.progress_at.store(
+            self.inner.clock.now_ms(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// **Tests only; production never sets it.** Runs `hook` with the account id each time this

@@ -23,6 +23,7 @@ pub mod calendar;
 mod counters;
 pub mod datacube;
 pub mod metric;
+pub mod prometheus;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +58,8 @@ pub struct StatsConfig {
     /// Counts (key × hour) held in memory while the database refuses them; beyond this the
     /// oldest hours are dropped, logged and counted in [`Stats::dropped`] (default 1,000,000).
     pub max_pending: usize,
+    /// The Prometheus metrics the same events are counted in (default none).
+    pub metrics: Option<prometheus::Metrics>,
 }
 
 impl Default for StatsConfig {
@@ -67,6 +70,7 @@ impl Default for StatsConfig {
             daily_retention: Duration::from_secs(3 * 366 * 24 * 3600),
             max_labels: 64,
             max_pending: 1_000_000,
+            metrics: None,
         }
     }
 }
@@ -168,15 +172,25 @@ impl Stats {
         }
     }
 
+    fn metrics(&self) -> Option<&prometheus::Metrics> {
+        self.inner.as_ref()?.config.metrics.as_ref()
+    }
+
     /// A core token fetched and stored.
     pub fn token_refreshed(&self, account_id: &str) {
         self.add(account_id, Metric::TokenRefreshOk, "", 1);
+        if let Some(metrics) = self.metrics() {
+            metrics.token_refresh(account_id, None);
+        }
     }
 
     /// A core-token fetch failed with WeChat's `errcode` (`None`: no answer from WeChat).
     pub fn token_refresh_failed(&self, account_id: &str, errcode: Option<i64>) {
         let label = errcode.map_or_else(|| "transport".to_owned(), |c| c.to_string());
         self.add(account_id, Metric::TokenRefreshFailed, &label, 1);
+        if let Some(metrics) = self.metrics() {
+            metrics.token_refresh(account_id, Some(&label));
+        }
     }
 
     /// The counter of token reads with one API key (held by the key's cache entry).
@@ -223,6 +237,9 @@ impl Stats {
             let label = metric::login_label(mode, website);
             self.add(account_id, Metric::Login(stage), &label, 1);
         }
+        if let Some(metrics) = self.metrics() {
+            metrics.login(account_id, mode, prometheus::step_outcome(stage));
+        }
     }
 
     /// A login at `website` in `mode` that ended without success.
@@ -231,22 +248,34 @@ impl Stats {
             let label = metric::login_label(mode, website);
             self.add(account_id, Metric::LoginFailed(why), &label, 1);
         }
+        if let Some(metrics) = self.metrics() {
+            metrics.login(account_id, mode, prometheus::failure_outcome(why));
+        }
     }
 
     /// A push processed (the first delivery of it).
     pub fn push(&self, account_id: &str, kind: PushKind) {
         self.add(account_id, Metric::PushReceived, kind.label(), 1);
+        if let Some(metrics) = self.metrics() {
+            metrics.push(account_id, prometheus::push_kind(kind), "processed");
+        }
     }
 
     /// A push delivered again after it was processed, dropped.
     pub fn push_duplicate(&self, account_id: &str) {
         self.add(account_id, Metric::PushDuplicates, "", 1);
+        if let Some(metrics) = self.metrics() {
+            metrics.push(account_id, "any", "duplicate");
+        }
     }
 
     /// A push relayed to the owner's server (`ok`: a 2xx answer).
     pub fn push_relayed(&self, account_id: &str, ok: bool) {
         let label = if ok { "ok" } else { "failed" };
         self.add(account_id, Metric::PushRelayed, label, 1);
+        if let Some(metrics) = self.metrics() {
+            metrics.push(account_id, "relay", label);
+        }
     }
 
     /// An end user created, `via` as stored in `end_users.created_via`.
@@ -296,6 +325,9 @@ impl Stats {
         match inner.store.add_stats(&batch).await {
             Ok(()) => {
                 inner.flushed.fetch_add(report.events, Ordering::Relaxed);
+                if let Some(metrics) = &inner.config.metrics {
+                    metrics.stats_written(report.events);
+                }
                 Ok(report)
             }
             Err(error) => {
@@ -317,6 +349,9 @@ impl Stats {
                         keep
                     });
                     inner.dropped.fetch_add(lost, Ordering::Relaxed);
+                    if let Some(metrics) = &inner.config.metrics {
+                        metrics.stats_dropped(lost);
+                    }
                     tracing::error!(
                         lost,
                         "statistics: the database refused counts for too long; the oldest \

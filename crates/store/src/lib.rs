@@ -225,6 +225,15 @@ impl Store {
         self.operations.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The connection pool's size and idle connections (for metrics).
+    pub fn pool_status(&self) -> (u32, u32) {
+        let idle = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        match &self.backend {
+            Backend::Sqlite(pool) => (pool.size(), idle(pool.num_idle())),
+            Backend::Postgres(pool) => (pool.size(), idle(pool.num_idle())),
+        }
+    }
+
     /// Which migrations are applied and which this binary knows.
     ///
     /// Errors with [`StoreError::SchemaTooNew`] if the database has a migration applied that

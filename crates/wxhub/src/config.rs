@@ -123,6 +123,32 @@ pub struct ConfigArgs {
         value_name = "CALLS"
     )]
     pub datacube_daily_budget: Option<u32>,
+
+    /// Serve `/metrics` (Prometheus) on this separate address, without authentication: bind
+    /// it where only the monitoring system reaches [default: not served separately]
+    #[arg(long, env = "WXHUB_METRICS_LISTEN", global = true, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Serve `/metrics` on the main listener to requests with `Authorization: Bearer TOKEN`
+    /// (at least 32 characters) [default: not served there]
+    #[arg(
+        long,
+        env = "WXHUB_METRICS_TOKEN",
+        global = true,
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
+
+    /// Label token refreshes, logins and pushes in `/metrics` with the account, for small
+    /// installs (every account adds series) [default: false]
+    #[arg(
+        long,
+        env = "WXHUB_METRICS_PER_ACCOUNT",
+        global = true,
+        value_name = "BOOL"
+    )]
+    pub metrics_per_account: Option<bool>,
 }
 
 /// How log lines are written.
@@ -153,6 +179,9 @@ struct FileConfig {
     stats_retention_days: Option<u32>,
     datacube_retention_days: Option<u32>,
     datacube_daily_budget: Option<u32>,
+    metrics_listen: Option<SocketAddr>,
+    metrics_token: Option<String>,
+    metrics_per_account: Option<bool>,
 }
 
 /// Where the master keys come from.
@@ -187,6 +216,35 @@ pub struct Config {
     pub datacube_retention_days: u32,
     /// WeChat statistics calls per account and day.
     pub datacube_daily_budget: u32,
+    /// Where `/metrics` is served on its own, unauthenticated.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The bearer token that opens `/metrics` on the main listener (never logged).
+    pub metrics_token: Option<MetricsToken>,
+    /// Per-account labels in `/metrics`.
+    pub metrics_per_account: bool,
+}
+
+/// The `/metrics` bearer token: redacted in `Debug`, compared in constant time.
+#[derive(Clone)]
+pub struct MetricsToken(String);
+
+impl MetricsToken {
+    /// Whether `presented` is the token.
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        // Equal-length digests compared in constant time: the answer's time says nothing
+        // about the token, not even its length.
+        let a = sha2::Sha256::digest(self.0.as_bytes());
+        let b = sha2::Sha256::digest(presented.as_bytes());
+        a.ct_eq(&b).into()
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(***)")
+    }
 }
 
 /// Three years and two days: a chart of the same day three years ago still has it.
@@ -287,6 +345,13 @@ impl Config {
                 "datacube_daily_budget must be at least 4 calls: a day's sync takes 4 (got {datacube_daily_budget})"
             );
         }
+        let metrics_token = match args.metrics_token.clone().or(file.metrics_token) {
+            Some(token) if token.trim().len() < 32 => {
+                bail!("metrics_token must be at least 32 characters (use a random value)")
+            }
+            Some(token) => Some(MetricsToken(token.trim().to_owned())),
+            None => None,
+        };
         let require_totp_for_operators = args
             .require_totp_for_operators
             .or(file.require_totp_for_operators)
@@ -310,6 +375,12 @@ impl Config {
             stats_retention_days,
             datacube_retention_days,
             datacube_daily_budget,
+            metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            metrics_token,
+            metrics_per_account: args
+                .metrics_per_account
+                .or(file.metrics_per_account)
+                .unwrap_or(false),
         })
     }
 }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub stats: stats::Stats,
     /// WeChat's own statistics, synced nightly per account (started by [`serve_on`]).
     pub datacube: stats::datacube::DatacubeSync,
+    /// The Prometheus metrics `/metrics` serves (when configured).
+    pub metrics: stats::prometheus::Metrics,
 }
 
 impl AppState {
@@ -55,11 +57,15 @@ impl AppState {
         // The scheduler fills its token cache here; valid tokens are served as they are.
         let wechat = wechat_client(&config)?;
         let days = |n: u32| Duration::from_secs(u64::from(n) * 24 * 3600);
+        let metrics = stats::prometheus::Metrics::new(stats::prometheus::MetricsConfig {
+            per_account: config.metrics_per_account,
+        });
         let stats = stats::Stats::new(
             store.clone(),
             clock.clone(),
             stats::StatsConfig {
                 daily_retention: days(config.stats_retention_days),
+                metrics: Some(metrics.clone()),
                 ..stats::StatsConfig::default()
             },
         );
@@ -115,6 +121,7 @@ impl AppState {
         Ok(Self {
             stats,
             datacube,
+            metrics,
             dashboard,
             tenancy,
             store,
@@ -152,18 +159,137 @@ pub fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data directory {}", dir.display()))
 }
 
-/// Builds the router of the whole hub.
+/// Builds the router of the whole hub: every request is counted in the metrics by its
+/// route's pattern; `/metrics` is there only with a bearer token configured.
 pub fn router(state: AppState) -> Router {
     let tokens = scheduler::router(state.tokens.clone());
     let login = gateway::router(state.gateway.clone());
     let dashboard = dashboard::router(state.dashboard.clone());
-    Router::new()
+    let metrics = state.metrics.clone();
+    let mut own = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .with_state(state)
+        .route("/readyz", get(ready));
+    if state.config.metrics_token.is_some() {
+        own = own.route("/metrics", get(metrics_with_token));
+    }
+    own.with_state(state)
         .merge(tokens)
         .merge(login)
         .merge(dashboard)
+        .route_layer(axum::middleware::from_fn_with_state(metrics, count_request))
+}
+
+/// The router of the separate metrics address: `/metrics` only, without authentication.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_open))
+        .with_state(state)
+}
+
+/// Counts a request in the metrics under its route's pattern (never the path itself: that
+/// would be a series per appid, wait token, …).
+async fn count_request(
+    State(metrics): State<stats::prometheus::Metrics>,
+    route: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+    metrics.http_request(
+        route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn metrics_with_token(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let allowed = match (&state.config.metrics_token, presented) {
+        (Some(token), Some(presented)) => token.matches(presented.trim()),
+        _ => false,
+    };
+    if !allowed {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            "a bearer token is required",
+        )
+            .into_response();
+    }
+    metrics_open(State(state)).await
+}
+
+async fn metrics_open(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    gather(&state).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            stats::prometheus::CONTENT_TYPE,
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Sets the gauges the database and the scheduler know, just before a scrape. A failed read
+/// leaves the previous values (and is logged).
+async fn gather(state: &AppState) {
+    let metrics = &state.metrics;
+    match state.store.count_accounts_by_health().await {
+        Ok(rows) => {
+            use store::tokens::TokenState;
+            // Every state, so a state without accounts reads 0 rather than disappearing.
+            let mut by_state: std::collections::BTreeMap<&str, i64> = [
+                TokenState::Pending,
+                TokenState::Healthy,
+                TokenState::Retrying,
+                TokenState::NeedsAttention,
+                TokenState::QuotaExhausted,
+            ]
+            .iter()
+            .map(|s| (s.as_str(), 0))
+            .chain([("disabled", 0)])
+            .collect();
+            for (account_state, token_state, n) in &rows {
+                let key = if *account_state == store::accounts::AccountState::Disabled {
+                    "disabled"
+                } else {
+                    token_state.as_str()
+                };
+                *by_state.entry(key).or_default() += n;
+            }
+            let counts: Vec<(&str, i64)> = by_state.into_iter().collect();
+            metrics.set_accounts_by_token_state(&counts);
+        }
+        Err(error) => tracing::warn!(%error, "metrics: cannot count accounts"),
+    }
+    let now = state.clock.now_ms();
+    match state.store.datacube_sync_progress().await {
+        Ok((oldest, accounts)) => {
+            // The oldest day every synced account has ends a day after its start.
+            let lag = oldest.map_or(0, |day| ((now - day - 24 * 3_600_000) / 1000).max(0));
+            metrics.set_datacube(lag, accounts);
+        }
+        Err(error) => tracing::warn!(%error, "metrics: cannot read the datacube sync"),
+    }
+    let (size, idle) = state.store.pool_status();
+    metrics.set_db_connections(i64::from(idle), i64::from(size.saturating_sub(idle)));
+    if let Some(at) = state.tokens.last_progress() {
+        metrics.set_scheduler_pass_age((now - at).max(0) / 1000);
+    }
 }
 
 /// While no operator exists, a one-time link (valid 1 hour) to create the first one, as
@@ -180,15 +306,38 @@ pub async fn first_operator_link(state: &AppState) -> anyhow::Result<Option<Stri
     }))
 }
 
-/// Ready when the database answers.
-async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    match state.store.schema_status().await {
-        Ok(_) => (StatusCode::OK, "ready"),
-        Err(err) => {
-            tracing::warn!(error = %err, "not ready: the database does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+/// How long the core-token scheduler may go without progress before `/readyz` says so: 24
+/// of its 5-second polls, far longer than any pass that is merely busy (each refresh that
+/// ends counts as progress).
+pub const SCHEDULER_STALL: Duration = Duration::from_secs(120);
+
+/// Ready when the database answers and the core-token scheduler is making progress.
+async fn ready(State(state): State<AppState>) -> (StatusCode, String) {
+    if let Err(err) = state.store.schema_status().await {
+        tracing::warn!(error = %err, "not ready: the database does not answer");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unavailable".to_owned(),
+        );
+    }
+    if let Some(at) = state.tokens.last_progress() {
+        let idle = state.clock.now_ms() - at;
+        let limit = i64::try_from(SCHEDULER_STALL.as_millis()).unwrap_or(i64::MAX);
+        if idle > limit {
+            tracing::warn!(
+                idle_ms = idle,
+                "not ready: the core-token scheduler has stopped"
+            );
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "core-token scheduler stalled: no progress for {} s",
+                    idle / 1000
+                ),
+            );
         }
     }
+    (StatusCode::OK, "ready".to_owned())
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, with the background tasks a
@@ -226,6 +375,22 @@ pub async fn serve_on(
     // WeChat's statistics: each account at its own time of day, one replica per account.
     let datacube = state.datacube.spawn();
     let grace = state.tokens.config().shutdown_grace;
+    // `/metrics` on its own address, when configured.
+    let metrics_server = match state.config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
+            tracing::info!(%addr, "serving /metrics");
+            let app = metrics_router(state.clone());
+            Some(tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, app).await {
+                    tracing::error!(%error, "the metrics listener failed");
+                }
+            }))
+        }
+        None => None,
+    };
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -234,6 +399,9 @@ pub async fn serve_on(
     reload.abort();
     sweeper.abort();
     datacube.abort();
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     // Refreshes in flight finish and store their token (an aborted one would waste a fetch:
     // WeChat has already superseded the old token); no new one starts.
     scheduler_tasks.shutdown(grace).await;

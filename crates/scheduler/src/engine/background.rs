@@ -108,7 +108,10 @@ impl TokenService {
                         permit = self.inner.permits.clone().acquire_owned() => {
                             break permit.expect("the semaphore is never closed");
                         }
-                        Some(joined) = set.join_next() => Self::tally(&mut report, joined),
+                        Some(joined) = set.join_next() => {
+                            self.note_progress();
+                            Self::tally(&mut report, joined);
+                        }
                     }
                 };
                 let service = self.clone();
@@ -221,8 +224,9 @@ impl TokenService {
             if *phase.borrow_and_update() != Phase::Running {
                 return;
             }
-            if let Err(error) = self.run_due().await {
-                tracing::error!(%error, "token scheduler pass failed");
+            match self.run_due().await {
+                Ok(_) => self.note_progress(),
+                Err(error) => tracing::error!(%error, "token scheduler pass failed"),
             }
             let sleep = match self.inner.store.earliest_refresh_due().await {
                 Ok(Some(due)) => {

@@ -437,3 +437,79 @@ pub async fn synced_figures_are_pruned_after_their_retention(env: Env) {
         Some(START - 7 * DAY_MS)
     );
 }
+
+/// A stand-in for WeChat's datacube that leaves out one day of the first week before START.
+async fn gappy_wechat() -> url::Url {
+    use axum::routing::post;
+    let day = |n: i64| stats::calendar::date_of(START - n * DAY_MS).to_string();
+    let cumulate: Vec<serde_json::Value> = [7, 6, 5, 3, 2, 1]
+        .iter()
+        .map(|&n| serde_json::json!({"ref_date": day(n), "cumulate_user": 10 - n}))
+        .collect();
+    let empty = || async { axum::Json(serde_json::json!({"list": []})) };
+    let app = axum::Router::new()
+        .route(
+            "/datacube/getusercumulate",
+            post(move || {
+                let list = cumulate.clone();
+                async move { axum::Json(serde_json::json!({ "list": list })) }
+            }),
+        )
+        .route("/datacube/getusersummary", post(empty))
+        .route("/datacube/getinterfacesummary", post(empty))
+        .route("/datacube/getinterfacesummaryhour", post(empty));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url::Url::parse(&format!("http://{addr}")).unwrap()
+}
+
+/// A token that WeChat's stand-in accepts.
+struct FixedToken;
+
+impl CoreTokenSource for FixedToken {
+    fn current<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<AccessToken, String>> {
+        Box::pin(async { Ok(AccessToken::new("TOKEN")) })
+    }
+
+    fn rejected<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a AccessToken,
+    ) -> BoxFuture<'a, Result<AccessToken, String>> {
+        Box::pin(async { Err("not expected".to_owned()) })
+    }
+}
+
+pub async fn a_day_wechat_leaves_out_is_recorded_as_missing(env: Env) {
+    let base = gappy_wechat().await;
+    env.clock.set(START + 9 * HOUR_MS);
+    let sync = DatacubeSync::new(
+        env.store.clone(),
+        wechat::Client::new(wechat::ClientConfig::for_base(base)).unwrap(),
+        Arc::new(FixedToken),
+        env.shared_clock(),
+        config("replica-a"),
+    );
+    sync.run_due().await.unwrap();
+    let missing = env.store.datacube_missing(&env.accounts[0]).await.unwrap();
+    assert_eq!(
+        missing
+            .iter()
+            .map(|m| (m.day, m.endpoint.as_str()))
+            .collect::<Vec<_>>(),
+        [(START - 4 * DAY_MS, "/datacube/getusercumulate")]
+    );
+    assert_eq!(followers(&env).await.len(), 6);
+    let state = env
+        .store
+        .datacube_sync_state(&env.accounts[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        state.synced_through,
+        Some(START - DAY_MS),
+        "the gap is not waited for"
+    );
+}

@@ -39,4 +39,5 @@ suite! {
     datacube::two_replicas_fetch_each_day_once,
     datacube::an_unverified_account_answering_48001_waits_for_the_next_day,
     datacube::synced_figures_are_pruned_after_their_retention,
+    datacube::a_day_wechat_leaves_out_is_recorded_as_missing,
 }
