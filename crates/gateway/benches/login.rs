@@ -83,6 +83,9 @@ struct Figures {
     steps: Steps,
     /// The simulator's share: its two API calls made directly (code exchange + user/info).
     sim_api: Duration,
+    /// The same login for a client with ES256 ID tokens, and its token step.
+    login_es256: Duration,
+    token_es256: Duration,
 }
 
 /// A plain request to wxhub: the discovery document over the kept-alive connection of the
@@ -170,14 +173,27 @@ async fn one_login(env: &Env, rp: &Rp) -> Steps {
     steps
 }
 
-async fn login_time(env: &Env) -> (Duration, Steps) {
-    env.sim()
-        .follow(APPID, "bob", FollowOptions::default())
+/// Logins of a follow-required client whose ID tokens are signed with `alg`.
+async fn login_time(env: &Env, alg: store::oidc::SigningAlg) -> (Duration, Steps) {
+    use openidconnect::core::CoreJwsSigningAlgorithm;
+    let (id, secret) = env.client(APPID, LoginMode::FollowRequired, false).await;
+    let client = env.store().find_oidc_client(&id).await.unwrap().unwrap();
+    env.store()
+        .set_oidc_client_signing_alg(
+            &client.account_id,
+            &client.id,
+            alg,
+            env.now(),
+            &store::audit::AuditRecord::new("bench", "website.update"),
+        )
         .await
         .unwrap();
-    let (id, secret) = env.client(APPID, LoginMode::FollowRequired, false).await;
     // Discovery and JWKS are fetched once, as a real RP caches them.
-    let rp = Rp::discover(env, APPID, &id, secret).await;
+    let mut rp = Rp::discover(env, APPID, &id, secret).await;
+    rp.allowed_algs = vec![match alg {
+        store::oidc::SigningAlg::Rs256 => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        store::oidc::SigningAlg::Es256 => CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    }];
     for _ in 0..10 {
         one_login(env, &rp).await;
     }
@@ -319,6 +335,22 @@ fn row(f: &Figures) -> String {
     )
 }
 
+/// RS256 (the default for new clients) against ES256, same run.
+fn alg_row(f: &Figures) -> String {
+    let n = REQUESTS_PER_LOGIN as f64;
+    format!(
+        "| {} | {} ({:.2}×) | {} ({:.2}×) | {} | {} | +{} |\n",
+        f.db,
+        ms(f.login),
+        f.login.as_secs_f64() / (n * f.baseline.as_secs_f64()),
+        ms(f.login_es256),
+        f.login_es256.as_secs_f64() / (n * f.baseline.as_secs_f64()),
+        ms(f.steps.token),
+        ms(f.token_es256),
+        ms(f.steps.token.saturating_sub(f.token_es256)),
+    )
+}
+
 fn steps_row(f: &Figures) -> String {
     let s = &f.steps;
     format!(
@@ -336,7 +368,12 @@ fn steps_row(f: &Figures) -> String {
 
 async fn measure(env: &Env, db: &'static str) -> Figures {
     let baseline = plain_request_time(env).await;
-    let (login, steps) = login_time(env).await;
+    env.sim()
+        .follow(APPID, "bob", FollowOptions::default())
+        .await
+        .unwrap();
+    let (login, steps) = login_time(env, store::oidc::SigningAlg::Rs256).await;
+    let (login_es256, steps_es256) = login_time(env, store::oidc::SigningAlg::Es256).await;
     let sim_api = sim_api_time(env).await;
     let f = Figures {
         db,
@@ -344,6 +381,8 @@ async fn measure(env: &Env, db: &'static str) -> Figures {
         login,
         steps,
         sim_api,
+        login_es256,
+        token_es256: steps_es256.token,
     };
     eprint!("{}{}", row(&f), steps_row(&f));
     eprintln!("  (sum of steps {})", ms(f.steps.total()));
@@ -373,7 +412,7 @@ fn main() {
              every client keeping its connections alive. A login is the whole follow-required \
              flow: browser → wxhub `/authorize` → simulator authorize page → wxhub callback \
              (which calls the simulator's `/sns/oauth2/access_token` and `/cgi-bin/user/info`) → \
-             RP → wxhub `/token` (ES256 ID token, verified by the RP) → RP → wxhub `/userinfo`: \
+             RP → wxhub `/token` (RS256 ID token, verified by the RP) → RP → wxhub `/userinfo`: \
              **{REQUESTS_PER_LOGIN} HTTP requests** (4 to wxhub, 3 to the simulator, which the \
              bench checks with the simulator's counters). The RP (the `openidconnect` crate) \
              fetched discovery and the JWKS once, before the measured logins. A plain request \
@@ -397,6 +436,18 @@ fn main() {
         );
         for f in &figures {
             section.push_str(&steps_row(f));
+        }
+        section.push_str(
+            "\nThe ID token's algorithm, same run: the login above is a client with RS256 tokens \
+             (the default for new clients, which every relying-party library accepts without \
+             configuration); the same login for a client with ES256 tokens (clients registered \
+             before RS256 existed, or switched to it). An RSA-2048 signature (ring) is the \
+             difference:\n\n\
+             | database | login, RS256 (÷ 7 plain) | login, ES256 (÷ 7 plain) | token step, RS256 | token step, ES256 | RS256 costs |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        for f in &figures {
+            section.push_str(&alg_row(f));
         }
         section.push_str(&format!(
             "\nSafe-mode push acknowledgements (SQLite; signature + msg_signature checks, AES \

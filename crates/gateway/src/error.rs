@@ -135,6 +135,15 @@ pub enum GatewayError {
     /// page.
     #[error("malformed login request (repeated or non-UTF-8 parameter)")]
     MalformedLoginRequest,
+    /// The scan page's login is unknown, expired or finished.
+    #[error("scan login unknown, expired or finished")]
+    ScanLoginUnknown,
+    /// A confirmation link whose sign-in is unknown, expired, already confirmed or finished.
+    #[error("scan confirmation unknown, expired or done")]
+    ConfirmationUnknown,
+    /// The confirmation link was opened by someone other than the person who scanned.
+    #[error("scan confirmation by someone other than the scanner")]
+    NotTheScanner,
     /// A method the route does not answer; `allow` is the `Allow` header (RFC 9110 §15.5.6).
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
@@ -274,6 +283,42 @@ impl GatewayError {
                 (
                     "请回到网站重新点击登录；如果问题持续，请联系网站管理员。",
                     "Go back to the website and start the login again; if it keeps happening, contact the website's administrator.",
+                ),
+            ),
+            GatewayError::ScanLoginUnknown => Page::error(
+                StatusCode::NOT_FOUND,
+                ("登录已失效", "This login has expired"),
+                (
+                    "这个扫码登录已过期或已经完成。",
+                    "This scan-to-sign-in has expired or was already completed.",
+                ),
+                (
+                    "请回到网站重新点击登录。",
+                    "Go back to the website and start the login again.",
+                ),
+            ),
+            GatewayError::ConfirmationUnknown => Page::error(
+                StatusCode::NOT_FOUND,
+                ("无需确认", "Nothing to confirm"),
+                (
+                    "这次电脑登录已经确认过、已过期或已经完成。",
+                    "This sign-in on a computer was already confirmed, has expired, or is complete.",
+                ),
+                (
+                    "如需登录，请在电脑上刷新页面后重新扫码。",
+                    "To sign in, refresh the page on your computer and scan again.",
+                ),
+            ),
+            GatewayError::NotTheScanner => Page::error(
+                StatusCode::FORBIDDEN,
+                ("无法确认", "You cannot confirm this"),
+                (
+                    "只有扫描二维码的人才能确认这次电脑登录。",
+                    "Only the person who scanned the code can confirm this sign-in on a computer.",
+                ),
+                (
+                    "如果是你要登录，请用自己的微信扫描电脑上的二维码。",
+                    "If you are the one signing in, scan the code on the computer with your own WeChat.",
                 ),
             ),
             GatewayError::MethodNotAllowed { .. } => Page::error(

@@ -90,6 +90,33 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/t/{appid}/login/follow/{wait}/continue",
             page(post(follow_continue), "POST"),
         )
+        .route("/t/{appid}/login/scan/{token}", page(get(scan_page), "GET"))
+        .route(
+            "/t/{appid}/login/scan/{token}/refresh",
+            page(post(scan_refresh), "POST"),
+        )
+        .route(
+            "/t/{appid}/login/scan/{token}/continue",
+            page(post(scan_continue), "POST"),
+        )
+        .route(
+            "/t/{appid}/login/scan/{token}/status",
+            get(scan_status)
+                .fallback(|| async { scan_error_json(StatusCode::METHOD_NOT_ALLOWED, "error") }),
+        )
+        .route(
+            "/t/{appid}/login/scan/{token}/events",
+            get(scan_events)
+                .fallback(|| async { scan_error_json(StatusCode::METHOD_NOT_ALLOWED, "error") }),
+        )
+        .route(
+            "/t/{appid}/login/scan/confirm/{id}",
+            page(get(scan_confirm), "GET"),
+        )
+        .route(
+            "/t/{appid}/login/scan/confirmed",
+            page(get(scan_confirmed), "GET"),
+        )
         .route(
             "/t/{appid}/wechat/push",
             get(push_verify)
@@ -174,7 +201,11 @@ async fn authorize(
     );
     let params = AuthorizeParams::from_params(&params);
     let authorized = crate::oidc::authorize(gw, appid, params, browser, from).await?;
-    let mut response = pages::redirect_to(&authorized.wechat_url);
+    let mut response = pages::redirect_to(&authorized.location);
+    if authorized.scan {
+        // A page of wxhub's own: GET it, whatever method brought the request.
+        *response.status_mut() = StatusCode::SEE_OTHER;
+    }
     let cookie = HeaderValue::from_str(&authorized.set_cookie)
         .map_err(|_| GatewayError::Internal("login cookie is not a header value"))?;
     response.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -345,6 +376,7 @@ fn render_follow_page(
         &pages::FollowPage {
             account_name: &view.account_name,
             qr_url: view.qr_url.as_deref(),
+            login_qr: view.login_qr.as_deref(),
             follow_link: view.follow_link.as_deref(),
             status_url: &view.status_url,
             continue_url: &view.continue_url,
@@ -378,10 +410,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
 async fn follow_page(
     State(gw): Gw,
     Path((appid, wait)): Path<(String, String)>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
     let browser = gw.browser_binding(&headers);
-    let view = crate::login::follow_view(&gw, &appid, &wait, browser.as_deref()).await?;
+    let view = crate::login::follow_view(&gw, &appid, &wait, browser.as_deref(), ip).await?;
     Ok(render_follow_page(
         &view,
         pages::FollowNotice::None,
@@ -484,7 +517,7 @@ async fn follow_continue(
                 StatusCode::TOO_MANY_REQUESTS,
             ),
         };
-    let view = crate::login::follow_view(&gw, &appid, &wait, browser.as_deref()).await?;
+    let view = crate::login::follow_view(&gw, &appid, &wait, browser.as_deref(), ip).await?;
     let mut response = render_follow_page(&view, notice, status);
     if let pages::FollowNotice::Wait(seconds) = notice {
         response
@@ -492,6 +525,250 @@ async fn follow_continue(
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     Ok(response)
+}
+
+fn render_scan_page(view: &crate::scan::ScanView) -> Response {
+    let limited_secs = view
+        .limited
+        .filter(|_| view.qr_image.is_none())
+        .map(|wait| wait.as_secs_f64().ceil() as u64);
+    let status = if limited_secs.is_some() {
+        StatusCode::TOO_MANY_REQUESTS
+    } else {
+        StatusCode::OK
+    };
+    let mut response = pages::scan_page(
+        &pages::ScanPage {
+            account_name: &view.account_name,
+            site_name: &view.site_name,
+            qr_image: view.qr_image.as_deref(),
+            qr_url: view.qr_url.as_deref(),
+            qr_expires_in: view.qr_expires_in,
+            state: view.state,
+            limited_secs,
+            page_url: &view.page_url,
+        },
+        status,
+    )
+    .into_response();
+    if let Some(seconds) = limited_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+async fn scan_page(
+    State(gw): Gw,
+    Path((appid, token)): Path<(String, String)>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let browser = gw.browser_binding(&headers);
+    let view = crate::scan::view(&gw, &appid, &token, browser.as_deref(), ip).await?;
+    Ok(render_scan_page(&view))
+}
+
+/// "Refresh code": a new code if the current one expired (or is about to), then back to the
+/// page (303, so reloading it does not post again).
+async fn scan_refresh(
+    State(gw): Gw,
+    Path((appid, token)): Path<(String, String)>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let browser = gw.browser_binding(&headers);
+    let view = crate::scan::view(&gw, &appid, &token, browser.as_deref(), ip).await?;
+    if view.limited.is_some() && view.qr_image.is_none() {
+        return Ok(render_scan_page(&view));
+    }
+    let mut response = pages::redirect_to(&view.page_url);
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    Ok(response)
+}
+
+async fn scan_continue(
+    State(gw): Gw,
+    Path((appid, token)): Path<(String, String)>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let browser = gw.browser_binding(&headers);
+    match crate::scan::continue_login(&gw, &appid, &token, browser.as_deref()).await? {
+        crate::scan::Continued::ToClient(to) => Ok(pages::redirect_to(&to)),
+        crate::scan::Continued::NotReady(_) => {
+            let view = crate::scan::view(&gw, &appid, &token, browser.as_deref(), ip).await?;
+            Ok(render_scan_page(&view))
+        }
+    }
+}
+
+/// The scan page's poll and events: JSON `{state, message}`.
+fn scan_json(state: crate::scan::ScanState, expires_in: i64) -> serde_json::Value {
+    let (zh, en) = pages::scan_message(state);
+    json!({
+        "state": state.as_str(),
+        "expires_in": expires_in,
+        "message": {"zh-CN": zh, "en": en},
+    })
+}
+
+/// The poll's or event stream's refusal, as JSON (never a page).
+fn scan_error_json(status: StatusCode, state: &str) -> Response {
+    let (zh, en) = match state {
+        "wrong_browser" => (
+            "这个登录不是在当前浏览器中开始的，请回到网站，在同一个浏览器中重新登录。",
+            "This login was not started in this browser; go back to the website and start again in this browser.",
+        ),
+        "expired" => pages::scan_message(crate::scan::ScanState::Over),
+        _ => (
+            "暂时无法确认扫码状态，请稍后刷新本页。",
+            "The scan cannot be checked right now; reload this page in a moment.",
+        ),
+    };
+    let mut response = json_no_store(json!({
+        "state": state,
+        "message": {"zh-CN": zh, "en": en},
+    }));
+    *response.status_mut() = status;
+    response
+}
+
+fn scan_refusal(error: GatewayError) -> Response {
+    match error {
+        GatewayError::BrowserMismatch => scan_error_json(StatusCode::FORBIDDEN, "wrong_browser"),
+        GatewayError::ScanLoginUnknown | GatewayError::UnknownAccount => {
+            scan_error_json(StatusCode::NOT_FOUND, "expired")
+        }
+        error => {
+            tracing::warn!(%error, "scan status failed");
+            scan_error_json(StatusCode::SERVICE_UNAVAILABLE, "error")
+        }
+    }
+}
+
+async fn scan_status(
+    State(gw): Gw,
+    Path((appid, token)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let browser = gw.browser_binding(&headers);
+    match crate::scan::status(&gw, &appid, &token, browser.as_deref()).await {
+        Ok((state, _, expires_in)) => json_no_store(scan_json(state, expires_in)),
+        Err(error) => scan_refusal(error),
+    }
+}
+
+/// What the event stream carries between its events.
+struct EventsState {
+    gw: Arc<Gateway>,
+    id: String,
+    rx: tokio::sync::broadcast::Receiver<Arc<str>>,
+    last: Option<crate::scan::ScanState>,
+    next: Option<crate::scan::ScanState>,
+    done: bool,
+}
+
+/// Server-Sent Events for the scan page: the state now, then each change — at once when a
+/// scan is announced on any replica ([`crate::events`]), and at the latest after
+/// `scan_page_poll`. Ends after `ready` or `expired`.
+async fn scan_events(
+    State(gw): Gw,
+    Path((appid, token)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    use crate::scan::ScanState;
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let browser = gw.browser_binding(&headers);
+    // Subscribe before reading, so a scan recorded in between is not missed.
+    let rx = gw.scan_events.subscribe(&gw.store).await;
+    let (state, id, _) = match crate::scan::status(&gw, &appid, &token, browser.as_deref()).await {
+        Ok(found) => found,
+        Err(error) => return scan_refusal(error),
+    };
+    let start = EventsState {
+        gw: gw.clone(),
+        id,
+        rx,
+        last: None,
+        next: Some(state),
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(start, |mut st| async move {
+        loop {
+            if st.done {
+                return None;
+            }
+            let state = match st.next.take() {
+                Some(state) => state,
+                None => {
+                    let id = st.id.clone();
+                    let rx = &mut st.rx;
+                    let poll = st.gw.limits.config.scan_page_poll;
+                    let _ = tokio::time::timeout(poll, async {
+                        loop {
+                            match rx.recv().await {
+                                Ok(woken) if *woken == *id => return,
+                                Ok(_) => {}
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                    std::future::pending::<()>().await
+                                }
+                            }
+                        }
+                    })
+                    .await;
+                    match crate::scan::state_by_id(&st.gw, &st.id).await {
+                        Ok(state) => state,
+                        Err(error) => {
+                            tracing::warn!(%error, "scan events: reading the login failed");
+                            continue;
+                        }
+                    }
+                }
+            };
+            if st.last == Some(state) {
+                continue;
+            }
+            st.last = Some(state);
+            st.done = matches!(state, ScanState::Ready | ScanState::Over);
+            let event = Event::default().data(scan_json(state, 0).to_string());
+            return Some((Ok::<_, std::convert::Infallible>(event), st));
+        }
+    });
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The confirmation link, opened in the scanner's WeChat: on to WeChat's silent authorize.
+async fn scan_confirm(
+    State(gw): Gw,
+    Path((appid, id)): Path<(String, String)>,
+) -> Result<Response, GatewayError> {
+    let to = crate::scan::confirm_start(&gw, &appid, &id).await?;
+    Ok(pages::redirect_to(&to))
+}
+
+async fn scan_confirmed(
+    State(gw): Gw,
+    Path(appid): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, GatewayError> {
+    let params = Params::from_query(query.as_deref());
+    let mut malformed = None;
+    let code = params.take("code", &mut malformed);
+    let state = params.take("state", &mut malformed);
+    if malformed.is_some() {
+        return Err(GatewayError::MalformedLoginRequest);
+    }
+    let site = crate::scan::confirm_finish(&gw, &appid, code, state).await?;
+    Ok(pages::scan_confirmed_page(&site).into_response())
 }
 
 async fn push_verify(
@@ -512,5 +789,10 @@ async fn push_receive(
 ) -> Result<Response, GatewayError> {
     let q = PushQuery::from_params(&Params::from_query(query.as_deref()))?;
     let answer = crate::push::receive(&gw, &appid, q, body).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain")], answer).into_response())
+    let content_type = if answer.starts_with("<xml") {
+        "application/xml"
+    } else {
+        "text/plain"
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], answer).into_response())
 }

@@ -14,8 +14,10 @@
 //! - log or show a secret, token or code (only their hashes are stored).
 //!
 //! Modules: [`oidc`] (provider endpoints' logic), [`login`] (the WeChat side of a login),
-//! [`push`] (push callback), [`keys`] (signing keys sealed by the vault), [`limits`] (what
-//! anonymous visitors may make wxhub spend of WeChat's quotas), [`settings`]
+//! [`push`] (push callback), [`scan`] (logging in on a PC by scanning a QR code, and the
+//! follow page's own code), [`keys`] (signing keys sealed by the vault), [`limits`] (what
+//! anonymous visitors may make wxhub spend of WeChat's quotas), `events` (waking scan pages
+//! on every replica), [`settings`]
 //! (per-account gateway settings, validated), [`maintenance`] (the periodic sweep of expired
 //! rows), [`error`] (the one error type and its HTTP mapping), `binding` (the login cookie
 //! that ties a login to one browser), `pages` (server-rendered zh-CN/en HTML), `http` (thin
@@ -23,6 +25,7 @@
 
 mod binding;
 pub mod error;
+mod events;
 mod http;
 pub mod keys;
 pub mod limits;
@@ -32,6 +35,7 @@ pub mod oidc;
 mod pages;
 mod params;
 pub mod push;
+pub mod scan;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -117,6 +121,8 @@ pub struct Gateway {
     pub(crate) warned_missing_original_id: Mutex<HashSet<String>>,
     /// What anonymous visitors may make the gateway spend of WeChat's quotas.
     pub(crate) limits: limits::Limiters,
+    /// Wakes this replica's scan pages when a scan is recorded (on any replica).
+    pub(crate) scan_events: events::ScanEvents,
 }
 
 impl Gateway {
@@ -137,6 +143,7 @@ impl Gateway {
             .map_err(GatewayError::HttpClient)?;
         Ok(Arc::new(Self {
             limits: limits::Limiters::new(limits, config.clock.clone()),
+            scan_events: events::ScanEvents::default(),
             store: config.store,
             vault: config.vault,
             clock: config.clock,

@@ -39,6 +39,16 @@ pub struct GatewayLimits {
     pub follow_recheck_interval: Duration,
     /// "I've followed" re-checks from one client IP, all waits together.
     pub follow_rechecks_per_ip: Rate,
+    /// QR codes created for one browser (its login cookie): the scan page's first code and
+    /// each refresh, and the follow page's code. Each spends one of the account's 100 000
+    /// daily `qrcode/create` calls (docs/wechat-2.md §1.2).
+    pub qr_creates_per_browser: Rate,
+    /// QR codes created for one client IP, all browsers together.
+    pub qr_creates_per_ip: Rate,
+    /// How often a waiting scan page's event stream re-reads its login when no announcement
+    /// woke it: the bound on how long a lost notification delays a page, and the rate of
+    /// database reads per waiting page ([`crate::events`]).
+    pub scan_page_poll: Duration,
 }
 
 impl Default for GatewayLimits {
@@ -52,6 +62,16 @@ impl Default for GatewayLimits {
                 burst: 20,
                 every: Duration::from_secs(30),
             },
+            // A person refreshes an expired code now and then.
+            qr_creates_per_browser: Rate {
+                burst: 5,
+                every: Duration::from_secs(60),
+            },
+            qr_creates_per_ip: Rate {
+                burst: 30,
+                every: Duration::from_secs(10),
+            },
+            scan_page_poll: Duration::from_secs(2),
         }
     }
 }
@@ -111,13 +131,28 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
 pub(crate) struct Limiters {
     pub(crate) config: GatewayLimits,
     pub(crate) follow_rechecks_per_ip: Limiter<IpAddr>,
+    qr_creates_per_browser: Limiter<String>,
+    qr_creates_per_ip: Limiter<IpAddr>,
 }
 
 impl Limiters {
     pub(crate) fn new(config: GatewayLimits, clock: SharedClock) -> Self {
         Limiters {
-            follow_rechecks_per_ip: Limiter::new(config.follow_rechecks_per_ip, clock),
+            follow_rechecks_per_ip: Limiter::new(config.follow_rechecks_per_ip, clock.clone()),
+            qr_creates_per_browser: Limiter::new(config.qr_creates_per_browser, clock.clone()),
+            qr_creates_per_ip: Limiter::new(config.qr_creates_per_ip, clock),
             config,
+        }
+    }
+
+    /// Takes one QR creation for the browser whose binding hash is `browser` and for `ip`;
+    /// `Err` with how long to wait.
+    pub(crate) fn qr_create(&self, browser: &str, ip: Option<IpAddr>) -> Result<(), Duration> {
+        // The browser first: a browser over its own limit does not spend its address's.
+        self.qr_creates_per_browser.check(&browser.to_owned())?;
+        match ip {
+            Some(ip) => self.qr_creates_per_ip.check(&ip),
+            None => Ok(()),
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct FollowView {
     pub account_name: String,
     /// The account's QR code image (https), when configured.
     pub qr_url: Option<String>,
+    /// This login's own temporary code (its image), so the follow push names this login.
+    pub login_qr: Option<String>,
     /// A link to the account's profile (https), when configured.
     pub follow_link: Option<String>,
     pub status_url: String,
@@ -48,7 +50,11 @@ pub struct FollowView {
 
 /// `user/info` with the scheduler's core token; a rejected token is reported and the call
 /// retried once with the token the scheduler returns.
-async fn user_info(gw: &Gateway, account_id: &str, openid: &str) -> Result<UserInfo, GatewayError> {
+pub(crate) async fn user_info(
+    gw: &Gateway,
+    account_id: &str,
+    openid: &str,
+) -> Result<UserInfo, GatewayError> {
     let token = gw.core_tokens.current(account_id).await?;
     match gw.wechat.user_info(&token, openid, Lang::ZhCn).await {
         Err(e) if e.class() == ErrorClass::TokenRejected => {
@@ -62,7 +68,7 @@ async fn user_info(gw: &Gateway, account_id: &str, openid: &str) -> Result<UserI
 
 /// The client a pending authorization belongs to, if it belongs to `account` (a state from
 /// another account's login is treated as unknown).
-async fn pending_client(
+pub(crate) async fn pending_client(
     gw: &Gateway,
     account: &Account,
     pending: &PendingAuthorization,
@@ -77,7 +83,7 @@ async fn pending_client(
 
 /// What a follow-required login records about the user (with user/info's data when the
 /// follow was checked there).
-fn follower_login(openid: &str, info: Option<&UserInfo>) -> EndUserLogin {
+pub(crate) fn follower_login(openid: &str, info: Option<&UserInfo>) -> EndUserLogin {
     EndUserLogin {
         openid: openid.to_owned(),
         via: CreatedVia::LoginBase,
@@ -264,19 +270,28 @@ async fn open_wait(
     Ok((account, wait, pending))
 }
 
-/// What the follow page shows for this wait.
+/// What the follow page shows for this wait: with this login's own QR code when one can be
+/// had (see [`crate::scan::follow_code`]; `ip` for its limit), else the account's static image
+/// or how to find the account.
 pub async fn follow_view(
     gw: &Gateway,
     appid: &str,
     wait_token: &str,
     browser: Option<&str>,
+    ip: Option<IpAddr>,
 ) -> Result<FollowView, GatewayError> {
-    let (account, _, _) = open_wait(gw, appid, wait_token, browser).await?;
+    let (account, wait, pending) = open_wait(gw, appid, wait_token, browser).await?;
     let settings = gw.store.gateway_settings(&account.id).await?;
+    let login_qr = if wait.followed_at.is_none() {
+        crate::scan::follow_code(gw, &account, &wait, &pending, ip).await?
+    } else {
+        None
+    };
     let base = format!("{}/login/follow/{wait_token}", gw.issuer(appid));
     Ok(FollowView {
         account_name: account.name,
         qr_url: settings.follow_qr_url,
+        login_qr,
         follow_link: settings.follow_link,
         status_url: format!("{base}/status"),
         continue_url: format!("{base}/continue"),

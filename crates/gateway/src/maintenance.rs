@@ -1,7 +1,7 @@
 //! Periodic clean-up of the gateway's tables, so they do not grow without bound: expired
 //! pending authorizations, codes and access tokens, push nonces past the timestamp window,
-//! old received pushes, retired signing keys past their grace period, and follow waits that
-//! expired or lost their login.
+//! old received pushes, retired signing keys past their grace period, follow waits that
+//! expired or lost their login, and scan logins that expired or finished.
 //!
 //! Every deletion is idempotent, so several replicas may sweep at once. Cut-offs are in the
 //! past by a margin: an expired code is kept a few minutes so that a late second use is still
@@ -50,6 +50,7 @@ impl Default for Retention {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepReport {
     pub follow_waits: u64,
+    pub scan_logins: u64,
     /// Pending authorizations, codes and access tokens.
     pub oidc_rows: u64,
     pub push_nonces: u64,
@@ -71,6 +72,9 @@ pub async fn sweep(
     let follow_waits = store
         .delete_stale_follow_waits(before(retention.expired_oidc_grace))
         .await?;
+    let scan_logins = store
+        .delete_stale_scan_logins(before(retention.expired_oidc_grace))
+        .await?;
     let oidc_rows = store
         .delete_expired_oidc_rows(before(retention.expired_oidc_grace))
         .await?;
@@ -85,6 +89,7 @@ pub async fn sweep(
         .await?;
     Ok(SweepReport {
         follow_waits,
+        scan_logins,
         oidc_rows,
         push_nonces,
         received_pushes,

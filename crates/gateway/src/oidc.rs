@@ -21,7 +21,8 @@ use sha2::{Digest, Sha256};
 use store::accounts::{Account, AccountKind};
 use store::end_users::{EndUserLogin, UserClaims};
 use store::oidc::{
-    AuthCode, CodeRedemption, LoginMode, NewAccessToken, OidcClient, PendingAuthorization,
+    AuthCode, CodeRedemption, LoginMode, LoginSurface, NewAccessToken, OidcClient,
+    PendingAuthorization,
 };
 use subtle::ConstantTimeEq;
 
@@ -213,8 +214,10 @@ async fn account_and_client(
 
 /// An accepted authorization request.
 pub struct Authorized {
-    /// WeChat's authorize page, where the browser goes next.
-    pub wechat_url: String,
+    /// Where the browser goes next: WeChat's authorize page, or the scan page.
+    pub location: String,
+    /// Whether `location` is the scan page (answered with 303, as a page of wxhub's own).
+    pub scan: bool,
     /// The `Set-Cookie` value binding the login to this browser.
     pub set_cookie: String,
 }
@@ -365,17 +368,24 @@ pub async fn authorize(
             ));
         }
     }
+    // Outside WeChat's browser its authorize page cannot open: the scan page instead
+    // (docs/wechat-2.md §4.2), unless the website says otherwise.
+    let scan = match client.login_surface {
+        LoginSurface::Auto => from == Browser::Outside,
+        LoginSurface::Wechat => false,
+        LoginSurface::Scan => true,
+    };
     if prompting.none {
         // Outside WeChat the user must scan or open WeChat; in userinfo mode WeChat may show
         // its consent popup. Neither can happen without a page.
-        match (from, client.login_mode) {
-            (Browser::Outside, _) => {
+        match (scan, client.login_mode) {
+            (true, _) => {
                 return Err(back(
                     "login_required",
                     "the user must sign in with WeChat, which needs a page",
                 ));
             }
-            (Browser::InWechat, LoginMode::Userinfo) => {
+            (false, LoginMode::Userinfo) => {
                 return Err(back(
                     "interaction_required",
                     "WeChat may ask the user to consent, which needs a page",
@@ -383,7 +393,7 @@ pub async fn authorize(
             }
             // snsapi_base is silent (docs/wechat.md §4.1): go on; a follow page, if needed,
             // becomes interaction_required at the callback.
-            (Browser::InWechat, LoginMode::FollowRequired) => {}
+            (false, LoginMode::FollowRequired) => {}
         }
     }
     let now = gw.now();
@@ -414,6 +424,14 @@ pub async fn authorize(
         &client.id,
         stats::LoginStage::Started,
     );
+    if scan {
+        let token = crate::scan::start(gw, &account, &client, &pending).await?;
+        return Ok(Authorized {
+            location: format!("{}/login/scan/{token}", gw.issuer(appid)),
+            scan: true,
+            set_cookie: gw.binding_set_cookie(appid, &binding),
+        });
+    }
     let scope = match client.login_mode {
         LoginMode::FollowRequired => wechat::Scope::SnsapiBase,
         LoginMode::Userinfo => wechat::Scope::SnsapiUserinfo,
@@ -427,7 +445,8 @@ pub async fn authorize(
         prompting.reauthenticate,
     )?;
     Ok(Authorized {
-        wechat_url,
+        location: wechat_url,
+        scan: false,
         set_cookie: gw.binding_set_cookie(appid, &binding),
     })
 }

@@ -176,6 +176,8 @@ pub(crate) struct FollowPage<'a> {
     pub account_name: &'a str,
     /// The account's QR code image (https), as downloaded from WeChat's console.
     pub qr_url: Option<&'a str>,
+    /// This login's own code (WeChat's image of a temporary code), preferred to `qr_url`.
+    pub login_qr: Option<&'a str>,
     /// A link to the account's profile (https).
     pub follow_link: Option<&'a str>,
     pub status_url: &'a str,
@@ -213,8 +215,17 @@ pub(crate) fn follow_page(view: &FollowPage<'_>, status: StatusCode) -> Page {
         ),
         FollowNotice::NoMoreChecks => "<p class=\"notice\" id=\"no-more\">这个登录已检查太多次。关注公众号后本页会自动继续；如果没有继续，请回到网站重新登录。 / This login was checked too many times. Once you follow, this page continues by itself; if it does not, go back to the website and start again.</p>".to_owned(),
     };
-    let (how_zh, how_en, figure) = match view.qr_url {
-        Some(qr) => (
+    let (how_zh, how_en, figure) = match (view.login_qr, view.qr_url) {
+        (Some(qr), _) => (
+            "请长按识别下面的二维码关注公众号（这个二维码只用于本次登录）",
+            "Long-press the QR code below to follow the account (the code is for this login only)",
+            format!(
+                "<figure><img id=\"login-qr\" src=\"{}\" width=\"200\" height=\"200\" alt=\"{name} 二维码 / QR code\">\
+                 <figcaption>{name}</figcaption></figure>",
+                escape(qr)
+            ),
+        ),
+        (None, Some(qr)) => (
             "请长按或扫描下面的二维码关注公众号",
             "Long-press or scan the QR code below to follow the account",
             format!(
@@ -223,13 +234,13 @@ pub(crate) fn follow_page(view: &FollowPage<'_>, status: StatusCode) -> Page {
                 escape(qr)
             ),
         ),
-        None => (
+        (None, None) => (
             "请在微信顶部搜索框中搜索公众号名称“",
             "In WeChat, tap the search box at the top, search for the account's name “",
             String::new(),
         ),
     };
-    let (how_zh, how_en) = if view.qr_url.is_some() {
+    let (how_zh, how_en) = if view.qr_url.is_some() || view.login_qr.is_some() {
         (how_zh.to_owned(), how_en.to_owned())
     } else {
         (
@@ -268,6 +279,103 @@ pub(crate) fn follow_page(view: &FollowPage<'_>, status: StatusCode) -> Page {
              setTimeout(poll,2000);}})();</script>",
             continue_attr = escape(view.continue_url),
             status_js = script_string(view.status_url),
+        ),
+    )
+}
+
+/// What the scan page shows.
+pub(crate) struct ScanPage<'a> {
+    pub account_name: &'a str,
+    pub site_name: &'a str,
+    /// The code's image, when there is a live code.
+    pub qr_image: Option<&'a str>,
+    /// What the code encodes (for the image's description).
+    pub qr_url: Option<&'a str>,
+    pub qr_expires_in: i64,
+    pub state: crate::scan::ScanState,
+    /// Too many codes: a new one in this many seconds.
+    pub limited_secs: Option<u64>,
+    pub page_url: &'a str,
+}
+
+/// The message for a scan state, in both languages (the page, its poll and its events).
+pub(crate) fn scan_message(state: crate::scan::ScanState) -> (&'static str, &'static str) {
+    use crate::scan::ScanState;
+    match state {
+        ScanState::Waiting => (
+            "请用微信扫描二维码；如果还没关注公众号，扫码后关注即可登录。",
+            "Scan the code with WeChat; if you do not follow the account yet, follow it after scanning.",
+        ),
+        ScanState::CodeExpired => (
+            "二维码已过期，请点击“刷新二维码”。",
+            "The code has expired: tap “Refresh code”.",
+        ),
+        ScanState::Confirm => (
+            "已扫码。请在微信中点击公众号发来的确认链接。",
+            "Scanned. In WeChat, tap the confirmation link the account sent you.",
+        ),
+        ScanState::Ready => ("已扫码，正在登录……", "Scanned; signing you in…"),
+        ScanState::Over => (
+            "这个登录已过期或已完成，请回到网站重新点击登录。",
+            "This login has expired or was completed; go back to the website and start again.",
+        ),
+    }
+}
+
+/// The scan page: the code (or, without a live one, a refresh button), a status line, a
+/// script that listens to `…/events` (Server-Sent Events) and falls back to polling
+/// `…/status`, and goes on by itself when the scan arrives; without JavaScript, "I've
+/// scanned" posts `…/continue`.
+pub(crate) fn scan_page(view: &ScanPage<'_>, status: StatusCode) -> Page {
+    let account = escape(view.account_name);
+    let site = escape(view.site_name);
+    let base = escape(view.page_url);
+    let (zh, en) = scan_message(view.state);
+    let figure = match (view.qr_image, view.limited_secs) {
+        (Some(image), _) => format!(
+            "<figure><img id=\"scan-qr\" src=\"{}\" data-url=\"{}\" data-expires-in=\"{}\" width=\"240\" height=\"240\" \
+             alt=\"{account} 登录二维码 / sign-in QR code\"><figcaption>{account}</figcaption></figure>",
+            escape(image),
+            escape(view.qr_url.unwrap_or_default()),
+            view.qr_expires_in,
+        ),
+        (None, Some(secs)) => format!(
+            "<p class=\"notice\" id=\"too-many\">二维码刷新太频繁，请在 {secs} 秒后再刷新。 / Too many codes — refresh again in {secs} s.</p>"
+        ),
+        (None, None) => String::new(),
+    };
+    Page::raw(
+        status,
+        ("微信扫码登录", "Sign in with WeChat"),
+        format!(
+            "<section lang=\"zh-CN\"><h1>用微信扫码登录“{site}”</h1>\
+             <p class=\"what\">请用手机微信扫描二维码，并关注公众号“{account}”，即可在这台电脑上登录。</p></section>\
+             {figure}<p class=\"notice\" id=\"scan-status\" role=\"status\">{zh} / {en}</p>\
+             <form method=\"post\" action=\"{base}/continue\"><button class=\"button\" type=\"submit\" id=\"scanned\">我已扫码 / I've scanned</button></form>\
+             <form method=\"post\" action=\"{base}/refresh\"><button type=\"submit\" id=\"refresh\">刷新二维码 / Refresh code</button></form>\
+             <section lang=\"en\"><h2>Sign in to {site} with WeChat</h2>\
+             <p class=\"what\">Scan the code with WeChat on your phone and follow the Official Account “{account}” to sign in on this computer.</p></section>\
+             <script>(function(){{var b={base_js},m=document.getElementById(\"scan-status\"),fails=0,polling=false;\
+             function show(j){{m.textContent=j.message[\"zh-CN\"]+\" / \"+j.message.en}}\
+             function on(j){{show(j);if(j.state===\"ready\"){{document.forms[0].submit();return true}}return j.state===\"expired\"}}\
+             function poll(){{fetch(b+\"/status\",{{cache:\"no-store\",credentials:\"same-origin\"}}).then(function(r){{return r.json()}}).then(function(j){{fails=0;if(!on(j)){{setTimeout(poll,2000)}}}},\
+             function(){{fails++;if(fails>=5){{m.textContent=\"无法连接登录服务，请检查网络后刷新本页。 / The login service cannot be reached; check your connection and reload this page.\"}}else{{setTimeout(poll,2000*fails)}}}})}}\
+             function fallback(){{if(!polling){{polling=true;poll()}}}}\
+             if(window.EventSource){{var es=new EventSource(b+\"/events\");es.onmessage=function(e){{if(on(JSON.parse(e.data))){{es.close()}}}};es.onerror=function(){{es.close();fallback()}}}}else{{fallback()}}}})();</script>",
+            base_js = script_string(view.page_url),
+        ),
+    )
+}
+
+/// The page the confirmation link ends on, in the scanner's WeChat.
+pub(crate) fn scan_confirmed_page(site_name: &str) -> Page {
+    let site = escape(site_name);
+    Page::raw(
+        StatusCode::OK,
+        ("已确认登录", "Sign-in confirmed"),
+        format!(
+            "<section lang=\"zh-CN\"><h1>已确认</h1><p class=\"what\" id=\"confirmed\">电脑上的“{site}”正在登录，可以关闭本页。</p></section>\
+             <section lang=\"en\"><h2>Confirmed</h2><p class=\"what\">{site} is signing you in on your computer; you can close this page.</p></section>"
         ),
     )
 }

@@ -217,7 +217,7 @@ fn push_kind(msg: &PushMessage) -> stats::PushKind {
 }
 
 /// The account's push mode: as configured, else safe when it has an EncodingAESKey.
-fn push_mode(configured: Option<PushMode>, has_aes_key: bool) -> PushMode {
+pub(crate) fn push_mode(configured: Option<PushMode>, has_aes_key: bool) -> PushMode {
     configured.unwrap_or(if has_aes_key {
         PushMode::Safe
     } else {
@@ -282,7 +282,7 @@ pub async fn receive(
     appid: &str,
     q: PushQuery,
     body: Bytes,
-) -> Result<&'static str, GatewayError> {
+) -> Result<String, GatewayError> {
     if body.len() > MAX_PUSH_BYTES {
         return Err(reject(PushRejection::TooLarge));
     }
@@ -356,7 +356,47 @@ pub async fn receive(
         }
         PushRecording::NonceReused => return Err(reject(PushRejection::Replay)),
     }
-    Ok(xml::SUCCESS)
+    // A scan of one of the gateway's codes (docs/wechat-2.md §4.3): marks the login and
+    // answers the scanner in WeChat. A retry is answered the same way (the mark is
+    // idempotent): WeChat shows the reply to the attempt it got an answer to.
+    let reply = match msg.qr_scan() {
+        Some(scan) => {
+            crate::scan::on_qr_scan(gw, &v.account, &msg.from_user, scan, authenticated).await?
+        }
+        None => None,
+    };
+    match reply {
+        Some(text) => passive_reply(gw, &v, appid, &msg, &text, authenticated),
+        None => Ok(xml::SUCCESS.to_owned()),
+    }
+}
+
+/// A passive text reply to `msg` (docs/wechat.md §6.4), encrypted when the push was
+/// (safe and compatible mode, §7.4): a plain reply to an encrypted push is refused in safe
+/// mode.
+fn passive_reply(
+    gw: &Gateway,
+    v: &Verified,
+    appid: &str,
+    msg: &PushMessage,
+    text: &str,
+    encrypted: bool,
+) -> Result<String, GatewayError> {
+    let now = gw.clock.now_secs();
+    let reply = msg.text_reply(text, now);
+    if !encrypted {
+        return Ok(reply);
+    }
+    let key = v.aes_key.as_ref().ok_or(GatewayError::Internal(
+        "encrypted push without an EncodingAESKey",
+    ))?;
+    let key = EncodingAesKey::parse(key.expose())
+        .map_err(|_| GatewayError::Internal("stored EncodingAESKey is invalid"))?;
+    let crypt = MsgCrypt::new(key, appid);
+    Ok(
+        xml::EncryptedReply::seal(&crypt, v.token.expose(), &reply, now, &random_alnum(16))
+            .to_xml(),
+    )
 }
 
 /// Sends a copy of the push to the owner's server, re-signed with the account's Token (fresh

@@ -108,6 +108,7 @@ pub(crate) trait StoreRow {
     fn int(&self, column: &str) -> Result<i64, sqlx::Error>;
     fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
     fn flag(&self, column: &str) -> Result<bool, sqlx::Error>;
+    fn opt_flag(&self, column: &str) -> Result<Option<bool>, sqlx::Error>;
     fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error>;
     fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, sqlx::Error>;
 
@@ -137,6 +138,9 @@ macro_rules! impl_store_row {
                 self.try_get(column)
             }
             fn flag(&self, column: &str) -> Result<bool, sqlx::Error> {
+                self.try_get(column)
+            }
+            fn opt_flag(&self, column: &str) -> Result<Option<bool>, sqlx::Error> {
                 self.try_get(column)
             }
             fn bytes(&self, column: &str) -> Result<Vec<u8>, sqlx::Error> {

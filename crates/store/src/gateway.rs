@@ -108,7 +108,7 @@ pub struct FollowWait {
     pub finished_at: Option<i64>,
 }
 
-fn follow_wait_from_row(row: &impl StoreRow) -> Result<FollowWait, sqlx::Error> {
+pub(crate) fn follow_wait_from_row(row: &impl StoreRow) -> Result<FollowWait, sqlx::Error> {
     Ok(FollowWait {
         id: row.text("id")?,
         pending_id: row.text("pending_id")?,

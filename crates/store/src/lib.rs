@@ -31,6 +31,7 @@ pub mod oidc;
 #[macro_use]
 pub mod people;
 pub mod pushes;
+pub mod scan_logins;
 pub mod sealed;
 pub mod sign_in;
 pub mod stats;

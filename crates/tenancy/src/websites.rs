@@ -172,6 +172,8 @@ impl Tenancy {
             name,
             created_at: self.now(),
             id_token_signed_response_alg: store::oidc::SigningAlg::default(),
+            login_surface: store::oidc::LoginSurface::Auto,
+            scan_confirmation: None,
         };
         let record = self
             .record(principal, Operation::WebsiteCreate, Some(&account))

@@ -64,6 +64,12 @@ pub struct ConfigArgs {
     #[arg(long, env = "WXHUB_WECHAT_OPEN_URL", global = true, value_name = "URL")]
     pub wechat_open_url: Option<Url>,
 
+    /// Base URL of WeChat's mp host, which serves QR code images (`showqrcode`) to the login
+    /// gateway's scan and follow pages [default: https://mp.weixin.qq.com; with a simulator
+    /// given by --wechat-api-url: its /mp]
+    #[arg(long, env = "WXHUB_WECHAT_MP_URL", global = true, value_name = "URL")]
+    pub wechat_mp_url: Option<Url>,
+
     /// Operators must enrol TOTP before they can use the dashboard
     /// [default: true when the public URL is https]
     #[arg(
@@ -172,6 +178,7 @@ struct FileConfig {
     public_url: Option<Url>,
     wechat_api_url: Option<Url>,
     wechat_open_url: Option<Url>,
+    wechat_mp_url: Option<Url>,
     require_totp_for_operators: Option<bool>,
     log_format: Option<LogFormat>,
     egress_ips: Option<Vec<IpAddr>>,
@@ -203,6 +210,8 @@ pub struct Config {
     pub public_url: Url,
     pub wechat_api_url: Url,
     pub wechat_open_url: Url,
+    /// WeChat's mp host (QR code images).
+    pub wechat_mp_url: Url,
     /// Operators must enrol TOTP before using the dashboard.
     pub require_totp_for_operators: bool,
     pub log_format: LogFormat,
@@ -312,9 +321,18 @@ impl Config {
             Some(url) => url,
             None => Url::parse("https://open.weixin.qq.com").expect("constant URL"),
         };
+        let wechat_mp_url = match args.wechat_mp_url.clone().or(file.wechat_mp_url) {
+            Some(url) => url,
+            // A simulator serves the mp host's endpoints under /mp beside its API.
+            None if wechat_api_url.host_str() != Some("api.weixin.qq.com") => {
+                wechat::ClientConfig::for_base(wechat_api_url.clone()).mp_base
+            }
+            None => Url::parse("https://mp.weixin.qq.com").expect("constant URL"),
+        };
         for (name, url) in [
             ("WeChat API", &wechat_api_url),
             ("WeChat authorize page", &wechat_open_url),
+            ("WeChat mp host", &wechat_mp_url),
         ] {
             if !matches!(url.scheme(), "http" | "https") {
                 bail!("the {name} URL must be http:// or https:// (got {url})");
@@ -365,6 +383,7 @@ impl Config {
             public_url,
             wechat_api_url,
             wechat_open_url,
+            wechat_mp_url,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             open_sign_up: args.open_sign_up.or(file.open_sign_up).unwrap_or(false),
             egress_ips: if args.egress_ips.is_empty() {

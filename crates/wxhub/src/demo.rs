@@ -304,6 +304,7 @@ pub async fn run_demo(
     }
     config.wechat_api_url = sim_base.clone();
     config.wechat_open_url = sim_base.clone();
+    config.wechat_mp_url = wechat::ClientConfig::for_base(sim_base.clone()).mp_base;
 
     let sim = Simulator::new(SimConfig::default());
     seed_simulator(&sim, Some(&config.public_url)).await?;

@@ -139,6 +139,7 @@ pub fn wechat_client(config: &Config) -> anyhow::Result<wechat::Client> {
     Ok(wechat::Client::new(wechat::ClientConfig {
         api_base: config.wechat_api_url.clone(),
         open_base: config.wechat_open_url.clone(),
+        mp_base: config.wechat_mp_url.clone(),
         ..wechat::ClientConfig::default()
     })?)
 }
@@ -392,6 +393,13 @@ pub async fn serve_on(
         None => None,
     };
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // Small writes go out at once: a login page's Server-Sent Event would otherwise wait
+    // for the browser's delayed ACK (Nagle's algorithm, about 40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set");
+        }
+    });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -284,6 +284,9 @@ async fn deployment(db: &TestDatabase, hosts: usize) -> Deployment {
         sim,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A person in WeChat's own browser: the gateway shows any other browser its
+            // scan-to-log-in page instead of WeChat's authorize page.
+            .user_agent("Mozilla/5.0 (iPhone) AppleWebKit/605.1.15 Mobile MicroMessenger/8.0.50")
             .build()
             .unwrap(),
     }

@@ -266,6 +266,11 @@ impl Env {
             // With the peer address, as the hub serves it (the per-IP limits read it).
             let app = gateway::router(gateway.clone())
                 .into_make_service_with_connect_info::<SocketAddr>();
+            // As the hub serves (TCP_NODELAY: events go out at once, see crates/wxhub).
+            let listener =
+                axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                    let _ = tcp.set_nodelay(true);
+                });
             let task = tokio::spawn(async move {
                 axum::serve(listener, app).await.unwrap();
             });
@@ -458,6 +463,12 @@ impl Env {
         self.send_with_cookies(self.browser.get(url)).await
     }
 
+    /// GET from a desktop browser (outside WeChat), with the browser's cookies.
+    pub async fn pc_get(&self, url: &str) -> reqwest::Response {
+        self.send_with_cookies(self.browser.get(url).header("user-agent", PC_UA))
+            .await
+    }
+
     pub async fn post(&self, url: &str) -> reqwest::Response {
         self.send_with_cookies(self.browser.post(url)).await
     }
@@ -532,6 +543,73 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+/// A Server-Sent Events stream, read event by event.
+pub struct Events {
+    pub response: reqwest::Response,
+    pub buf: String,
+}
+
+impl Events {
+    /// The next event's JSON data, waiting at most 10 s for it.
+    pub async fn next(&mut self) -> serde_json::Value {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let data: Vec<&str> = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return serde_json::from_str(&data.join("\n")).unwrap();
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("an event within 10 s")
+                .unwrap()
+                .expect("the stream is open");
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+/// A safe-mode push of `message` for `appid` to `url`, signed with [`PUSH_TOKEN`] and
+/// encrypted with [`AES_KEY`] as WeChat sends it (timestamp: the shared clock's now).
+pub fn safe_push(
+    env: &Env,
+    url: &str,
+    appid: &str,
+    message: &str,
+    nonce: &str,
+) -> reqwest::RequestBuilder {
+    use wechat::push as sig;
+    let ts = env.now_secs().to_string();
+    let crypt = wechat::crypto::MsgCrypt::new(
+        wechat::crypto::EncodingAesKey::parse(AES_KEY).unwrap(),
+        appid,
+    );
+    let encrypt = crypt.encrypt(message);
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
+        original_id_of(appid)
+    );
+    env.browser
+        .post(url)
+        .query(&[
+            ("signature", sig::signature(PUSH_TOKEN, &ts, nonce)),
+            ("timestamp", ts.clone()),
+            ("nonce", nonce.to_owned()),
+            ("encrypt_type", "aes".to_owned()),
+            (
+                "msg_signature",
+                sig::msg_signature(PUSH_TOKEN, &ts, nonce, &encrypt),
+            ),
+        ])
+        .body(body)
 }
 
 // ---- the relying party ----

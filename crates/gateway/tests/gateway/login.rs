@@ -90,9 +90,9 @@ async fn not_following_waits_on_the_follow_page_and_continues_after_the_subscrib
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
     let html = page.text().await.unwrap();
-    // No QR image configured: the page says how to find the account by name.
-    assert!(html.contains(&format!("Account {APPID}")) && !html.contains("<img"));
-    assert!(html.contains("搜索公众号名称") && html.contains("search for the account's name"));
+    // This login's own code, to long-press (its follow push names this login).
+    assert!(html.contains(&format!("Account {APPID}")) && html.contains("id=\"login-qr\""));
+    assert!(html.contains("长按识别") && html.contains("for this login only"));
     let status: serde_json::Value = env
         .get(&format!("{page_url}/status"))
         .await
@@ -389,8 +389,21 @@ async fn wechat_callback_without_the_login_cookie_is_refused() {
 }
 
 #[tokio::test]
-async fn follow_page_shows_the_configured_qr_code_and_profile_link() {
+async fn follow_page_falls_back_to_the_configured_qr_code_and_profile_link() {
     let env = Env::sqlite().await;
+    // WeChat refuses this login's own code (daily quota spent): the configured image instead.
+    env.sim()
+        .add_fault(FaultSpec {
+            endpoint: Some("/cgi-bin/qrcode/create".into()),
+            appid: Some(APPID.into()),
+            action: FaultAction::Errcode {
+                code: 45009,
+                errmsg: None,
+            },
+            next: Some(10),
+            rate: None,
+        })
+        .unwrap();
     let account = env.account_id(APPID).await;
     let mut settings = env.store().gateway_settings(&account).await.unwrap();
     settings.follow_qr_url = Some("https://mmbiz.qpic.cn/qr/\"onload=x.jpg".into());
@@ -405,8 +418,16 @@ async fn follow_page_shows_the_configured_qr_code_and_profile_link() {
         html.contains("id=\"profile\" href=\"https://mp.weixin.qq.com/mp/profile_ext?__biz=MzA\"")
     );
     assert!(html.contains("扫描下面的二维码") && html.contains("scan the QR code"));
+    assert!(!html.contains("login-qr"));
     // The status URL sits in the script as a JSON string.
     assert!(html.contains(&format!("var s=\"{page_url}/status\"")));
+    // Without an image either, the page says how to find the account by name.
+    let mut bare = settings.clone();
+    bare.follow_qr_url = None;
+    env.update_settings(&account, &bare).await.unwrap();
+    let html = env.get(&page_url).await.text().await.unwrap();
+    assert!(!html.contains("<img"));
+    assert!(html.contains("搜索公众号名称") && html.contains("search for the account's name"));
     // Settings are validated: no http images, no malformed original ids.
     settings.follow_qr_url = Some("http://mmbiz.qpic.cn/qr.jpg".into());
     assert!(env.update_settings(&account, &settings).await.is_err());

@@ -7,5 +7,6 @@ mod login;
 mod oidc;
 mod push;
 mod replicas;
+mod scan;
 mod stats;
 mod strict;

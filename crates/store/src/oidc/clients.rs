@@ -20,6 +20,19 @@ db_enum! {
     }
 }
 
+db_enum! {
+    /// Where a client's logins happen.
+    pub enum LoginSurface {
+        /// By the browser: WeChat's authorize page inside WeChat's browser, the scan page
+        /// (a parametric QR code) in any other browser.
+        Auto = "auto",
+        /// Always WeChat's authorize page (the site is only ever opened in WeChat).
+        Wechat = "wechat",
+        /// Always the scan page (the site is for PCs, or wants the scan in WeChat too).
+        Scan = "scan",
+    }
+}
+
 /// A registered OIDC client (a tenant website).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OidcClient {
@@ -35,6 +48,11 @@ pub struct OidcClient {
     pub created_at: i64,
     /// The algorithm of its ID tokens (`id_token_signed_response_alg`).
     pub id_token_signed_response_alg: SigningAlg,
+    /// Where its logins happen.
+    pub login_surface: LoginSurface,
+    /// Whether a scan on the scan page must be confirmed in WeChat before the PC is logged
+    /// in; `None`: the default (on for accounts whose pushes are in plain mode).
+    pub scan_confirmation: Option<bool>,
 }
 
 /// What an edit of a client replaces.
@@ -48,7 +66,7 @@ pub struct ClientEdit {
 macro_rules! client_columns {
     () => {
         "id, account_id, client_id, client_secret_hash, redirect_uris, login_mode, name, created_at, \
-         id_token_signed_response_alg"
+         id_token_signed_response_alg, login_surface, scan_confirmation"
     };
 }
 
@@ -67,6 +85,8 @@ fn client_from_row(row: &impl StoreRow) -> Result<OidcClient, sqlx::Error> {
         name: row.text("name")?,
         created_at: row.int("created_at")?,
         id_token_signed_response_alg: row.enumerated("id_token_signed_response_alg")?,
+        login_surface: row.enumerated("login_surface")?,
+        scan_confirmation: row.opt_flag("scan_confirmation")?,
     })
 }
 
@@ -83,14 +103,16 @@ impl Store {
         const SQL: Sql = Sql {
             sqlite: concat!(
                 "INSERT INTO oidc_clients (id, account_id, client_id, client_secret_hash, \
-                 redirect_uris, login_mode, name, created_at, id_token_signed_response_alg) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
+                 redirect_uris, login_mode, name, created_at, id_token_signed_response_alg, \
+                 login_surface, scan_confirmation) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
                 client_columns!()
             ),
             postgres: concat!(
                 "INSERT INTO oidc_clients (id, account_id, client_id, client_secret_hash, \
-                 redirect_uris, login_mode, name, created_at, id_token_signed_response_alg) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
+                 redirect_uris, login_mode, name, created_at, id_token_signed_response_alg, \
+                 login_surface, scan_confirmation) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
                 client_columns!()
             ),
         };
@@ -107,6 +129,8 @@ impl Store {
                 .bind(&client.name)
                 .bind(now)
                 .bind(client.id_token_signed_response_alg.as_db())
+                .bind(client.login_surface.as_db())
+                .bind(client.scan_confirmation)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| on_constraint(e, "oidc client_id", "account"))?;
@@ -153,14 +177,16 @@ impl Store {
         const SQL: Sql = Sql {
             sqlite: concat!(
                 "SELECT c.id, c.account_id, c.client_id, c.client_secret_hash, c.redirect_uris, \
-                 c.login_mode, c.name, c.created_at, c.id_token_signed_response_alg, ",
+                 c.login_mode, c.name, c.created_at, c.id_token_signed_response_alg, \
+                 c.login_surface, c.scan_confirmation, ",
                 account_prefixed_columns!(),
                 " FROM oidc_clients c JOIN accounts a ON a.id = c.account_id \
                  WHERE c.client_id = ? AND a.appid = ?"
             ),
             postgres: concat!(
                 "SELECT c.id, c.account_id, c.client_id, c.client_secret_hash, c.redirect_uris, \
-                 c.login_mode, c.name, c.created_at, c.id_token_signed_response_alg, ",
+                 c.login_mode, c.name, c.created_at, c.id_token_signed_response_alg, \
+                 c.login_surface, c.scan_confirmation, ",
                 account_prefixed_columns!(),
                 " FROM oidc_clients c JOIN accounts a ON a.id = c.account_id \
                  WHERE c.client_id = $1 AND a.appid = $2"
@@ -265,6 +291,43 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             let updated = sqlx::query(SQL.get(d))
                 .bind(alg.as_db())
+                .bind(now)
+                .bind(account_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if !updated {
+                return Ok(false);
+            }
+            commit_audited!(self, tx, d, record, now);
+            Ok(true)
+        })
+    }
+
+    /// Sets where a client's logins happen and whether scans need confirming in WeChat, with
+    /// its audit entry. Returns `false` if the account has no such client.
+    pub async fn set_oidc_client_login_options(
+        &self,
+        account_id: &str,
+        id: &str,
+        surface: LoginSurface,
+        scan_confirmation: Option<bool>,
+        now: i64,
+        record: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE oidc_clients SET login_surface = ?, scan_confirmation = ?, \
+                     updated_at = ? WHERE account_id = ? AND id = ?",
+            postgres: "UPDATE oidc_clients SET login_surface = $1, scan_confirmation = $2, \
+                       updated_at = $3 WHERE account_id = $4 AND id = $5",
+        };
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            let updated = sqlx::query(SQL.get(d))
+                .bind(surface.as_db())
+                .bind(scan_confirmation)
                 .bind(now)
                 .bind(account_id)
                 .bind(id)

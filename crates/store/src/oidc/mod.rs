@@ -34,7 +34,7 @@ pub mod signing_keys;
 #[doc(hidden)]
 pub use access_tokens::AccessToken;
 pub use access_tokens::{NewAccessToken, UserinfoGrant};
-pub use clients::{ClientEdit, LoginMode, OidcClient};
+pub use clients::{ClientEdit, LoginMode, LoginSurface, OidcClient};
 pub(crate) use logins::pending_from_row;
 pub use logins::{
     AuthCode, CallbackContext, CodeRedemption, PendingAuthorization, PendingStatus,

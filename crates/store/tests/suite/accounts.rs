@@ -254,6 +254,8 @@ pub async fn deleting_an_account_shreds_its_secrets_and_cascades(db: TestDb) {
                     name: "site".to_owned(),
                     created_at: NOW,
                     id_token_signed_response_alg: Default::default(),
+                    login_surface: store::oidc::LoginSurface::Auto,
+                    scan_confirmation: None,
                 },
                 NOW,
                 &store::audit::AuditRecord::new("test", "website.create"),

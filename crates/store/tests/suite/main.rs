@@ -84,6 +84,7 @@ suite! {
     oidc::concurrent_redemptions_spend_once_and_revoke_the_issued_token,
     oidc::next_key_is_published_then_promoted_and_one_key_is_active,
     oidc::each_algorithm_has_its_own_active_and_next_key,
+    oidc::scan_login_is_marked_by_ticket_and_scene_once_and_finishes_once,
     oidc::one_query_lookups_agree_with_the_separate_ones,
     sealed::sealed_deks_are_counted_per_holder_and_kek,
     sealed::every_holder_lists_other_keks_and_replaces_only_unchanged_rows,

@@ -25,6 +25,8 @@ async fn client(db: &TestDb, account: &Account, client_id: &str) -> OidcClient {
                 name: "Shop".to_owned(),
                 created_at: 0,
                 id_token_signed_response_alg: Default::default(),
+                login_surface: store::oidc::LoginSurface::Auto,
+                scan_confirmation: None,
             },
             NOW,
             &store::audit::AuditRecord::new("test", "website.create"),
@@ -776,5 +778,148 @@ pub async fn one_query_lookups_agree_with_the_separate_ones(db: TestDb) {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+pub async fn scan_login_is_marked_by_ticket_and_scene_once_and_finishes_once(db: TestDb) {
+    use store::scan_logins::{NewScanLogin, ScanMark, ScanQr};
+    let account = account(&db.store, "wx-oidc-scan").await;
+    let client = client(&db, &account, "shop").await;
+    let pending = PendingAuthorization {
+        id: store::new_id(),
+        oidc_client_id: client.id.clone(),
+        redirect_uri: "https://shop.example/callback".to_owned(),
+        state: None,
+        nonce: None,
+        code_challenge: Some("challenge".to_owned()),
+        code_challenge_method: Some("S256".to_owned()),
+        scope: "openid".to_owned(),
+        wechat_state: "ws-scan".to_owned(),
+        status: PendingStatus::Pending,
+        openid: None,
+        created_at: NOW,
+        expires_at: NOW + 900_000,
+        browser_binding_hash: Some("binding-hash".to_owned()),
+        prompt_none: false,
+    };
+    db.store
+        .create_pending_authorization(&pending)
+        .await
+        .unwrap();
+    db.store
+        .create_scan_login(&NewScanLogin {
+            id: "scan-1".to_owned(),
+            pending_id: pending.id.clone(),
+            account_id: account.id.clone(),
+            created_at: NOW,
+            expires_at: NOW + 900_000,
+            needs_confirmation: true,
+        })
+        .await
+        .unwrap();
+    let qr = |n: u32| ScanQr {
+        scene: format!("wxhub-login:s{n}"),
+        ticket: format!("t{n}"),
+        url: format!("http://weixin.qq.com/q/{n}"),
+        expires_at: NOW + 300_000,
+    };
+    assert!(
+        db.store
+            .set_scan_login_qr("scan-1", &qr(1), NOW)
+            .await
+            .unwrap()
+    );
+    // A refresh replaces the code: the old ticket finds nothing.
+    assert!(
+        db.store
+            .set_scan_login_qr("scan-1", &qr(2), NOW + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        db.store
+            .find_scan_login_by_ticket(&account.id, "t1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mark = |ticket: &'static str, scene: &'static str, openid: &'static str, at: i64| {
+        let store = db.store.clone();
+        async move {
+            store
+                .mark_scan_login_scanned("scan-1", ticket, scene, openid, true, true, at)
+                .await
+                .unwrap()
+        }
+    };
+    // The ticket with another scene marks nothing.
+    assert_eq!(
+        mark("t2", "wxhub-login:s1", "o-carol", NOW + 2).await,
+        ScanMark::Expired
+    );
+    assert_eq!(
+        mark("t2", "wxhub-login:s2", "o-carol", NOW + 3).await,
+        ScanMark::Marked { first: true }
+    );
+    assert_eq!(
+        mark("t2", "wxhub-login:s2", "o-carol", NOW + 4).await,
+        ScanMark::Marked { first: false }
+    );
+    assert_eq!(
+        mark("t2", "wxhub-login:s2", "o-alice", NOW + 5).await,
+        ScanMark::TakenByAnother
+    );
+    // Scanned: no new code any more; not ready before the scanner confirms.
+    assert!(
+        !db.store
+            .set_scan_login_qr("scan-1", &qr(3), NOW + 6)
+            .await
+            .unwrap()
+    );
+    let login = db.store.get_scan_login("scan-1").await.unwrap().unwrap();
+    assert!(!login.ready(NOW + 6));
+    assert!(!db.store.finish_scan_login("scan-1", NOW + 6).await.unwrap());
+    assert!(
+        db.store
+            .set_scan_login_confirm_state("scan-1", "cs-1", NOW + 7)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.store
+            .confirm_scan_login("scan-1", "o-alice", NOW + 8)
+            .await
+            .unwrap()
+    );
+    assert!(
+        db.store
+            .confirm_scan_login("scan-1", "o-carol", NOW + 8)
+            .await
+            .unwrap()
+    );
+    assert!(
+        db.store
+            .get_scan_login("scan-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .ready(NOW + 9)
+    );
+    // Single use.
+    assert!(db.store.finish_scan_login("scan-1", NOW + 9).await.unwrap());
+    assert!(
+        !db.store
+            .finish_scan_login("scan-1", NOW + 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        mark("t2", "wxhub-login:s2", "o-carol", NOW + 11).await,
+        ScanMark::Used
+    );
+    // The sweep removes it once finished long enough ago.
+    assert_eq!(
+        db.store.delete_stale_scan_logins(NOW + 10).await.unwrap(),
+        1
     );
 }

@@ -163,6 +163,11 @@ impl Browser {
                     "--lang=zh-CN",
                     format!("--user-data-dir={}", profile.path().display()),
                     "--window-size=1280,900",
+                    // The end user's steps happen in WeChat's own browser: the login gateway
+                    // shows any other browser its scan-to-log-in page instead of WeChat's
+                    // authorize page.
+                    "--user-agent=Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) \
+                     Chrome/126.0 Mobile Safari/537.36 MicroMessenger/8.0.50.2701 NetType/WIFI Language/zh_CN",
                 ],
                 "prefs": { "intl.accept_languages": "zh-CN,zh" },
             },
