@@ -113,16 +113,7 @@ async fn submit(
     if link.email.is_none() && !looks_like_email(&email) {
         page.email_error = Some(page.ctx.t("setup.email_invalid").to_owned());
     }
-    if let Err(problem) = dashboard
-        .inner()
-        .passwords
-        .check(&form.password, &form.again, &email)
-    {
-        page.password_error = Some(
-            page.ctx
-                .tf(problem.key(), &[("min", &password::MIN_LENGTH.to_string())]),
-        );
-    }
+    page.password_error = password_problem(&dashboard, &page.ctx, &form, &email);
     if page.email_error.is_some() || page.password_error.is_some() {
         return Ok(layout::page(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
@@ -145,15 +136,39 @@ async fn submit(
         }
         Err(error) => return Err(error.into()),
     };
-    // A new password: a new session, whatever the browser had before.
-    let stage = dashboard.stage_after_password(&user).await?;
-    let cookie = dashboard.begin_session(&visitor, &user, stage).await?;
+    signed_in_with_new_password(&dashboard, &visitor, &user).await
+}
+
+/// A person who just chose their password: a new session, whatever the browser had before,
+/// and on to their next step (enrolment, the code, or their first page).
+async fn signed_in_with_new_password(
+    dashboard: &Dashboard,
+    visitor: &Visitor,
+    user: &store::people::User,
+) -> Result<Response, DashboardError> {
+    let stage = dashboard.stage_after_password(user).await?;
+    let cookie = dashboard.begin_session(visitor, user, stage).await?;
     let to = match stage {
         SessionStage::Enrol => format!("{PREFIX}/security"),
         SessionStage::SecondFactor => format!("{PREFIX}/sign-in/code"),
         SessionStage::Full => Dashboard::home_of(user.role),
     };
     Ok(redirect_with_cookie(&Flash::PasswordSet.on(&to), cookie))
+}
+
+/// What is wrong with the password typed, in the page's language, if anything.
+fn password_problem(
+    dashboard: &Dashboard,
+    ctx: &Ctx,
+    form: &NewPassword,
+    email: &str,
+) -> Option<String> {
+    let problem = dashboard
+        .inner()
+        .passwords
+        .check(&form.password, &form.again, email)
+        .err()?;
+    Some(ctx.tf(problem.key(), &[("min", &password::MIN_LENGTH.to_string())]))
 }
 
 /// The same rule as the tenancy layer's (which has the last word): one `@`, a dotted domain.
@@ -260,16 +275,7 @@ pub(crate) async fn sign_up_submit(
     if !looks_like_email(&email) {
         page.email_error = Some(page.ctx.t("setup.email_invalid").to_owned());
     }
-    if let Err(problem) = dashboard
-        .inner()
-        .passwords
-        .check(&form.password, &form.again, &email)
-    {
-        page.password_error = Some(
-            page.ctx
-                .tf(problem.key(), &[("min", &password::MIN_LENGTH.to_string())]),
-        );
-    }
+    page.password_error = password_problem(&dashboard, &page.ctx, &form, &email);
     if page.email_error.is_some() || page.password_error.is_some() {
         return Ok(layout::page(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
@@ -286,12 +292,5 @@ pub(crate) async fn sign_up_submit(
         }
         Err(error) => return Err(error.into()),
     };
-    let stage = dashboard.stage_after_password(&user).await?;
-    let cookie = dashboard.begin_session(&visitor, &user, stage).await?;
-    let to = match stage {
-        SessionStage::Enrol => format!("{PREFIX}/security"),
-        SessionStage::SecondFactor => format!("{PREFIX}/sign-in/code"),
-        SessionStage::Full => Dashboard::home_of(user.role),
-    };
-    Ok(redirect_with_cookie(&Flash::PasswordSet.on(&to), cookie))
+    signed_in_with_new_password(&dashboard, &visitor, &user).await
 }

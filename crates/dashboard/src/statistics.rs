@@ -69,13 +69,10 @@ impl Days {
             .collect()
     }
 
-    /// The sum per day of the points of `metric` whose label `keep` accepts.
-    fn sum(&self, points: &[SeriesPoint], metric: &str, keep: impl Fn(&str) -> bool) -> Vec<i64> {
+    /// The sum per day of the points whose metric and label `keep` accepts.
+    fn sum_where(&self, points: &[SeriesPoint], keep: impl Fn(&SeriesPoint) -> bool) -> Vec<i64> {
         let mut values = vec![0; self.starts.len()];
-        for point in points
-            .iter()
-            .filter(|p| p.metric == metric && keep(&p.label))
-        {
+        for point in points.iter().filter(|p| keep(p)) {
             let i = (point.start - self.from).div_euclid(DAY_MS);
             if let Some(slot) = usize::try_from(i).ok().and_then(|i| values.get_mut(i)) {
                 *slot += point.value;
@@ -84,16 +81,14 @@ impl Days {
         values
     }
 
+    /// The sum per day of `metric`'s points whose label `keep` accepts.
+    fn sum(&self, points: &[SeriesPoint], metric: &str, keep: impl Fn(&str) -> bool) -> Vec<i64> {
+        self.sum_where(points, |p| p.metric == metric && keep(&p.label))
+    }
+
     /// The sum per day of every metric starting with `prefix`.
     fn sum_prefix(&self, points: &[SeriesPoint], prefix: &str) -> Vec<i64> {
-        let mut values = vec![0; self.starts.len()];
-        for point in points.iter().filter(|p| p.metric.starts_with(prefix)) {
-            let i = (point.start - self.from).div_euclid(DAY_MS);
-            if let Some(slot) = usize::try_from(i).ok().and_then(|i| values.get_mut(i)) {
-                *slot += point.value;
-            }
-        }
-        values
+        self.sum_where(points, |p| p.metric.starts_with(prefix))
     }
 }
 
