@@ -105,6 +105,20 @@ pub(crate) fn nice_ceiling(max: i64) -> i64 {
 }
 
 /// Text for XML: `&`, `<`, `>` and quotes escaped.
+/// A coordinate written with one decimal, through integer formatting: a year's chart has tens
+/// of thousands of them, and `{:.1}` on a float is the slow, exact path.
+#[derive(Clone, Copy)]
+struct Tenths(f64);
+
+impl std::fmt::Display for Tenths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tenths = (self.0 * 10.0).round() as i64;
+        let sign = if tenths < 0 { "-" } else { "" };
+        let tenths = tenths.unsigned_abs();
+        write!(f, "{sign}{}.{}", tenths / 10, tenths % 10)
+    }
+}
+
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -184,14 +198,14 @@ impl Chart {
         let parts = [4, 2, 1].into_iter().find(|p| max % p == 0).unwrap_or(1);
         for part in 0..=parts {
             let value = max * part / parts;
-            let at = y(value);
+            let at = Tenths(y(value));
             let _ = write!(
                 out,
-                "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{x2}\" y1=\"{at:.1}\" y2=\"{at:.1}\"/>\
-                 <text class=\"axis\" x=\"{lx}\" y=\"{ty:.1}\" text-anchor=\"end\">{label}</text>",
+                "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{x2}\" y1=\"{at}\" y2=\"{at}\"/>\
+                 <text class=\"axis\" x=\"{lx}\" y=\"{ty}\" text-anchor=\"end\">{label}</text>",
                 x2 = width - RIGHT,
                 lx = LEFT - 6.0,
-                ty = at + 4.0,
+                ty = Tenths(at.0 + 4.0),
                 label = short(value),
             );
         }
@@ -205,10 +219,16 @@ impl Chart {
                     // Too close to the previous label: the last bucket is in the titles.
                     continue;
                 }
+                // The last label ends at the plot's edge rather than being cut off by it.
+                let (x, anchor) = if i + 1 == n && n > 1 {
+                    (LEFT + plot_w, "end")
+                } else {
+                    (LEFT + slot * (i as f64 + 0.5), "middle")
+                };
                 let _ = write!(
                     out,
-                    "<text class=\"axis\" x=\"{x:.1}\" y=\"{ty}\" text-anchor=\"middle\">{label}</text>",
-                    x = LEFT + slot * (i as f64 + 0.5),
+                    "<text class=\"axis\" x=\"{x}\" y=\"{ty}\" text-anchor=\"{anchor}\">{label}</text>",
+                    x = Tenths(x),
                     ty = height - 8.0,
                     label = escape(bucket),
                 );
@@ -223,10 +243,13 @@ impl Chart {
                 text = escape(empty_text),
             );
         }
+        // Each bucket's and series' text escaped once, not per bar.
+        let buckets: Vec<String> = self.buckets.iter().map(|b| escape(b)).collect();
+        let labels: Vec<String> = self.series.iter().map(|s| escape(&s.label)).collect();
         match self.kind {
             Kind::StackedBars => {
                 let bar = (slot * 0.7).max(1.0);
-                for (i, bucket) in self.buckets.iter().enumerate() {
+                for (i, bucket) in buckets.iter().enumerate() {
                     let mut base = 0_i64;
                     for (s, series) in self.series.iter().enumerate() {
                         let value = series.values.get(i).copied().unwrap_or(0);
@@ -236,13 +259,15 @@ impl Chart {
                         let (top, bottom) = (y(base + value), y(base));
                         let _ = write!(
                             out,
-                            "<rect class=\"s{c}\" x=\"{x:.1}\" y=\"{top:.1}\" width=\"{bar:.1}\" \
-                             height=\"{h:.1}\"><title>{b} · {l}: {value}</title></rect>",
+                            "<rect class=\"s{c}\" x=\"{x}\" y=\"{top}\" width=\"{bar}\" \
+                             height=\"{h}\"><title>{b} · {l}: {value}</title></rect>",
                             c = s % PALETTE,
-                            x = LEFT + slot * i as f64 + (slot - bar) / 2.0,
-                            h = (bottom - top).max(0.5),
-                            b = escape(bucket),
-                            l = escape(&series.label),
+                            x = Tenths(LEFT + slot * i as f64 + (slot - bar) / 2.0),
+                            top = Tenths(top),
+                            bar = Tenths(bar),
+                            h = Tenths((bottom - top).max(0.5)),
+                            b = bucket,
+                            l = labels[s],
                         );
                         base += value;
                     }
@@ -255,7 +280,13 @@ impl Chart {
                         .values
                         .iter()
                         .enumerate()
-                        .map(|(i, v)| format!("{:.1},{:.1}", LEFT + slot * (i as f64 + 0.5), y(*v)))
+                        .map(|(i, v)| {
+                            format!(
+                                "{},{}",
+                                Tenths(LEFT + slot * (i as f64 + 0.5)),
+                                Tenths(y(*v))
+                            )
+                        })
                         .collect();
                     let _ = write!(
                         out,
@@ -266,13 +297,13 @@ impl Chart {
                     for (i, value) in series.values.iter().enumerate() {
                         let _ = write!(
                             out,
-                            "<circle class=\"dot s{c}\" cx=\"{x:.1}\" cy=\"{cy:.1}\" r=\"3\">\
+                            "<circle class=\"dot s{c}\" cx=\"{x}\" cy=\"{cy}\" r=\"3\">\
                              <title>{b} · {l}: {value}</title></circle>",
                             c = s % PALETTE,
-                            x = LEFT + slot * (i as f64 + 0.5),
-                            cy = y(*value),
-                            b = escape(self.buckets.get(i).map_or("", String::as_str)),
-                            l = escape(&series.label),
+                            x = Tenths(LEFT + slot * (i as f64 + 0.5)),
+                            cy = Tenths(y(*value)),
+                            b = buckets.get(i).map_or("", String::as_str),
+                            l = labels[s],
                         );
                     }
                 }
@@ -324,22 +355,23 @@ impl Chart {
             let b = escape(bucket);
             let _ = write!(
                 out,
-                "<text class=\"axis step\" x=\"{PAD}\" y=\"{ty:.1}\">{b}</text>",
-                ty = top + 10.0
+                "<text class=\"axis step\" x=\"{PAD}\" y=\"{ty}\">{b}</text>",
+                ty = Tenths(top + 10.0)
             );
             if value > 0 {
                 let _ = write!(
                     out,
-                    "<rect class=\"s0\" x=\"{PAD}\" y=\"{ry:.1}\" width=\"{long:.1}\" height=\"14\">\
+                    "<rect class=\"s0\" x=\"{PAD}\" y=\"{ry}\" width=\"{long}\" height=\"14\">\
                      <title>{b}: {value}</title></rect>",
-                    ry = top + 16.0,
+                    ry = Tenths(top + 16.0),
+                    long = Tenths(long),
                 );
             }
             let _ = write!(
                 out,
-                "<text class=\"axis\" x=\"{vx:.1}\" y=\"{vy:.1}\">{value}</text>",
-                vx = PAD + long + 6.0,
-                vy = top + 27.0,
+                "<text class=\"axis\" x=\"{vx}\" y=\"{vy}\">{value}</text>",
+                vx = Tenths(PAD + long + 6.0),
+                vy = Tenths(top + 27.0),
             );
         }
         out.push_str("</svg>");
@@ -445,7 +477,7 @@ mod tests {
         assert!(svg.contains("<title>11-01 · ok: 3</title>"));
         assert!(svg.contains("<title>11-02 · failed: 2</title>"));
         // The tallest stack is 5, the axis' top: the third bucket's bar reaches the top.
-        let top = format!("y=\"{TOP:.1}\"");
+        let top = format!("y=\"{}\"", Tenths(TOP));
         assert!(svg.contains(&top), "{svg}");
         assert!(!svg.contains("no data"));
     }
@@ -542,6 +574,19 @@ mod tests {
                 .svg(Size::Narrow, "none")
                 .contains(">none<")
         );
+    }
+
+    #[test]
+    fn coordinates_have_one_decimal() {
+        for (value, text) in [
+            (0.0, "0.0"),
+            (12.34, "12.3"),
+            (12.35, "12.4"),
+            (-0.26, "-0.3"),
+            (720.0, "720.0"),
+        ] {
+            assert_eq!(Tenths(value).to_string(), text);
+        }
     }
 
     #[test]

@@ -65,14 +65,26 @@ impl Params {
             .unwrap_or(30)
     }
 
-    /// The roll-up asked for, when the range allows it: weeks from 30 days, months from 90.
+    /// The roll-up asked for, when the range allows it (weeks from 30 days, months from 90),
+    /// else the range's own.
     fn roll(&self, days: i64) -> Roll {
         match (days, self.by.as_str()) {
             (1, _) => Roll::Hour,
+            (d, "day") if d > 1 => Roll::Day,
             (d, "week") if d >= 30 => Roll::Week,
             (d, "month") if d >= 90 => Roll::Month,
-            _ => Roll::Day,
+            (d, _) => default_roll(d),
         }
+    }
+}
+
+/// A range's roll-up when none is asked for: by hour for 24 hours, by week for a year (365
+/// daily bars would be a pixel wide on a phone), else by day.
+fn default_roll(days: i64) -> Roll {
+    match days {
+        1 => Roll::Hour,
+        365.. => Roll::Week,
+        _ => Roll::Day,
     }
 }
 
@@ -127,11 +139,14 @@ impl Buckets {
         }
     }
 
+    /// What the database sums the rows by: weeks and months are summed there, so a year is
+    /// a few hundred rows rather than thousands.
     fn granularity(&self) -> Granularity {
-        if self.roll == Roll::Hour {
-            Granularity::Hour
-        } else {
-            Granularity::Day
+        match self.roll {
+            Roll::Hour => Granularity::Hour,
+            Roll::Day => Granularity::Day,
+            Roll::Week => Granularity::Week,
+            Roll::Month => Granularity::Month,
         }
     }
 
@@ -502,11 +517,13 @@ pub(crate) struct ChartView {
     csv: String,
 }
 
-/// The query of a range and roll-up, as links carry it.
+/// The query of a range and roll-up, as links carry it (`by` only when it is not the
+/// range's own).
 fn range_query(days: i64, roll: Roll) -> String {
-    match roll {
-        Roll::Week | Roll::Month => format!("days={days}&by={}", roll.as_str()),
-        Roll::Hour | Roll::Day => format!("days={days}"),
+    if roll == default_roll(days) {
+        format!("days={days}")
+    } else {
+        format!("days={days}&by={}", roll.as_str())
     }
 }
 
@@ -665,7 +682,13 @@ async fn platform_charts(
 ) -> Result<Vec<Chart>, DashboardError> {
     let points = dashboard
         .tenancy()
-        .platform_series(operator, buckets.from, buckets.to, &[])
+        .platform_series(
+            operator,
+            buckets.granularity(),
+            buckets.from,
+            buckets.to,
+            &[],
+        )
         .await?;
     Ok(charts(ctx, buckets, &points, &Names::default()))
 }
@@ -781,4 +804,91 @@ pub(crate) async fn platform_csv(
         &file,
         &bucket_header(&ctx, &buckets, &chart),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-20 12:00 China time (a Friday).
+    const NOW: i64 = 1_795_147_200_000;
+
+    fn point(start: i64, value: i64) -> SeriesPoint {
+        SeriesPoint {
+            start,
+            metric: "token.reads".to_owned(),
+            label: String::new(),
+            value,
+        }
+    }
+
+    #[test]
+    fn a_range_ends_today_and_weeks_and_months_start_on_the_calendar() {
+        let days = Buckets::ending_now(NOW, 30, Roll::Day);
+        assert_eq!(days.starts.len(), 30);
+        assert_eq!(days.labels.last().unwrap(), "11-20");
+        assert_eq!(days.to, stats::calendar::day_start(NOW) + DAY_MS);
+
+        let weeks = Buckets::ending_now(NOW, 30, Roll::Week);
+        // 10-22 (a Thursday) opens the range; then Mondays 10-26 … 11-16.
+        assert_eq!(
+            weeks.labels,
+            [
+                "2026-10-22",
+                "2026-10-26",
+                "2026-11-02",
+                "2026-11-09",
+                "2026-11-16"
+            ]
+        );
+        let months = Buckets::ending_now(NOW, 90, Roll::Month);
+        assert_eq!(months.labels, ["2026-08", "2026-09", "2026-10", "2026-11"]);
+        assert_eq!(months.starts[0], months.from);
+
+        let hours = Buckets::ending_now(NOW, 1, Roll::Hour);
+        assert_eq!(hours.starts.len(), 24);
+        assert_eq!(hours.labels.last().unwrap(), "12:00");
+        assert_eq!(hours.granularity(), Granularity::Hour);
+    }
+
+    #[test]
+    fn values_fall_in_their_bucket_and_outside_the_range_nowhere() {
+        let weeks = Buckets::ending_now(NOW, 30, Roll::Week);
+        let monday = weeks.starts[3];
+        let points = [
+            point(weeks.from, 1),
+            point(monday - DAY_MS, 2),
+            point(monday, 4),
+            point(monday + 6 * DAY_MS, 8),
+            point(weeks.from - DAY_MS, 100),
+            point(weeks.to, 100),
+        ];
+        assert_eq!(
+            weeks.sum(&points, "token.reads", |_| true),
+            [1, 0, 2, 12, 0]
+        );
+    }
+
+    #[test]
+    fn a_year_is_summed_by_week_unless_asked_otherwise() {
+        let params = |days: i64, by: &str| Params {
+            days: Some(days),
+            by: by.to_owned(),
+            chart: String::new(),
+        };
+        assert_eq!(params(365, "").roll(365), Roll::Week);
+        assert_eq!(params(365, "day").roll(365), Roll::Day);
+        assert_eq!(params(365, "month").roll(365), Roll::Month);
+        assert_eq!(params(30, "").roll(30), Roll::Day);
+        // Months need 90 days; weeks 30; the 24 hours are always by hour.
+        assert_eq!(params(30, "month").roll(30), Roll::Day);
+        assert_eq!(params(7, "week").roll(7), Roll::Day);
+        assert_eq!(params(1, "day").roll(1), Roll::Hour);
+        assert_eq!(range_query(365, Roll::Week), "days=365");
+        assert_eq!(range_query(365, Roll::Day), "days=365&by=day");
+        assert_eq!(range_query(30, Roll::Week), "days=30&by=week");
+        // The platform's totals are daily: no 24-hour range there.
+        assert_eq!(params(1, "").days(false), 30);
+        assert_eq!(params(1, "").days(true), 1);
+    }
 }

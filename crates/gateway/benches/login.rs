@@ -7,7 +7,9 @@
 //!   with the scheduler stand-in's core token) → token endpoint (ES256 ID token, verified by
 //!   the RP) → userinfo; on SQLite, and on PostgreSQL when `WXHUB_TEST_POSTGRES_URL` is set;
 //! - safe-mode push acknowledgements (signature, msg_signature, AES decrypt, dedup insert)
-//!   per second and their p99 latency.
+//!   per second and their p99 latency;
+//! - logins and pushes per second with statistics on (counting, and flushing every few
+//!   seconds) ÷ off, the two gateways taking turns in rounds.
 //!
 //! Writes its figures to `docs/performance.md` (its own section, replaced on each run).
 
@@ -253,11 +255,16 @@ async fn sim_api_time(env: &Env) -> Duration {
 
 /// Safe-mode text pushes with distinct MsgIds: returns (per-second, p99).
 async fn push_acks(env: &Env) -> (f64, Duration) {
+    push_acks_from(env, 0, PUSHES).await
+}
+
+/// `count` pushes whose nonces and MsgIds start at `first` (each one new: no duplicates).
+async fn push_acks_from(env: &Env, first: usize, count: usize) -> (f64, Duration) {
     let crypt = MsgCrypt::new(EncodingAesKey::parse(AES_KEY).unwrap(), APPID);
     let url = format!("{}/wechat/push", env.issuer(APPID));
-    let mut latencies = Vec::with_capacity(PUSHES);
+    let mut latencies = Vec::with_capacity(count);
     let start = Instant::now();
-    for i in 0..PUSHES {
+    for i in first..first + count {
         let ts = env.now_secs().to_string();
         let nonce = format!("bench{i}");
         let message = format!(
@@ -296,7 +303,108 @@ async fn push_acks(env: &Env) -> (f64, Duration) {
     let total = start.elapsed();
     latencies.sort();
     let p99 = latencies[(latencies.len() * 99).div_ceil(100) - 1];
-    (PUSHES as f64 / total.as_secs_f64(), p99)
+    (count as f64 / total.as_secs_f64(), p99)
+}
+
+/// Rounds of the statistics comparison, and logins and pushes per gateway and round.
+const STATS_ROUNDS: usize = 7;
+const STATS_LOGINS: usize = 30;
+const STATS_PUSHES: usize = 150;
+
+/// Logins and pushes per second with statistics on ÷ off: per round, the median, and the
+/// smallest and largest.
+struct StatsRatio {
+    db: &'static str,
+    logins: (f64, f64, f64),
+    pushes: (f64, f64, f64),
+    counted_logins: i64,
+}
+
+fn spread(mut ratios: Vec<f64>) -> (f64, f64, f64) {
+    ratios.sort_by(f64::total_cmp);
+    (
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+    )
+}
+
+/// A gateway with statistics (and its flusher running, as the hub runs it) and one without,
+/// over their own databases and simulators, taking turns: each round runs both, the order
+/// swapped every round, so drift on the machine falls on both.
+async fn stats_on_off(kind: DbKind, pg: Option<String>, db: &'static str) -> StatsRatio {
+    let on = Env::start(kind, 1, pg.clone()).await;
+    let _flusher = on.hubs[0].stats.spawn_flusher();
+    let off = Env::without_stats(kind, pg).await;
+    let mut rps = Vec::new();
+    for env in [&on, &off] {
+        env.sim()
+            .follow(APPID, "bob", FollowOptions::default())
+            .await
+            .unwrap();
+        let (id, secret) = env.client(APPID, LoginMode::FollowRequired, false).await;
+        let rp = Rp::discover(env, APPID, &id, secret).await;
+        for _ in 0..10 {
+            one_login(env, &rp).await;
+        }
+        rps.push(rp);
+    }
+    let (mut logins, mut pushes) = (Vec::new(), Vec::new());
+    for round in 0..STATS_ROUNDS {
+        let mut rate = [0.0; 2];
+        let mut push_rate = [0.0; 2];
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let env = [&on, &off][i];
+            let start = Instant::now();
+            for _ in 0..STATS_LOGINS {
+                one_login(env, &rps[i]).await;
+            }
+            rate[i] = STATS_LOGINS as f64 / start.elapsed().as_secs_f64();
+            push_rate[i] = push_acks_from(env, round * STATS_PUSHES, STATS_PUSHES)
+                .await
+                .0;
+        }
+        logins.push(rate[0] / rate[1]);
+        pushes.push(push_rate[0] / push_rate[1]);
+    }
+    // The gateway with statistics did count: every login it completed is in its rows.
+    on.hubs[0].stats.flush().await.unwrap();
+    let account = on.account_id(APPID).await;
+    let counted_logins = on
+        .store()
+        .account_totals(&account, 0, i64::MAX, &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.metric == "login.completed")
+        .map(|t| t.value)
+        .sum();
+    assert_eq!(
+        counted_logins,
+        (10 + STATS_ROUNDS * STATS_LOGINS) as i64,
+        "every login counted"
+    );
+    StatsRatio {
+        db,
+        logins: spread(logins),
+        pushes: spread(pushes),
+        counted_logins,
+    }
+}
+
+fn ratio_row(r: &StatsRatio) -> String {
+    format!(
+        "| {} | **{:.3}×** ({:.3}–{:.3}) | **{:.3}×** ({:.3}–{:.3}) | {} |\n",
+        r.db,
+        r.logins.0,
+        r.logins.1,
+        r.logins.2,
+        r.pushes.0,
+        r.pushes.1,
+        r.pushes.2,
+        r.counted_logins
+    )
 }
 
 fn ms(d: Duration) -> String {
@@ -406,9 +514,12 @@ fn main() {
         figures.push(measure(&env, "SQLite").await);
         let (pushes_per_sec, push_p99) = push_acks(&env).await;
         drop(env);
+        let mut ratios = vec![stats_on_off(DbKind::Sqlite, None, "SQLite").await];
         if let Some(url) = testkit::postgres_admin_url() {
-            let env = Env::start(DbKind::Postgres, 1, Some(url)).await;
+            let env = Env::start(DbKind::Postgres, 1, Some(url.clone())).await;
             figures.push(measure(&env, "PostgreSQL").await);
+            drop(env);
+            ratios.push(stats_on_off(DbKind::Postgres, Some(url), "PostgreSQL").await);
         }
         let mut section = format!(
             "## Login gateway\n\n\
@@ -460,6 +571,21 @@ fn main() {
              p99 **{}** ({PUSHES} sequential pushes) — far inside WeChat's 5 s.\n\n",
             ms(push_p99)
         ));
+        section.push_str(&format!(
+            "Statistics on ÷ off, same run: a gateway counting every login and push (and \
+             flushing its counts to the database every few seconds, as the hub does) and one \
+             counting nothing, each over its own database and simulator, taking turns in \
+             {STATS_ROUNDS} rounds of {STATS_LOGINS} logins and {STATS_PUSHES} safe-mode pushes \
+             each (the order swapped every round). Throughput on ÷ off, median of the rounds \
+             (smallest–largest); the last column is the logins the counting gateway's rows hold, \
+             checked against the logins it completed:\n\n\
+             | database | logins/s, on ÷ off | pushes/s, on ÷ off | logins counted |\n\
+             |---|---|---|---|\n"
+        ));
+        for r in &ratios {
+            section.push_str(&ratio_row(r));
+        }
+        section.push('\n');
         print!("{section}");
         if std::env::var_os("GATEWAY_BENCH_NO_WRITE").is_none() {
             write_section(&section);

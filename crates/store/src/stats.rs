@@ -22,13 +22,82 @@
 use crate::db::{Backend, BeginWrite, Dialect, Sql, StoreRow};
 use crate::{Store, StoreError};
 
-/// Which counter table a series comes from.
+/// The buckets of a series: the hourly or daily rows as they are, or the daily rows summed
+/// by week or month in the database (a year of an account's counters is thousands of rows,
+/// its weeks a few hundred).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Granularity {
     /// `stats_hourly`: starts of UTC hours (kept for weeks).
     Hour,
     /// `stats_daily`: starts of China-time days (kept for years).
     Day,
+    /// `stats_daily` summed per week from Monday, China time; a bucket starts on its Monday,
+    /// or at the range's start when that is later.
+    Week,
+    /// `stats_daily` summed per calendar month, China time; a bucket starts on the 1st, or at
+    /// the range's start when that is later.
+    Month,
+}
+
+/// The start of the week (Monday, China time) holding the row's `day`, not before the range's
+/// start `$from`: days since 1970-01-01 (a Thursday, so Monday-based weekday 3) in China time.
+macro_rules! week_bucket {
+    ($max:literal, $from:literal) => {
+        concat!(
+            $max,
+            "(",
+            $from,
+            ", day - (((day + 28800000) / 86400000 + 3) % 7) * 86400000)"
+        )
+    };
+}
+
+/// The start of the calendar month (China time) holding `day`, not before `$from`.
+macro_rules! month_bucket {
+    (sqlite, $from:literal) => {
+        concat!(
+            "MAX(",
+            $from,
+            ", CAST(strftime('%s', date((day + 28800000) / 1000, 'unixepoch', 'start of month')) \
+             AS INTEGER) * 1000 - 28800000)"
+        )
+    };
+    (postgres, $from:literal) => {
+        concat!(
+            "GREATEST(",
+            $from,
+            ", CAST(EXTRACT(EPOCH FROM date_trunc('month', \
+             to_timestamp((day + 28800000) / 1000.0) AT TIME ZONE 'UTC')) AS BIGINT) * 1000 \
+             - 28800000)"
+        )
+    };
+}
+
+/// A summing statement over `stats_daily` or `stats_platform_daily`: `$bucket` the start
+/// expression, `$filter` the rest of the WHERE clause.
+macro_rules! rolled_sql {
+    ($bucket_sqlite:expr, $bucket_pg:expr, $table:literal, $filter_sqlite:literal, $filter_pg:literal) => {
+        Sql {
+            sqlite: concat!(
+                "SELECT ",
+                $bucket_sqlite,
+                " AS start, metric, label, SUM(value) AS value FROM ",
+                $table,
+                " WHERE ",
+                $filter_sqlite,
+                " GROUP BY 1, metric, label ORDER BY 1, metric, label"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                $bucket_pg,
+                " AS start, metric, label, CAST(SUM(value) AS BIGINT) AS value FROM ",
+                $table,
+                " WHERE ",
+                $filter_pg,
+                " GROUP BY 1, metric, label ORDER BY 1, metric, label"
+            ),
+        }
+    };
 }
 
 db_enum! {
@@ -249,6 +318,58 @@ fn series_sql(granularity: Granularity) -> Sql {
                        AND (cardinality($4::text[]) = 0 OR metric = ANY($4::text[])) \
                        ORDER BY day, metric, label",
         },
+        Granularity::Week => rolled_sql!(
+            week_bucket!("MAX", "?2"),
+            week_bucket!("GREATEST", "$2"),
+            "stats_daily",
+            "account_id = ?1 AND day >= ?2 AND day < ?3 \
+             AND (?4 = '[]' OR metric IN (SELECT value FROM json_each(?4)))",
+            "account_id = $1 AND day >= $2 AND day < $3 \
+             AND (cardinality($4::text[]) = 0 OR metric = ANY($4::text[]))"
+        ),
+        Granularity::Month => rolled_sql!(
+            month_bucket!(sqlite, "?2"),
+            month_bucket!(postgres, "$2"),
+            "stats_daily",
+            "account_id = ?1 AND day >= ?2 AND day < ?3 \
+             AND (?4 = '[]' OR metric IN (SELECT value FROM json_each(?4)))",
+            "account_id = $1 AND day >= $2 AND day < $3 \
+             AND (cardinality($4::text[]) = 0 OR metric = ANY($4::text[]))"
+        ),
+    }
+}
+
+/// The platform's statements by granularity; it has daily totals only, so `Hour` reads days.
+fn platform_sql(granularity: Granularity) -> Sql {
+    match granularity {
+        Granularity::Hour | Granularity::Day => Sql {
+            sqlite: "SELECT day AS start, metric, label, value FROM stats_platform_daily \
+                     WHERE day >= ?1 AND day < ?2 \
+                     AND (?3 = '[]' OR metric IN (SELECT value FROM json_each(?3))) \
+                     ORDER BY day, metric, label",
+            postgres: "SELECT day AS start, metric, label, value FROM stats_platform_daily \
+                       WHERE day >= $1 AND day < $2 \
+                       AND (cardinality($3::text[]) = 0 OR metric = ANY($3::text[])) \
+                       ORDER BY day, metric, label",
+        },
+        Granularity::Week => rolled_sql!(
+            week_bucket!("MAX", "?1"),
+            week_bucket!("GREATEST", "$1"),
+            "stats_platform_daily",
+            "day >= ?1 AND day < ?2 \
+             AND (?3 = '[]' OR metric IN (SELECT value FROM json_each(?3)))",
+            "day >= $1 AND day < $2 \
+             AND (cardinality($3::text[]) = 0 OR metric = ANY($3::text[]))"
+        ),
+        Granularity::Month => rolled_sql!(
+            month_bucket!(sqlite, "?1"),
+            month_bucket!(postgres, "$1"),
+            "stats_platform_daily",
+            "day >= ?1 AND day < ?2 \
+             AND (?3 = '[]' OR metric IN (SELECT value FROM json_each(?3)))",
+            "day >= $1 AND day < $2 \
+             AND (cardinality($3::text[]) = 0 OR metric = ANY($3::text[]))"
+        ),
     }
 }
 
@@ -436,9 +557,9 @@ impl Store {
         Ok(())
     }
 
-    /// An account's counters in `[from, to)` (bucket starts, Unix ms) from the hourly or daily
-    /// table, limited to `metrics` (all when empty), ordered by start, metric, label. Empty
-    /// buckets have no row.
+    /// An account's counters in `[from, to)` (Unix ms) per hour, day, week or month (see
+    /// [`Granularity`]), limited to `metrics` (all when empty), ordered by start, metric,
+    /// label. Empty buckets have no row.
     pub async fn account_series(
         &self,
         account_id: &str,
@@ -497,26 +618,19 @@ impl Store {
         })
     }
 
-    /// Platform totals per day for days in `[from, to)`, limited to `metrics` (all when
-    /// empty), ordered by day, metric, label.
+    /// Platform totals for days in `[from, to)` per day, week or month (`Hour` reads days:
+    /// the platform has daily totals only), limited to `metrics` (all when empty), ordered by
+    /// start, metric, label.
     pub async fn platform_series(
         &self,
+        granularity: Granularity,
         from: i64,
         to: i64,
         metrics: &[&str],
     ) -> Result<Vec<SeriesPoint>, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "SELECT day AS start, metric, label, value FROM stats_platform_daily \
-                     WHERE day >= ?1 AND day < ?2 \
-                     AND (?3 = '[]' OR metric IN (SELECT value FROM json_each(?3))) \
-                     ORDER BY day, metric, label",
-            postgres: "SELECT day AS start, metric, label, value FROM stats_platform_daily \
-                       WHERE day >= $1 AND day < $2 \
-                       AND (cardinality($3::text[]) = 0 OR metric = ANY($3::text[])) \
-                       ORDER BY day, metric, label",
-        };
+        let sql = platform_sql(granularity);
         on_backend!(self, |pool, d| {
-            let query = sqlx::query(SQL.get(d)).bind(from).bind(to);
+            let query = sqlx::query(sql.get(d)).bind(from).bind(to);
             let query = query.bind(metric_list(d, metrics));
             let rows = query.fetch_all(pool).await?;
             rows.iter()

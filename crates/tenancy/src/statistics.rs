@@ -82,17 +82,21 @@ impl Tenancy {
         ))
     }
 
-    /// The platform's daily totals of `metrics` in `[from, to)` (operators).
+    /// The platform's totals of `metrics` in `[from, to)` per day, week or month (operators).
     pub async fn platform_series(
         &self,
         principal: &Principal,
+        granularity: Granularity,
         from: i64,
         to: i64,
         metrics: &[&str],
     ) -> Result<Vec<SeriesPoint>, TenancyError> {
         policy::authorize(principal, Operation::PlatformStats, None)?;
         checked_range(from, to)?;
-        Ok(self.store().platform_series(from, to, metrics).await?)
+        Ok(self
+            .store()
+            .platform_series(granularity, from, to, metrics)
+            .await?)
     }
 
     /// The busiest or most failing accounts of the period starting at `start` (operators).

@@ -287,7 +287,10 @@ impl World {
                 .account_series(p, appid, store::stats::Granularity::Day, 0, 86_400_000, &[])
                 .await
                 .map(drop),
-            Operation::PlatformStats => tn.platform_series(p, 0, 86_400_000, &[]).await.map(drop),
+            Operation::PlatformStats => tn
+                .platform_series(p, store::stats::Granularity::Day, 0, 86_400_000, &[])
+                .await
+                .map(drop),
             // Allowed is getting past the permission check to the person, who has no
             // second factor in this world; resetting one is tested in the dashboard's flows.
             Operation::PersonResetTotp => match tn.reset_person_totp(p, &t.person_id).await {

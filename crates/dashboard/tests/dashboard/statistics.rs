@@ -2,6 +2,7 @@
 //! titles, its table and its CSV agree, and only the account's owner and operators see them.
 
 use reqwest::StatusCode;
+use store::datacube::{DatacubeRows, DatacubeSyncUpdate, UserCumulateDay, UserSummaryDay};
 use store::stats::{CounterRow, PlatformRow, RankPeriod, RankRow, StatsBatch};
 use testkit::TestDatabase;
 
@@ -63,6 +64,52 @@ pub async fn charts_show_the_counted_numbers_to_owners_and_operators(db: TestDat
         })
         .await
         .unwrap();
+    // WeChat's follower statistics of yesterday, as the nightly sync stores them.
+    store.ensure_datacube_sync_rows(START).await.unwrap();
+    store
+        .claim_datacube_sync(&a.id, "test", START, START + 60_000)
+        .await
+        .unwrap()
+        .expect("the account's sync is due");
+    let rows = DatacubeRows {
+        user_summary: vec![
+            UserSummaryDay {
+                day: yesterday,
+                user_source: 0,
+                new_user: 6,
+                cancel_user: 2,
+            },
+            UserSummaryDay {
+                day: yesterday,
+                user_source: 30,
+                new_user: 3,
+                cancel_user: 0,
+            },
+        ],
+        user_cumulate: vec![UserCumulateDay {
+            day: yesterday,
+            cumulate_user: 1207,
+        }],
+        interface: Vec::new(),
+        found: Vec::new(),
+        missing: Vec::new(),
+    };
+    let update = DatacubeSyncUpdate {
+        next_run_at: START + DAY,
+        synced_through: Some(yesterday),
+        backfill_before: Some(yesterday),
+        backfill_done: true,
+        failures: 0,
+        last_error: None,
+        calls_day: None,
+        calls_used: 2,
+    };
+    assert!(
+        store
+            .finish_datacube_sync(&a.id, "test", &rows, &update, START)
+            .await
+            .unwrap()
+    );
     let mut owner = env.signed_in(OWNER_A).await;
     let base = format!("/dashboard/accounts/{APPID_A}/stats");
     let page = owner.get(&format!("{base}?days=7")).await;
@@ -116,6 +163,21 @@ pub async fn charts_show_the_counted_numbers_to_owners_and_operators(db: TestDat
         )),
         "{by_site}"
     );
+    // Followers: the total, and new (both sources), lost and net.
+    let followers = page
+        .between("id=\"chart-followers\"", "</section>")
+        .unwrap();
+    assert!(
+        followers.contains(&format!("<title>{} · 粉丝: 1207</title>", label(yesterday))),
+        "{followers}"
+    );
+    let follows = page.between("id=\"chart-follows\"", "</section>").unwrap();
+    for shown in ["新增: 9", "取消: 2", "净增: 7"] {
+        assert!(
+            follows.contains(&format!("<title>{} · {shown}</title>", label(yesterday))),
+            "{shown}: {follows}"
+        );
+    }
     // The last 24 hours, hour by hour, from the hourly rows.
     let hours = owner.get(&format!("{base}?days=1")).await;
     let reads = hours

@@ -213,6 +213,21 @@ impl Env {
         pg_admin: Option<String>,
         limits: gateway::limits::GatewayLimits,
     ) -> Env {
+        Env::start_counting(kind, replicas, pg_admin, limits, true).await
+    }
+
+    /// One gateway that counts nothing ([`stats::Stats::disabled`]), to compare against.
+    pub async fn without_stats(kind: DbKind, pg_admin: Option<String>) -> Env {
+        Env::start_counting(kind, 1, pg_admin, Default::default(), false).await
+    }
+
+    async fn start_counting(
+        kind: DbKind,
+        replicas: usize,
+        pg_admin: Option<String>,
+        limits: gateway::limits::GatewayLimits,
+        counting: bool,
+    ) -> Env {
         // Starts at the wall clock: the relying party checks ID-token expiry against real time.
         let clock = ManualClock::starting_now();
         let mut cfg = SimConfig::with_manual_clock(clock.clone());
@@ -244,11 +259,15 @@ impl Env {
         let mut hubs = Vec::new();
         for listener in listeners {
             let store = Store::connect(&url).await.unwrap();
-            let stats = stats::Stats::new(
-                store.clone(),
-                Arc::new(clock.clone()),
-                stats::StatsConfig::default(),
-            );
+            let stats = if counting {
+                stats::Stats::new(
+                    store.clone(),
+                    Arc::new(clock.clone()),
+                    stats::StatsConfig::default(),
+                )
+            } else {
+                stats::Stats::disabled()
+            };
             let gateway = Gateway::with_limits(
                 GatewayConfig {
                     store: store.clone(),

@@ -96,6 +96,7 @@ pub async fn counts_land_in_their_hour_day_platform_total_and_ranks(env: Env) {
     let platform = env
         .store
         .platform_series(
+            Granularity::Day,
             START,
             START + DAY,
             &[
@@ -200,7 +201,7 @@ pub async fn two_replicas_writing_the_same_hours_add_up_to_every_event(env: Env)
     assert_eq!(daily, expected, "the daily rows hold the same events");
     let platform: i64 = env
         .store
-        .platform_series(0, i64::MAX, &["push.received"])
+        .platform_series(Granularity::Day, 0, i64::MAX, &["push.received"])
         .await
         .unwrap()
         .iter()

@@ -93,6 +93,7 @@ suite! {
     sign_in::totp_enrolment_confirms_once_and_each_step_is_accepted_once,
     stats::stats_batches_add_up_across_flushes_and_writers,
     stats::series_totals_and_platform_read_ranges_and_metrics,
+    stats::series_sum_by_week_and_month_on_the_china_calendar,
     stats::top_accounts_rank_by_activity_and_failures_per_period,
     stats::counts_of_a_deleted_account_are_dropped_not_refused,
     stats::pruning_removes_only_rows_past_retention,

@@ -88,7 +88,10 @@ pub async fn stats_batches_add_up_across_flushes_and_writers(db: TestDb) {
         vec![point(NOW, "token.reads", "k1", expected)]
     );
     assert_eq!(
-        db.store.platform_series(NOW, NOW + DAY, &[]).await.unwrap(),
+        db.store
+            .platform_series(Granularity::Day, NOW, NOW + DAY, &[])
+            .await
+            .unwrap(),
         vec![point(NOW, "token.reads", "", expected)]
     );
     let top = db
@@ -203,11 +206,85 @@ pub async fn series_totals_and_platform_read_ranges_and_metrics(db: TestDb) {
     );
     assert_eq!(
         db.store
-            .platform_series(NOW, NOW + 2 * DAY, &["push.received", "token.reads"])
+            .platform_series(
+                Granularity::Day,
+                NOW,
+                NOW + 2 * DAY,
+                &["push.received", "token.reads"],
+            )
             .await
             .unwrap(),
         vec![point(NOW + DAY, "push.received", "subscribe", 3)]
     );
+}
+
+/// Weeks (from Monday) and months, China time, summed in the database; the first bucket starts
+/// where the range does.
+pub async fn series_sum_by_week_and_month_on_the_china_calendar(db: TestDb) {
+    // China-time midnights: Wednesday 2025-01-29, Saturday 02-01, Sunday 02-02, Monday 02-03
+    // and 02-10, Tuesday 02-11.
+    const JAN_29: i64 = 1_738_080_000_000;
+    const FEB_01: i64 = 1_738_339_200_000;
+    const FEB_02: i64 = 1_738_425_600_000;
+    const FEB_03: i64 = 1_738_512_000_000;
+    const FEB_10: i64 = 1_739_116_800_000;
+    const FEB_11: i64 = 1_739_203_200_000;
+    let a = account(&db.store, "wx-rolled").await;
+    let days = [
+        (JAN_29, 1),
+        (FEB_02, 2),
+        (FEB_03, 4),
+        (FEB_10, 8),
+        (FEB_11, 100),
+    ];
+    db.store
+        .add_stats(&StatsBatch {
+            daily: days
+                .iter()
+                .map(|&(day, v)| row(&a.id, day, "token.reads", "k", v))
+                .collect(),
+            platform: days
+                .iter()
+                .map(|&(day, v)| PlatformRow {
+                    day,
+                    metric: "token.reads".to_owned(),
+                    label: String::new(),
+                    value: v * 10,
+                })
+                .collect(),
+            ..StatsBatch::default()
+        })
+        .await
+        .unwrap();
+    let weeks = [(JAN_29, 3), (FEB_03, 4), (FEB_10, 8)];
+    let months = [(JAN_29, 1), (FEB_01, 14)];
+    for (granularity, expected) in [
+        (Granularity::Week, &weeks[..]),
+        (Granularity::Month, &months[..]),
+    ] {
+        assert_eq!(
+            db.store
+                .account_series(&a.id, granularity, JAN_29, FEB_11, &[])
+                .await
+                .unwrap(),
+            expected
+                .iter()
+                .map(|&(start, v)| point(start, "token.reads", "k", v))
+                .collect::<Vec<_>>(),
+            "{granularity:?}"
+        );
+        assert_eq!(
+            db.store
+                .platform_series(granularity, JAN_29, FEB_11, &["token.reads"])
+                .await
+                .unwrap(),
+            expected
+                .iter()
+                .map(|&(start, v)| point(start, "token.reads", "", v * 10))
+                .collect::<Vec<_>>(),
+            "{granularity:?}"
+        );
+    }
 }
 
 pub async fn top_accounts_rank_by_activity_and_failures_per_period(db: TestDb) {

@@ -53,6 +53,8 @@ struct World {
     site_listener: Option<tokio::net::TcpListener>,
     site: String,
     first_operator_link: String,
+    /// The hub's database, to give the charts known counts.
+    store: store::Store,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: testkit::TempDir,
@@ -99,6 +101,7 @@ impl World {
             .await
             .unwrap()
             .expect("a new hub offers a setup link");
+        let store = state.store.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(server::serve_on(listener, state, async {
             let _ = stopped.await;
@@ -111,6 +114,7 @@ impl World {
             site_listener: Some(site_listener),
             site,
             first_operator_link,
+            store,
             stop: Some(stop),
             server,
             _dir: dir,
@@ -227,6 +231,7 @@ async fn scenario(b: &mut Browser, world: &mut World) {
     assert!(b.text("main").await.contains(END_USER.1));
     b.shoot_both("owner-end-users").await;
     end_user_logs_in_on_a_computer(b, world).await;
+    owner_reads_the_charts(b, world).await;
     sign_out(b).await;
     operator_finds_the_account_and_exports_the_audit_log(b, world).await;
 }
@@ -568,6 +573,170 @@ async fn end_user_logs_in_on_a_computer(b: &mut Browser, world: &World) {
     assert!(b.text("pre#userinfo").await.contains(&outcome.openid));
     b.shoot("site-logged-in-by-scan").await;
     b.goto(&world.dashboard("/accounts")).await;
+}
+
+/// `MM-DD` of the China-time day `n` days before `today`, as the charts label days.
+fn day_label(today: i64, n: i64) -> String {
+    stats::calendar::date_of(today - n * DAY_MS).to_string()[5..].to_owned()
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The titles (what a browser shows on hover) of the bars or points of a chart's drawing.
+async fn chart_titles(b: &Browser, chart: &str, drawing: &str) -> Vec<String> {
+    let titles = b
+        .client
+        .execute(
+            "return Array.from(document.querySelectorAll(arguments[0]))\
+               .map(function (t) { return t.textContent; });",
+            vec![serde_json::json!(format!(
+                "#chart-{chart} svg.{drawing} :is(rect, circle) > title"
+            ))],
+        )
+        .await
+        .expect("read the chart's titles");
+    serde_json::from_value(titles).unwrap()
+}
+
+/// A week of known counts, drawn in Chromium: each chart's bars carry the numbers in their
+/// titles, at a desktop's width the wide drawing shows and the phone's is hidden (and the
+/// other way round at 375 px), the table and the CSV agree. Photographed in both languages,
+/// light and dark.
+async fn owner_reads_the_charts(b: &mut Browser, world: &World) {
+    use store::stats::{CounterRow, StatsBatch};
+    let account = world
+        .store
+        .find_account_by_appid(APPID)
+        .await
+        .unwrap()
+        .unwrap();
+    let website = world
+        .store
+        .list_oidc_clients(&account.id)
+        .await
+        .unwrap()
+        .remove(0);
+    let today = stats::calendar::day_start(world.clock.now_ms());
+    let site = format!("userinfo/{}", website.id);
+    let mut daily = Vec::new();
+    // Days 2 to 8 before today: nothing the scenario itself counts (that is today).
+    for n in 2..=8_i64 {
+        let mut row = |metric: &str, label: &str, value: i64| {
+            daily.push(CounterRow {
+                account_id: account.id.clone(),
+                start: today - n * DAY_MS,
+                metric: metric.to_owned(),
+                label: label.to_owned(),
+                value,
+            })
+        };
+        row("token.refresh.ok", "", 10 * n);
+        row("token.refresh.failed", "40164", n);
+        row("login.started", &site, 30 + n);
+        row("login.returned", &site, 25 + n);
+        row("login.completed", &site, 20 + n);
+        row("push.received", "subscribe_scene", n);
+        row("proxy.calls", "/cgi-bin/user/info", 5 * n);
+        row("users.created", "push", n);
+    }
+    world
+        .store
+        .add_stats(&StatsBatch {
+            daily,
+            ..StatsBatch::default()
+        })
+        .await
+        .unwrap();
+
+    b.goto(&world.dashboard(&format!("/accounts/{APPID}/stats?days=30")))
+        .await;
+    if b.lang().await != "en" {
+        b.switch_language("en").await;
+    }
+    let refreshes = chart_titles(b, "refreshes", "wide").await;
+    for n in 2..=8 {
+        let day = day_label(today, n);
+        for title in [
+            format!("{day} · Succeeded: {}", 10 * n),
+            format!("{day} · Failed: {n}"),
+        ] {
+            assert!(refreshes.contains(&title), "{title} not in {refreshes:?}");
+        }
+    }
+    let by_site = chart_titles(b, "logins_by_site", "wide").await;
+    let title = format!("{} · Tea shop · profile: 28", day_label(today, 8));
+    assert!(by_site.contains(&title), "{title} not in {by_site:?}");
+    let endpoints = chart_titles(b, "proxy_endpoints", "wide").await;
+    let title = format!("{} · /cgi-bin/user/info: 40", day_label(today, 8));
+    assert!(endpoints.contains(&title), "{title} not in {endpoints:?}");
+    // The funnel's bars: at least the week's known logins (the scenario's own come on top).
+    let funnel = chart_titles(b, "funnel", "wide").await;
+    let started: i64 = funnel
+        .iter()
+        .find_map(|t| t.strip_prefix("Started: "))
+        .expect("the funnel's first step")
+        .parse()
+        .unwrap();
+    assert!(
+        started >= (2..=8).map(|n| 30 + n).sum::<i64>(),
+        "{funnel:?}"
+    );
+    // One drawing per screen: the wide one on a desktop.
+    let shown = b
+        .client
+        .execute(
+            "var c = document.querySelector('#chart-refreshes');\
+             return [getComputedStyle(c.querySelector('svg.wide')).display,\
+                     getComputedStyle(c.querySelector('svg.narrow')).display,\
+                     c.querySelector('svg.wide').getBoundingClientRect().width];",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown[0], "block", "{shown}");
+    assert_eq!(shown[1], "none", "{shown}");
+    assert!(shown[2].as_f64().unwrap() > 400.0, "{shown}");
+    // The table under the drawing, and the chart's CSV.
+    b.wait_for("#chart-refreshes details summary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let table = b.text("#chart-refreshes table").await;
+    assert!(
+        table.contains(&format!("{} 80 8", day_label(today, 8))),
+        "{table}"
+    );
+    b.shoot_both("owner-statistics").await;
+    b.shoot_dark("owner-statistics").await;
+    let cookies: Vec<String> = b
+        .client
+        .get_all_cookies()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}={}", c.name(), c.value()))
+        .collect();
+    let csv = reqwest::Client::new()
+        .get(format!(
+            "{}/dashboard/accounts/{APPID}/stats.csv?days=30&chart=refreshes",
+            world.hub
+        ))
+        .header("cookie", cookies.join("; "))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.contains(&format!("{},80,8\r\n", day_label(today, 8))),
+        "{csv}"
+    );
+    b.goto(&world.dashboard(&format!("/accounts/{APPID}/stats?days=365&by=month")))
+        .await;
+    b.shoot("owner-statistics-year-by-month").await;
+    b.switch_language("zh-CN").await;
 }
 
 async fn operator_finds_the_account_and_exports_the_audit_log(b: &mut Browser, world: &World) {
