@@ -412,8 +412,16 @@ pub async fn serve_on(
 }
 
 /// Runs the server until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let listen = config.listen;
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listen = listener.local_addr()?;
+    if config.public_url.port() == Some(0) {
+        // `--listen 127.0.0.1:0` without a public URL (tests starting several processes):
+        // the public URL is where the server actually listens.
+        config.public_url = url::Url::parse(&format!("http://{listen}/"))?;
+    }
     let public_url = config.public_url.clone();
     let state = AppState::open(config, Arc::new(SystemClock)).await?;
     tracing::info!(
@@ -421,9 +429,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         active_key = %state.vault.current().keyring().active_id(),
         "store opened and vault unsealed"
     );
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, %public_url, "wxhub is serving");
     // On standard output only, never in the log: the link lets whoever opens it first become
     // the operator.
