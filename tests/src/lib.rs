@@ -354,9 +354,14 @@ impl Topology {
     /// Starts one more replica on a free port, waits until it is ready and adds it to
     /// [`Topology::replicas`]; WeChat pushes to the first one, as to one public address.
     pub async fn start_replica(&mut self) -> usize {
+        self.start_replica_with(&[]).await
+    }
+
+    /// [`Topology::start_replica`] with more environment variables (`WXHUB_*` settings).
+    pub async fn start_replica_with(&mut self, env: &[(&str, &str)]) -> usize {
         let n = self.started_replicas;
         self.started_replicas += 1;
-        let replica = self.spawn_replica(n).await;
+        let replica = self.spawn_replica_with(n, env).await;
         if self.replicas.is_empty() {
             let push_url = format!("{}/t/{APPID}/wechat/push", replica.base);
             let patched = self
@@ -375,7 +380,12 @@ impl Topology {
     /// Starts a replica named `n` (its log file) and waits until it is ready, without adding
     /// it to [`Topology::replicas`].
     pub async fn spawn_replica(&self, n: usize) -> Replica {
+        self.spawn_replica_with(n, &[]).await
+    }
+
+    async fn spawn_replica_with(&self, n: usize, env: &[(&str, &str)]) -> Replica {
         let mut command = self.command();
+        command.envs(env.iter().copied());
         command.args(["--listen", "127.0.0.1:0", "serve"]);
         let process = Process::spawn(command, self.dir.path().join(format!("replica-{n}.log")));
         let line = process.wait_for_line("wxhub is serving");
