@@ -13,9 +13,9 @@
 //! - per client IP (and, for QR codes, per browser), in each replica's memory, with
 //!   `governor`'s GCRA over the hub's injectable clock. With several replicas a client gets
 //!   each replica's allowance, which still bounds a script to a few calls a minute. The
-//!   client IP is the connection's peer address, as for the dashboard's sign-in limits:
-//!   behind a reverse proxy every client has the proxy's address, and the per-IP limit
-//!   applies to all of them together.
+//!   client IP is the connection's peer address (`ConnectInfo`), as for the dashboard's
+//!   sign-in limits; the server puts the `X-Forwarded-For` client there for requests from a
+//!   configured trusted proxy, otherwise all clients behind a proxy share its allowance.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

@@ -5,7 +5,8 @@
 //! and per account (the appid in the path), in this replica's memory with `governor`'s GCRA
 //! over the hub's injectable clock. Keys verified before on this replica skip the limit, so a
 //! flood of fake keys on an account does not lock out its real backends. The client IP is the
-//! connection's peer address: behind a reverse proxy all clients share the proxy's.
+//! connection's peer address (`ConnectInfo`; the server puts the `X-Forwarded-For` client
+//! there for a configured trusted proxy).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

@@ -181,6 +181,19 @@ pub struct ConfigArgs {
     /// until one closes [default: 4096]
     #[arg(long, env = "WXHUB_MAX_CONNECTIONS", global = true, value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// Reverse proxies in front of wxhub, comma-separated addresses or blocks
+    /// (`10.0.0.0/8,2001:db8::/32`): for requests from them the client is taken from
+    /// `X-Forwarded-For`, so per-client limits tell clients apart [default: none; every
+    /// client is its connection's peer]
+    #[arg(
+        long = "trusted-proxy",
+        env = "WXHUB_TRUSTED_PROXIES",
+        global = true,
+        value_name = "IP[/N]",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<crate::listener::IpNet>,
 }
 
 /// How log lines are written.
@@ -218,6 +231,7 @@ struct FileConfig {
     http_header_timeout: Option<u64>,
     http_request_timeout: Option<u64>,
     max_connections: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// Where the master keys come from.
@@ -427,6 +441,19 @@ impl Config {
                 None => defaults.max_connections,
                 Some(n @ 1..=1_000_000) => n,
                 Some(n) => bail!("max_connections must be between 1 and 1000000 (got {n})"),
+            },
+            trusted_proxies: if args.trusted_proxies.is_empty() {
+                file.trusted_proxies
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|text| {
+                        text.parse()
+                            .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+                    .into()
+            } else {
+                args.trusted_proxies.clone().into()
             },
         };
         let require_totp_for_operators = args

@@ -10,6 +10,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
 /// The limits of one listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpLimits {
     /// From a connection's start, or from the end of its previous response, until a request's
     /// headers are complete. hyper starts this timer when a kept-alive connection goes idle,
@@ -34,6 +35,96 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// Connections open at once; further ones wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client: a request from one of these
+    /// addresses is seen (by every per-IP limit) as coming from the last address in that
+    /// header that is not itself a trusted proxy.
+    pub trusted_proxies: Arc<[IpNet]>,
+}
+
+/// An address block, `203.0.113.0/24` or `2001:db8::/32` (a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or block (a.b.c.d/n, x:y::/n)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+/// The client a request is from: `peer`, or, when `peer` is a trusted proxy, the last
+/// address of `X-Forwarded-For` that is not a trusted proxy (each proxy appends the address
+/// it was reached from, so the ones before that could have been written by the client).
+fn client_address(
+    peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[IpNet],
+) -> SocketAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if trusted.is_empty() || !is_trusted(peer.ip()) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(ip) => continue,
+            Ok(ip) => return SocketAddr::new(ip, 0),
+            // Something the proxies did not write: trust nothing before it.
+            Err(_) => break,
+        }
+    }
+    peer
 }
 
 impl Default for HttpLimits {
@@ -42,6 +133,7 @@ impl Default for HttpLimits {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            trusted_proxies: Arc::from([]),
         }
     }
 }
@@ -104,24 +196,25 @@ pub async fn serve(
         }
         let app = app.clone();
         let mut stopping = stopping.clone();
+        let trusted = limits.trusted_proxies.clone();
+        let (header_timeout, request_timeout) = (limits.header_timeout, limits.request_timeout);
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |mut request: Request<_>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
+                let client = client_address(peer, request.headers(), &trusted);
+                request.extensions_mut().insert(ConnectInfo(client));
                 let answer = app.clone().oneshot(request);
                 async move {
-                    Ok::<_, Infallible>(
-                        match tokio::time::timeout(limits.request_timeout, answer).await {
-                            Ok(Ok(response)) => response,
-                            Ok(Err(never)) => match never {},
-                            Err(_) => timed_out(),
-                        },
-                    )
+                    Ok::<_, Infallible>(match tokio::time::timeout(request_timeout, answer).await {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(never)) => match never {},
+                        Err(_) => timed_out(),
+                    })
                 }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
+                .header_read_timeout(header_timeout)
                 .max_header_size(MAX_HEADER_BYTES)
                 .max_buf_size(MAX_HEADER_BYTES)
                 .serve_connection(TokioIo::new(tcp), service);
@@ -172,7 +265,6 @@ fn timed_out() -> Response {
 mod tests {
     use super::*;
     use axum::routing::get;
-    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
@@ -215,7 +307,7 @@ mod tests {
             header_timeout: Duration::from_millis(300),
             ..HttpLimits::default()
         };
-        let (addr, _stop) = start(limits).await;
+        let (addr, _stop) = start(limits.clone()).await;
         let mut slow = TcpStream::connect(addr).await.unwrap();
         let started = std::time::Instant::now();
         // Half a request line, then nothing: the slowloris pattern.
@@ -270,6 +362,58 @@ mod tests {
             answer.to_ascii_lowercase().contains("connection: close"),
             "{answer}"
         );
+    }
+
+    #[test]
+    fn a_trusted_proxy_s_forwarded_for_names_the_client() {
+        let trusted: Vec<IpNet> = ["10.0.0.0/8", "2001:db8::/32"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let proxy: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let mut headers = axum::http::HeaderMap::new();
+        // The client wrote the first one; the proxy appended the address it saw.
+        headers.insert(
+            "x-forwarded-for",
+            "198.51.100.9, 203.0.113.7, 10.9.9.9".parse().unwrap(),
+        );
+        let client = client_address(proxy, &headers, &trusted);
+        assert_eq!(client.ip(), "203.0.113.7".parse::<IpAddr>().unwrap());
+        // From anyone else the header means nothing.
+        let direct: SocketAddr = "192.0.2.1:4444".parse().unwrap();
+        assert_eq!(client_address(direct, &headers, &trusted), direct);
+        // Nothing trusted configured: the peer, whatever the header says.
+        assert_eq!(client_address(proxy, &headers, &[]), proxy);
+        // A proxy that sent no header, or garbage: the proxy itself.
+        assert_eq!(
+            client_address(proxy, &axum::http::HeaderMap::new(), &trusted),
+            proxy
+        );
+        headers.insert("x-forwarded-for", "not-an-address".parse().unwrap());
+        assert_eq!(client_address(proxy, &headers, &trusted), proxy);
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!(
+            "::ffff:10.0.0.1"
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| trusted[0].contains(ip))
+        );
+    }
+
+    #[tokio::test]
+    async fn behind_a_trusted_proxy_handlers_see_the_forwarded_client() {
+        let (addr, _stop) = start(HttpLimits {
+            trusted_proxies: Arc::from(["127.0.0.0/8".parse::<IpNet>().unwrap()]),
+            ..HttpLimits::default()
+        })
+        .await;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let answer = exchange(
+            &mut tcp,
+            "GET /peer HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.5\r\n\
+             Connection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.ends_with("203.0.113.5:0"), "{answer}");
     }
 
     #[tokio::test]

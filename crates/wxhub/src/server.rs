@@ -383,7 +383,7 @@ pub async fn serve_on(
                 .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
             tracing::info!(%addr, "serving /metrics");
             let app = metrics_router(state.clone());
-            let limits = state.config.http;
+            let limits = state.config.http.clone();
             Some(tokio::spawn(async move {
                 let forever = std::future::pending();
                 if let Err(error) = crate::listener::serve(listener, app, limits, forever).await {
@@ -394,7 +394,7 @@ pub async fn serve_on(
         None => None,
     };
     // Header, idle and request timeouts and a connection limit (TCP_NODELAY too).
-    let limits = state.config.http;
+    let limits = state.config.http.clone();
     let result = crate::listener::serve(listener, router(state), limits, shutdown)
         .await
         .context("HTTP server failed");
