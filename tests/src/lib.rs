@@ -72,7 +72,8 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(mut command: Command, log: PathBuf) -> Process {
+    /// Starts `command`, keeping its output in `log`.
+    pub fn spawn(mut command: Command, log: PathBuf) -> Process {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -705,7 +706,7 @@ fn rand_token() -> String {
 static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// No `WXHUB_*` of the surrounding environment reaches the processes.
-fn clean_env(command: &mut Command) {
+pub fn clean_env(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("WXHUB_") {
             command.env_remove(name);

@@ -309,7 +309,8 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {listen} for the sample site"))?;
     println!(
-        "sample site at {public_url} (register {} as a redirect URI)",
+        "sample site at {public_url}, listening on {} (register {} as a redirect URI)",
+        listener.local_addr()?,
         SampleSite::callback_url(&public_url)
     );
     let site = SampleSite::new(public_url, clients)?;
