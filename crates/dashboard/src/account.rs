@@ -16,10 +16,10 @@ use serde::Deserialize;
 use store::accounts::{Account, AccountKind, AccountState};
 use store::api_keys::KeyScopes;
 use store::gateway::PushMode;
-use store::oidc::LoginMode;
+use store::oidc::{LoginMode, LoginSurface, SigningAlg};
 use tenancy::keys::KeyRequest;
 use tenancy::settings::SettingsChange;
-use tenancy::websites::NewWebsite;
+use tenancy::websites::{NewWebsite, WebsiteChanges};
 use tenancy::{Operation, Principal, TenancyError};
 use vault::SecretString;
 
@@ -108,6 +108,10 @@ pub(crate) struct WebsiteRow {
     pub(crate) uris: String,
     pub(crate) issuer: String,
     pub(crate) snippet: String,
+    /// The form's values of the ID token algorithm, login surface and scan confirmation.
+    pub(crate) alg: &'static str,
+    pub(crate) surface: &'static str,
+    pub(crate) confirmation: &'static str,
 }
 
 pub(crate) struct SettingsForm {
@@ -248,6 +252,9 @@ pub(crate) async fn render(
             userinfo: client.login_mode == LoginMode::Userinfo,
             public,
             uris: client.redirect_uris.join("\n"),
+            alg: client.id_token_signed_response_alg.as_str(),
+            surface: client.login_surface.as_str(),
+            confirmation: confirmation_value(client.scan_confirmation),
             name: client.name,
             client_id: client.client_id,
         });
@@ -678,6 +685,36 @@ pub(crate) struct WebsiteForm {
     redirect_uris: String,
     mode: String,
     public: Option<String>,
+    /// Only on the edit form; a form without them keeps what is set.
+    alg: Option<String>,
+    surface: Option<String>,
+    confirmation: Option<String>,
+}
+
+/// The scan confirmation's form value: `default` means the account's push mode decides.
+fn confirmation_value(setting: Option<bool>) -> &'static str {
+    match setting {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "default",
+    }
+}
+
+/// One of a radio group's values, refused with what was sent when it is none of them (only a
+/// hand-made request can send that).
+fn choice<T>(
+    field: &'static str,
+    value: Option<&str>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, TenancyError> {
+    value
+        .map(|text| {
+            parse(text).ok_or_else(|| TenancyError::Invalid {
+                field,
+                message: format!("{text:?} is not one of the choices the form offers"),
+            })
+        })
+        .transpose()
 }
 
 impl WebsiteForm {
@@ -688,6 +725,27 @@ impl WebsiteForm {
             .filter(|l| !l.is_empty())
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Everything the edit form sets.
+    fn changes(&self) -> Result<WebsiteChanges, TenancyError> {
+        Ok(WebsiteChanges {
+            name: Some(self.name.clone()),
+            redirect_uris: Some(self.uris()),
+            login_mode: Some(self.mode()),
+            id_token_signed_response_alg: choice("alg", self.alg.as_deref(), |t| {
+                t.parse::<SigningAlg>().ok()
+            })?,
+            login_surface: choice("surface", self.surface.as_deref(), |t| {
+                t.parse::<LoginSurface>().ok()
+            })?,
+            scan_confirmation: choice("confirmation", self.confirmation.as_deref(), |t| match t {
+                "on" => Some(Some(true)),
+                "off" => Some(Some(false)),
+                "default" => Some(None),
+                _ => None,
+            })?,
+        })
     }
 
     fn mode(&self) -> LoginMode {
@@ -789,19 +847,16 @@ pub(crate) async fn edit_website(
     Path((appid, client)): Path<(String, String)>,
     CsrfForm(form): CsrfForm<WebsiteForm>,
 ) -> Result<Response, DashboardError> {
-    let uris = form.uris();
-    match dashboard
-        .tenancy()
-        .edit_website(
-            &person.principal,
-            &appid,
-            &client,
-            Some(&form.name),
-            Some(&uris),
-            Some(form.mode()),
-        )
-        .await
-    {
+    let edited = match form.changes() {
+        Ok(changes) => {
+            dashboard
+                .tenancy()
+                .edit_website(&person.principal, &appid, &client, &changes)
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    match edited {
         Ok(_) => Ok(back(&appid, Flash::WebsiteSaved)),
         Err(error) => {
             refused(&dashboard, &person, &appid, error, Typed::default(), |_| {

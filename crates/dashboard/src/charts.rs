@@ -5,8 +5,8 @@
 //! show on hover and screen readers read; the page shows the same numbers as a table and
 //! offers them as CSV.
 //!
-//! A renderer of its own rather than a plotting crate: the charts need bars, stacked bars and
-//! lines over a day or hour axis, themeable through CSS, with text escaped — a few hundred
+//! A renderer of its own rather than a plotting crate: the charts need stacked bars and lines
+//! over an hour, day, week or month axis, and horizontal bars for a funnel, themeable through CSS, with text escaped — a few hundred
 //! lines, tested here, against a dependency tree that would bring fonts and image codecs.
 
 use std::fmt::Write as _;
@@ -18,6 +18,9 @@ pub(crate) enum Kind {
     StackedBars,
     /// One line per series (levels, such as followers).
     Lines,
+    /// One horizontal bar per bucket, of the first series, each labelled with its bucket and
+    /// value (steps of a funnel, reasons): totals over the range rather than a time axis.
+    Funnel,
 }
 
 /// One series: its legend label and a value per bucket.
@@ -146,7 +149,7 @@ impl Chart {
                 })
                 .max()
                 .unwrap_or(0),
-            Kind::Lines => self
+            Kind::Lines | Kind::Funnel => self
                 .series
                 .iter()
                 .flat_map(|s| s.values.iter().copied())
@@ -158,6 +161,9 @@ impl Chart {
 
     /// The chart as an inline SVG element of `size`, labelled for screen readers by `title`.
     pub(crate) fn svg(&self, size: Size, empty_text: &str) -> String {
+        if self.kind == Kind::Funnel {
+            return self.funnel_svg(size, empty_text);
+        }
         let (width, height) = (size.width(), size.height());
         let mut out = String::with_capacity(4096 + self.buckets.len() * self.series.len() * 120);
         let _ = write!(
@@ -242,6 +248,7 @@ impl Chart {
                     }
                 }
             }
+            Kind::Funnel => {}
             Kind::Lines => {
                 for (s, series) in self.series.iter().enumerate() {
                     let points: Vec<String> = series
@@ -275,8 +282,76 @@ impl Chart {
         out
     }
 
+    /// A funnel: a row per bucket, its label over a bar as long as its share of the largest
+    /// value, the value at the bar's end.
+    fn funnel_svg(&self, size: Size, empty_text: &str) -> String {
+        const ROW: f64 = 38.0;
+        const PAD: f64 = 8.0;
+        let width = size.width();
+        let values = self.series.first().map_or(&[][..], |s| &s.values[..]);
+        let rows = self.buckets.len().max(1) as f64;
+        let height = TOP + rows * ROW;
+        let mut out = String::with_capacity(1024 + self.buckets.len() * 240);
+        let _ = write!(
+            out,
+            "<svg class=\"chart funnel {class}\" viewBox=\"0 0 {width} {height}\" role=\"img\" \
+             aria-labelledby=\"{id}-{class}-title\">\
+             <title id=\"{id}-{class}-title\">{title}</title>",
+            class = size.class(),
+            id = self.id,
+            title = escape(&self.title),
+        );
+        if self.is_empty() {
+            let _ = write!(
+                out,
+                "<text class=\"empty-chart\" x=\"{x}\" y=\"{y}\" text-anchor=\"middle\">{text}</text>",
+                x = width / 2.0,
+                y = height / 2.0,
+                text = escape(empty_text),
+            );
+        }
+        let max = values.iter().copied().max().unwrap_or(0).max(1);
+        // Room at the end of the longest bar for its number.
+        let full = width - 2.0 * PAD - 56.0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            let value = values.get(i).copied().unwrap_or(0);
+            let top = TOP + i as f64 * ROW;
+            let long = if value > 0 {
+                (value as f64 / max as f64 * full).max(2.0)
+            } else {
+                0.0
+            };
+            let b = escape(bucket);
+            let _ = write!(
+                out,
+                "<text class=\"axis step\" x=\"{PAD}\" y=\"{ty:.1}\">{b}</text>",
+                ty = top + 10.0
+            );
+            if value > 0 {
+                let _ = write!(
+                    out,
+                    "<rect class=\"s0\" x=\"{PAD}\" y=\"{ry:.1}\" width=\"{long:.1}\" height=\"14\">\
+                     <title>{b}: {value}</title></rect>",
+                    ry = top + 16.0,
+                );
+            }
+            let _ = write!(
+                out,
+                "<text class=\"axis\" x=\"{vx:.1}\" y=\"{vy:.1}\">{value}</text>",
+                vx = PAD + long + 6.0,
+                vy = top + 27.0,
+            );
+        }
+        out.push_str("</svg>");
+        out
+    }
+
     /// The legend: each series' label with its colour class.
     pub(crate) fn legend(&self) -> Vec<(String, String)> {
+        if self.kind == Kind::Funnel {
+            // Each bar is labelled where it is drawn.
+            return Vec::new();
+        }
         self.series
             .iter()
             .enumerate()
@@ -434,6 +509,39 @@ mod tests {
         );
         assert_eq!(c.csv("day"), "day,ok,\"a,b\"\r\n11-01,3,0\r\n11-02,4,1\r\n");
         assert_eq!(c.rows()[1], ("11-02".to_owned(), vec![4, 1]));
+    }
+
+    #[test]
+    fn a_funnel_has_a_labelled_bar_per_step_scaled_to_the_largest() {
+        let mut funnel = chart(Kind::Funnel, vec![("logins", vec![10, 5, 0])]);
+        funnel.buckets = vec![
+            "Started".into(),
+            "Back <from> WeChat".into(),
+            "Followed".into(),
+        ];
+        let svg = funnel.svg(Size::Wide, "none");
+        assert!(svg.contains("<title>Started: 10</title>"), "{svg}");
+        assert!(
+            svg.contains("<title>Back &lt;from&gt; WeChat: 5</title>"),
+            "{svg}"
+        );
+        // A step nobody reached has its label and a zero, but no bar to hover.
+        assert!(svg.contains(">Followed</text>") && !svg.contains("Followed: 0</title>"));
+        let widths: Vec<f64> = svg
+            .match_indices("width=\"")
+            .map(|(i, _)| {
+                let rest = &svg[i + 7..];
+                rest[..rest.find('"').unwrap()].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(widths.len(), 2);
+        assert!((widths[0] - 2.0 * widths[1]).abs() < 0.2, "{widths:?}");
+        assert!(funnel.legend().is_empty());
+        assert!(
+            chart(Kind::Funnel, vec![("x", vec![0, 0])])
+                .svg(Size::Narrow, "none")
+                .contains(">none<")
+        );
     }
 
     #[test]

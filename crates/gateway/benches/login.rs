@@ -178,15 +178,20 @@ async fn login_time(env: &Env, alg: store::oidc::SigningAlg) -> (Duration, Steps
     use openidconnect::core::CoreJwsSigningAlgorithm;
     let (id, secret) = env.client(APPID, LoginMode::FollowRequired, false).await;
     let client = env.store().find_oidc_client(&id).await.unwrap().unwrap();
+    let edit = store::oidc::ClientEdit {
+        id_token_signed_response_alg: alg,
+        ..store::oidc::ClientEdit::from(&client)
+    };
     env.store()
-        .set_oidc_client_signing_alg(
+        .update_oidc_client(
             &client.account_id,
             &client.id,
-            alg,
+            &edit,
             env.now(),
             &store::audit::AuditRecord::new("bench", "website.update"),
         )
         .await
+        .unwrap()
         .unwrap();
     // Discovery and JWKS are fetched once, as a real RP caches them.
     let mut rp = Rp::discover(env, APPID, &id, secret).await;

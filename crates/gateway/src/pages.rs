@@ -139,7 +139,12 @@ impl IntoResponse for Page {
              margin:2rem auto;padding:0 1rem;line-height:1.5}}section[lang=en]{{color:#555;\
              border-top:1px solid #ddd;margin-top:1.5rem}}.button{{display:inline-block;\
              padding:.6rem 1.2rem;background:#07c160;color:#fff;border:0;border-radius:4px;\
-             text-decoration:none;font-size:1rem}}</style></head><body>{}</body></html>",
+             text-decoration:none;font-size:1rem}}form{{margin:.75rem 0}}figure{{margin:1rem 0}}\
+             button:not(.button){{padding:.4rem .9rem;font-size:.95rem}}:root{{color-scheme:light dark}}\
+             @media (prefers-color-scheme:dark){{body{{background:#17181a;color:#e4e4e4}}\
+             section[lang=en]{{color:#a8a8a8;border-top-color:#3a3a3a}}a{{color:#7cc4ff}}\
+             figure img{{background:#fff;padding:8px;border-radius:4px}}}}\
+             </style></head><body>{}</body></html>",
             self.title.0, self.title.1, self.body
         );
         let mut response = (

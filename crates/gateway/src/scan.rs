@@ -409,17 +409,28 @@ async fn on_login_scan(
             if first {
                 gw.scan_events.announce(&gw.store, &login.id).await;
             }
-            let site = match gw
+            let Some(pending) = gw
                 .store
                 .get_pending_authorization(&login.pending_id, now)
                 .await?
-            {
-                Some(pending) => crate::login::pending_client(gw, account, &pending)
-                    .await
-                    .map(|c| plain(&c.name))
-                    .unwrap_or_default(),
-                None => return Ok(Some(EXPIRED_REPLY.to_owned())),
+            else {
+                return Ok(Some(EXPIRED_REPLY.to_owned()));
             };
+            let client = crate::login::pending_client(gw, account, &pending)
+                .await
+                .ok();
+            if let (true, Some(client)) = (first, &client) {
+                // In the funnel a scan is the PC's "returned from WeChat", and a scanner who
+                // followed on the way is a follow.
+                let (mode, website) = (client.login_mode.as_str(), client.id.as_str());
+                gw.stats
+                    .login(&account.id, mode, website, stats::LoginStage::Returned);
+                if scan.new_follower {
+                    gw.stats
+                        .login(&account.id, mode, website, stats::LoginStage::Followed);
+                }
+            }
+            let site = client.map(|c| plain(&c.name)).unwrap_or_default();
             if login.needs_confirmation && login.confirmed_at.is_none() {
                 let link = format!(
                     "{}/login/scan/confirm/{}",

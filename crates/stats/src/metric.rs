@@ -55,11 +55,13 @@ pub enum Metric {
 pub enum LoginStage {
     /// `/authorize` accepted; the user is sent to WeChat.
     Started,
-    /// WeChat sent the user back to the callback (with a code or a refusal).
+    /// WeChat sent the user back to the callback (with a code or a refusal), or, on a PC,
+    /// the person scanned the login's QR code.
     Returned,
     /// A follow-required login showed the follow page (the user does not follow yet).
     FollowPage,
-    /// A user on the follow page followed and went on.
+    /// A user on the follow page followed and went on, or followed by scanning a PC login's
+    /// code.
     Followed,
     /// A code was issued: the user is logged in at the website.
     Completed,

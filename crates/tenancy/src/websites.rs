@@ -11,7 +11,7 @@
 use serde_json::json;
 use store::accounts::{Account, AccountKind};
 use store::changes::ChangeKind;
-use store::oidc::{ClientEdit, LoginMode, OidcClient};
+use store::oidc::{ClientEdit, LoginMode, LoginSurface, OidcClient, SigningAlg};
 use vault::SecretString;
 
 use crate::credentials;
@@ -30,6 +30,23 @@ pub struct NewWebsite {
     pub login_mode: LoginMode,
     /// A public client (single-page or mobile app): no secret, PKCE required.
     pub public: bool,
+}
+
+/// What an edit of a website changes; `None` keeps a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebsiteChanges {
+    pub name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub login_mode: Option<LoginMode>,
+    /// The algorithm of its ID tokens: RS256 for every relying-party library, ES256 for those
+    /// configured to accept it.
+    pub id_token_signed_response_alg: Option<SigningAlg>,
+    /// Where its logins happen: by browser (`auto`), always WeChat's authorize page, or always
+    /// the scan page.
+    pub login_surface: Option<LoginSurface>,
+    /// Whether a PC scan must be confirmed in WeChat: `Some(None)` returns to the default (on
+    /// when the account's pushes are in plain mode, whose bodies nobody signs).
+    pub scan_confirmation: Option<Option<bool>>,
 }
 
 /// A registered website, with its secret when one was just made (shown once).
@@ -113,6 +130,17 @@ fn checked_name(name: &str) -> Result<String, TenancyError> {
         ));
     }
     Ok(name.to_owned())
+}
+
+fn edit_details(edit: &ClientEdit) -> serde_json::Value {
+    json!({
+        "name": edit.name,
+        "redirect_uris": edit.redirect_uris,
+        "login_mode": edit.login_mode.as_str(),
+        "id_token_signed_response_alg": edit.id_token_signed_response_alg.as_str(),
+        "login_surface": edit.login_surface.as_str(),
+        "scan_confirmation": edit.scan_confirmation,
+    })
 }
 
 /// Why an account cannot offer WeChat web login (docs/wechat.md §4: verified service
@@ -240,45 +268,42 @@ impl Tenancy {
         })
     }
 
-    /// Changes a website's name, redirect URIs and login mode (`None` keeps one).
+    /// Changes a website's settings (see [`WebsiteChanges`]), as one audited edit whose entry
+    /// shows every field before and after.
     pub async fn edit_website(
         &self,
         principal: &Principal,
         appid: &str,
         client_id: &str,
-        name: Option<&str>,
-        redirect_uris: Option<&[String]>,
-        login_mode: Option<LoginMode>,
+        changes: &WebsiteChanges,
     ) -> Result<OidcClient, TenancyError> {
         let (account, client) = self
             .website_of(principal, Operation::WebsiteEdit, appid, client_id)
             .await?;
+        let kept = ClientEdit::from(&client);
         let edit = ClientEdit {
-            name: match name {
+            name: match &changes.name {
                 Some(name) => checked_name(name)?,
-                None => client.name.clone(),
+                None => kept.name.clone(),
             },
-            redirect_uris: match redirect_uris {
+            redirect_uris: match &changes.redirect_uris {
                 Some(uris) => checked_uris(uris)?,
-                None => client.redirect_uris.clone(),
+                None => kept.redirect_uris.clone(),
             },
-            login_mode: login_mode.unwrap_or(client.login_mode),
+            login_mode: changes.login_mode.unwrap_or(kept.login_mode),
+            id_token_signed_response_alg: changes
+                .id_token_signed_response_alg
+                .unwrap_or(kept.id_token_signed_response_alg),
+            login_surface: changes.login_surface.unwrap_or(kept.login_surface),
+            scan_confirmation: changes.scan_confirmation.unwrap_or(kept.scan_confirmation),
         };
         let record = self
             .record(principal, Operation::WebsiteEdit, Some(&account))
             .target(client.client_id.clone())
             .details(json!({
                 "appid": account.appid,
-                "before": {
-                    "name": client.name,
-                    "redirect_uris": client.redirect_uris,
-                    "login_mode": client.login_mode.as_str(),
-                },
-                "after": {
-                    "name": edit.name,
-                    "redirect_uris": edit.redirect_uris,
-                    "login_mode": edit.login_mode.as_str(),
-                },
+                "before": edit_details(&kept),
+                "after": edit_details(&edit),
             }))
             .announce(ChangeKind::Websites);
         self.store()

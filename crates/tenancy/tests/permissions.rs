@@ -15,7 +15,7 @@ use tenancy::keys::KeyRequest;
 use tenancy::people::AuditQuery;
 use tenancy::settings::SettingsChange;
 use tenancy::tenants::{LiveCheck, NewOwner, Registration};
-use tenancy::websites::NewWebsite;
+use tenancy::websites::{NewWebsite, WebsiteChanges};
 use tenancy::{Operation, Principal, Tenancy, TenancyError};
 use testkit::TestDatabase;
 use vault::SecretString;
@@ -230,7 +230,15 @@ impl World {
             Operation::WebsiteList => tn.list_websites(p, appid).await.map(drop),
             Operation::WebsiteView => tn.website(p, appid, &t.client_id).await.map(drop),
             Operation::WebsiteEdit => tn
-                .edit_website(p, appid, &t.client_id, Some("Edited"), None, None)
+                .edit_website(
+                    p,
+                    appid,
+                    &t.client_id,
+                    &WebsiteChanges {
+                        name: Some("Edited".into()),
+                        ..WebsiteChanges::default()
+                    },
+                )
                 .await
                 .map(drop),
             Operation::WebsiteRotateSecret => tn

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use accounts::rotation;
 use clap::{Parser, Subcommand};
 use store::accounts::{AccountKind, TokenMode};
+use tenancy::websites::WebsiteChanges;
 use wxhub::config::{Config, ConfigArgs, LogFormat};
 use wxhub::{demo, ops, server, tenants};
 
@@ -331,8 +332,8 @@ enum ClientCommand {
         /// The website's client_id.
         client_id: String,
     },
-    /// Change a website's name, redirect URIs or login mode (what is not given is kept;
-    /// --redirect-uri replaces the whole list).
+    /// Change a website's settings (what is not given is kept; --redirect-uri replaces the
+    /// whole list).
     Edit {
         /// The account's appid.
         #[arg(long)]
@@ -348,6 +349,21 @@ enum ClientCommand {
         /// The new login mode.
         #[arg(long, value_parser = ["follow-required", "userinfo"])]
         mode: Option<String>,
+        /// The algorithm of the website's ID tokens: RS256 (what every OpenID Connect library
+        /// accepts) or ES256 (smaller; only for libraries configured to accept it). Tokens
+        /// already issued stay valid.
+        #[arg(long, value_parser = ["RS256", "ES256"])]
+        id_token_alg: Option<String>,
+        /// Where logins happen: `auto` (WeChat's authorize page inside WeChat, the scan page
+        /// in any other browser), `wechat` (always the authorize page) or `scan` (always the
+        /// scan page).
+        #[arg(long, value_parser = ["auto", "wechat", "scan"])]
+        login_surface: Option<String>,
+        /// Whether a PC scan must be confirmed in WeChat before the computer is signed in:
+        /// `on`, `off`, or `default` (on while the account's pushes are in plain mode, whose
+        /// bodies WeChat does not sign).
+        #[arg(long, value_parser = ["on", "off", "default"])]
+        scan_confirmation: Option<String>,
     },
     /// Replace a confidential website's client secret; prints the new one once.
     RotateSecret {
@@ -660,9 +676,25 @@ async fn client_command(config: &Config, command: ClientCommand) -> anyhow::Resu
             name,
             redirect_uris,
             mode,
+            id_token_alg,
+            login_surface,
+            scan_confirmation,
         } => {
-            let mode = mode.as_deref().map(tenants::login_mode).transpose()?;
-            tenants::client_edit(config, &appid, &client_id, name, redirect_uris, mode).await
+            let changes = WebsiteChanges {
+                name,
+                redirect_uris: (!redirect_uris.is_empty()).then_some(redirect_uris),
+                login_mode: mode.as_deref().map(tenants::login_mode).transpose()?,
+                id_token_signed_response_alg: id_token_alg
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()?,
+                login_surface: login_surface.as_deref().map(str::parse).transpose()?,
+                scan_confirmation: scan_confirmation
+                    .as_deref()
+                    .map(tenants::scan_confirmation)
+                    .transpose()?,
+            };
+            tenants::client_edit(config, &appid, &client_id, &changes).await
         }
         ClientCommand::RotateSecret { appid, client_id } => {
             tenants::client_rotate_secret(config, &appid, &client_id).await

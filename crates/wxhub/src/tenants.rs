@@ -15,12 +15,12 @@ use anyhow::Context;
 use store::Store;
 use store::accounts::{AccountKind, TokenMode};
 use store::api_keys::{ApiKey, KeyScopes};
-use store::oidc::{LoginMode, OidcClient};
+use store::oidc::{LoginMode, LoginSurface, OidcClient};
 use tenancy::keys::KeyRequest;
 use tenancy::people::AuditQuery;
 use tenancy::settings::{PushMode, SettingsChange};
 use tenancy::tenants::{AccountQuery, AccountView, LiveCheck, NewOwner, Registration};
-use tenancy::websites::NewWebsite;
+use tenancy::websites::{NewWebsite, WebsiteChanges};
 use tenancy::{Principal, Tenancy, TenancyConfig, TenancyError};
 use vault::SecretString;
 use wechat::SystemClock;
@@ -542,7 +542,8 @@ pub async fn apikey_revoke(config: &Config, appid: &str, key_id: &str) -> anyhow
 fn describe_client(client: &OidcClient, issuer: &str) -> String {
     format!(
         "client_id:     {}\nname:          {}\nissuer:        {issuer}\nlogin mode:    {}\n\
-         redirect URIs: {}\nclient type:   {}\ncreated:       {}\n",
+         redirect URIs: {}\nclient type:   {}\nID tokens:     {}\nlogins:        {}\n\
+         scan confirm:  {}\ncreated:       {}\n",
         client.client_id,
         client.name,
         client.login_mode,
@@ -552,8 +553,29 @@ fn describe_client(client: &OidcClient, issuer: &str) -> String {
         } else {
             "public (PKCE only)"
         },
+        client.id_token_signed_response_alg,
+        match client.login_surface {
+            LoginSurface::Auto => "auto (WeChat's page inside WeChat, the scan page elsewhere)",
+            LoginSurface::Wechat => "wechat (always WeChat's authorize page)",
+            LoginSurface::Scan => "scan (always the scan page)",
+        },
+        match client.scan_confirmation {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "default (on while pushes are in plain mode)",
+        },
         time(client.created_at)
     )
+}
+
+/// Parses `on` / `off` / `default` for `--scan-confirmation`.
+pub fn scan_confirmation(text: &str) -> anyhow::Result<Option<bool>> {
+    match text {
+        "on" => Ok(Some(true)),
+        "off" => Ok(Some(false)),
+        "default" => Ok(None),
+        other => anyhow::bail!("scan confirmation {other:?} is not on, off or default"),
+    }
 }
 
 /// Parses `follow-required` / `userinfo`.
@@ -625,19 +647,15 @@ pub async fn client_show(config: &Config, appid: &str, client_id: &str) -> anyho
     Ok(describe_client(&website.client, &website.issuer))
 }
 
-/// `wxhub client edit`: `None` keeps a field.
+/// `wxhub client edit`.
 pub async fn client_edit(
     config: &Config,
     appid: &str,
     client_id: &str,
-    name: Option<String>,
-    redirect_uris: Vec<String>,
-    mode: Option<LoginMode>,
+    changes: &WebsiteChanges,
 ) -> anyhow::Result<String> {
-    let uris = (!redirect_uris.is_empty()).then_some(redirect_uris);
     let client = with_tenancy(config, async |t, p| {
-        t.edit_website(p, appid, client_id, name.as_deref(), uris.as_deref(), mode)
-            .await
+        t.edit_website(p, appid, client_id, changes).await
     })
     .await?;
     let issuer = format!(

@@ -5,6 +5,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use store::accounts::{AccountKind, TokenMode};
+use tenancy::websites::WebsiteChanges;
 use wechat::SystemClock;
 use wechat_sim::{AccountSpec, SimConfig, Simulator};
 use wxhub::config::{Config, ConfigArgs};
@@ -316,16 +317,44 @@ async fn cli_checks_secrets_with_wechat_and_manages_websites_and_the_audit_log()
         &config,
         APPID,
         &client_id,
-        Some("Renamed".to_owned()),
-        Vec::new(),
-        Some(store::oidc::LoginMode::FollowRequired),
+        &WebsiteChanges {
+            name: Some("Renamed".to_owned()),
+            login_mode: Some(store::oidc::LoginMode::FollowRequired),
+            id_token_signed_response_alg: Some("ES256".parse().unwrap()),
+            login_surface: Some("scan".parse().unwrap()),
+            scan_confirmation: Some(tenants::scan_confirmation("on").unwrap()),
+            ..WebsiteChanges::default()
+        },
+    )
+    .await
+    .unwrap();
+    for shown in [
+        "Renamed",
+        "follow_required",
+        "ID tokens:     ES256",
+        "logins:        scan",
+        "scan confirm:  on",
+        "https://site.example/cb",
+    ] {
+        assert!(edited.contains(shown), "{shown} not in {edited}");
+    }
+    // What an edit leaves out is kept; `default` hands the choice back to the push mode.
+    let edited = tenants::client_edit(
+        &config,
+        APPID,
+        &client_id,
+        &WebsiteChanges {
+            scan_confirmation: Some(tenants::scan_confirmation("default").unwrap()),
+            ..WebsiteChanges::default()
+        },
     )
     .await
     .unwrap();
     assert!(
-        edited.contains("Renamed") && edited.contains("follow_required"),
+        edited.contains("Renamed") && edited.contains("ES256") && edited.contains("default ("),
         "{edited}"
     );
+    assert!(tenants::scan_confirmation("maybe").is_err());
     let rotated = tenants::client_rotate_secret(&config, APPID, &client_id)
         .await
         .unwrap();

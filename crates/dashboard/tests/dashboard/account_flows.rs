@@ -309,6 +309,69 @@ pub async fn an_owner_runs_an_account_from_its_page(db: TestDatabase) {
         site.redirect_uris,
         vec!["https://shop.example/new".to_owned()]
     );
+    // The page shows what is set (RS256, by browser, confirmation by push mode)...
+    let page = owner.get(&base).await;
+    for checked in [
+        r#"name="alg" value="RS256" checked"#,
+        r#"name="surface" value="auto" checked"#,
+        r#"name="confirmation" value="default" checked"#,
+    ] {
+        assert!(page.body.contains(checked), "{checked}");
+    }
+    // ...and the same form changes them.
+    let form = |alg, surface, confirmation| {
+        [
+            ("name", "Shop two"),
+            ("redirect_uris", "https://shop.example/new"),
+            ("mode", "follow_required"),
+            ("alg", alg),
+            ("surface", surface),
+            ("confirmation", confirmation),
+        ]
+    };
+    let edited = owner
+        .post(
+            &format!("{base}/websites/{client_id}/edit"),
+            &form("ES256", "scan", "on"),
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::SEE_OTHER);
+    let site = env
+        .tenancy
+        .website(&Principal::cli(), APPID_A, &client_id)
+        .await
+        .unwrap()
+        .client;
+    assert_eq!(
+        site.id_token_signed_response_alg,
+        store::oidc::SigningAlg::Es256
+    );
+    assert_eq!(site.login_surface, store::oidc::LoginSurface::Scan);
+    assert_eq!(site.scan_confirmation, Some(true));
+    let page = owner.get(&base).await;
+    for checked in [
+        r#"name="alg" value="ES256" checked"#,
+        r#"name="surface" value="scan" checked"#,
+        r#"name="confirmation" value="on" checked"#,
+    ] {
+        assert!(page.body.contains(checked), "{checked}");
+    }
+    // A value no radio offers is refused in place and changes nothing.
+    let bad = owner
+        .post(
+            &format!("{base}/websites/{client_id}/edit"),
+            &form("HS256", "scan", "off"),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("HS256"), "{}", bad.body);
+    let site = env
+        .tenancy
+        .website(&Principal::cli(), APPID_A, &client_id)
+        .await
+        .unwrap()
+        .client;
+    assert_eq!(site.scan_confirmation, Some(true));
     let rotated = owner
         .post(&format!("{base}/websites/{client_id}/rotate"), &[])
         .await;

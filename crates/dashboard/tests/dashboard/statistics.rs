@@ -8,6 +8,7 @@ use testkit::TestDatabase;
 use crate::common::{APPID_A, APPID_B, Env, OPERATOR, OWNER_A, OWNER_B, START};
 
 const DAY: i64 = 86_400_000;
+const HOUR: i64 = 3_600_000;
 
 pub async fn charts_show_the_counted_numbers_to_owners_and_operators(db: TestDatabase) {
     let env = Env::start(db, |_| {}).await;
@@ -26,7 +27,12 @@ pub async fn charts_show_the_counted_numbers_to_owners_and_operators(db: TestDat
     };
     store
         .add_stats(&StatsBatch {
-            hourly: Vec::new(),
+            hourly: vec![row(
+                stats::calendar::hour_start(START) - 2 * HOUR,
+                "token.reads",
+                "a-key-since-deleted",
+                4,
+            )],
             daily: vec![
                 row(yesterday, "token.refresh.ok", "", 12),
                 row(yesterday, "token.refresh.failed", "40164", 3),
@@ -87,12 +93,61 @@ pub async fn charts_show_the_counted_numbers_to_owners_and_operators(db: TestDat
         "<th scope=\"row\">{}</th><td>12</td><td>3</td>",
         label(yesterday)
     )));
-    let funnel = page.between("id=\"funnel\"", "</section>").unwrap();
+    // The funnel and the reasons as pictures (a bar per step) with their tables.
+    let funnel = page.between("id=\"chart-funnel\"", "</section>").unwrap();
+    assert!(funnel.contains("<title>开始: 9</title>"), "{funnel}");
+    assert!(funnel.contains("<title>已登录: 5</title>"), "{funnel}");
     assert!(
         funnel.contains("<th scope=\"row\">开始</th><td>9</td>"),
         "{funnel}"
     );
-    assert!(funnel.contains("<th scope=\"row\">未关注</th><td>2</td>"));
+    let failures = page
+        .between("id=\"chart-login_failures\"", "</section>")
+        .unwrap();
+    assert!(failures.contains("<th scope=\"row\">未关注</th><td>2</td>"));
+    // Logins by website and mode: the website is gone, its logins are not.
+    let by_site = page
+        .between("id=\"chart-logins_by_site\"", "</section>")
+        .unwrap();
+    assert!(
+        by_site.contains(&format!(
+            "<title>{} · 已删除的网站 · 须关注: 5</title>",
+            label(today)
+        )),
+        "{by_site}"
+    );
+    // The last 24 hours, hour by hour, from the hourly rows.
+    let hours = owner.get(&format!("{base}?days=1")).await;
+    let reads = hours
+        .between("id=\"chart-token_reads\"", "</section>")
+        .unwrap();
+    assert!(
+        reads.contains(&format!(
+            "<title>{} · 已删除的密钥: 4</title>",
+            hour_label(stats::calendar::hour_start(START) - 2 * HOUR)
+        )),
+        "{reads}"
+    );
+    assert!(!hours.body.contains("id=\"chart-followers\""));
+    // Summed by week: the CSV's buckets are weeks, the first labelled by the range's first day.
+    let weeks = owner
+        .get(&format!("{base}.csv?days=30&by=week&chart=refreshes"))
+        .await;
+    let lines: Vec<&str> = weeks.body.lines().collect();
+    assert_eq!(lines[0], "周（起）,成功,失败");
+    let from = today - 29 * DAY;
+    let mut week = stats::calendar::week_start(from);
+    let mut expected = Vec::new();
+    while week < today + DAY {
+        let start = week.max(from);
+        let (ok, failed) = [(yesterday, 12, 3), (today, 7, 0)]
+            .iter()
+            .filter(|(day, _, _)| *day >= start && *day < week + 7 * DAY)
+            .fold((0, 0), |(o, f), (_, ok, fail)| (o + ok, f + fail));
+        expected.push(format!("{},{ok},{failed}", date_label(start)));
+        week += 7 * DAY;
+    }
+    assert_eq!(lines[1..], expected[..]);
     // The CSV of one chart.
     let csv = owner
         .get(&format!("{base}.csv?days=7&chart=refreshes"))
@@ -132,6 +187,16 @@ pub async fn charts_show_the_counted_numbers_to_owners_and_operators(db: TestDat
 
 /// `MM-DD` of a China-time day start, as the charts label it.
 fn time_label(day: i64) -> String {
+    date_label(day)[5..].to_owned()
+}
+
+/// `HH:00` of an hour's start, China time.
+fn hour_label(hour: i64) -> String {
+    format!("{:02}:00", (hour + 8 * HOUR).rem_euclid(DAY) / HOUR)
+}
+
+/// `YYYY-MM-DD` of a China-time day.
+fn date_label(day: i64) -> String {
     let local = day + 8 * 3_600_000;
     let days = local.div_euclid(DAY);
     // Civil date from days since 1970-01-01 (the proleptic Gregorian calendar).
@@ -143,5 +208,6 @@ fn time_label(day: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!("{m:02}-{d:02}")
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }

@@ -234,6 +234,48 @@ async fn existing_follower_logs_in_with_a_scan_and_gets_told_in_wechat() {
     assert_eq!(login.sub, outcome.openid);
 }
 
+/// The funnel counts a PC login's scan as its return from WeChat, and a scanner who followed
+/// through the code as a follow.
+#[tokio::test]
+async fn pc_logins_are_counted_in_the_login_funnel() {
+    let env = Env::sqlite().await;
+    env.sim()
+        .follow(APPID, "bob", FollowOptions::default())
+        .await
+        .unwrap();
+    let (id, secret) = env.client(APPID, LoginMode::FollowRequired, false).await;
+    let rp = Rp::discover(&env, APPID, &id, secret).await;
+    for (person, event) in [("bob", "SCAN"), ("carol", "subscribe")] {
+        let pc = PcLogin::start(&env, &rp).await;
+        let outcome = env
+            .sim()
+            .scan_qrcode(QrScan::new(&pc.ticket, person))
+            .await
+            .unwrap();
+        assert_eq!(outcome.event, Some(event));
+        let done = pc.continue_(&env, 0).await;
+        rp.finish(pc.attempt, &location(&done)).await.unwrap();
+    }
+    // An abandoned code: started, never scanned.
+    PcLogin::start(&env, &rp).await;
+    let label = format!("follow_required/{}", crate::stats::website(&env, &id).await);
+    let funnel: Vec<_> = crate::stats::counts(&env)
+        .await
+        .into_iter()
+        .filter(|(metric, _, _)| metric.starts_with("login."))
+        .collect();
+    use crate::stats::row;
+    assert_eq!(
+        funnel,
+        [
+            row("login.completed", &label, 2),
+            row("login.followed", &label, 1),
+            row("login.returned", &label, 2),
+            row("login.started", &label, 3),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn an_expired_code_is_answered_in_wechat_and_the_page_gets_a_new_one() {
     let env = Env::sqlite().await;
@@ -508,23 +550,28 @@ async fn a_website_may_require_confirmation_or_choose_where_logins_happen() {
     let account = env.account_id(APPID).await;
     let client = env.store().find_oidc_client(&id).await.unwrap().unwrap();
     assert_eq!(client.login_surface, LoginSurface::Auto);
+    let edit_client_id = client.id.clone();
     let set = |surface, confirmation| {
         let env = &env;
-        let (account, client_id) = (account.clone(), client.id.clone());
+        let edit_client_id = edit_client_id.clone();
+        let account = account.clone();
+        let edit = store::oidc::ClientEdit {
+            login_surface: surface,
+            scan_confirmation: confirmation,
+            ..store::oidc::ClientEdit::from(&client)
+        };
         async move {
-            assert!(
-                env.store()
-                    .set_oidc_client_login_options(
-                        &account,
-                        &client_id,
-                        surface,
-                        confirmation,
-                        env.now(),
-                        &store::audit::AuditRecord::new("test", "website.update"),
-                    )
-                    .await
-                    .unwrap()
-            );
+            env.store()
+                .update_oidc_client(
+                    &account,
+                    &edit_client_id,
+                    &edit,
+                    env.now(),
+                    &store::audit::AuditRecord::new("test", "website.update"),
+                )
+                .await
+                .unwrap()
+                .expect("the website exists");
         }
     };
     let rp = Rp::discover(&env, APPID, &id, secret).await;

@@ -10,7 +10,7 @@ use wechat_sim::FollowOptions;
 use crate::common::*;
 
 /// Every count of the account, as `(metric, label, value)`, after flushing.
-async fn counts(env: &Env) -> Vec<(String, String, i64)> {
+pub(crate) async fn counts(env: &Env) -> Vec<(String, String, i64)> {
     env.hubs[0].stats.flush().await.unwrap();
     let mut rows: Vec<_> = env
         .store()
@@ -30,12 +30,12 @@ async fn counts(env: &Env) -> Vec<(String, String, i64)> {
     rows
 }
 
-fn row(metric: &str, label: &str, value: i64) -> (String, String, i64) {
+pub(crate) fn row(metric: &str, label: &str, value: i64) -> (String, String, i64) {
     (metric.to_owned(), label.to_owned(), value)
 }
 
 /// The internal id of the website whose OIDC client_id is `client_id`.
-async fn website(env: &Env, client_id: &str) -> String {
+pub(crate) async fn website(env: &Env, client_id: &str) -> String {
     env.store()
         .find_oidc_client(client_id)
         .await

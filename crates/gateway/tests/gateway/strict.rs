@@ -162,18 +162,23 @@ async fn new_clients_get_rs256_tokens_and_es256_clients_get_es256() {
     let account = env.account_id(APPID).await;
     let client = env.store().find_oidc_client(&id).await.unwrap().unwrap();
     assert_eq!(client.id_token_signed_response_alg, SigningAlg::Rs256);
-    assert!(
-        env.store()
-            .set_oidc_client_signing_alg(
-                &account,
-                &client.id,
-                SigningAlg::Es256,
-                env.now(),
-                &store::audit::AuditRecord::new("test", "website.update"),
-            )
-            .await
-            .unwrap()
-    );
+    let edit = store::oidc::ClientEdit {
+        id_token_signed_response_alg: SigningAlg::Es256,
+        ..store::oidc::ClientEdit::from(&client)
+    };
+    let edited = env
+        .store()
+        .update_oidc_client(
+            &account,
+            &client.id,
+            &edit,
+            env.now(),
+            &store::audit::AuditRecord::new("test", "website.update"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(edited.id_token_signed_response_alg, SigningAlg::Es256);
     let attempt = rp.start();
     let back = browse_to_callback(&env, &attempt.url.clone(), "alice", "allow").await;
     let refused = rp.finish(attempt, &location(&back)).await.unwrap_err();

@@ -61,6 +61,23 @@ pub struct ClientEdit {
     pub name: String,
     pub redirect_uris: Vec<String>,
     pub login_mode: LoginMode,
+    pub id_token_signed_response_alg: SigningAlg,
+    pub login_surface: LoginSurface,
+    pub scan_confirmation: Option<bool>,
+}
+
+impl From<&OidcClient> for ClientEdit {
+    /// An edit that keeps everything, to change one field of.
+    fn from(client: &OidcClient) -> Self {
+        ClientEdit {
+            name: client.name.clone(),
+            redirect_uris: client.redirect_uris.clone(),
+            login_mode: client.login_mode,
+            id_token_signed_response_alg: client.id_token_signed_response_alg,
+            login_surface: client.login_surface,
+            scan_confirmation: client.scan_confirmation,
+        }
+    }
 }
 
 macro_rules! client_columns {
@@ -229,7 +246,9 @@ impl Store {
         })
     }
 
-    /// Replaces a client's name, redirect URIs and login mode, with its audit entry. Returns
+    /// Replaces a client's settings (name, redirect URIs, login mode, ID token algorithm, login
+    /// surface, scan confirmation), with its audit entry. Tokens already issued keep their
+    /// signatures (the JWKS publishes every algorithm's keys). Returns
     /// the client, or `None` if the account has no such client.
     pub async fn update_oidc_client(
         &self,
@@ -242,12 +261,14 @@ impl Store {
         const SQL: Sql = Sql {
             sqlite: concat!(
                 "UPDATE oidc_clients SET name = ?, redirect_uris = ?, login_mode = ?, \
+                 id_token_signed_response_alg = ?, login_surface = ?, scan_confirmation = ?, \
                  updated_at = ? WHERE account_id = ? AND id = ? RETURNING ",
                 client_columns!()
             ),
             postgres: concat!(
                 "UPDATE oidc_clients SET name = $1, redirect_uris = $2, login_mode = $3, \
-                 updated_at = $4 WHERE account_id = $5 AND id = $6 RETURNING ",
+                 id_token_signed_response_alg = $4, login_surface = $5, scan_confirmation = $6, \
+                 updated_at = $7 WHERE account_id = $8 AND id = $9 RETURNING ",
                 client_columns!()
             ),
         };
@@ -258,6 +279,9 @@ impl Store {
                 .bind(&edit.name)
                 .bind(&uris)
                 .bind(edit.login_mode.as_db())
+                .bind(edit.id_token_signed_response_alg.as_db())
+                .bind(edit.login_surface.as_db())
+                .bind(edit.scan_confirmation)
                 .bind(now)
                 .bind(account_id)
                 .bind(id)
@@ -267,79 +291,6 @@ impl Store {
             let updated = client_from_row(&row)?;
             commit_audited!(self, tx, d, record, now);
             Ok(Some(updated))
-        })
-    }
-
-    /// Sets the algorithm of a client's ID tokens, with its audit entry. Returns `false` if the
-    /// account has no such client. Tokens already issued keep their signatures (the JWKS
-    /// publishes every algorithm's keys).
-    pub async fn set_oidc_client_signing_alg(
-        &self,
-        account_id: &str,
-        id: &str,
-        alg: SigningAlg,
-        now: i64,
-        record: &AuditRecord,
-    ) -> Result<bool, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "UPDATE oidc_clients SET id_token_signed_response_alg = ?, updated_at = ? \
-                     WHERE account_id = ? AND id = ?",
-            postgres: "UPDATE oidc_clients SET id_token_signed_response_alg = $1, updated_at = $2 \
-                       WHERE account_id = $3 AND id = $4",
-        };
-        on_backend!(self, |pool, d| {
-            let mut tx = pool.begin_write().await?;
-            let updated = sqlx::query(SQL.get(d))
-                .bind(alg.as_db())
-                .bind(now)
-                .bind(account_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if !updated {
-                return Ok(false);
-            }
-            commit_audited!(self, tx, d, record, now);
-            Ok(true)
-        })
-    }
-
-    /// Sets where a client's logins happen and whether scans need confirming in WeChat, with
-    /// its audit entry. Returns `false` if the account has no such client.
-    pub async fn set_oidc_client_login_options(
-        &self,
-        account_id: &str,
-        id: &str,
-        surface: LoginSurface,
-        scan_confirmation: Option<bool>,
-        now: i64,
-        record: &AuditRecord,
-    ) -> Result<bool, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "UPDATE oidc_clients SET login_surface = ?, scan_confirmation = ?, \
-                     updated_at = ? WHERE account_id = ? AND id = ?",
-            postgres: "UPDATE oidc_clients SET login_surface = $1, scan_confirmation = $2, \
-                       updated_at = $3 WHERE account_id = $4 AND id = $5",
-        };
-        on_backend!(self, |pool, d| {
-            let mut tx = pool.begin_write().await?;
-            let updated = sqlx::query(SQL.get(d))
-                .bind(surface.as_db())
-                .bind(scan_confirmation)
-                .bind(now)
-                .bind(account_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if !updated {
-                return Ok(false);
-            }
-            commit_audited!(self, tx, d, record, now);
-            Ok(true)
         })
     }
 

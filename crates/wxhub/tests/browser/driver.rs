@@ -324,6 +324,19 @@ impl Browser {
         self.switch_language(&first).await;
     }
 
+    /// Photographs the page as [`Browser::shoot`] does, with the browser asking for a dark
+    /// colour scheme (`prefers-color-scheme: dark`).
+    pub async fn shoot_dark(&mut self, name: &str) {
+        if self.shots.is_none() {
+            return;
+        }
+        let dark = json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] });
+        self.cdp("Emulation.setEmulatedMedia", dark).await;
+        self.shoot(&format!("{name}-dark")).await;
+        self.cdp("Emulation.setEmulatedMedia", json!({ "features": [] }))
+            .await;
+    }
+
     async fn shoot_at(&mut self, width: u32, file: &Path) {
         // A desktop window cannot be narrower than 500 px, so the widths are emulated the way
         // DevTools' device mode does it (a phone's width also honours the page's viewport tag).

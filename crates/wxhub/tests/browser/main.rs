@@ -226,6 +226,7 @@ async fn scenario(b: &mut Browser, world: &mut World) {
         .await;
     assert!(b.text("main").await.contains(END_USER.1));
     b.shoot_both("owner-end-users").await;
+    end_user_logs_in_on_a_computer(b, world).await;
     sign_out(b).await;
     operator_finds_the_account_and_exports_the_audit_log(b, world).await;
 }
@@ -485,6 +486,88 @@ async fn end_user_logs_in_to_the_sample_site(b: &mut Browser, world: &World) {
     assert!(userinfo.contains(END_USER.1), "{userinfo}");
     assert!(b.url().await.as_str().starts_with(&world.site));
     b.shoot("site-logged-in").await;
+}
+
+/// The owner connects the account's pushes (generated Token and EncodingAESKey, pasted into
+/// WeChat's console) and makes the website always show the scan page; the end user's
+/// computer then signs in when the phone scans, the page learning it by itself.
+async fn end_user_logs_in_on_a_computer(b: &mut Browser, world: &World) {
+    b.goto(&world.dashboard(&format!("/accounts/{APPID}/console")))
+        .await;
+    b.click_to_next_page(&format!(
+        "form[action='/dashboard/accounts/{APPID}/console/push-credentials'] button"
+    ))
+    .await;
+    let (token, aes_key) = (b.value("#push-token").await, b.value("#push-aes-key").await);
+    assert_eq!(aes_key.len(), 43, "{aes_key}");
+    let push_url = format!("{}/t/{APPID}/wechat/push", world.hub);
+    world
+        .sim
+        .modify_account(APPID, |spec| {
+            spec.push_token = token.clone();
+            spec.encoding_aes_key = Some(aes_key.clone());
+            spec.push_mode = wechat_sim::PushMode::Safe;
+            spec.push_url = Some(push_url.clone());
+        })
+        .unwrap();
+
+    // The website's own settings: always the scan page.
+    b.goto(&world.dashboard(&format!("/accounts/{APPID}")))
+        .await;
+    b.wait_for("#websites details summary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_for("#websites input[name=surface][value=scan]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.shoot("owner-website-settings").await;
+    b.click_to_next_page("#websites form[action$='/edit'] button[type=submit]")
+        .await;
+    b.wait_for("#websites input[name=surface][value=scan][checked]")
+        .await;
+
+    b.goto(&world.site).await;
+    b.click_to_next_page("a[href='/login?client=0']").await;
+    let qr = b.wait_for("#scan-qr").await;
+    let image = qr.attr("src").await.unwrap().expect("the code's image");
+    let image = url::Url::parse(&image).expect("an absolute image URL");
+    let ticket = image
+        .query_pairs()
+        .find_map(|(k, v)| (k == "ticket").then(|| v.into_owned()))
+        .expect("showqrcode?ticket=…");
+    b.shoot("scan-page").await;
+    b.shoot_dark("scan-page").await;
+    // The image is the simulator's real QR code of the ticket.
+    let png = reqwest::get(image.as_str()).await.unwrap();
+    assert_eq!(png.status(), 200);
+    assert_eq!(png.headers()["content-type"], "image/png");
+
+    let outcome = world
+        .sim
+        .scan_qrcode(wechat_sim::QrScan::new(&ticket, END_USER.0))
+        .await
+        .unwrap();
+    let delivery = outcome.delivery.expect("a push reached the hub");
+    assert!(delivery.acknowledged, "{delivery:?}");
+    // The page goes on by itself (Server-Sent Events), through the website's callback.
+    let deadline = Instant::now() + TIMEOUT;
+    while !b.url().await.as_str().starts_with(&world.site)
+        || !b.text("h1").await.contains("Logged in")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the scan page did not move on: at {}",
+            b.url().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(b.text("pre#userinfo").await.contains(&outcome.openid));
+    b.shoot("site-logged-in-by-scan").await;
+    b.goto(&world.dashboard("/accounts")).await;
 }
 
 async fn operator_finds_the_account_and_exports_the_audit_log(b: &mut Browser, world: &World) {
