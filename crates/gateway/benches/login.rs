@@ -333,9 +333,9 @@ fn spread(mut ratios: Vec<f64>) -> (f64, f64, f64) {
 /// over their own databases and simulators, taking turns: each round runs both, the order
 /// swapped every round, so drift on the machine falls on both.
 async fn stats_on_off(kind: DbKind, pg: Option<String>, db: &'static str) -> StatsRatio {
-    let on = Env::start(kind, 1, pg.clone()).await;
+    let on = Env::start_with(kind, 1, pg.clone(), unlimited()).await;
     let _flusher = on.hubs[0].stats.spawn_flusher();
-    let off = Env::without_stats(kind, pg).await;
+    let off = Env::without_stats(kind, pg, unlimited()).await;
     let mut rps = Vec::new();
     for env in [&on, &off] {
         env.sim()
@@ -502,6 +502,22 @@ async fn measure(env: &Env, db: &'static str) -> Figures {
     f
 }
 
+/// Every login here comes from one address: the per-address and per-account limits on login
+/// starts and token requests would measure themselves, not the flow.
+fn unlimited() -> gateway::limits::GatewayLimits {
+    let open = gateway::limits::Rate {
+        burst: 1_000_000,
+        every: Duration::from_micros(1),
+    };
+    gateway::limits::GatewayLimits {
+        authorize_per_ip: open,
+        authorize_per_account: open,
+        public_token_per_ip: open,
+        public_token_per_account: open,
+        ..Default::default()
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -510,13 +526,13 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let mut figures = Vec::new();
-        let env = Env::sqlite().await;
+        let env = Env::start_with(DbKind::Sqlite, 1, None, unlimited()).await;
         figures.push(measure(&env, "SQLite").await);
         let (pushes_per_sec, push_p99) = push_acks(&env).await;
         drop(env);
         let mut ratios = vec![stats_on_off(DbKind::Sqlite, None, "SQLite").await];
         if let Some(url) = testkit::postgres_admin_url() {
-            let env = Env::start(DbKind::Postgres, 1, Some(url.clone())).await;
+            let env = Env::start_with(DbKind::Postgres, 1, Some(url.clone()), unlimited()).await;
             figures.push(measure(&env, "PostgreSQL").await);
             drop(env);
             ratios.push(stats_on_off(DbKind::Postgres, Some(url), "PostgreSQL").await);

@@ -282,6 +282,14 @@ fn main() {
                 burst: 10_000,
                 every: Duration::from_millis(1),
             },
+            authorize_per_ip: gateway::limits::Rate {
+                burst: 10_000,
+                every: Duration::from_millis(1),
+            },
+            authorize_per_account: gateway::limits::Rate {
+                burst: 10_000,
+                every: Duration::from_millis(1),
+            },
             ..Default::default()
         };
         let mut figures = Vec::new();

@@ -198,6 +198,10 @@ pub enum GatewayError {
     /// The HTTP client for relays could not be built.
     #[error("the relay HTTP client cannot be built")]
     HttpClient(#[source] reqwest::Error),
+    /// Too many requests from this client IP or at this account
+    /// ([`crate::limits::GatewayLimits`]); answered 429 with `Retry-After`.
+    #[error("rate limited; retry after {retry_after:?}")]
+    RateLimited { retry_after: std::time::Duration },
     /// A broken invariant of wxhub's own data (never the caller's fault).
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -429,6 +433,18 @@ impl GatewayError {
                     )
                 }
             }
+            GatewayError::RateLimited { .. } => Page::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                ("请稍后再试", "Please wait a moment"),
+                (
+                    "短时间内从你的网络或在这个公众号上发起的登录太多。",
+                    "Too many logins were started from your network, or at this account, in a short time.",
+                ),
+                (
+                    "请稍等片刻，然后回到网站重新点击登录。",
+                    "Wait a moment, then go back to the website and start the login again.",
+                ),
+            ),
             GatewayError::CoreToken(_) => Page::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ("公众号暂时不可用", "The account is temporarily unavailable"),
@@ -545,6 +561,15 @@ impl IntoResponse for GatewayError {
                 response
             }
             GatewayError::Push(rejection) => (rejection.status(), rejection.text()).into_response(),
+            GatewayError::RateLimited { retry_after } => {
+                let mut response = GatewayError::RateLimited { retry_after }
+                    .page()
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after_value(retry_after));
+                response
+            }
             other => other.page().into_response(),
         }
     }
@@ -567,6 +592,22 @@ impl IntoResponse for OAuthError {
         match self.0 {
             error @ (GatewayError::Token { .. } | GatewayError::InvalidAccessToken) => {
                 error.into_response()
+            }
+            GatewayError::RateLimited { retry_after } => {
+                GatewayError::RateLimited { retry_after }.log();
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    axum::Json(json!({
+                        "error": "temporarily_unavailable",
+                        "error_description": "too many token requests; retry after the time in Retry-After",
+                    })),
+                )
+                    .into_response();
+                let headers = response.headers_mut();
+                headers.insert(header::RETRY_AFTER, retry_after_value(retry_after));
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+                response
             }
             GatewayError::MethodNotAllowed { allow } => {
                 let mut response = (
@@ -608,4 +649,10 @@ impl IntoResponse for OAuthError {
             }
         }
     }
+}
+
+/// Whole seconds, rounded up (RFC 9110 §10.2.3), at least 1.
+fn retry_after_value(wait: std::time::Duration) -> HeaderValue {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
 }

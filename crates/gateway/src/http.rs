@@ -192,7 +192,12 @@ async fn authorize(
     appid: &str,
     params: Params,
     headers: &HeaderMap,
+    ip: Option<std::net::IpAddr>,
 ) -> Result<Response, GatewayError> {
+    // Each login start stores a pending login: limited before anything is read or written.
+    gw.limits
+        .authorize(ip, appid)
+        .map_err(|retry_after| GatewayError::RateLimited { retry_after })?;
     let browser = gw.browser_binding(headers);
     let from = Browser::from_user_agent(
         headers
@@ -216,22 +221,25 @@ async fn authorize_get(
     State(gw): Gw,
     Path(appid): Path<String>,
     RawQuery(query): RawQuery,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
-    authorize(&gw, &appid, Params::from_query(query.as_deref()), &headers).await
+    let params = Params::from_query(query.as_deref());
+    authorize(&gw, &appid, params, &headers, ip).await
 }
 
 /// OIDC Core §3.1.2.1: the same request as a form POST (parameters in the body only).
 async fn authorize_post(
     State(gw): Gw,
     Path(appid): Path<String>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, GatewayError> {
     if !is_form(&headers) {
         return Err(GatewayError::MalformedLoginRequest);
     }
-    authorize(&gw, &appid, Params::parse(&body), &headers).await
+    authorize(&gw, &appid, Params::parse(&body), &headers, ip).await
 }
 
 /// The credentials after an `Authorization` scheme, matched case-insensitively
@@ -277,6 +285,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<BasicCredentials>, Ga
 async fn token(
     State(gw): Gw,
     Path(appid): Path<String>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, OAuthError> {
@@ -292,6 +301,13 @@ async fn token(
     };
     let params = TokenParams::from_params(&Params::parse(&body))?;
     let basic = basic_credentials(&headers)?;
+    if basic.is_none() && params.client_secret.is_none() {
+        // No secret to check before the code is redeemed in a write transaction: limited.
+        // A confidential client's backend is checked by its secret first and not limited.
+        gw.limits
+            .public_token(ip, &appid)
+            .map_err(|retry_after| GatewayError::RateLimited { retry_after })?;
+    }
     let response = crate::oidc::token(&gw, &appid, basic, params).await?;
     Ok(json_no_store(json!(response)))
 }

@@ -73,6 +73,8 @@ pub(crate) enum ApiError {
     RateLimited { retry_after_secs: i64 },
     #[error("this API key reported more than {limit} rejected tokens in the last hour")]
     TooManyReports { limit: u32, retry_after_secs: i64 },
+    #[error("too many unknown API keys from this address or for this account")]
+    UnknownKeysLimited { retry_after_secs: i64 },
     #[error("the first token is still being fetched")]
     Pending,
     #[error("WeChat could not be reached: {0}")]
@@ -135,6 +137,9 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "refresh_rate_limited"),
             ApiError::TooManyReports { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_reports"),
+            ApiError::UnknownKeysLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_unknown_keys")
+            }
             ApiError::Pending => (StatusCode::SERVICE_UNAVAILABLE, "token_pending"),
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -163,6 +168,9 @@ impl IntoResponse for ApiError {
             ApiError::TooManyReports {
                 retry_after_secs, ..
             } => (self.to_string(), None, None, Some(*retry_after_secs)),
+            ApiError::UnknownKeysLimited { retry_after_secs } => {
+                (self.to_string(), None, None, Some(*retry_after_secs))
+            }
             ApiError::Pending => (self.to_string(), None, None, Some(1)),
             ApiError::Internal(cause) => {
                 // The whole chain, for the operator; the caller gets a fixed sentence.
@@ -233,6 +241,14 @@ fn token_response(body: Vec<u8>) -> Response {
         .into_response()
 }
 
+/// The client's address, when the server records it (`ConnectInfo`).
+pub(crate) fn peer(request: &Request) -> Option<std::net::IpAddr> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip())
+}
+
 /// What a request needs its key to allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {
@@ -248,6 +264,7 @@ impl TokenService {
         &self,
         appid: &str,
         headers: &HeaderMap,
+        peer: Option<std::net::IpAddr>,
         scope: Scope,
     ) -> Result<Arc<VerifiedKey>, ApiError> {
         let key = headers
@@ -265,6 +282,16 @@ impl TokenService {
         let verified = match self.inner.keys.fresh(&hash, now, ttl) {
             Some(verified) => verified,
             None => {
+                // A key never verified here costs a database read: limited, so guessing
+                // keys cannot turn into a flood of queries.
+                if !self.inner.keys.knows(&hash)
+                    && let Err(wait) = self.inner.key_lookups.check(peer, appid)
+                {
+                    let secs = i64::try_from(wait.as_secs()).unwrap_or(i64::MAX);
+                    return Err(ApiError::UnknownKeysLimited {
+                        retry_after_secs: (secs + i64::from(wait.subsec_nanos() > 0)).max(1),
+                    });
+                }
                 let record = self
                     .inner
                     .store
@@ -341,7 +368,7 @@ async fn get_token(
 ) -> Result<Response, ApiError> {
     // `Request` rather than `HeaderMap`: the headers are read in place, not cloned.
     let verified = service
-        .authenticate(&appid, request.headers(), Scope::Token)
+        .authenticate(&appid, request.headers(), peer(&request), Scope::Token)
         .await?;
     let account_id = verified.account_id.as_str();
     let now = service.now();
@@ -387,11 +414,15 @@ struct InvalidReport {
 async fn report_invalid(
     State(service): State<TokenService>,
     Path(appid): Path<String>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
     let verified = service
-        .authenticate(&appid, &headers, Scope::Report)
+        .authenticate(&appid, &headers, peer, Scope::Report)
         .await?;
     let account_id = verified.account_id.as_str();
     // Parsed by hand: axum's JSON rejection would echo serde's message, which quotes values.

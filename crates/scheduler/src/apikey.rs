@@ -62,6 +62,15 @@ impl KeyCache {
         (same && now - entry.checked_at < ttl_ms && now >= entry.checked_at).then(|| entry.clone())
     }
 
+    /// Whether `hash` was verified on this replica (however long ago): such a key skips the
+    /// unknown-key limit ([`crate::limits`]).
+    pub fn knows(&self, hash: &KeyHash) -> bool {
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(hash)
+    }
+
     pub fn insert(&self, entry: Arc<VerifiedKey>) {
         self.entries
             .write()

@@ -26,6 +26,7 @@ pub mod apikey;
 mod cache;
 mod changes;
 mod engine;
+pub mod limits;
 pub mod policy;
 mod proxy;
 
@@ -91,6 +92,11 @@ pub struct SchedulerConfig {
     /// Where refreshes, token reads per API key and proxy calls are counted (default:
     /// disabled).
     pub stats: stats::Stats,
+    /// Database lookups of never-verified API keys one client IP may cause
+    /// ([`limits`]; more answer 429).
+    pub unknown_keys_per_ip: limits::Rate,
+    /// …and one account, all clients together.
+    pub unknown_keys_per_account: limits::Rate,
 }
 
 impl Default for SchedulerConfig {
@@ -112,6 +118,8 @@ impl Default for SchedulerConfig {
             reports_per_key_per_hour: 60,
             accepted_report_memo: Duration::from_secs(10),
             stats: stats::Stats::disabled(),
+            unknown_keys_per_ip: limits::DEFAULT_UNKNOWN_KEYS_PER_IP,
+            unknown_keys_per_account: limits::DEFAULT_UNKNOWN_KEYS_PER_ACCOUNT,
         }
     }
 }
@@ -183,6 +191,8 @@ struct Inner {
     proxy_http: reqwest::Client,
     cache: cache::TokenCache,
     keys: apikey::KeyCache,
+    /// Limits on looking up keys the cache has never seen.
+    key_lookups: limits::KeyLookups,
     /// One async mutex per account: single flight inside this process.
     flights: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     permits: Arc<Semaphore>,
@@ -239,6 +249,11 @@ impl TokenService {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| TokenError::HttpClient(e.without_url()))?;
+        let key_lookups = limits::KeyLookups::new(
+            config.unknown_keys_per_ip,
+            config.unknown_keys_per_account,
+            clock.clone(),
+        );
         let service = Self {
             inner: Arc::new(Inner {
                 api_base: client.config().api_base.clone(),
@@ -247,6 +262,7 @@ impl TokenService {
                 client,
                 clock,
                 permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+                key_lookups,
                 config,
                 proxy_http,
                 cache: cache::TokenCache::new(),

@@ -113,7 +113,12 @@ pub(crate) async fn proxy(
     request: Request,
 ) -> Result<Response, ApiError> {
     let verified = service
-        .authenticate(&appid, request.headers(), Scope::Proxy)
+        .authenticate(
+            &appid,
+            request.headers(),
+            crate::api::peer(&request),
+            Scope::Proxy,
+        )
         .await?;
     let account_id = verified.account_id.as_str();
     check_path(&path).map_err(ApiError::PathRefused)?;

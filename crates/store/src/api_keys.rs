@@ -187,12 +187,31 @@ impl Store {
     }
 
     /// Authenticates a key by its hash: the unrevoked key with this hash, with `now` recorded
-    /// as its last use.
+    /// as its last use. An unknown hash costs one read and no write: anyone can present a
+    /// well-formed key, and a write per attempt would make a flood of them contend with every
+    /// token write-back for the database's write lock.
     pub async fn use_api_key(
         &self,
         key_hash: &str,
         now: i64,
     ) -> Result<Option<ApiKey>, StoreError> {
+        const FIND: Sql = Sql {
+            sqlite: "SELECT 1 FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+            postgres: "SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        };
+        let known = on_backend!(self, |pool, d| {
+            Ok::<_, StoreError>(
+                sqlx::query(FIND.get(d))
+                    .bind(key_hash)
+                    .fetch_optional(pool)
+                    .await?
+                    .is_some(),
+            )
+        })?;
+        if !known {
+            return Ok(None);
+        }
+        // Revoked in between: the update finds no row, and the key is refused.
         const SQL: Sql = Sql {
             sqlite: concat!(
                 "UPDATE api_keys SET last_used_at = ? WHERE key_hash = ? AND revoked_at IS NULL \

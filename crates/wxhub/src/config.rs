@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -155,6 +156,44 @@ pub struct ConfigArgs {
         value_name = "BOOL"
     )]
     pub metrics_per_account: Option<bool>,
+
+    /// Seconds a client may take to send a request's headers, and may leave a kept-alive
+    /// connection idle; then the connection is closed [default: 10]
+    #[arg(
+        long,
+        env = "WXHUB_HTTP_HEADER_TIMEOUT",
+        global = true,
+        value_name = "SECS"
+    )]
+    pub http_header_timeout: Option<u64>,
+
+    /// Seconds a request may take until its answer starts (reading its body included); a
+    /// slower one is answered 408 [default: 30]
+    #[arg(
+        long,
+        env = "WXHUB_HTTP_REQUEST_TIMEOUT",
+        global = true,
+        value_name = "SECS"
+    )]
+    pub http_request_timeout: Option<u64>,
+
+    /// Connections open at once on each listener; further ones wait in the kernel's queue
+    /// until one closes [default: 4096]
+    #[arg(long, env = "WXHUB_MAX_CONNECTIONS", global = true, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Reverse proxies in front of wxhub, comma-separated addresses or blocks
+    /// (`10.0.0.0/8,2001:db8::/32`): for requests from them the client is taken from
+    /// `X-Forwarded-For`, so per-client limits tell clients apart [default: none; every
+    /// client is its connection's peer]
+    #[arg(
+        long = "trusted-proxy",
+        env = "WXHUB_TRUSTED_PROXIES",
+        global = true,
+        value_name = "IP[/N]",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<crate::listener::IpNet>,
 }
 
 /// How log lines are written.
@@ -189,6 +228,10 @@ struct FileConfig {
     metrics_listen: Option<SocketAddr>,
     metrics_token: Option<String>,
     metrics_per_account: Option<bool>,
+    http_header_timeout: Option<u64>,
+    http_request_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// Where the master keys come from.
@@ -231,6 +274,8 @@ pub struct Config {
     pub metrics_token: Option<MetricsToken>,
     /// Per-account labels in `/metrics`.
     pub metrics_per_account: bool,
+    /// Timeouts and the connection limit of every listener.
+    pub http: crate::listener::HttpLimits,
 }
 
 /// The `/metrics` bearer token: redacted in `Debug`, compared in constant time.
@@ -370,6 +415,47 @@ impl Config {
             Some(token) => Some(MetricsToken(token.trim().to_owned())),
             None => None,
         };
+        let defaults = crate::listener::HttpLimits::default();
+        let secs = |flag: Option<u64>, file: Option<u64>, name: &str, default: Duration| match flag
+            .or(file)
+        {
+            None => Ok(default),
+            Some(0) => bail!("{name} must be at least 1 second"),
+            Some(n) if n > 3600 => bail!("{name} must be at most 3600 seconds (got {n})"),
+            Some(n) => Ok(Duration::from_secs(n)),
+        };
+        let http = crate::listener::HttpLimits {
+            header_timeout: secs(
+                args.http_header_timeout,
+                file.http_header_timeout,
+                "http_header_timeout",
+                defaults.header_timeout,
+            )?,
+            request_timeout: secs(
+                args.http_request_timeout,
+                file.http_request_timeout,
+                "http_request_timeout",
+                defaults.request_timeout,
+            )?,
+            max_connections: match args.max_connections.or(file.max_connections) {
+                None => defaults.max_connections,
+                Some(n @ 1..=1_000_000) => n,
+                Some(n) => bail!("max_connections must be between 1 and 1000000 (got {n})"),
+            },
+            trusted_proxies: if args.trusted_proxies.is_empty() {
+                file.trusted_proxies
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|text| {
+                        text.parse()
+                            .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+                    .into()
+            } else {
+                args.trusted_proxies.clone().into()
+            },
+        };
         let require_totp_for_operators = args
             .require_totp_for_operators
             .or(file.require_totp_for_operators)
@@ -400,6 +486,7 @@ impl Config {
                 .metrics_per_account
                 .or(file.metrics_per_account)
                 .unwrap_or(false),
+            http,
         })
     }
 }
@@ -471,6 +558,39 @@ mod tests {
         .unwrap();
         assert_eq!(flagged.egress_ips.len(), 2, "flags replace the file's list");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn listener_limits_have_defaults_and_refuse_zero() {
+        let config = Config::load(&ConfigArgs::default()).unwrap();
+        assert_eq!(config.http, crate::listener::HttpLimits::default());
+        assert_eq!(config.http.header_timeout, Duration::from_secs(10));
+        let set = Config::load(&ConfigArgs {
+            http_header_timeout: Some(3),
+            http_request_timeout: Some(60),
+            max_connections: Some(100),
+            ..ConfigArgs::default()
+        })
+        .unwrap();
+        assert_eq!(set.http.header_timeout, Duration::from_secs(3));
+        assert_eq!(set.http.request_timeout, Duration::from_secs(60));
+        assert_eq!(set.http.max_connections, 100);
+        for args in [
+            ConfigArgs {
+                http_header_timeout: Some(0),
+                ..ConfigArgs::default()
+            },
+            ConfigArgs {
+                max_connections: Some(0),
+                ..ConfigArgs::default()
+            },
+        ] {
+            let err = Config::load(&args).unwrap_err().to_string();
+            assert!(
+                err.contains("http_header_timeout") || err.contains("max_connections"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -123,28 +123,68 @@ fn sample_authorize_url(sim_base: &url::Url) -> anyhow::Result<String> {
 }
 
 /// `wxhub sim`: the simulator alone, until SIGINT/SIGTERM.
-pub async fn run_sim(listen: SocketAddr, sample: bool) -> anyhow::Result<()> {
-    let sim = Simulator::new(SimConfig::default());
-    if sample {
-        seed_simulator(&sim, None).await?;
-        sim.follow(SAMPLES[0].appid, "alice", FollowOptions::default())
-            .await
-            .context("making alice follow the first sample account")?;
+/// How `wxhub sim` runs.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub listen: SocketAddr,
+    /// Start with the sample accounts and users.
+    pub sample: bool,
+    /// A clock that stands still until the control API moves it.
+    pub manual_clock: bool,
+    /// The hub the sample accounts push to and whose host their OAuth redirects may name.
+    pub hub_url: Option<url::Url>,
+}
+
+/// `wxhub sim`: the simulator alone until SIGINT/SIGTERM.
+pub async fn run_sim(options: SimOptions) -> anyhow::Result<()> {
+    let config = if options.manual_clock {
+        // Starts at the real time so tokens and quota days look ordinary, then moves only
+        // when a client asks (`/__sim/clock/advance`, `/__sim/clock/set`).
+        SimConfig::with_manual_clock(wechat::ManualClock::starting_now())
+    } else {
+        SimConfig::default()
+    };
+    let sim = Simulator::new(config);
+    if options.sample {
+        seed_simulator(&sim, options.hub_url.as_ref()).await?;
     }
+    let listen = options.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let base = url::Url::parse(&format!("http://{}/", listener.local_addr()?))?;
     println!("WeChat simulator at {base}");
     println!("  control API: {base}__sim/accounts (see crates/wechat-sim/README.md)");
-    if sample {
+    if options.manual_clock {
+        println!(
+            "  manual clock at {} ms: POST {base}__sim/clock/advance {{\"secs\": N}} moves it",
+            sim.now_ms()
+        );
+    }
+    if options.sample && options.hub_url.is_none() {
         println!(
             "  click through an authorization: {}",
             sample_authorize_url(&base)?
         );
     }
-    wechat_sim::serve_with_shutdown(listener, sim, server::shutdown_signal())
+    let serving = tokio::spawn(wechat_sim::serve_with_shutdown(
+        listener,
+        sim.clone(),
+        server::shutdown_signal(),
+    ));
+    if options.sample {
+        // With a hub, alice's subscribe push goes to it: it may start after the simulator,
+        // so a failed delivery only leaves alice following without the hub knowing yet.
+        if let Err(error) = sim
+            .follow(SAMPLES[0].appid, "alice", FollowOptions::default())
+            .await
+        {
+            tracing::warn!(%error, "alice could not follow the first sample account");
+        }
+    }
+    serving
         .await
+        .context("simulator task failed")?
         .context("simulator failed")
 }
 

@@ -3,7 +3,7 @@
 //!
 //! - [`config`]: the typed configuration (flags, `WXHUB_*` variables, TOML file, defaults);
 //! - [`unseal`]: loading the master keyring from where the configuration says;
-//! - [`server`]: `wxhub serve`, the HTTP server;
+//! - [`server`]: `wxhub serve`, the HTTP server, served by [`listener`] with its limits;
 //! - [`ops`]: the operator commands (`migrate`, `vault …`);
 //! - [`demo`]: `wxhub sim` and `wxhub demo`, with [`sample_site`], its tenant website;
 //! - [`tenants`]: `wxhub account …` and `wxhub apikey …` (accounts and API keys until the
@@ -12,6 +12,7 @@
 pub mod clients;
 pub mod config;
 pub mod demo;
+pub mod listener;
 pub mod login_gateway;
 pub mod ops;
 pub mod sample_site;

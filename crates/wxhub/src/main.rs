@@ -55,6 +55,38 @@ enum Command {
         /// Start empty instead of with the sample accounts and users.
         #[arg(long)]
         empty: bool,
+        /// A clock that starts at the current time and then moves only when told to, through
+        /// the control API: `POST /__sim/clock/advance` with `{"secs": N}` (or `{"ms": N}`)
+        /// and `POST /__sim/clock/set` with `{"now_ms": N}`. Without it those answer 409 and
+        /// the simulator follows the system clock.
+        #[arg(long)]
+        manual_clock: bool,
+        /// The hub the sample accounts push to (`URL/t/APPID/wechat/push`) and whose host
+        /// their OAuth redirects may name [default: no pushes, redirects to the simulator's own
+        /// page]
+        #[arg(long, value_name = "URL", conflicts_with = "empty")]
+        hub_url: Option<url::Url>,
+    },
+    /// Run the demo's sample tenant website alone, with one "Log in with WeChat" button per
+    /// client file (the saved output of `wxhub client create` for a confidential client whose
+    /// redirect URI is PUBLIC_URL/callback).
+    SampleSite {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7200", value_name = "ADDR")]
+        listen: SocketAddr,
+        /// The URL browsers reach the site at [default: http://LISTEN/]
+        #[arg(long = "site-url", value_name = "URL")]
+        site_url: Option<url::Url>,
+        /// What `wxhub client create` printed for a website (repeat for several).
+        #[arg(long = "client-file", required = true, value_name = "FILE")]
+        client_files: Vec<std::path::PathBuf>,
+    },
+    /// Ask a running server's /readyz and exit 0 if it is ready, 1 otherwise: a health check
+    /// for container images, which have no HTTP client.
+    Healthcheck {
+        /// The URL to ask [default: /readyz on --listen, on loopback when it is 0.0.0.0/[::]]
+        #[arg(long, value_name = "URL")]
+        url: Option<url::Url>,
     },
     /// Run everything on this machine for a look around: the WeChat simulator with sample
     /// accounts and users, and the hub on SQLite with a development keyring, its accounts
@@ -476,9 +508,33 @@ async fn run(command: Command, config: Config) -> anyhow::Result<String> {
             ops::vault_drop_key(&config, &key_id).await
         }
         Command::Client(command) => client_command(&config, command).await,
-        Command::Sim { listen, empty } => {
-            demo::run_sim(listen, !empty).await.map(|()| String::new())
+        Command::Sim {
+            listen,
+            empty,
+            manual_clock,
+            hub_url,
+        } => demo::run_sim(demo::SimOptions {
+            listen,
+            sample: !empty,
+            manual_clock,
+            hub_url,
+        })
+        .await
+        .map(|()| String::new()),
+        Command::SampleSite {
+            listen,
+            site_url,
+            client_files,
+        } => {
+            let site_url = match site_url {
+                Some(url) => url,
+                None => url::Url::parse(&format!("http://{listen}/"))?,
+            };
+            wxhub::sample_site::run(listen, site_url, &client_files)
+                .await
+                .map(|()| String::new())
         }
+        Command::Healthcheck { url } => ops::healthcheck(&config, url).await,
         Command::Demo {
             sim_listen,
             site_listen,

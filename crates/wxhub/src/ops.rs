@@ -1,4 +1,4 @@
-//! The operator commands: `wxhub migrate` and `wxhub vault …`. Each returns the report to
+//! The operator commands: `wxhub migrate`, `wxhub vault …` and `wxhub healthcheck`. Each returns the report to
 //! print, so tests run them in-process exactly as the CLI does.
 
 use std::fmt::Write as _;
@@ -13,6 +13,50 @@ use wechat::{Clock, SystemClock};
 use accounts::rotation;
 
 use crate::config::{Config, KeyringSource};
+
+/// The `/readyz` URL of the server this configuration describes, on loopback when it
+/// listens on every interface (as in a container).
+pub fn readyz_url(config: &Config) -> url::Url {
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    url::Url::parse(&format!("http://{addr}/readyz")).expect("a socket address is a valid host")
+}
+
+/// `wxhub healthcheck`: asks a server's `/readyz` and fails unless it answers 200 within a few
+/// seconds. For container health checks: the runtime image has no HTTP client of its own.
+pub async fn healthcheck(config: &Config, url: Option<url::Url>) -> anyhow::Result<String> {
+    let url = url.unwrap_or_else(|| readyz_url(config));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let response = client
+        .get(url.clone())
+        .send()
+        .await
+        .with_context(|| format!("{url} does not answer"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    // The first line is enough to say why (`ready`, `database unavailable`, …).
+    let body: String = body
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect();
+    if !status.is_success() {
+        bail!("{url} answered {status}: {body}");
+    }
+    Ok(format!("{url}: {body}"))
+}
 
 /// `wxhub migrate`: applies pending migrations (or, with `check`, only reports them).
 pub async fn migrate(config: &Config, check: bool) -> anyhow::Result<String> {

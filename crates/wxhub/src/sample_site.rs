@@ -267,3 +267,78 @@ async fn redeem(
         .await?;
     Ok((claims, userinfo))
 }
+
+/// Reads one login button from what `wxhub client create` printed: its `client_id:`,
+/// `client_secret:` and `issuer:` lines (`wxhub sample-site --client-file`, where a setup
+/// step saved that output).
+pub fn client_from_create_output(label: &str, text: &str) -> anyhow::Result<SiteClient> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("no `{name}:` line (a confidential client's output of `wxhub client create` is expected)"))
+    };
+    Ok(SiteClient {
+        label: label.to_owned(),
+        issuer: field("issuer")?,
+        client_id: field("client_id")?,
+        client_secret: field("client_secret")?,
+    })
+}
+
+/// `wxhub sample-site`: the sample site alone, served at `listen` and reached by browsers
+/// at `public_url`, with one button per client file, until SIGINT/SIGTERM.
+pub async fn run(
+    listen: std::net::SocketAddr,
+    public_url: url::Url,
+    client_files: &[std::path::PathBuf],
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut clients = Vec::new();
+    for path in client_files {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the client file {}", path.display()))?;
+        let label = format!("用微信登录 Log in with WeChat ({})", clients.len() + 1);
+        clients.push(
+            client_from_create_output(&label, &text)
+                .with_context(|| format!("the client file {}", path.display()))?,
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} for the sample site"))?;
+    println!(
+        "sample site at {public_url}, listening on {} (register {} as a redirect URI)",
+        listener.local_addr()?,
+        SampleSite::callback_url(&public_url)
+    );
+    let site = SampleSite::new(public_url, clients)?;
+    axum::serve(listener, router(site))
+        .with_graceful_shutdown(crate::server::shutdown_signal())
+        .await
+        .context("the sample site failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_read_from_what_client_create_prints() {
+        let printed = "client_id:     c_123\nname:          Sample\nissuer:        http://hub.localhost:8080/t/wx0123456789abcdef\n\
+                       login mode:    follow-required\nclient_secret: s3cret\n\nThe secret is shown only this once\n";
+        let client = client_from_create_output("Log in", printed).unwrap();
+        assert_eq!(client.client_id, "c_123");
+        assert_eq!(client.client_secret, "s3cret");
+        assert_eq!(
+            client.issuer,
+            "http://hub.localhost:8080/t/wx0123456789abcdef"
+        );
+        let public = "client_id:     c_1\nissuer:        http://h/t/wx\npublic client: no secret\n";
+        let Err(err) = client_from_create_output("Log in", public) else {
+            panic!("a public client has no secret to log in with");
+        };
+        assert!(err.to_string().contains("client_secret"), "{err}");
+    }
+}

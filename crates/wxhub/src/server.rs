@@ -1,7 +1,6 @@
 //! `wxhub serve`: builds the application state and serves HTTP until asked to stop.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -384,24 +383,19 @@ pub async fn serve_on(
                 .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
             tracing::info!(%addr, "serving /metrics");
             let app = metrics_router(state.clone());
+            let limits = state.config.http.clone();
             Some(tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, app).await {
+                let forever = std::future::pending();
+                if let Err(error) = crate::listener::serve(listener, app, limits, forever).await {
                     tracing::error!(%error, "the metrics listener failed");
                 }
             }))
         }
         None => None,
     };
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    // Small writes go out at once: a login page's Server-Sent Event would otherwise wait
-    // for the browser's delayed ACK (Nagle's algorithm, about 40 ms on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "TCP_NODELAY not set");
-        }
-    });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    // Header, idle and request timeouts and a connection limit (TCP_NODELAY too).
+    let limits = state.config.http.clone();
+    let result = crate::listener::serve(listener, router(state), limits, shutdown)
         .await
         .context("HTTP server failed");
     reload.abort();
@@ -418,8 +412,16 @@ pub async fn serve_on(
 }
 
 /// Runs the server until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let listen = config.listen;
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listen = listener.local_addr()?;
+    if config.public_url.port() == Some(0) {
+        // `--listen 127.0.0.1:0` without a public URL (tests starting several processes):
+        // the public URL is where the server actually listens.
+        config.public_url = url::Url::parse(&format!("http://{listen}/"))?;
+    }
     let public_url = config.public_url.clone();
     let state = AppState::open(config, Arc::new(SystemClock)).await?;
     tracing::info!(
@@ -427,9 +429,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         active_key = %state.vault.current().keyring().active_id(),
         "store opened and vault unsealed"
     );
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, %public_url, "wxhub is serving");
     // On standard output only, never in the log: the link lets whoever opens it first become
     // the operator.

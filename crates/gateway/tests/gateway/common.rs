@@ -217,8 +217,12 @@ impl Env {
     }
 
     /// One gateway that counts nothing ([`stats::Stats::disabled`]), to compare against.
-    pub async fn without_stats(kind: DbKind, pg_admin: Option<String>) -> Env {
-        Env::start_counting(kind, 1, pg_admin, Default::default(), false).await
+    pub async fn without_stats(
+        kind: DbKind,
+        pg_admin: Option<String>,
+        limits: gateway::limits::GatewayLimits,
+    ) -> Env {
+        Env::start_counting(kind, 1, pg_admin, limits, false).await
     }
 
     async fn start_counting(

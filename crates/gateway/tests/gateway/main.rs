@@ -2,6 +2,7 @@
 //! a real database file (or PostgreSQL for `postgres::` tests) and a real OIDC relying party
 //! (the `openidconnect` crate). Time is a shared ManualClock; nothing sleeps.
 
+mod abuse;
 mod common;
 mod login;
 mod oidc;

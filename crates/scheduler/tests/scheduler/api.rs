@@ -95,6 +95,46 @@ async fn token_api_serves_the_current_token_to_the_accounts_key() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_fake_keys_gets_429_while_a_verified_key_keeps_reading() {
+    let api = api_with(|c| {
+        c.unknown_keys_per_ip = scheduler::limits::Rate {
+            burst: 3,
+            every: std::time::Duration::from_secs(10),
+        };
+    })
+    .await;
+    // The real key's first use is one of the address's three lookups.
+    let (status, _) = api.get_token(&api.a.appid, &api.key_a).await;
+    assert_eq!(status, StatusCode::OK);
+    for n in 0..2 {
+        let fake = format!("wxk_{}", format!("{n}").repeat(43));
+        let (status, _) = api.get_token(&api.a.appid, &fake).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let flood = api
+        .http
+        .get(api.url(&api.a.appid, "access_token"))
+        .bearer_auth(format!("wxk_{}", "Z".repeat(43)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(flood.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(flood.headers()["retry-after"], "10");
+    let body: Value = flood.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_unknown_keys");
+    // Past the cache's lifetime the verified key is looked up again, and is not limited.
+    api.hub
+        .clock
+        .advance(scheduler::SchedulerConfig::default().api_key_cache_ttl * 2);
+    let (status, body) = api.get_token(&api.a.appid, &api.key_a).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Once the address's allowance refills, keys are looked up again.
+    api.hub.clock.advance(std::time::Duration::from_secs(10));
+    let (status, _) = api.get_token(&api.b.appid, &api.key_b).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_foreign_and_revoked_keys_and_unknown_appids_get_the_same_401() {
     let api = api().await;
     let (status, reference) = api.get_token(&api.a.appid, "wxk_nonsense").await;

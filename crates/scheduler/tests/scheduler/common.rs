@@ -249,9 +249,9 @@ pub async fn serve(service: TokenService) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, scheduler::router(service))
-            .await
-            .unwrap();
+        let app = scheduler::router(service)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app).await.unwrap();
     });
     format!("http://{addr}")
 }

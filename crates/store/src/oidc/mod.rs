@@ -60,30 +60,67 @@ fn account_from_prefixed_row(row: &impl StoreRow) -> Result<Account, sqlx::Error
 impl Store {
     /// Removes pending authorizations, codes and access tokens that expired before `cutoff`;
     /// returns how many rows in all. Pass a cutoff some minutes in the past so a late reuse of
-    /// a code still finds it and revokes its tokens.
+    /// a code still finds it and revokes its tokens. Deletes in batches
+    /// ([`OIDC_SWEEP_BATCH`] rows, at most [`OIDC_SWEEP_MAX_BATCHES`] per table and call): a
+    /// flood of abandoned logins is cleared over several sweeps instead of by one statement
+    /// that holds the write lock for as long as it takes.
     pub async fn delete_expired_oidc_rows(&self, cutoff: i64) -> Result<u64, StoreError> {
+        self.delete_expired_oidc_rows_in_batches(cutoff, OIDC_SWEEP_BATCH, OIDC_SWEEP_MAX_BATCHES)
+            .await
+    }
+
+    /// [`Store::delete_expired_oidc_rows`] with the batch size and the number of batches per
+    /// table given.
+    pub async fn delete_expired_oidc_rows_in_batches(
+        &self,
+        cutoff: i64,
+        batch: u32,
+        max_batches: u32,
+    ) -> Result<u64, StoreError> {
+        // By primary key through the `expires_at` index: each statement touches at most
+        // `batch` rows and commits on its own, so other writers get the lock in between.
         const PENDING: Sql = Sql {
-            sqlite: "DELETE FROM oidc_pending_authorizations WHERE expires_at < ?",
-            postgres: "DELETE FROM oidc_pending_authorizations WHERE expires_at < $1",
+            sqlite: "DELETE FROM oidc_pending_authorizations WHERE id IN \
+                     (SELECT id FROM oidc_pending_authorizations WHERE expires_at < ? LIMIT ?)",
+            postgres: "DELETE FROM oidc_pending_authorizations WHERE id IN \
+                       (SELECT id FROM oidc_pending_authorizations WHERE expires_at < $1 LIMIT $2)",
         };
         const CODES: Sql = Sql {
-            sqlite: "DELETE FROM oidc_auth_codes WHERE expires_at < ?",
-            postgres: "DELETE FROM oidc_auth_codes WHERE expires_at < $1",
+            sqlite: "DELETE FROM oidc_auth_codes WHERE code_hash IN \
+                     (SELECT code_hash FROM oidc_auth_codes WHERE expires_at < ? LIMIT ?)",
+            postgres: "DELETE FROM oidc_auth_codes WHERE code_hash IN \
+                       (SELECT code_hash FROM oidc_auth_codes WHERE expires_at < $1 LIMIT $2)",
         };
         const TOKENS: Sql = Sql {
-            sqlite: "DELETE FROM oidc_access_tokens WHERE expires_at < ?",
-            postgres: "DELETE FROM oidc_access_tokens WHERE expires_at < $1",
+            sqlite: "DELETE FROM oidc_access_tokens WHERE token_hash IN \
+                     (SELECT token_hash FROM oidc_access_tokens WHERE expires_at < ? LIMIT ?)",
+            postgres: "DELETE FROM oidc_access_tokens WHERE token_hash IN \
+                       (SELECT token_hash FROM oidc_access_tokens WHERE expires_at < $1 LIMIT $2)",
         };
+        let batch = batch.max(1);
         let mut deleted = 0;
         for sql in [&PENDING, &CODES, &TOKENS] {
-            deleted += on_backend!(self, |pool, d| {
-                sqlx::query(sql.get(d))
-                    .bind(cutoff)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            });
+            for _ in 0..max_batches {
+                let n = on_backend!(self, |pool, d| {
+                    sqlx::query(sql.get(d))
+                        .bind(cutoff)
+                        .bind(i64::from(batch))
+                        .execute(pool)
+                        .await?
+                        .rows_affected()
+                });
+                deleted += n;
+                if n < u64::from(batch) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
         }
         Ok(deleted)
     }
 }
+
+/// Rows one statement of the expired-login sweep deletes at most.
+pub const OIDC_SWEEP_BATCH: u32 = 1000;
+/// Batches per table one sweep runs at most (so 100 000 rows a table a minute).
+pub const OIDC_SWEEP_MAX_BATCHES: u32 = 100;

@@ -923,3 +923,46 @@ pub async fn scan_login_is_marked_by_ticket_and_scene_once_and_finishes_once(db:
         1
     );
 }
+
+/// A flood of abandoned logins is swept in bounded batches: one call deletes at most
+/// `batch × max_batches` rows a table, and the next call goes on where it stopped.
+pub async fn expired_pending_logins_are_swept_in_bounded_batches(db: TestDb) {
+    let account = account(&db.store, "wx-oidc-sweep").await;
+    let client = client(&db, &account, "shop").await;
+    for i in 0..5 {
+        let pending = PendingAuthorization {
+            id: store::new_id(),
+            oidc_client_id: client.id.clone(),
+            redirect_uri: "https://shop.example/callback".to_owned(),
+            state: None,
+            nonce: None,
+            code_challenge: None,
+            code_challenge_method: None,
+            scope: "openid".to_owned(),
+            wechat_state: format!("ws-sweep-{i}"),
+            status: PendingStatus::Pending,
+            openid: None,
+            created_at: NOW,
+            expires_at: NOW + 1_000 + i,
+            browser_binding_hash: None,
+            prompt_none: false,
+        };
+        db.store
+            .create_pending_authorization(&pending)
+            .await
+            .unwrap();
+    }
+    let cutoff = NOW + 10_000;
+    let sweep = async || {
+        db.store
+            .delete_expired_oidc_rows_in_batches(cutoff, 2, 2)
+            .await
+            .unwrap()
+    };
+    assert_eq!(sweep().await, 4, "two batches of two");
+    assert_eq!(db.count_rows("oidc_pending_authorizations").await, 1);
+    assert_eq!(sweep().await, 1);
+    assert_eq!(sweep().await, 0);
+    // The default sweep removes nothing that has not expired.
+    assert_eq!(db.store.delete_expired_oidc_rows(NOW).await.unwrap(), 0);
+}

@@ -537,3 +537,55 @@ pub async fn delayed_subscribe_does_not_undo_a_later_unsubscribe(db: TestDb) {
     assert_eq!(user.subscribe_scene, None);
     assert_eq!(user.subscribe_time, Some(NOW + 120_000));
 }
+
+/// A well-formed key that matches nothing is answered by a read alone: while another
+/// connection holds a lock that lets reads through and blocks every write to `api_keys`, the
+/// unknown key is still refused at once (an `UPDATE` would wait for the lock).
+pub async fn an_unknown_api_key_is_refused_without_a_write(db: TestDb) {
+    use sqlx::{AssertSqlSafe, Executor};
+    let account = account(&db.store, "wx-fake-keys").await;
+    db.store
+        .create_api_key(
+            &store::api_keys::NewApiKey::with_all_scopes(&account.id, "real-hash", "backend"),
+            NOW,
+            &AuditRecord::new("test", "api_key.create"),
+        )
+        .await
+        .unwrap();
+    let patience = std::time::Duration::from_secs(3);
+    assert!(patience < store::SQLITE_BUSY_TIMEOUT);
+    let refused = match &db.raw {
+        crate::harness::Raw::Sqlite(pool) => {
+            let mut writer = pool.acquire().await.unwrap();
+            writer
+                .execute(AssertSqlSafe("BEGIN IMMEDIATE".to_owned()))
+                .await
+                .unwrap();
+            let refused =
+                tokio::time::timeout(patience, db.store.use_api_key("fake-hash", NOW)).await;
+            writer
+                .execute(AssertSqlSafe("ROLLBACK".to_owned()))
+                .await
+                .unwrap();
+            refused
+        }
+        crate::harness::Raw::Postgres(pool) => {
+            let mut writer = pool.begin().await.unwrap();
+            writer
+                .execute(AssertSqlSafe(
+                    "LOCK TABLE api_keys IN EXCLUSIVE MODE".to_owned(),
+                ))
+                .await
+                .unwrap();
+            let refused =
+                tokio::time::timeout(patience, db.store.use_api_key("fake-hash", NOW)).await;
+            writer.rollback().await.unwrap();
+            refused
+        }
+    };
+    let refused = refused.expect("answered while writes wait: no write was attempted");
+    assert!(refused.unwrap().is_none());
+    // The real key still records its use once writes go through.
+    let used = db.store.use_api_key("real-hash", NOW + 7).await.unwrap();
+    assert_eq!(used.unwrap().last_used_at, Some(NOW + 7));
+}
