@@ -195,8 +195,8 @@ pub enum GatewayError {
         #[source]
         source: vault::VaultError,
     },
-    /// The HTTP client for relays could not be built.
-    #[error("the relay HTTP client cannot be built")]
+    /// The HTTP client for push routes could not be built.
+    #[error("the push routes' HTTP client cannot be built")]
     HttpClient(#[source] reqwest::Error),
     /// A broken invariant of wxhub's own data (never the caller's fault).
     #[error("internal error: {0}")]

@@ -32,7 +32,8 @@ db_enum! {
 pub struct GatewaySettings {
     /// The account's original id (`gh_…`), the `ToUserName` of its pushes.
     pub original_id: Option<String>,
-    /// The owner's own server, which receives a re-signed copy of every push.
+    /// The owner's own server, which receives a re-signed copy of every push: the target of
+    /// the account's relay route (`store::push_routes`), signed with the account's own Token.
     pub push_relay_url: Option<String>,
     /// The push mode configured in WeChat's console; `None`: safe when the account has an
     /// EncodingAESKey, plain otherwise.
@@ -147,12 +148,29 @@ impl Store {
                        follow_qr_url = excluded.follow_qr_url, follow_link = excluded.follow_link, \
                        updated_at = excluded.updated_at",
         };
+        // The relay URL is the account's relay route: a copy route of every push, signed with
+        // the account's own push credentials (crates/gateway/src/routes.rs).
+        const UPSERT_RELAY: Sql = Sql {
+            sqlite: "INSERT INTO push_routes (id, account_id, position, target_url, delivery, \
+                     relay, enabled, created_at, updated_at) VALUES (?1, ?2, 0, ?3, 'copy', ?4, ?4, \
+                     ?5, ?5) ON CONFLICT (id) DO UPDATE SET target_url = excluded.target_url, \
+                     updated_at = excluded.updated_at",
+            postgres: "INSERT INTO push_routes (id, account_id, position, target_url, delivery, \
+                       relay, enabled, created_at, updated_at) VALUES ($1, $2, 0, $3, 'copy', $4, $4, \
+                       $5, $5) ON CONFLICT (id) DO UPDATE SET target_url = excluded.target_url, \
+                       updated_at = excluded.updated_at",
+        };
+        const DELETE_RELAY: Sql = Sql {
+            sqlite: "DELETE FROM push_routes WHERE account_id = ? AND relay = 1",
+            postgres: "DELETE FROM push_routes WHERE account_id = $1 AND relay",
+        };
         on_backend!(self, |pool, d| {
             let mut tx = pool.begin_write().await?;
             sqlx::query(SQL.get(d))
                 .bind(account_id)
                 .bind(settings.original_id.as_deref())
-                .bind(settings.push_relay_url.as_deref())
+                // Kept in the account's relay route below, not in this column.
+                .bind(None::<&str>)
                 .bind(settings.push_mode.map(PushMode::as_db))
                 .bind(settings.follow_qr_url.as_deref())
                 .bind(settings.follow_link.as_deref())
@@ -160,6 +178,25 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| on_constraint(e, "gateway settings", "account"))?;
+            match settings.push_relay_url.as_deref() {
+                Some(url) => {
+                    sqlx::query(UPSERT_RELAY.get(d))
+                        .bind(format!("relay-{account_id}"))
+                        .bind(account_id)
+                        .bind(url)
+                        .bind(true)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| on_constraint(e, "push route", "account"))?;
+                }
+                None => {
+                    sqlx::query(DELETE_RELAY.get(d))
+                        .bind(account_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
             commit_audited!(self, tx, d, record, now);
             Ok(())
         })
@@ -168,10 +205,15 @@ impl Store {
     /// An account's gateway settings (all `None` when never set).
     pub async fn gateway_settings(&self, account_id: &str) -> Result<GatewaySettings, StoreError> {
         const SQL: Sql = Sql {
-            sqlite: "SELECT original_id, push_relay_url, push_mode, follow_qr_url, follow_link \
-                     FROM gateway_account_settings WHERE account_id = ?",
-            postgres: "SELECT original_id, push_relay_url, push_mode, follow_qr_url, follow_link \
-                       FROM gateway_account_settings WHERE account_id = $1",
+            // The relay URL is the target of the account's relay route (migration 0015).
+            sqlite: "SELECT s.original_id, (SELECT r.target_url FROM push_routes r \
+                     WHERE r.account_id = s.account_id AND r.relay = 1) AS push_relay_url, \
+                     s.push_mode, s.follow_qr_url, s.follow_link \
+                     FROM gateway_account_settings s WHERE s.account_id = ?",
+            postgres: "SELECT s.original_id, (SELECT r.target_url FROM push_routes r \
+                       WHERE r.account_id = s.account_id AND r.relay) AS push_relay_url, \
+                       s.push_mode, s.follow_qr_url, s.follow_link \
+                       FROM gateway_account_settings s WHERE s.account_id = $1",
         };
         on_backend!(self, |pool, d| {
             let row = sqlx::query(SQL.get(d))

@@ -305,6 +305,12 @@ pub async fn run_demo(
     config.wechat_api_url = sim_base.clone();
     config.wechat_open_url = sim_base.clone();
     config.wechat_mp_url = wechat::ClientConfig::for_base(sim_base.clone()).mp_base;
+    // Everything of the demo runs on this machine: push routes may reach it.
+    for host in ["127.0.0.1", "localhost"] {
+        if !config.push_allow_hosts.iter().any(|h| h == host) {
+            config.push_allow_hosts.push(host.to_owned());
+        }
+    }
 
     let sim = Simulator::new(SimConfig::default());
     seed_simulator(&sim, Some(&config.public_url)).await?;

@@ -7,6 +7,7 @@ mod login;
 mod oidc;
 mod push;
 mod replicas;
+mod routes;
 mod scan;
 mod stats;
 mod strict;
