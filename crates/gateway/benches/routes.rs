@@ -94,13 +94,26 @@ fn push_request(
     openid: &str,
     msg_id: u64,
 ) -> reqwest::RequestBuilder {
+    push_request_for(APPID, client, url, now, (token, key), openid, msg_id)
+}
+
+/// [`push_request`] for the account `appid`.
+fn push_request_for(
+    appid: &str,
+    client: &reqwest::Client,
+    url: &str,
+    now: i64,
+    (token, key): (&str, &str),
+    openid: &str,
+    msg_id: u64,
+) -> reqwest::RequestBuilder {
     let message = format!(
         "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
          <CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content>\
          <MsgId>{msg_id}</MsgId></xml>",
-        original_id_of(APPID)
+        original_id_of(appid)
     );
-    let encrypt = MsgCrypt::new(EncodingAesKey::parse(key).unwrap(), APPID).encrypt(&message);
+    let encrypt = MsgCrypt::new(EncodingAesKey::parse(key).unwrap(), appid).encrypt(&message);
     let ts = now.to_string();
     let nonce = format!("n{msg_id}");
     client
@@ -115,14 +128,18 @@ fn push_request(
         ])
         .body(format!(
             "<xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
-            original_id_of(APPID)
+            original_id_of(appid)
         ))
 }
 
-async fn timed(request: reqwest::RequestBuilder) -> f64 {
+async fn timed(request: reqwest::RequestBuilder, reply: bool) -> f64 {
     let start = Instant::now();
     let body = request.send().await.unwrap().text().await.unwrap();
-    assert!(body.contains("<Encrypt>"), "an encrypted reply: {body}");
+    if reply {
+        assert!(body.contains("<Encrypt>"), "an encrypted reply: {body}");
+    } else {
+        assert_eq!(body, "success");
+    }
     start.elapsed().as_secs_f64() * 1000.0
 }
 
@@ -218,25 +235,39 @@ fn main() {
             )
             .await
             .unwrap();
+        // An account without routes: wxhub's own handling of the same push, for comparison.
+        env.account(OTHER_APPID, wechat_sim::PushMode::Safe, |_| {}).await;
         let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
         let hub = format!("{}/wechat/push", env.issuer(APPID));
-        let (mut direct, mut via) = (Vec::new(), Vec::new());
+        let alone = format!("{}/wechat/push", env.issuer(OTHER_APPID));
+        let (mut direct, mut via, mut own) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..(PUSHES + WARM_UP) {
             let now = env.now_secs();
             let id = 8_000_000_000_000_000 + i as u64;
-            // Alternate, so both see the same machine load.
-            let d = timed(push_request(&client, &bot, now, (ROUTE_TOKEN, ROUTE_AES_KEY), "o_bench", id)).await;
-            let v = timed(push_request(&client, &hub, now, (PUSH_TOKEN, AES_KEY), "o_bench", id)).await;
+            // Interleaved, so all three see the same machine load.
+            let d = timed(push_request(&client, &bot, now, (ROUTE_TOKEN, ROUTE_AES_KEY), "o_bench", id), true).await;
+            let v = timed(push_request(&client, &hub, now, (PUSH_TOKEN, AES_KEY), "o_bench", id), true).await;
+            let o = timed(
+                push_request_for(OTHER_APPID, &client, &alone, now, (PUSH_TOKEN, AES_KEY), "o_bench", id),
+                false,
+            )
+            .await;
             if i >= WARM_UP {
                 direct.push(d);
                 via.push(v);
+                own.push(o);
             }
         }
-        direct.sort_by(f64::total_cmp);
-        via.sort_by(f64::total_cmp);
+        for series in [&mut direct, &mut via, &mut own] {
+            series.sort_by(f64::total_cmp);
+        }
         let (d50, d99) = (percentile(&direct, 50), percentile(&direct, 99));
         let (v50, v99) = (percentile(&via, 50), percentile(&via, 99));
-        println!("direct p50 {d50:.2} ms p99 {d99:.2} ms; via wxhub p50 {v50:.2} ms p99 {v99:.2} ms");
+        let (o50, o99) = (percentile(&own, 50), percentile(&own, 99));
+        println!(
+            "direct p50 {d50:.2} ms p99 {d99:.2} ms; via wxhub p50 {v50:.2} ms p99 {v99:.2} ms; \
+             wxhub alone p50 {o50:.2} ms p99 {o99:.2} ms"
+        );
 
         // Copies: a second, copy route for every push (the reply route stays).
         let copy_url = format!("{bot}?copy=1");
@@ -264,7 +295,8 @@ fn main() {
              | path | p50 | p99 |\n|---|---|---|\n\
              | push → owner's bot directly | {d50:.2} ms | {d99:.2} ms |\n\
              | push → wxhub → reply route (the same bot) → wxhub | {v50:.2} ms | {v99:.2} ms |\n\
-             | **added by wxhub** | **{:.2} ms** | **{:.2} ms** |\n\n\
+             | **added by wxhub** (via − direct) | **{:.2} ms** | **{:.2} ms** |\n\
+             | for comparison: the same push to an account without routes (wxhub's own handling, answered `success`) | {o50:.2} ms | {o99:.2} ms |\n\n\
              **Copy throughput per account** (a copy route of every push; copies queued with the worker stopped, then \
              drained by one replica's worker, up to 16 at once, to a bot answering `success`): **{many:.0} copies/s** \
              with the {COPIES} copies spread over 50 users; **{one:.0} copies/s** when they all come from one user, \

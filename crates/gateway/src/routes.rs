@@ -579,18 +579,45 @@ pub(crate) async fn route_first(
         .then(|| matching.iter().find(|r| r.delivery == Delivery::Reply))
         .flatten()
         .copied();
-    let mut queued = false;
-    for route in matching
-        .iter()
-        .filter(|r| Some(r.id.as_str()) != reply_route.map(|r| r.id.as_str()))
-    {
-        queued |= enqueue_copy(gw, push, &sealed, route).await;
-    }
-    if queued {
-        gw.wake_copies();
-    }
-    let route = reply_route?;
-    call_reply_route(gw, push, &sealed, route).await
+    // Registered at once, so a retry arriving on this replica waits for the call.
+    let flight = reply_route.map(|route| begin_flight(gw, push, route));
+    let copies = async {
+        let mut queued = false;
+        for route in matching
+            .iter()
+            .filter(|r| Some(r.id.as_str()) != reply_route.map(|r| r.id.as_str()))
+        {
+            queued |= enqueue_copy(gw, push, &sealed, route).await;
+        }
+        if queued {
+            gw.wake_copies();
+        }
+    };
+    let reply = async {
+        let (route, flight) = reply_route.zip(flight)?;
+        call_reply_route(gw, push, &sealed, route, flight).await
+    };
+    // Queueing the copies does not delay the reply.
+    let ((), reply) = tokio::join!(copies, reply);
+    reply
+}
+
+/// A reply route's call of one push, registered in this process; retries on other replicas
+/// learn of it from `push_replies`.
+struct InFlight {
+    key: (String, String),
+    tx: watch::Sender<Option<Option<String>>>,
+}
+
+fn begin_flight(gw: &Gateway, push: &RoutedPush<'_>, _route: &PushRoute) -> InFlight {
+    let key = (push.account.id.clone(), push.dedup_key.to_owned());
+    let (tx, rx) = watch::channel(None);
+    gw.routing
+        .flights
+        .lock()
+        .expect("flights lock")
+        .insert(key.clone(), rx);
+    InFlight { key, tx }
 }
 
 async fn enqueue_copy(
@@ -657,75 +684,75 @@ async fn call_reply_route(
     push: &RoutedPush<'_>,
     sealed: &AccountSecrets,
     route: &PushRoute,
+    flight: InFlight,
 ) -> Option<String> {
     let account_id = push.account.id.as_str();
-    let key = (account_id.to_owned(), push.dedup_key.to_owned());
-    let (tx, rx) = watch::channel(None);
-    gw.routing
-        .flights
-        .lock()
-        .expect("flights lock")
-        .insert(key.clone(), rx);
-    let now = gw.now();
-    let claimed = gw
-        .store
-        .begin_push_reply(account_id, push.dedup_key, &route.id, now)
-        .await
-        .unwrap_or(false);
-    let reply = if claimed {
-        let started = Instant::now();
-        let outcome = exchange_reply(gw, push, sealed, route).await;
-        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        gw.stats.push_route_reply_latency(account_id, &route.id, ms);
-        let reply = match outcome {
-            Ok(reply) => {
-                gw.stats
-                    .push_route(account_id, &route.id, stats::RouteOutcome::Delivered);
-                reply
-            }
-            Err(failure) => {
-                let (outcome, cause) = match failure {
-                    ReplyFailure::Late => (
-                        stats::RouteOutcome::Late,
-                        format!(
-                            "no answer within the reply deadline ({} ms after the push); WeChat was answered success",
-                            gw.routing.options.reply_deadline.as_millis()
-                        ),
-                    ),
-                    ReplyFailure::Failed(c) => (stats::RouteOutcome::Failed, c),
-                    ReplyFailure::Refused(c) => (
-                        stats::RouteOutcome::Refused,
-                        format!("reply refused: {c}; WeChat was answered success"),
-                    ),
-                };
-                gw.stats.push_route(account_id, &route.id, outcome);
-                gw.record_failure(account_id, &route.id, None, &cause);
-                None
-            }
-        };
-        let stored = match &reply {
-            Some(xml) => gw
-                .seal_for(
-                    account_id,
-                    sealed,
-                    &reply_field(push.dedup_key),
-                    xml.as_bytes(),
-                )
-                .ok(),
-            None => None,
-        };
+    let InFlight { key, tx } = flight;
+    // Only the attempt that recorded the push (the first) calls the route, so the row in
+    // `push_replies` is not a lock but an announcement for retries on other replicas; it is
+    // written while the route is called.
+    let announce = async {
         if let Err(error) = gw
             .store
-            .finish_push_reply(account_id, push.dedup_key, stored.as_deref(), gw.now())
+            .begin_push_reply(account_id, push.dedup_key, &route.id, gw.now())
             .await
         {
-            tracing::warn!(%account_id, %error, "push reply not stored");
+            tracing::warn!(%account_id, %error, "push reply not announced");
         }
-        reply
-    } else {
-        // Another attempt of this push (on another replica) is computing it.
-        wait_stored_reply(gw, push.account, push.dedup_key, push.arrived).await
     };
+    let started = Instant::now();
+    let ((), outcome) = tokio::join!(announce, exchange_reply(gw, push, sealed, route));
+    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    gw.stats.push_route_reply_latency(account_id, &route.id, ms);
+    let reply = match outcome {
+        Ok(reply) => {
+            gw.stats
+                .push_route(account_id, &route.id, stats::RouteOutcome::Delivered);
+            reply
+        }
+        Err(failure) => {
+            let (outcome, cause) = match failure {
+                ReplyFailure::Late => (
+                    stats::RouteOutcome::Late,
+                    format!(
+                        "no answer within the reply deadline ({} ms after the push); WeChat was answered success",
+                        gw.routing.options.reply_deadline.as_millis()
+                    ),
+                ),
+                ReplyFailure::Failed(c) => (stats::RouteOutcome::Failed, c),
+                ReplyFailure::Refused(c) => (
+                    stats::RouteOutcome::Refused,
+                    format!("reply refused: {c}; WeChat was answered success"),
+                ),
+            };
+            gw.stats.push_route(account_id, &route.id, outcome);
+            gw.record_failure(account_id, &route.id, None, &cause);
+            None
+        }
+    };
+    let stored = match &reply {
+        Some(xml) => gw
+            .seal_for(
+                account_id,
+                sealed,
+                &reply_field(push.dedup_key),
+                xml.as_bytes(),
+            )
+            .ok(),
+        None => None,
+    };
+    // Stored after WeChat is answered: a retry comes seconds later, and one on this replica
+    // meanwhile is answered from the flight below.
+    let store = gw.store.clone();
+    let (account, dedup_key, now) = (account_id.to_owned(), push.dedup_key.to_owned(), gw.now());
+    tokio::spawn(async move {
+        if let Err(error) = store
+            .finish_push_reply(&account, &dedup_key, stored.as_deref(), now)
+            .await
+        {
+            tracing::warn!(account_id = %account, %error, "push reply not stored");
+        }
+    });
     let _ = tx.send(Some(reply.clone()));
     gw.routing
         .flights
@@ -946,7 +973,8 @@ pub fn spawn_copy_worker(gw: Arc<Gateway>) -> JoinHandle<()> {
                     0
                 }
             };
-            if delivered < gw.routing.options.copy_concurrency as usize {
+            // Copies delivered: others may be due now (a user's next copy among them).
+            if delivered == 0 {
                 let _ =
                     tokio::time::timeout(gw.routing.options.copy_poll, gw.routing.wake.notified())
                         .await;

@@ -414,6 +414,16 @@ async fn wechat_retries_wait_for_one_call_of_the_reply_route(env: Env) {
     // (one on each replica).
     let first = attempt(0, "try1");
     let _ = owner.next_call().await;
+    // The call is announced in the database for the other replica's retries.
+    let account = env.account_id(APPID).await;
+    eventually("the reply is announced", || async {
+        env.store()
+            .push_reply(&account, "msg:7000000000000001")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
     let second = attempt(0, "try2");
     let third = attempt(env.hubs.len() - 1, "try3");
     release_tx.send(true).unwrap();
