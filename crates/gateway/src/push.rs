@@ -325,6 +325,8 @@ pub async fn receive(
         },
     };
     let subscription = subscription_of(&msg, event_time);
+    // Read first: a reply route's call is announced with the push, for WeChat's retries.
+    let plan = crate::routes::plan(gw, &v.account.id, &msg).await;
     let recording = gw
         .store
         .record_push_with_subscription(
@@ -334,6 +336,7 @@ pub async fn receive(
                 push_time: v.timestamp,
                 nonce: &v.nonce,
                 authenticated,
+                reply_route: plan.reply_route(),
             },
             now,
         )
@@ -378,7 +381,7 @@ pub async fn receive(
         arrived,
     };
     let routed_reply = if first {
-        crate::routes::route_first(gw, &routed, own.is_some()).await
+        crate::routes::route_first(gw, &routed, plan, own.is_some()).await
     } else if own.is_none() {
         crate::routes::route_retry(gw, &v.account, &record.dedup_key, arrived).await
     } else {

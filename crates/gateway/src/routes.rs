@@ -545,27 +545,53 @@ impl Gateway {
     }
 }
 
+/// The routes a push goes to, read before it is recorded (so its reply route's call is
+/// announced in the same transaction).
+pub(crate) struct Plan {
+    matching: Vec<PushRoute>,
+    /// Index in `matching` of the reply route: the first matching reply route, when WeChat
+    /// lets the account answer this push.
+    reply: Option<usize>,
+}
+
+impl Plan {
+    /// The reply route's id, if the push has one.
+    pub(crate) fn reply_route(&self) -> Option<&str> {
+        self.reply.map(|i| self.matching[i].id.as_str())
+    }
+}
+
+/// Reads the account's routes and picks those `msg` goes to. A failed read routes nothing
+/// (logged): wxhub's own handling does not depend on it.
+pub(crate) async fn plan(gw: &Gateway, account_id: &str, msg: &PushMessage) -> Plan {
+    let routes = match gw.store.push_routes(account_id).await {
+        Ok(routes) => routes,
+        Err(error) => {
+            tracing::warn!(%account_id, %error, "push routes not read; the push is not routed");
+            Vec::new()
+        }
+    };
+    let matching: Vec<PushRoute> = routes
+        .into_iter()
+        .filter(|r| route_matches(r, msg))
+        .collect();
+    let reply = answerable(msg)
+        .then(|| matching.iter().position(|r| r.delivery == Delivery::Reply))
+        .flatten();
+    Plan { matching, reply }
+}
+
 /// A first delivery of a push: queues its copies and, when it has a reply route (and wxhub
 /// has no reply of its own, `own_reply`), returns that route's checked reply XML (`None`:
 /// answer `success`).
 pub(crate) async fn route_first(
     gw: &Gateway,
     push: &RoutedPush<'_>,
+    plan: Plan,
     own_reply: bool,
 ) -> Option<String> {
     let account_id = push.account.id.as_str();
-    let routes = match gw.store.push_routes(account_id).await {
-        Ok(routes) => routes,
-        Err(error) => {
-            tracing::warn!(%account_id, %error, "push routes not read; the push is not routed");
-            return None;
-        }
-    };
-    let matching: Vec<&PushRoute> = routes
-        .iter()
-        .filter(|r| route_matches(r, push.msg))
-        .collect();
-    if matching.is_empty() {
+    if plan.matching.is_empty() {
         return None;
     }
     let sealed = match gw.store.load_account_secrets(account_id).await {
@@ -575,10 +601,18 @@ pub(crate) async fn route_first(
             return None;
         }
     };
-    let reply_route = (!own_reply && answerable(push.msg))
-        .then(|| matching.iter().find(|r| r.delivery == Delivery::Reply))
-        .flatten()
-        .copied();
+    if own_reply && plan.reply.is_some() {
+        // Announced with the push, but wxhub's own reply won: nothing for retries to wait for.
+        if let Err(error) = gw
+            .store
+            .finish_push_reply(account_id, push.dedup_key, None, gw.now())
+            .await
+        {
+            tracing::warn!(%account_id, %error, "push reply not stored");
+        }
+    }
+    let matching: Vec<&PushRoute> = plan.matching.iter().collect();
+    let reply_route = plan.reply.filter(|_| !own_reply).map(|i| &plan.matching[i]);
     // Registered at once, so a retry arriving on this replica waits for the call.
     let flight = reply_route.map(|route| begin_flight(gw, push, route));
     let copies = async {
@@ -688,20 +722,10 @@ async fn call_reply_route(
 ) -> Option<String> {
     let account_id = push.account.id.as_str();
     let InFlight { key, tx } = flight;
-    // Only the attempt that recorded the push (the first) calls the route, so the row in
-    // `push_replies` is not a lock but an announcement for retries on other replicas; it is
-    // written while the route is called.
-    let announce = async {
-        if let Err(error) = gw
-            .store
-            .begin_push_reply(account_id, push.dedup_key, &route.id, gw.now())
-            .await
-        {
-            tracing::warn!(%account_id, %error, "push reply not announced");
-        }
-    };
+    // The call was announced in `push_replies` with the push itself; only the attempt that
+    // recorded the push (the first) calls the route.
     let started = Instant::now();
-    let ((), outcome) = tokio::join!(announce, exchange_reply(gw, push, sealed, route));
+    let outcome = exchange_reply(gw, push, sealed, route).await;
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     gw.stats.push_route_reply_latency(account_id, &route.id, ms);
     let reply = match outcome {
@@ -741,18 +765,16 @@ async fn call_reply_route(
             .ok(),
         None => None,
     };
-    // Stored after WeChat is answered: a retry comes seconds later, and one on this replica
-    // meanwhile is answered from the flight below.
-    let store = gw.store.clone();
-    let (account, dedup_key, now) = (account_id.to_owned(), push.dedup_key.to_owned(), gw.now());
-    tokio::spawn(async move {
-        if let Err(error) = store
-            .finish_push_reply(&account, &dedup_key, stored.as_deref(), now)
-            .await
-        {
-            tracing::warn!(account_id = %account, %error, "push reply not stored");
-        }
-    });
+    // Stored before WeChat is answered, so a retry on any replica finds it. Written in turn,
+    // not beside the next push's transaction: concurrent SQLite writers wait for the lock in
+    // sleeps of milliseconds.
+    if let Err(error) = gw
+        .store
+        .finish_push_reply(account_id, push.dedup_key, stored.as_deref(), gw.now())
+        .await
+    {
+        tracing::warn!(%account_id, %error, "push reply not stored");
+    }
     let _ = tx.send(Some(reply.clone()));
     gw.routing
         .flights

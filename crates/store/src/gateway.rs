@@ -68,6 +68,10 @@ pub struct IncomingPush<'a> {
     /// Whether the message itself was authenticated (`msg_signature` over the encrypted
     /// message), as opposed to a plain-mode body that nothing signs.
     pub authenticated: bool,
+    /// The reply route that will be called for it, if any: the first delivery announces the
+    /// call in `push_replies` in the same transaction, so WeChat's retries on any replica
+    /// wait for it (`store::push_routes`).
+    pub reply_route: Option<&'a str>,
 }
 
 /// What recording a push did.
@@ -397,6 +401,15 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+            }
+            if first && let Some(route_id) = incoming.reply_route {
+                sqlx::query(crate::push_routes::ANNOUNCE_REPLY.get(d))
+                    .bind(&push.account_id)
+                    .bind(&push.dedup_key)
+                    .bind(route_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(if first {

@@ -140,6 +140,14 @@ pub enum StoredReply {
     Done(Option<Vec<u8>>),
 }
 
+/// Announces a reply route's call of a push (account, dedup key, route, now).
+pub(crate) const ANNOUNCE_REPLY: Sql = Sql {
+    sqlite: "INSERT INTO push_replies (account_id, dedup_key, route_id, state, started_at) \
+             VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (account_id, dedup_key) DO NOTHING",
+    postgres: "INSERT INTO push_replies (account_id, dedup_key, route_id, state, started_at) \
+               VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT (account_id, dedup_key) DO NOTHING",
+};
+
 /// Failures kept per route.
 pub const FAILURES_KEPT: i64 = 20;
 
@@ -523,7 +531,8 @@ impl Store {
     }
 
     /// Marks that `route_id` is computing the reply to a push; `false` when another attempt of
-    /// the push already did (WeChat's retry, on any replica).
+    /// the push already did (WeChat's retry, on any replica). The push callback announces it
+    /// with the push itself (`IncomingPush::reply_route`); this is the same on its own.
     pub async fn begin_push_reply(
         &self,
         account_id: &str,
@@ -531,14 +540,8 @@ impl Store {
         route_id: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "INSERT INTO push_replies (account_id, dedup_key, route_id, state, started_at) \
-                     VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (account_id, dedup_key) DO NOTHING",
-            postgres: "INSERT INTO push_replies (account_id, dedup_key, route_id, state, started_at) \
-                       VALUES ($1, $2, $3, 'pending', $4) ON CONFLICT (account_id, dedup_key) DO NOTHING",
-        };
         on_backend!(self, |pool, d| {
-            Ok(sqlx::query(SQL.get(d))
+            Ok(sqlx::query(ANNOUNCE_REPLY.get(d))
                 .bind(account_id)
                 .bind(dedup_key)
                 .bind(route_id)
