@@ -614,7 +614,7 @@ pub(crate) async fn route_first(
     let matching: Vec<&PushRoute> = plan.matching.iter().collect();
     let reply_route = plan.reply.filter(|_| !own_reply).map(|i| &plan.matching[i]);
     // Registered at once, so a retry arriving on this replica waits for the call.
-    let flight = reply_route.map(|route| begin_flight(gw, push, route));
+    let flight = reply_route.map(|_| begin_flight(gw, push));
     let copies = async {
         let mut queued = false;
         for route in matching
@@ -643,7 +643,7 @@ struct InFlight {
     tx: watch::Sender<Option<Option<String>>>,
 }
 
-fn begin_flight(gw: &Gateway, push: &RoutedPush<'_>, _route: &PushRoute) -> InFlight {
+fn begin_flight(gw: &Gateway, push: &RoutedPush<'_>) -> InFlight {
     let key = (push.account.id.clone(), push.dedup_key.to_owned());
     let (tx, rx) = watch::channel(None);
     gw.routing
