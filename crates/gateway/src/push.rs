@@ -327,6 +327,18 @@ pub async fn receive(
     let subscription = subscription_of(&msg, event_time);
     // Read first: a reply route's call is announced with the push, for WeChat's retries.
     let plan = crate::routes::plan(gw, &v.account.id, &msg).await;
+    let staged = plan.stage_copies(gw, &v.account.id, &plain_xml);
+    let copies: Vec<store::push_routes::NewCopy<'_>> = staged
+        .iter()
+        .map(|c| store::push_routes::NewCopy {
+            id: &c.id,
+            account_id: &v.account.id,
+            route_id: &c.route_id,
+            dedup_key: &record.dedup_key,
+            openid: Some(&msg.from_user),
+            body: &c.body,
+        })
+        .collect();
     let recording = gw
         .store
         .record_push_with_subscription(
@@ -337,13 +349,26 @@ pub async fn receive(
                 nonce: &v.nonce,
                 authenticated,
                 reply_route: plan.reply_route(),
+                copies: &copies,
+                copy_limit: i64::from(gw.routing.options.copy_queue_limit),
             },
             now,
         )
         .await?;
     let first = match recording {
-        PushRecording::Processed { user_created } => {
+        PushRecording::Processed {
+            user_created,
+            copies_dropped,
+        } => {
             let account_id = v.account.id.as_str();
+            let dropped: Vec<&str> = copies_dropped
+                .iter()
+                .map(|&i| staged[i].route_id.as_str())
+                .collect();
+            crate::routes::copies_dropped(gw, account_id, &dropped);
+            if dropped.len() < staged.len() {
+                gw.wake_copies();
+            }
             gw.stats.push(account_id, push_kind(&msg));
             if user_created {
                 gw.stats

@@ -15,7 +15,8 @@
 //!   push wait for that one call (in this process, or through `push_replies` on any replica)
 //!   or answer from its stored result, so the owner's server is called once.
 //! - **copies**: every other matching route gets the push from a durable queue
-//!   (`push_copies`, the body sealed under the account's data key) with retries and
+//!   (`push_copies`, the body sealed under the account's data key, queued in the
+//!   transaction that records the push) with retries and
 //!   exponential backoff, a bounded number of attempts, a bounded queue per account and a dead
 //!   letter after the last attempt. One copy per route and push (WeChat's retries add none);
 //!   each user's copies to a route go out in order. Any replica's worker claims due copies
@@ -552,12 +553,63 @@ pub(crate) struct Plan {
     /// Index in `matching` of the reply route: the first matching reply route, when WeChat
     /// lets the account answer this push.
     reply: Option<usize>,
+    /// The account's sealed secrets, read when a route matches.
+    sealed: Option<AccountSecrets>,
+}
+
+/// A copy sealed before the push is recorded, queued in the push's own transaction.
+pub(crate) struct StagedCopy {
+    pub id: String,
+    pub route_id: String,
+    pub body: Vec<u8>,
 }
 
 impl Plan {
     /// The reply route's id, if the push has one.
     pub(crate) fn reply_route(&self) -> Option<&str> {
         self.reply.map(|i| self.matching[i].id.as_str())
+    }
+
+    /// A sealed copy of the push for every matching route but the reply route.
+    pub(crate) fn stage_copies(
+        &self,
+        gw: &Gateway,
+        account_id: &str,
+        plain_xml: &str,
+    ) -> Vec<StagedCopy> {
+        let Some(sealed) = &self.sealed else {
+            return Vec::new();
+        };
+        let mut staged = Vec::new();
+        for (i, route) in self.matching.iter().enumerate() {
+            if Some(i) == self.reply {
+                continue;
+            }
+            let id = store::new_id();
+            match gw.seal_for(account_id, sealed, &copy_field(&id), plain_xml.as_bytes()) {
+                Ok(body) => staged.push(StagedCopy {
+                    id,
+                    route_id: route.id.clone(),
+                    body,
+                }),
+                Err(cause) => gw.record_failure(account_id, &route.id, None, cause),
+            }
+        }
+        staged
+    }
+}
+
+/// Counts and records the copies a full queue did not take.
+pub(crate) fn copies_dropped(gw: &Gateway, account_id: &str, route_ids: &[&str]) {
+    for route_id in route_ids {
+        gw.stats
+            .push_route(account_id, route_id, stats::RouteOutcome::Dropped);
+        gw.record_failure(
+            account_id,
+            route_id,
+            None,
+            "the account's copy queue is full: this push gets no copy",
+        );
     }
 }
 
@@ -578,12 +630,38 @@ pub(crate) async fn plan(gw: &Gateway, account_id: &str, msg: &PushMessage) -> P
     let reply = answerable(msg)
         .then(|| matching.iter().position(|r| r.delivery == Delivery::Reply))
         .flatten();
-    Plan { matching, reply }
+    let sealed = if matching.is_empty() {
+        None
+    } else {
+        match gw.store.load_account_secrets(account_id).await {
+            Ok(sealed) => sealed,
+            Err(error) => {
+                tracing::warn!(%account_id, %error, "account secrets not read; the push is not routed");
+                return Plan {
+                    matching: Vec::new(),
+                    reply: None,
+                    sealed: None,
+                };
+            }
+        }
+    };
+    if sealed.is_none() {
+        return Plan {
+            matching: Vec::new(),
+            reply: None,
+            sealed: None,
+        };
+    }
+    Plan {
+        matching,
+        reply,
+        sealed,
+    }
 }
 
-/// A first delivery of a push: queues its copies and, when it has a reply route (and wxhub
-/// has no reply of its own, `own_reply`), returns that route's checked reply XML (`None`:
-/// answer `success`).
+/// A first delivery of a push (its copies were queued with it): when it has a reply route
+/// and wxhub has no reply of its own (`own_reply`), returns that route's checked reply XML
+/// (`None`: answer `success`); with a reply of wxhub's own, the reply route gets a copy.
 pub(crate) async fn route_first(
     gw: &Gateway,
     push: &RoutedPush<'_>,
@@ -591,18 +669,16 @@ pub(crate) async fn route_first(
     own_reply: bool,
 ) -> Option<String> {
     let account_id = push.account.id.as_str();
-    if plan.matching.is_empty() {
+    let (Some(index), Some(sealed)) = (plan.reply, &plan.sealed) else {
         return None;
-    }
-    let sealed = match gw.store.load_account_secrets(account_id).await {
-        Ok(Some(sealed)) => sealed,
-        _ => {
-            tracing::warn!(%account_id, "account secrets not read; the push is not routed");
-            return None;
-        }
     };
-    if own_reply && plan.reply.is_some() {
-        // Announced with the push, but wxhub's own reply won: nothing for retries to wait for.
+    let route = &plan.matching[index];
+    if own_reply {
+        // wxhub's own reply won: the reply route gets the push as a copy, and retries have
+        // nothing to wait for.
+        if enqueue_copy(gw, push, sealed, route).await {
+            gw.wake_copies();
+        }
         if let Err(error) = gw
             .store
             .finish_push_reply(account_id, push.dedup_key, None, gw.now())
@@ -610,30 +686,11 @@ pub(crate) async fn route_first(
         {
             tracing::warn!(%account_id, %error, "push reply not stored");
         }
+        return None;
     }
-    let matching: Vec<&PushRoute> = plan.matching.iter().collect();
-    let reply_route = plan.reply.filter(|_| !own_reply).map(|i| &plan.matching[i]);
     // Registered at once, so a retry arriving on this replica waits for the call.
-    let flight = reply_route.map(|_| begin_flight(gw, push));
-    let copies = async {
-        let mut queued = false;
-        for route in matching
-            .iter()
-            .filter(|r| Some(r.id.as_str()) != reply_route.map(|r| r.id.as_str()))
-        {
-            queued |= enqueue_copy(gw, push, &sealed, route).await;
-        }
-        if queued {
-            gw.wake_copies();
-        }
-    };
-    let reply = async {
-        let (route, flight) = reply_route.zip(flight)?;
-        call_reply_route(gw, push, &sealed, route, flight).await
-    };
-    // Queueing the copies does not delay the reply.
-    let ((), reply) = tokio::join!(copies, reply);
-    reply
+    let flight = begin_flight(gw, push);
+    call_reply_route(gw, push, sealed, route, flight).await
 }
 
 /// A reply route's call of one push, registered in this process; retries on other replicas

@@ -72,14 +72,23 @@ pub struct IncomingPush<'a> {
     /// call in `push_replies` in the same transaction, so WeChat's retries on any replica
     /// wait for it (`store::push_routes`).
     pub reply_route: Option<&'a str>,
+    /// Copies for the account's copy routes, queued with the first delivery in the same
+    /// transaction (so a crash cannot record the push and lose its copies), while the account
+    /// has fewer than `copy_limit` waiting.
+    pub copies: &'a [crate::push_routes::NewCopy<'a>],
+    pub copy_limit: i64,
 }
 
 /// What recording a push did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushRecording {
     /// First delivery: recorded and applied; `user_created` when its subscribe created the
-    /// end user (a pre-registration, counted by statistics).
-    Processed { user_created: bool },
+    /// end user (a pre-registration, counted by statistics). `copies_dropped` lists the
+    /// indices of `IncomingPush::copies` not queued (the account's queue was full).
+    Processed {
+        user_created: bool,
+        copies_dropped: Vec<usize>,
+    },
     /// A retry (same dedup key, or same nonce and message): acknowledged, not reapplied.
     Retry,
     /// The `(timestamp, nonce)` was used for another message: nothing was stored.
@@ -411,9 +420,33 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            let mut copies_dropped = Vec::new();
+            if first {
+                for (i, copy) in incoming.copies.iter().enumerate() {
+                    let queued = sqlx::query(crate::push_routes::ENQUEUE_COPY.get(d))
+                        .bind(copy.id)
+                        .bind(copy.account_id)
+                        .bind(copy.route_id)
+                        .bind(copy.dedup_key)
+                        .bind(copy.openid)
+                        .bind(copy.body)
+                        .bind(now)
+                        .bind(incoming.copy_limit)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| on_constraint(e, "push copy", "route"))?
+                        .rows_affected();
+                    if queued == 0 {
+                        copies_dropped.push(i);
+                    }
+                }
+            }
             tx.commit().await?;
             Ok(if first {
-                PushRecording::Processed { user_created }
+                PushRecording::Processed {
+                    user_created,
+                    copies_dropped,
+                }
             } else {
                 PushRecording::Retry
             })

@@ -140,6 +140,23 @@ pub enum StoredReply {
     Done(Option<Vec<u8>>),
 }
 
+/// Queues a copy while the account has fewer than the limit waiting (id, account, route,
+/// dedup key, openid, body, now, limit); nothing for a route that has this push already.
+pub(crate) const ENQUEUE_COPY: Sql = Sql {
+    sqlite: "INSERT INTO push_copies (id, account_id, route_id, dedup_key, openid, body, \
+             state, attempts, next_attempt_at, created_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7 \
+             WHERE (SELECT COUNT(*) FROM push_copies WHERE account_id = ?2 \
+             AND state = 'pending') < ?8 \
+             ON CONFLICT (route_id, dedup_key) DO NOTHING",
+    postgres: "INSERT INTO push_copies (id, account_id, route_id, dedup_key, openid, body, \
+               state, attempts, next_attempt_at, created_at) \
+               SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7 \
+               WHERE (SELECT COUNT(*) FROM push_copies WHERE account_id = $2 \
+               AND state = 'pending') < $8 \
+               ON CONFLICT (route_id, dedup_key) DO NOTHING",
+};
+
 /// Announces a reply route's call of a push (account, dedup key, route, now).
 pub(crate) const ANNOUNCE_REPLY: Sql = Sql {
     sqlite: "INSERT INTO push_replies (account_id, dedup_key, route_id, state, started_at) \
@@ -284,20 +301,7 @@ impl Store {
         limit: i64,
         now: i64,
     ) -> Result<Enqueued, StoreError> {
-        const INSERT: Sql = Sql {
-            sqlite: "INSERT INTO push_copies (id, account_id, route_id, dedup_key, openid, body, \
-                     state, attempts, next_attempt_at, created_at) \
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7 \
-                     WHERE (SELECT COUNT(*) FROM push_copies WHERE account_id = ?2 \
-                     AND state = 'pending') < ?8 \
-                     ON CONFLICT (route_id, dedup_key) DO NOTHING",
-            postgres: "INSERT INTO push_copies (id, account_id, route_id, dedup_key, openid, body, \
-                       state, attempts, next_attempt_at, created_at) \
-                       SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7 \
-                       WHERE (SELECT COUNT(*) FROM push_copies WHERE account_id = $2 \
-                       AND state = 'pending') < $8 \
-                       ON CONFLICT (route_id, dedup_key) DO NOTHING",
-        };
+        const INSERT: Sql = ENQUEUE_COPY;
         const EXISTS: Sql = Sql {
             sqlite: "SELECT id FROM push_copies WHERE route_id = ? AND dedup_key = ?",
             postgres: "SELECT id FROM push_copies WHERE route_id = $1 AND dedup_key = $2",

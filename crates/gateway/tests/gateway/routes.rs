@@ -653,6 +653,42 @@ async fn two_replicas_share_the_queue(env: Env) {
     assert!(owner.no_call_yet());
 }
 
+async fn a_full_queue_takes_no_more_copies_and_says_so(env: Env) {
+    let owner = Owner::start(APPID, answer(200, "success")).await;
+    add_route(
+        &env,
+        APPID,
+        route(&owner.url, Delivery::Copy, RouteMode::Safe, Some("text")),
+    )
+    .await;
+    env.hubs[0].kill_copy_worker();
+    follow(&env, APPID, "alice").await;
+    let account = env.account_id(APPID).await;
+    // The options allow one waiting copy per account.
+    send_text(&env, APPID, "alice", "first").await;
+    let d = send_text(&env, APPID, "alice", "second").await;
+    assert_eq!(
+        d.attempts.last().unwrap().reply.as_ref().unwrap().kind,
+        "success"
+    );
+    assert_eq!(env.store().pending_push_copies(&account).await.unwrap(), 1);
+    eventually("the dropped copy recorded", || async {
+        failures(&env, APPID)
+            .await
+            .iter()
+            .any(|c| c.contains("copy queue is full"))
+    })
+    .await;
+    drop(owner);
+}
+
+fn one_copy() -> gateway::routes::RouteOptions {
+    gateway::routes::RouteOptions {
+        copy_queue_limit: 1,
+        ..test_route_options()
+    }
+}
+
 // ---- request forgery ----
 
 async fn routes_to_internal_addresses_are_refused(env: Env) {
@@ -755,4 +791,5 @@ on_both! {
     a_dead_letter_is_kept_and_can_be_sent_again(1, super::fast()),
     two_replicas_share_the_queue(2, super::test_route_options()),
     routes_to_internal_addresses_are_refused(1, super::no_loopback()),
+    a_full_queue_takes_no_more_copies_and_says_so(1, super::one_copy()),
 }
