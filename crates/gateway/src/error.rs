@@ -195,8 +195,8 @@ pub enum GatewayError {
         #[source]
         source: vault::VaultError,
     },
-    /// The HTTP client for relays could not be built.
-    #[error("the relay HTTP client cannot be built")]
+    /// The HTTP client for push routes could not be built.
+    #[error("the push routes' HTTP client cannot be built")]
     HttpClient(#[source] reqwest::Error),
     /// Too many requests from this client IP or at this account
     /// ([`crate::limits::GatewayLimits`]); answered 429 with `Retry-After`.

@@ -14,7 +14,8 @@
 //! - log or show a secret, token or code (only their hashes are stored).
 //!
 //! Modules: [`oidc`] (provider endpoints' logic), [`login`] (the WeChat side of a login),
-//! [`push`] (push callback), [`scan`] (logging in on a PC by scanning a QR code, and the
+//! [`push`] (push callback), [`routes`] (the owner's own servers behind the push callback:
+//! reply routes, the durable copy queue, request-forgery protection), [`scan`] (logging in on a PC by scanning a QR code, and the
 //! follow page's own code), [`keys`] (signing keys sealed by the vault), [`limits`] (what
 //! anonymous visitors may make wxhub spend of WeChat's quotas), `events` (waking scan pages
 //! on every replica), [`settings`]
@@ -35,6 +36,7 @@ pub mod oidc;
 mod pages;
 mod params;
 pub mod push;
+pub mod routes;
 pub mod scan;
 
 use std::collections::HashSet;
@@ -111,8 +113,8 @@ pub struct Gateway {
     pub(crate) core_tokens: Arc<dyn CoreTokens>,
     pub(crate) stats: stats::Stats,
     public_base: String,
-    /// For relaying pushes to owners' servers (short timeout, no redirects).
-    pub(crate) relay_http: reqwest::Client,
+    /// Push routes to owners' own servers.
+    pub(crate) routing: routes::Routing,
     pub(crate) keys: keys::KeyCache,
     /// Whether the public URL is https: the login cookie is then `__Host-` prefixed and
     /// `Secure`.
@@ -131,16 +133,21 @@ impl Gateway {
         Self::with_limits(config, limits::GatewayLimits::default())
     }
 
-    /// Builds the gateway with these limits.
+    /// Builds the gateway with these limits and the default [`routes::RouteOptions`].
     pub fn with_limits(
         config: GatewayConfig,
         limits: limits::GatewayLimits,
     ) -> Result<Arc<Self>, GatewayError> {
-        let relay_http = reqwest::Client::builder()
-            .timeout(push::RELAY_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(GatewayError::HttpClient)?;
+        Self::with_options(config, limits, routes::RouteOptions::default())
+    }
+
+    /// Builds the gateway with these limits and push-route options.
+    pub fn with_options(
+        config: GatewayConfig,
+        limits: limits::GatewayLimits,
+        route_options: routes::RouteOptions,
+    ) -> Result<Arc<Self>, GatewayError> {
+        let routing = routes::Routing::new(route_options).map_err(GatewayError::HttpClient)?;
         Ok(Arc::new(Self {
             limits: limits::Limiters::new(limits, config.clock.clone()),
             scan_events: events::ScanEvents::default(),
@@ -151,7 +158,7 @@ impl Gateway {
             core_tokens: config.core_tokens,
             stats: config.stats,
             public_base: config.public_url.as_str().trim_end_matches('/').to_owned(),
-            relay_http,
+            routing,
             keys: keys::KeyCache::default(),
             https: config.public_url.scheme() == "https",
             warned_missing_original_id: Mutex::new(HashSet::new()),

@@ -1,6 +1,6 @@
 //! Periodic clean-up of the gateway's tables, so they do not grow without bound: expired
 //! pending authorizations, codes and access tokens, push nonces past the timestamp window,
-//! old received pushes, retired signing keys past their grace period, follow waits that
+//! push routes' stored replies, old received pushes, retired signing keys past their grace period, follow waits that
 //! expired or lost their login, and scan logins that expired or finished.
 //!
 //! Every deletion is idempotent, so several replicas may sweep at once. Cut-offs are in the
@@ -54,6 +54,8 @@ pub struct SweepReport {
     /// Pending authorizations, codes and access tokens.
     pub oidc_rows: u64,
     pub push_nonces: u64,
+    /// Reply routes' stored replies (kept as long as nonces: WeChat's retries are over).
+    pub push_replies: u64,
     pub received_pushes: u64,
     pub signing_keys: u64,
 }
@@ -81,6 +83,9 @@ pub async fn sweep(
     let push_nonces = store
         .delete_push_nonces_before(before(retention.push_nonces))
         .await?;
+    let push_replies = store
+        .delete_push_replies_before(before(retention.push_nonces))
+        .await?;
     let received_pushes = store
         .delete_pushes_before(before(retention.received_pushes))
         .await?;
@@ -92,6 +97,7 @@ pub async fn sweep(
         scan_logins,
         oidc_rows,
         push_nonces,
+        push_replies,
         received_pushes,
         signing_keys,
     })

@@ -18,10 +18,11 @@
 //! body. An account configured for safe mode therefore never accepts a plain body, and a follow
 //! learned from a plain-mode push is re-checked with `user/info` before a login relies on it.
 //!
-//! WeChat waits 5 s (§6.4); the work here is a few database statements. The optional relay
-//! to the owner's own server happens after the answer, in the background.
+//! WeChat waits 5 s (§6.4); the work here is a few database statements. Then the account's
+//! push routes (`crate::routes`) get the push: its reply route synchronously, within the reply
+//! deadline, and every other matching route a copy from the durable queue.
 
-use std::time::Duration;
+use std::time::Instant;
 
 use bytes::Bytes;
 use store::end_users::Subscription;
@@ -38,8 +39,6 @@ use crate::{Gateway, GatewayError, random_alnum, token_hash};
 pub const MAX_PUSH_BYTES: usize = xml::MAX_PUSH_BYTES;
 /// How far a push's `timestamp` may be from our clock.
 pub const TIMESTAMP_WINDOW_SECS: i64 = 300;
-/// Timeout of one relay to the owner's server.
-pub const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The query WeChat signs (§6.2, §6.3, §7.4).
 #[derive(Debug, Default)]
@@ -143,13 +142,14 @@ pub async fn verify_url(gw: &Gateway, appid: &str, q: PushQuery) -> Result<Strin
     }
 }
 
-/// Decrypts a safe-mode (or compatible-mode) `Encrypt` after checking `msg_signature`.
+/// Decrypts a safe-mode (or compatible-mode) `Encrypt` after checking `msg_signature`;
+/// returns the message and its plain XML.
 fn open_encrypted(
     v: &Verified,
     appid: &str,
     q: &PushQuery,
     encrypt: &str,
-) -> Result<PushMessage, GatewayError> {
+) -> Result<(PushMessage, String), GatewayError> {
     let key = v
         .aes_key
         .as_ref()
@@ -177,7 +177,8 @@ fn open_encrypted(
     let plain = MsgCrypt::new(key, appid)
         .decrypt(encrypt)
         .map_err(|_| reject(PushRejection::WrongAccount))?;
-    xml::parse_message(plain.as_bytes()).map_err(|_| reject(PushRejection::BadXml))
+    let msg = xml::parse_message(plain.as_bytes()).map_err(|_| reject(PushRejection::BadXml))?;
+    Ok((msg, plain))
 }
 
 /// The subscription change a push carries; `event_time` is its `CreateTime` in ms.
@@ -225,37 +226,39 @@ pub(crate) fn push_mode(configured: Option<PushMode>, has_aes_key: bool) -> Push
     })
 }
 
-/// The message to act on, by the account's push mode, and whether it was authenticated
-/// (`msg_signature` over the encrypted message); returns the `Encrypt` value for the relay.
+/// The message to act on, by the account's push mode, its plain XML (for push routes), and
+/// its `Encrypt` value when it was authenticated (`msg_signature` over the encrypted message).
 fn open_body(
     v: &Verified,
     appid: &str,
     q: &PushQuery,
     mode: PushMode,
     body: &[u8],
-) -> Result<(PushMessage, Option<String>), GatewayError> {
+) -> Result<(PushMessage, String, Option<String>), GatewayError> {
     let parsed = xml::parse_push(body).map_err(|_| reject(PushRejection::BadXml))?;
     match (mode, parsed) {
         // An envelope is accepted in any mode: it is authenticated.
         (_, PushBody::Encrypted(env)) => {
-            let msg = open_encrypted(v, appid, q, &env.encrypt)?;
+            let (msg, plain) = open_encrypted(v, appid, q, &env.encrypt)?;
             if msg.to_user != env.to_user {
                 return Err(reject(PushRejection::WrongAccount));
             }
-            Ok((msg, Some(env.encrypt)))
+            Ok((msg, plain, Some(env.encrypt)))
         }
         // Safe mode: a readable body is a downgrade (nothing signs it).
         (PushMode::Safe, PushBody::Message(_)) => Err(reject(PushRejection::NotEncrypted)),
         // Compatible mode: the signed, encrypted copy is required and is what counts.
         (PushMode::Compatible, PushBody::Message(plain)) => {
             let encrypt = plain.encrypt.ok_or(reject(PushRejection::NotEncrypted))?;
-            let msg = open_encrypted(v, appid, q, &encrypt)?;
+            let (msg, plain_xml) = open_encrypted(v, appid, q, &encrypt)?;
             if msg.to_user != plain.to_user {
                 return Err(reject(PushRejection::WrongAccount));
             }
-            Ok((msg, Some(encrypt)))
+            Ok((msg, plain_xml, Some(encrypt)))
         }
-        (PushMode::Plain, PushBody::Message(plain)) => Ok((plain, None)),
+        (PushMode::Plain, PushBody::Message(plain)) => {
+            Ok((plain, String::from_utf8_lossy(body).into_owned(), None))
+        }
     }
 }
 
@@ -283,13 +286,14 @@ pub async fn receive(
     q: PushQuery,
     body: Bytes,
 ) -> Result<String, GatewayError> {
+    let arrived = Instant::now();
     if body.len() > MAX_PUSH_BYTES {
         return Err(reject(PushRejection::TooLarge));
     }
     let v = verify_request(gw, appid, &q).await?;
     let settings = gw.store.gateway_settings(&v.account.id).await?;
     let mode = push_mode(settings.push_mode, v.aes_key.is_some());
-    let (msg, encrypt) = open_body(&v, appid, &q, mode, &body)?;
+    let (msg, plain_xml, encrypt) = open_body(&v, appid, &q, mode, &body)?;
     let authenticated = encrypt.is_some();
     match settings.original_id.as_deref() {
         Some(id) if id == msg.to_user => {}
@@ -321,6 +325,20 @@ pub async fn receive(
         },
     };
     let subscription = subscription_of(&msg, event_time);
+    // Read first: a reply route's call is announced with the push, for WeChat's retries.
+    let plan = crate::routes::plan(gw, &v.account.id, &msg).await;
+    let staged = plan.stage_copies(gw, &v.account.id, &plain_xml);
+    let copies: Vec<store::push_routes::NewCopy<'_>> = staged
+        .iter()
+        .map(|c| store::push_routes::NewCopy {
+            id: &c.id,
+            account_id: &v.account.id,
+            route_id: &c.route_id,
+            dedup_key: &record.dedup_key,
+            openid: Some(&msg.from_user),
+            body: &c.body,
+        })
+        .collect();
     let recording = gw
         .store
         .record_push_with_subscription(
@@ -330,13 +348,27 @@ pub async fn receive(
                 push_time: v.timestamp,
                 nonce: &v.nonce,
                 authenticated,
+                reply_route: plan.reply_route(),
+                copies: &copies,
+                copy_limit: i64::from(gw.routing.options.copy_queue_limit),
             },
             now,
         )
         .await?;
-    match recording {
-        PushRecording::Processed { user_created } => {
+    let first = match recording {
+        PushRecording::Processed {
+            user_created,
+            copies_dropped,
+        } => {
             let account_id = v.account.id.as_str();
+            let dropped: Vec<&str> = copies_dropped
+                .iter()
+                .map(|&i| staged[i].route_id.as_str())
+                .collect();
+            crate::routes::copies_dropped(gw, account_id, &dropped);
+            if dropped.len() < staged.len() {
+                gw.wake_copies();
+            }
             gw.stats.push(account_id, push_kind(&msg));
             if user_created {
                 gw.stats
@@ -345,47 +377,64 @@ pub async fn receive(
             if matches!(msg.kind, PushKind::Unsubscribe) {
                 gw.stats.user_unsubscribed(account_id);
             }
-            if let Some(url) = settings.push_relay_url {
-                relay(gw, url, &v, &q, body, encrypt, record.dedup_key);
-            }
+            true
         }
         PushRecording::Retry => {
             // WeChat's retry of a push already processed: counted once, as a duplicate.
             gw.stats.push_duplicate(&v.account.id);
             tracing::debug!(account_id = %v.account.id, "push retry acknowledged without reprocessing");
+            false
         }
         PushRecording::NonceReused => return Err(reject(PushRejection::Replay)),
-    }
+    };
     // A scan of one of the gateway's codes (docs/wechat-2.md §4.3): marks the login and
     // answers the scanner in WeChat. A retry is answered the same way (the mark is
-    // idempotent): WeChat shows the reply to the attempt it got an answer to.
-    let reply = match msg.qr_scan() {
+    // idempotent): WeChat shows the reply to the attempt it got an answer to. wxhub's own
+    // reply wins over a reply route's (which then gets a copy).
+    let own = match msg.qr_scan() {
         Some(scan) => {
             crate::scan::on_qr_scan(gw, &v.account, &msg.from_user, scan, authenticated).await?
         }
         None => None,
     };
-    match reply {
-        Some(text) => passive_reply(gw, &v, appid, &msg, &text, authenticated),
-        None => Ok(xml::SUCCESS.to_owned()),
+    let routed = crate::routes::RoutedPush {
+        account: &v.account,
+        push_mode: settings.push_mode,
+        msg: &msg,
+        plain_xml: &plain_xml,
+        dedup_key: &record.dedup_key,
+        arrived,
+    };
+    let routed_reply = if first {
+        crate::routes::route_first(gw, &routed, plan, own.is_some()).await
+    } else if own.is_none() {
+        crate::routes::route_retry(gw, &v.account, &record.dedup_key, arrived).await
+    } else {
+        None
+    };
+    match (own, routed_reply) {
+        (Some(text), _) => {
+            let reply = msg.text_reply(&text, gw.clock.now_secs());
+            passive_reply(gw, &v, appid, &reply, authenticated)
+        }
+        (None, Some(reply)) => passive_reply(gw, &v, appid, &reply, authenticated),
+        (None, None) => Ok(xml::SUCCESS.to_owned()),
     }
 }
 
-/// A passive text reply to `msg` (docs/wechat.md §6.4), encrypted when the push was
-/// (safe and compatible mode, §7.4): a plain reply to an encrypted push is refused in safe
-/// mode.
+/// A passive reply (docs/wechat.md §6.4) as WeChat gets it: encrypted when the push was
+/// (safe and compatible mode, §7.4), since a plain reply to an encrypted push is refused in
+/// safe mode.
 fn passive_reply(
     gw: &Gateway,
     v: &Verified,
     appid: &str,
-    msg: &PushMessage,
-    text: &str,
+    reply: &str,
     encrypted: bool,
 ) -> Result<String, GatewayError> {
     let now = gw.clock.now_secs();
-    let reply = msg.text_reply(text, now);
     if !encrypted {
-        return Ok(reply);
+        return Ok(reply.to_owned());
     }
     let key = v.aes_key.as_ref().ok_or(GatewayError::Internal(
         "encrypted push without an EncodingAESKey",
@@ -393,83 +442,5 @@ fn passive_reply(
     let key = EncodingAesKey::parse(key.expose())
         .map_err(|_| GatewayError::Internal("stored EncodingAESKey is invalid"))?;
     let crypt = MsgCrypt::new(key, appid);
-    Ok(
-        xml::EncryptedReply::seal(&crypt, v.token.expose(), &reply, now, &random_alnum(16))
-            .to_xml(),
-    )
-}
-
-/// Sends a copy of the push to the owner's server, re-signed with the account's Token (fresh
-/// timestamp and nonce; `msg_signature` recomputed for encrypted bodies). The relay's own
-/// `(timestamp, nonce)` is recorded in the nonce cache first, under the push's dedup key, so
-/// the signed copy cannot be replayed to wxhub with another body. The owner's answer is not
-/// relayed back: WeChat has already been answered.
-fn relay(
-    gw: &Gateway,
-    url: String,
-    v: &Verified,
-    q: &PushQuery,
-    body: Bytes,
-    encrypt: Option<String>,
-    dedup_key: String,
-) {
-    if !tenancy::settings::relay_url_allowed(&url) {
-        tracing::warn!(account_id = %v.account.id, "push relay URL is not https (or loopback http); not relayed");
-        return;
-    }
-    let now = gw.now();
-    let ts_secs = now.div_euclid(1000);
-    let ts = ts_secs.to_string();
-    let nonce = random_alnum(16);
-    let mut query = vec![
-        ("signature", sig::signature(v.token.expose(), &ts, &nonce)),
-        ("timestamp", ts.clone()),
-        ("nonce", nonce.clone()),
-    ];
-    if let Some(openid) = &q.openid {
-        query.push(("openid", openid.clone()));
-    }
-    if let Some(encrypt) = &encrypt {
-        query.push(("encrypt_type", "aes".to_owned()));
-        query.push((
-            "msg_signature",
-            sig::msg_signature(v.token.expose(), &ts, &nonce, encrypt),
-        ));
-    }
-    let http = gw.relay_http.clone();
-    let store = gw.store.clone();
-    let stats = gw.stats.clone();
-    let account_id = v.account.id.clone();
-    tokio::spawn(async move {
-        match store
-            .remember_push_nonce(&account_id, ts_secs, &nonce, &dedup_key, now)
-            .await
-        {
-            Ok(NonceUse::First) => {}
-            Ok(_) => {
-                tracing::warn!(%account_id, "push relay nonce collided; not relayed");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(%account_id, error = %e, "push relay nonce not recorded; not relayed");
-                return;
-            }
-        }
-        let sent = http
-            .post(&url)
-            .query(&query)
-            .header("content-type", "text/xml")
-            .body(body)
-            .send()
-            .await;
-        let ok = matches!(&sent, Ok(r) if r.status().is_success());
-        stats.push_relayed(&account_id, ok);
-        match sent {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => {
-                tracing::warn!(%account_id, status = %r.status(), "push relay answered an error")
-            }
-            Err(e) => tracing::warn!(%account_id, error = %e.without_url(), "push relay failed"),
-        }
-    });
+    Ok(xml::EncryptedReply::seal(&crypt, v.token.expose(), reply, now, &random_alnum(16)).to_xml())
 }

@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use wechat::SharedClock;
 
 pub use counters::{Counter, OTHER_LABEL};
-pub use metric::{LoginFailure, LoginStage, Metric, PushKind};
+pub use metric::{LoginFailure, LoginStage, Metric, PushKind, RouteOutcome};
 
 use crate::calendar::{day_start, month_start, week_start};
 use crate::counters::{Drained, Key, Registry};
@@ -276,6 +276,21 @@ impl Stats {
         if let Some(metrics) = self.metrics() {
             metrics.push(account_id, "relay", label);
         }
+    }
+
+    /// A delivery to a push route, and what became of it.
+    pub fn push_route(&self, account_id: &str, route_id: &str, outcome: RouteOutcome) {
+        let label = format!("{route_id}/{}", outcome.label());
+        self.add(account_id, Metric::PushRoute, &label, 1);
+        if let Some(metrics) = self.metrics() {
+            metrics.push(account_id, "route", outcome.label());
+        }
+    }
+
+    /// How long a reply route took to answer (or to fail).
+    pub fn push_route_reply_latency(&self, account_id: &str, route_id: &str, ms: u64) {
+        self.add(account_id, Metric::PushRouteReplies, route_id, 1);
+        self.add(account_id, Metric::PushRouteReplyMs, route_id, ms);
     }
 
     /// An end user created, `via` as stored in `end_users.created_via`.

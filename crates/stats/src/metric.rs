@@ -43,6 +43,13 @@ pub enum Metric {
     PushDuplicates,
     /// A push relayed to the owner's server. Label: `ok` or `failed`.
     PushRelayed,
+    /// A push route's delivery. Label: `route_id/outcome` ([`RouteOutcome`]).
+    PushRoute,
+    /// Reply routes' answer times, summed in ms (divide by the `reply` count). Label: the
+    /// route id.
+    PushRouteReplyMs,
+    /// Reply routes called. Label: the route id.
+    PushRouteReplies,
     /// An end user created. Label: how (`push`: pre-registered by a subscribe,
     /// `login_base`/`login_userinfo`: at their first login).
     UsersCreated,
@@ -179,6 +186,9 @@ impl Metric {
             Metric::PushReceived => "push.received",
             Metric::PushDuplicates => "push.duplicates",
             Metric::PushRelayed => "push.relayed",
+            Metric::PushRoute => "push.route",
+            Metric::PushRouteReplyMs => "push.route.reply_ms",
+            Metric::PushRouteReplies => "push.route.replies",
             Metric::UsersCreated => "users.created",
             Metric::UsersUnsubscribed => "users.unsubscribed",
         }
@@ -202,6 +212,9 @@ impl Metric {
             Metric::PushReceived,
             Metric::PushDuplicates,
             Metric::PushRelayed,
+            Metric::PushRoute,
+            Metric::PushRouteReplyMs,
+            Metric::PushRouteReplies,
             Metric::UsersCreated,
             Metric::UsersUnsubscribed,
         ]);
@@ -229,6 +242,9 @@ impl Metric {
         match self {
             Metric::TokenRefreshFailed | Metric::ProxyErrors | Metric::LoginFailed(_) => true,
             Metric::PushRelayed => label == "failed",
+            Metric::PushRoute => RouteOutcome::ALL
+                .iter()
+                .any(|o| o.is_failure() && label.ends_with(&format!("/{}", o.label()))),
             _ => false,
         }
     }
@@ -253,8 +269,57 @@ impl Metric {
             Metric::Login(_) | Metric::LoginFailed(_) => {
                 label.split_once('/').map_or(label, |(mode, _)| mode)
             }
+            // Route ids are the account's own things.
+            Metric::PushRoute => label.rsplit_once('/').map_or(label, |(_, outcome)| outcome),
+            Metric::PushRouteReplyMs | Metric::PushRouteReplies => "",
             _ => label,
         }
+    }
+}
+
+/// What became of one delivery to a push route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteOutcome {
+    /// A copy answered 2xx, or a reply route's answer was used.
+    Delivered,
+    /// An attempt failed (a copy will be retried; a reply became `success`).
+    Failed,
+    /// A copy's last attempt failed: kept as a dead letter.
+    DeadLettered,
+    /// The account's copy queue was full: no copy.
+    Dropped,
+    /// A reply route answered after the deadline: WeChat got `success`.
+    Late,
+    /// A reply route's answer was malformed, or for another user or account.
+    Refused,
+}
+
+impl RouteOutcome {
+    /// Every outcome.
+    pub const ALL: [RouteOutcome; 6] = [
+        RouteOutcome::Delivered,
+        RouteOutcome::Failed,
+        RouteOutcome::DeadLettered,
+        RouteOutcome::Dropped,
+        RouteOutcome::Late,
+        RouteOutcome::Refused,
+    ];
+
+    /// The label's outcome part.
+    pub fn label(self) -> &'static str {
+        match self {
+            RouteOutcome::Delivered => "delivered",
+            RouteOutcome::Failed => "failed",
+            RouteOutcome::DeadLettered => "dead_lettered",
+            RouteOutcome::Dropped => "dropped",
+            RouteOutcome::Late => "late",
+            RouteOutcome::Refused => "refused",
+        }
+    }
+
+    /// Whether it counts as a failure of the account.
+    pub fn is_failure(self) -> bool {
+        self != RouteOutcome::Delivered
     }
 }
 

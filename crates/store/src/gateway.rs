@@ -32,7 +32,8 @@ db_enum! {
 pub struct GatewaySettings {
     /// The account's original id (`gh_…`), the `ToUserName` of its pushes.
     pub original_id: Option<String>,
-    /// The owner's own server, which receives a re-signed copy of every push.
+    /// The owner's own server, which receives a re-signed copy of every push: the target of
+    /// the account's relay route (`store::push_routes`), signed with the account's own Token.
     pub push_relay_url: Option<String>,
     /// The push mode configured in WeChat's console; `None`: safe when the account has an
     /// EncodingAESKey, plain otherwise.
@@ -67,14 +68,27 @@ pub struct IncomingPush<'a> {
     /// Whether the message itself was authenticated (`msg_signature` over the encrypted
     /// message), as opposed to a plain-mode body that nothing signs.
     pub authenticated: bool,
+    /// The reply route that will be called for it, if any: the first delivery announces the
+    /// call in `push_replies` in the same transaction, so WeChat's retries on any replica
+    /// wait for it (`store::push_routes`).
+    pub reply_route: Option<&'a str>,
+    /// Copies for the account's copy routes, queued with the first delivery in the same
+    /// transaction (so a crash cannot record the push and lose its copies), while the account
+    /// has fewer than `copy_limit` waiting.
+    pub copies: &'a [crate::push_routes::NewCopy<'a>],
+    pub copy_limit: i64,
 }
 
 /// What recording a push did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushRecording {
     /// First delivery: recorded and applied; `user_created` when its subscribe created the
-    /// end user (a pre-registration, counted by statistics).
-    Processed { user_created: bool },
+    /// end user (a pre-registration, counted by statistics). `copies_dropped` lists the
+    /// indices of `IncomingPush::copies` not queued (the account's queue was full).
+    Processed {
+        user_created: bool,
+        copies_dropped: Vec<usize>,
+    },
     /// A retry (same dedup key, or same nonce and message): acknowledged, not reapplied.
     Retry,
     /// The `(timestamp, nonce)` was used for another message: nothing was stored.
@@ -147,12 +161,29 @@ impl Store {
                        follow_qr_url = excluded.follow_qr_url, follow_link = excluded.follow_link, \
                        updated_at = excluded.updated_at",
         };
+        // The relay URL is the account's relay route: a copy route of every push, signed with
+        // the account's own push credentials (crates/gateway/src/routes.rs).
+        const UPSERT_RELAY: Sql = Sql {
+            sqlite: "INSERT INTO push_routes (id, account_id, position, target_url, delivery, \
+                     relay, enabled, created_at, updated_at) VALUES (?1, ?2, 0, ?3, 'copy', ?4, ?4, \
+                     ?5, ?5) ON CONFLICT (id) DO UPDATE SET target_url = excluded.target_url, \
+                     updated_at = excluded.updated_at",
+            postgres: "INSERT INTO push_routes (id, account_id, position, target_url, delivery, \
+                       relay, enabled, created_at, updated_at) VALUES ($1, $2, 0, $3, 'copy', $4, $4, \
+                       $5, $5) ON CONFLICT (id) DO UPDATE SET target_url = excluded.target_url, \
+                       updated_at = excluded.updated_at",
+        };
+        const DELETE_RELAY: Sql = Sql {
+            sqlite: "DELETE FROM push_routes WHERE account_id = ? AND relay = 1",
+            postgres: "DELETE FROM push_routes WHERE account_id = $1 AND relay",
+        };
         on_backend!(self, |pool, d| {
             let mut tx = pool.begin_write().await?;
             sqlx::query(SQL.get(d))
                 .bind(account_id)
                 .bind(settings.original_id.as_deref())
-                .bind(settings.push_relay_url.as_deref())
+                // Kept in the account's relay route below, not in this column.
+                .bind(None::<&str>)
                 .bind(settings.push_mode.map(PushMode::as_db))
                 .bind(settings.follow_qr_url.as_deref())
                 .bind(settings.follow_link.as_deref())
@@ -160,6 +191,25 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| on_constraint(e, "gateway settings", "account"))?;
+            match settings.push_relay_url.as_deref() {
+                Some(url) => {
+                    sqlx::query(UPSERT_RELAY.get(d))
+                        .bind(format!("relay-{account_id}"))
+                        .bind(account_id)
+                        .bind(url)
+                        .bind(true)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| on_constraint(e, "push route", "account"))?;
+                }
+                None => {
+                    sqlx::query(DELETE_RELAY.get(d))
+                        .bind(account_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
             commit_audited!(self, tx, d, record, now);
             Ok(())
         })
@@ -168,10 +218,15 @@ impl Store {
     /// An account's gateway settings (all `None` when never set).
     pub async fn gateway_settings(&self, account_id: &str) -> Result<GatewaySettings, StoreError> {
         const SQL: Sql = Sql {
-            sqlite: "SELECT original_id, push_relay_url, push_mode, follow_qr_url, follow_link \
-                     FROM gateway_account_settings WHERE account_id = ?",
-            postgres: "SELECT original_id, push_relay_url, push_mode, follow_qr_url, follow_link \
-                       FROM gateway_account_settings WHERE account_id = $1",
+            // The relay URL is the target of the account's relay route (migration 0015).
+            sqlite: "SELECT s.original_id, (SELECT r.target_url FROM push_routes r \
+                     WHERE r.account_id = s.account_id AND r.relay = 1) AS push_relay_url, \
+                     s.push_mode, s.follow_qr_url, s.follow_link \
+                     FROM gateway_account_settings s WHERE s.account_id = ?",
+            postgres: "SELECT s.original_id, (SELECT r.target_url FROM push_routes r \
+                       WHERE r.account_id = s.account_id AND r.relay) AS push_relay_url, \
+                       s.push_mode, s.follow_qr_url, s.follow_link \
+                       FROM gateway_account_settings s WHERE s.account_id = $1",
         };
         on_backend!(self, |pool, d| {
             let row = sqlx::query(SQL.get(d))
@@ -356,9 +411,42 @@ impl Store {
                         .await?;
                 }
             }
+            if first && let Some(route_id) = incoming.reply_route {
+                sqlx::query(crate::push_routes::ANNOUNCE_REPLY.get(d))
+                    .bind(&push.account_id)
+                    .bind(&push.dedup_key)
+                    .bind(route_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let mut copies_dropped = Vec::new();
+            if first {
+                for (i, copy) in incoming.copies.iter().enumerate() {
+                    let queued = sqlx::query(crate::push_routes::ENQUEUE_COPY.get(d))
+                        .bind(copy.id)
+                        .bind(copy.account_id)
+                        .bind(copy.route_id)
+                        .bind(copy.dedup_key)
+                        .bind(copy.openid)
+                        .bind(copy.body)
+                        .bind(now)
+                        .bind(incoming.copy_limit)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| on_constraint(e, "push copy", "route"))?
+                        .rows_affected();
+                    if queued == 0 {
+                        copies_dropped.push(i);
+                    }
+                }
+            }
             tx.commit().await?;
             Ok(if first {
-                PushRecording::Processed { user_created }
+                PushRecording::Processed {
+                    user_created,
+                    copies_dropped,
+                }
             } else {
                 PushRecording::Retry
             })

@@ -30,6 +30,7 @@ pub mod notify;
 pub mod oidc;
 #[macro_use]
 pub mod people;
+pub mod push_routes;
 pub mod pushes;
 pub mod scan_logins;
 pub mod sealed;

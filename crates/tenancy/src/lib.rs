@@ -27,6 +27,7 @@ pub mod people;
 pub mod platform;
 pub mod policy;
 mod principal;
+pub mod push_routes;
 pub mod settings;
 pub mod statistics;
 pub mod tenants;

@@ -91,6 +91,18 @@ operations! {
     SettingsUpdate = "settings.update" => owner: OwnAccounts, operator: Deny;
     /// Ask WeChat to probe the account's server URL (a call in the account's name).
     SettingsProbe = "settings.probe" => owner: OwnAccounts, operator: Deny;
+    /// Add a push route to the owner's own server (its Token is entered then).
+    PushRouteCreate = "push_route.create" => owner: OwnAccounts, operator: Deny;
+    /// List an account's push routes (never their credentials).
+    PushRouteList = "push_route.list" => owner: OwnAccounts, operator: Allow;
+    /// Change a push route's target, match, delivery, credentials or order, or switch it off.
+    PushRouteEdit = "push_route.edit" => owner: OwnAccounts, operator: Deny;
+    /// Delete a push route with its queued copies.
+    PushRouteDelete = "push_route.delete" => owner: OwnAccounts, operator: Deny;
+    /// Read a push route's last failures and dead letters (causes only, no message content).
+    PushRouteFailures = "push_route.failures" => owner: OwnAccounts, operator: Allow;
+    /// Send a dead letter again (the owner's server gets the user's message).
+    PushRouteResend = "push_route.resend" => owner: OwnAccounts, operator: Deny;
     /// List and search an account's end users (their WeChat users).
     EndUserList = "end_user.list" => owner: OwnAccounts, operator: Deny;
     /// Read the audit log (owners: of their own accounts).

@@ -57,6 +57,12 @@ const EXPECTED: &[(Operation, bool, bool, bool)] = &[
     (Operation::PlatformStats, false, false, true),
     (Operation::PersonResetTotp, false, false, true),
     (Operation::SettingsProbe, true, false, false),
+    (Operation::PushRouteCreate, true, false, false),
+    (Operation::PushRouteList, true, false, true),
+    (Operation::PushRouteEdit, true, false, false),
+    (Operation::PushRouteDelete, true, false, false),
+    (Operation::PushRouteFailures, true, false, true),
+    (Operation::PushRouteResend, true, false, false),
 ];
 
 struct World {
@@ -298,7 +304,53 @@ impl World {
                 other => other.map(drop),
             },
             Operation::PlatformHealth => tn.platform_health(p).await.map(drop),
+            Operation::PushRouteCreate => tn.create_push_route(p, appid, route()).await.map(drop),
+            Operation::PushRouteList => tn.list_push_routes(p, appid).await.map(drop),
+            Operation::PushRouteEdit => {
+                let id = tn
+                    .create_push_route(&Principal::cli(), appid, route())
+                    .await?
+                    .id;
+                let change = tenancy::push_routes::RouteChange {
+                    enabled: Some(false),
+                    ..Default::default()
+                };
+                tn.edit_push_route(p, appid, &id, change).await.map(drop)
+            }
+            Operation::PushRouteDelete => {
+                let id = tn
+                    .create_push_route(&Principal::cli(), appid, route())
+                    .await?
+                    .id;
+                tn.delete_push_route(p, appid, &id).await
+            }
+            Operation::PushRouteFailures => tn.push_route_problems(p, appid).await.map(drop),
+            // Allowed is getting past the permission check to the dead letter, which this
+            // world has none of; re-sending is tested with the gateway's queue.
+            Operation::PushRouteResend => match tn.resend_dead_letter(p, appid, "none").await {
+                Err(TenancyError::NotFound {
+                    what: "dead letter",
+                }) => Ok(()),
+                other => other,
+            },
         }
+    }
+}
+
+fn route() -> tenancy::push_routes::NewRoute {
+    tenancy::push_routes::NewRoute {
+        target_url: "https://owner.example/wechat".to_owned(),
+        match_msg_type: Some("text".to_owned()),
+        match_event: None,
+        match_event_key_prefix: None,
+        delivery: store::push_routes::Delivery::Reply,
+        push_mode: None,
+        credentials: tenancy::push_routes::RouteCredentials {
+            token: SecretString::new("routetoken1".to_owned()),
+            encoding_aes_key: None,
+        },
+        position: None,
+        enabled: true,
     }
 }
 

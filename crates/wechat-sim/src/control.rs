@@ -67,6 +67,7 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/accounts/{appid}/users/{user}/unfollow", post(unfollow))
         .route("/accounts/{appid}/users/{user}/scan", post(scan))
         .route("/accounts/{appid}/users/{user}/text", post(text))
+        .route("/accounts/{appid}/users/{user}/click", post(click))
         .route("/users", get(list_users).post(create_user))
         .route("/users/{id}", get(get_user).delete(delete_user))
         .route(
@@ -89,6 +90,8 @@ pub(crate) fn routes() -> Router<Simulator> {
         .route("/phone/follow", post(crate::phone::follow))
         .route("/phone/unfollow", post(crate::phone::unfollow))
         .route("/phone/scan", post(crate::phone::scan))
+        .route("/phone/text", post(crate::phone::text))
+        .route("/phone/click", post(crate::phone::click))
         .fallback(|| async { SimError::not_found("control route") })
 }
 
@@ -233,6 +236,20 @@ async fn text(
 ) -> Res {
     let b: TextBody = parse(&body)?;
     ok(sim.send_text(&appid, &user, &b.content, b.msg_id).await?)
+}
+
+#[derive(Deserialize)]
+struct ClickBody {
+    key: String,
+}
+
+async fn click(
+    State(sim): State<Simulator>,
+    Path((appid, user)): Path<(String, String)>,
+    body: Bytes,
+) -> Res {
+    let b: ClickBody = parse(&body)?;
+    ok(sim.click_menu(&appid, &user, &b.key).await?)
 }
 
 async fn list_users(State(sim): State<Simulator>) -> Res {

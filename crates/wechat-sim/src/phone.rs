@@ -8,6 +8,11 @@
 //! scan it as any simulated person — what a person does with the camera when a website shows
 //! a "scan to sign in" code.
 //!
+//! And it chats: a follower sends a text message or clicks a menu button (`CLICK` with a key),
+//! and the page shows the conversation — what the person sent and what the account answered
+//! with a passive reply (docs/wechat.md §6.4), from the simulator's delivery records — so a
+//! demo shows a bot answering through wxhub.
+//!
 //! Like the rest of the control API it is unauthenticated and for loopback only.
 
 use axum::extract::{Form, Query, State};
@@ -23,6 +28,9 @@ use crate::qr::QrCodeView;
 /// Live codes offered for one-click scanning.
 const RECENT_CODES: usize = 8;
 
+/// Messages shown per conversation.
+const CHAT_LINES: usize = 12;
+
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:30rem;\
 padding:0.75rem;line-height:1.4}h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:1.5rem}\
 li{margin:0.4rem 0}button{font-size:1rem;padding:0.45rem 0.8rem;margin:0.2rem 0.3rem 0.2rem 0}\
@@ -30,7 +38,12 @@ input[type=text]{width:100%;box-sizing:border-box;font-size:1rem;padding:0.5rem}
 fieldset{border:1px solid #ccc;margin:0.5rem 0}#done{background:#eef7ee;padding:0.5rem;\
 border-radius:4px;overflow-wrap:anywhere}.code{display:flex;gap:0.6rem;align-items:flex-start;\
 border-top:1px solid #ddd;padding:0.5rem 0}.code img{width:6rem;height:6rem;flex:none}\
-.code small{overflow-wrap:anywhere;color:#555}.code form{margin-top:0.3rem}.code button{padding:0.35rem 0.55rem}";
+.code small{overflow-wrap:anywhere;color:#555}.code form{margin-top:0.3rem}.code button{padding:0.35rem 0.55rem}\
+.chat{border:1px solid #ddd;border-radius:6px;padding:0.5rem;margin:0.4rem 0 0.8rem}\
+.me,.bot,.note{margin:0.25rem 0;padding:0.35rem 0.6rem;border-radius:10px;max-width:85%;overflow-wrap:anywhere}\
+.me{background:#95ec69;margin-left:auto;width:fit-content}.bot{background:#f0f0f0;width:fit-content}\
+.note{color:#777;font-size:0.85rem}.chat form{display:flex;gap:0.3rem;margin-top:0.3rem}\
+.chat input[type=text]{flex:1}";
 
 #[derive(Deserialize)]
 pub(crate) struct PhoneQuery {
@@ -61,7 +74,7 @@ pub(crate) async fn page(State(sim): State<Simulator>, Query(q): Query<PhoneQuer
                  <form method=\"post\" action=\"phone/{action}\" style=\"display:inline\">\
                  <input type=\"hidden\" name=\"appid\" value=\"{}\">\
                  <input type=\"hidden\" name=\"user\" value=\"{}\">\
-                 <button type=\"submit\">{label}</button></form></li>",
+                 <button type=\"submit\">{label}</button></form>",
                 escape(&user.nickname),
                 escape(&user.id),
                 if follows {
@@ -72,6 +85,10 @@ pub(crate) async fn page(State(sim): State<Simulator>, Query(q): Query<PhoneQuer
                 escape(&appid),
                 escape(&user.id),
             ));
+            if follows {
+                rows.push_str(&chat(&sim, &appid, &user.id));
+            }
+            rows.push_str("</li>");
         }
         rows.push_str("</ul>");
     }
@@ -87,6 +104,95 @@ pub(crate) async fn page(State(sim): State<Simulator>, Query(q): Query<PhoneQuer
          <h1>模拟微信 Simulated WeChat</h1>{done}{scan}{rows}</body></html>"
     ))
     .into_response()
+}
+
+/// A follower's conversation with the account: what they sent and what it answered, with
+/// forms to send a text message or click a menu button.
+fn chat(sim: &Simulator, appid: &str, user: &str) -> String {
+    let mut lines = Vec::new();
+    for d in sim
+        .deliveries(Some(appid))
+        .iter()
+        .filter(|d| d.user == user && (d.event == "text" || d.event == "CLICK"))
+    {
+        let sent = wechat::xml::parse_message(d.message_xml.as_bytes()).ok();
+        let said = match (d.event.as_str(), &sent) {
+            ("text", Some(m)) => m.fields.get("Content").unwrap_or_default().to_owned(),
+            (_, Some(m)) => format!("[菜单 menu] {}", m.event_key().unwrap_or_default()),
+            _ => String::new(),
+        };
+        lines.push(format!("<p class=\"me\">{}</p>", escape(&said)));
+        let answer = d.attempts.last().and_then(|a| a.reply.as_ref());
+        match answer {
+            Some(r) if r.valid && r.content.is_some() => lines.push(format!(
+                "<p class=\"bot\">{}</p>",
+                escape(r.content.as_deref().unwrap_or_default())
+            )),
+            Some(r) if r.valid && r.msg_type.is_some() => lines.push(format!(
+                "<p class=\"bot\">[{}]</p>",
+                escape(r.msg_type.as_deref().unwrap_or_default())
+            )),
+            Some(r) if !r.valid => lines.push(
+                "<p class=\"note\">该公众号暂时无法提供服务，请稍后再试 (the answer was invalid)</p>"
+                    .to_owned(),
+            ),
+            Some(_) => {}
+            None => lines.push("<p class=\"note\">(no answer)</p>".to_owned()),
+        }
+    }
+    let skip = lines.len().saturating_sub(CHAT_LINES * 2);
+    let hidden = |name: &str, value: &str| {
+        format!(
+            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+            escape(value)
+        )
+    };
+    format!(
+        "<div class=\"chat\">{}\
+         <form method=\"post\" action=\"phone/text\">{}{}\
+         <input type=\"text\" name=\"content\" required placeholder=\"发消息 Send a message\" \
+         aria-label=\"message\"><button type=\"submit\">发送 Send</button></form>\
+         <form method=\"post\" action=\"phone/click\">{}{}\
+         <input type=\"text\" name=\"key\" required placeholder=\"菜单 key, e.g. menu_help\" \
+         aria-label=\"menu key\"><button type=\"submit\">点菜单 Click menu</button></form></div>",
+        lines[skip..].concat(),
+        hidden("appid", appid),
+        hidden("user", user),
+        hidden("appid", appid),
+        hidden("user", user),
+    )
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TextForm {
+    appid: String,
+    user: String,
+    content: String,
+}
+
+/// `POST /__sim/phone/text`: the person sends a text message to the account.
+pub(crate) async fn text(State(sim): State<Simulator>, Form(f): Form<TextForm>) -> Response {
+    let outcome = sim.send_text(&f.appid, &f.user, &f.content, None).await;
+    back(describe(
+        &format!("{} sent a message", f.user),
+        outcome.map(|o| o.delivery),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ClickForm {
+    appid: String,
+    user: String,
+    key: String,
+}
+
+/// `POST /__sim/phone/click`: the person clicks a menu button with this key.
+pub(crate) async fn click(State(sim): State<Simulator>, Form(f): Form<ClickForm>) -> Response {
+    let outcome = sim.click_menu(&f.appid, &f.user, f.key.trim()).await;
+    back(describe(
+        &format!("{} clicked the menu {}", f.user, f.key.trim()),
+        outcome.map(|o| o.delivery),
+    ))
 }
 
 /// The "scan with WeChat" form and the newest live codes, each with one button per person.

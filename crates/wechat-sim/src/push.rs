@@ -1,5 +1,5 @@
 //! The push driver (docs/wechat.md §6.3–§6.5, §7): builds the XML WeChat would POST for a follow, QR
-//! follow, scan, unfollow or text message, signs it (and encrypts it in compatible/safe mode)
+//! follow, scan, unfollow, text message or menu click, signs it (and encrypts it in compatible/safe mode)
 //! with the account's push Token and EncodingAESKey, POSTs it to the account's push URL, and
 //! records every attempt with its answer, judged by `wechat::xml::parse_reply` plus the rules
 //! it leaves to the caller (see `judge`). Replies are read up to `SimLimits::reply_body_bytes`;
@@ -36,6 +36,10 @@ pub(crate) enum PushEvent {
     Text {
         content: String,
         msg_id: u64,
+    },
+    /// A click on a menu button of type `click` (its `key`).
+    Click {
+        key: String,
     },
 }
 
@@ -89,6 +93,11 @@ pub(crate) fn message_xml(
             cdata(&mut x, "Event", "unsubscribe");
             cdata(&mut x, "EventKey", "");
         }
+        PushEvent::Click { key } => {
+            cdata(&mut x, "MsgType", "event");
+            cdata(&mut x, "Event", "CLICK");
+            cdata(&mut x, "EventKey", key);
+        }
     }
     x.push_str("</xml>");
     x
@@ -101,6 +110,7 @@ impl PushEvent {
             PushEvent::Unsubscribe => "unsubscribe",
             PushEvent::Scan { .. } => "SCAN",
             PushEvent::Text { .. } => "text",
+            PushEvent::Click { .. } => "CLICK",
         }
     }
 }
@@ -156,7 +166,7 @@ pub struct Delivery {
     pub openid: String,
     /// Simulated person.
     pub user: String,
-    /// `subscribe`, `unsubscribe`, `SCAN` or `text`.
+    /// `subscribe`, `unsubscribe`, `SCAN`, `text` or `CLICK`.
     pub event: String,
     /// Mode used.
     pub mode: PushMode,

@@ -751,6 +751,25 @@ impl Simulator {
         Ok(self.run(openid, job).await)
     }
 
+    /// A follower clicks a menu button of type `click` with this `key` (docs/wechat.md §6.3:
+    /// `Event` `CLICK`, `EventKey` the button's key).
+    pub async fn click_menu(
+        &self,
+        appid: &str,
+        user: &str,
+        key: &str,
+    ) -> Result<PushOutcome, SimError> {
+        let (openid, job) = self.prepare(appid, user, true, |acct, openid, _| {
+            if !acct.followers.contains_key(openid) {
+                return Err(SimError::conflict("user does not follow the account"));
+            }
+            Ok(Some(PushEvent::Click {
+                key: key.to_owned(),
+            }))
+        })?;
+        Ok(self.run(openid, job).await)
+    }
+
     /// Runs a `callback/check` probe without the lock, keeps its record, and returns the
     /// answer's JSON (§3.7).
     pub(crate) async fn run_probe(&self, job: crate::probe::ProbeJob) -> serde_json::Value {

@@ -194,6 +194,27 @@ pub struct ConfigArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<crate::listener::IpNet>,
+    /// A host that push routes may reach on a non-public address (loopback, private,
+    /// link-local…), as written in route URLs, comma-separated; e.g. `localhost,127.0.0.1`
+    /// for development. Every other target must resolve to public addresses only
+    #[arg(
+        long = "push-allow-host",
+        env = "WXHUB_PUSH_ALLOW_HOSTS",
+        global = true,
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    pub push_allow_hosts: Vec<String>,
+
+    /// How long a reply route may take to answer, counted from the push's arrival, in ms
+    /// (WeChat waits 5000 ms; 100 to 4800) [default: 4000]
+    #[arg(
+        long,
+        env = "WXHUB_PUSH_REPLY_DEADLINE_MS",
+        global = true,
+        value_name = "MS"
+    )]
+    pub push_reply_deadline_ms: Option<u64>,
 }
 
 /// How log lines are written.
@@ -232,6 +253,8 @@ struct FileConfig {
     http_request_timeout: Option<u64>,
     max_connections: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
+    push_allow_hosts: Option<Vec<String>>,
+    push_reply_deadline_ms: Option<u64>,
 }
 
 /// Where the master keys come from.
@@ -276,6 +299,10 @@ pub struct Config {
     pub metrics_per_account: bool,
     /// Timeouts and the connection limit of every listener.
     pub http: crate::listener::HttpLimits,
+    /// Hosts push routes may reach on non-public addresses.
+    pub push_allow_hosts: Vec<String>,
+    /// How long a reply route may take, from the push's arrival.
+    pub push_reply_deadline: std::time::Duration,
 }
 
 /// The `/metrics` bearer token: redacted in `Debug`, compared in constant time.
@@ -460,6 +487,17 @@ impl Config {
             .require_totp_for_operators
             .or(file.require_totp_for_operators)
             .unwrap_or(public_url.scheme() == "https");
+        let push_reply_deadline_ms = args
+            .push_reply_deadline_ms
+            .or(file.push_reply_deadline_ms)
+            .unwrap_or(4000);
+        if !(100..=4800).contains(&push_reply_deadline_ms) {
+            anyhow::bail!(
+                "push reply deadline {push_reply_deadline_ms} ms: must be 100 to 4800 (WeChat \
+                 waits 5000 ms for the whole answer)"
+            );
+        }
+        let push_reply_deadline = std::time::Duration::from_millis(push_reply_deadline_ms);
         Ok(Config {
             require_totp_for_operators,
             data_dir,
@@ -487,6 +525,12 @@ impl Config {
                 .or(file.metrics_per_account)
                 .unwrap_or(false),
             http,
+            push_allow_hosts: if args.push_allow_hosts.is_empty() {
+                file.push_allow_hosts.unwrap_or_default()
+            } else {
+                args.push_allow_hosts.clone()
+            },
+            push_reply_deadline,
         })
     }
 }

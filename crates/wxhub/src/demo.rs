@@ -191,6 +191,43 @@ pub async fn run_sim(options: SimOptions) -> anyhow::Result<()> {
 /// Registers the sample accounts in the hub (once; a second start finds them), sets their
 /// gateway settings, and registers the sample site as an OIDC client of the first two
 /// (afresh at every start: a client secret is shown only when created).
+/// The first sample account's reply route to the sample site's bot, so texts and menu clicks
+/// sent from the simulated phone are answered by the owner's server through wxhub.
+async fn seed_bot_route(
+    tenancy: &tenancy::Tenancy,
+    appid: &str,
+    site_base: &url::Url,
+) -> anyhow::Result<()> {
+    let cli = Principal::cli();
+    let url = format!("{}wechat", site_base);
+    for old in tenancy.list_push_routes(&cli, appid).await? {
+        if !old.relay {
+            tenancy.delete_push_route(&cli, appid, &old.id).await?;
+        }
+    }
+    tenancy
+        .create_push_route(
+            &cli,
+            appid,
+            tenancy::push_routes::NewRoute {
+                target_url: url,
+                match_msg_type: None,
+                match_event: None,
+                match_event_key_prefix: None,
+                delivery: store::push_routes::Delivery::Reply,
+                push_mode: Some(GatewayPushMode::Plain),
+                credentials: tenancy::push_routes::RouteCredentials {
+                    token: SecretString::new(sample_site::BOT_TOKEN.to_owned()),
+                    encoding_aes_key: None,
+                },
+                position: None,
+                enabled: true,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
 async fn seed_hub(
     state: &AppState,
     sim: &Simulator,
@@ -242,6 +279,9 @@ async fn seed_hub(
                 },
             )
             .await?;
+        if index == 0 {
+            seed_bot_route(tenancy, sample.appid, site_base).await?;
+        }
         if index > 1 {
             continue;
         }
@@ -345,6 +385,12 @@ pub async fn run_demo(
     config.wechat_api_url = sim_base.clone();
     config.wechat_open_url = sim_base.clone();
     config.wechat_mp_url = wechat::ClientConfig::for_base(sim_base.clone()).mp_base;
+    // Everything of the demo runs on this machine: push routes may reach it.
+    for host in ["127.0.0.1", "localhost"] {
+        if !config.push_allow_hosts.iter().any(|h| h == host) {
+            config.push_allow_hosts.push(host.to_owned());
+        }
+    }
 
     let sim = Simulator::new(SimConfig::default());
     seed_simulator(&sim, Some(&config.public_url)).await?;
@@ -366,7 +412,9 @@ pub async fn run_demo(
     );
     println!("  1. sample website, start here:  {site_base}");
     println!(
-        "  2. simulated WeChat app (follow/unfollow as alice, bob or carol): {sim_base}__sim/phone"
+        "  2. simulated WeChat app (follow/unfollow as alice, bob or carol; chat with {}, whose \
+         owner's bot answers through wxhub): {sim_base}__sim/phone",
+        SAMPLES[0].name
     );
     println!(
         "  hub:        {hub_base} (health: {hub_base}healthz, token API: {hub_base}api/v1/openapi.json)"

@@ -7,7 +7,8 @@
 //! - [`ops`]: the operator commands (`migrate`, `vault …`);
 //! - [`demo`]: `wxhub sim` and `wxhub demo`, with [`sample_site`], its tenant website;
 //! - [`tenants`]: `wxhub account …` and `wxhub apikey …` (accounts and API keys until the
-//!   dashboard exists).
+//!   dashboard exists);
+//! - [`push_routes`]: `wxhub push-route …`, the owner's own servers behind the push URL.
 
 pub mod clients;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod demo;
 pub mod listener;
 pub mod login_gateway;
 pub mod ops;
+pub mod push_routes;
 pub mod sample_site;
 pub mod server;
 pub mod tenants;

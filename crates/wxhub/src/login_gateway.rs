@@ -93,13 +93,22 @@ pub fn build(
     tokens: &scheduler::TokenService,
     stats: &stats::Stats,
 ) -> anyhow::Result<Arc<Gateway>> {
-    Ok(Gateway::new(GatewayConfig {
-        store: store.clone(),
-        vault: vault.clone(),
-        clock: clock.clone(),
-        wechat,
-        core_tokens: Arc::new(SchedulerCoreTokens(tokens.clone())),
-        public_url: config.public_url.clone(),
-        stats: stats.clone(),
-    })?)
+    let routes = gateway::routes::RouteOptions {
+        reply_deadline: config.push_reply_deadline,
+        allow_hosts: config.push_allow_hosts.clone(),
+        ..gateway::routes::RouteOptions::default()
+    };
+    Ok(Gateway::with_options(
+        GatewayConfig {
+            store: store.clone(),
+            vault: vault.clone(),
+            clock: clock.clone(),
+            wechat,
+            core_tokens: Arc::new(SchedulerCoreTokens(tokens.clone())),
+            public_url: config.public_url.clone(),
+            stats: stats.clone(),
+        },
+        gateway::limits::GatewayLimits::default(),
+        routes,
+    )?)
 }

@@ -105,6 +105,10 @@ enum Command {
     /// Manage the API keys with which an account's backends read its access_token.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
+    /// Route an account's pushes to the owner's own servers: a reply route answers users
+    /// through wxhub, copy routes get every matching push from a durable queue.
+    #[command(subcommand)]
+    PushRoute(wxhub::push_routes::PushRouteCommand),
     /// Dashboard operators: people who see every account and invite owners.
     #[command(subcommand)]
     Operator(OperatorCommand),
@@ -542,6 +546,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<String> {
             .await
             .map(|()| String::new()),
         Command::Account(command) => account_command(&config, command).await,
+        Command::PushRoute(command) => {
+            wxhub::push_routes::run(&config, command, &mut std::io::stdin().lock()).await
+        }
         Command::SigningKey(SigningKeyCommand::Rotate) => {
             wxhub::clients::signing_key_rotate(&config).await
         }

@@ -73,7 +73,42 @@ pub fn router(site: SampleSite) -> Router {
         .route("/", get(home))
         .route("/login", get(login))
         .route("/callback", get(callback))
+        .route("/wechat", axum::routing::post(bot))
         .with_state(site)
+}
+
+/// The Token of the sample bot's push route (a development value: the demo only).
+pub const BOT_TOKEN: &str = "sampleBotToken1";
+
+/// The owner's bot behind the first sample account's reply route: wxhub passes it the users'
+/// messages and menu clicks, signed with the route's Token as WeChat would sign them, and
+/// returns its passive reply to WeChat (docs/wechat.md §6.4). It checks the signature first,
+/// as any WeChat server does.
+async fn bot(Query(q): Query<HashMap<String, String>>, body: String) -> Response {
+    let signed = match (q.get("timestamp"), q.get("nonce"), q.get("signature")) {
+        (Some(ts), Some(nonce), Some(signature)) => {
+            wechat::push::verify_signature(BOT_TOKEN, ts, nonce, signature)
+        }
+        _ => false,
+    };
+    if !signed {
+        return (axum::http::StatusCode::FORBIDDEN, "bad signature").into_response();
+    }
+    let Ok(msg) = wechat::xml::parse_message(body.as_bytes()) else {
+        return (axum::http::StatusCode::BAD_REQUEST, "not a message").into_response();
+    };
+    let answer = match (msg.msg_type(), msg.event()) {
+        ("text", _) => format!(
+            "示例机器人收到：{} (the sample bot, answering through wxhub)",
+            msg.fields.get("Content").unwrap_or_default()
+        ),
+        (_, Some(event)) if event.eq_ignore_ascii_case("CLICK") => format!(
+            "菜单 {} (the sample bot, answering a menu click through wxhub)",
+            msg.event_key().unwrap_or_default()
+        ),
+        _ => return wechat::xml::SUCCESS.into_response(),
+    };
+    msg.text_reply(&answer, msg.create_time).into_response()
 }
 
 fn random_token() -> String {

@@ -370,6 +370,8 @@ pub async fn serve_on(
         state.gateway.clone(),
         gateway::maintenance::Retention::default(),
     );
+    // Copies of pushes to owners' servers, from the queue every replica shares.
+    let copies = gateway::routes::spawn_copy_worker(state.gateway.clone());
     // Counts reach the database every few seconds; the last ones at the end.
     let flusher = state.stats.spawn_flusher();
     // WeChat's statistics: each account at its own time of day, one replica per account.
@@ -400,6 +402,7 @@ pub async fn serve_on(
         .context("HTTP server failed");
     reload.abort();
     sweeper.abort();
+    copies.abort();
     datacube.abort();
     if let Some(task) = metrics_server {
         task.abort();

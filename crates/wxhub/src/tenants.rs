@@ -80,7 +80,7 @@ fn explain(error: TenancyError) -> anyhow::Error {
 }
 
 /// Runs `f` on a freshly opened tenancy layer and closes the store afterwards.
-async fn with_tenancy<T>(
+pub(crate) async fn with_tenancy<T>(
     config: &Config,
     f: impl AsyncFnOnce(&Tenancy, &Principal) -> Result<T, TenancyError>,
 ) -> anyhow::Result<T> {
@@ -111,7 +111,7 @@ pub async fn operator_create(config: &Config, email: &str) -> anyhow::Result<Str
 }
 
 /// Reads one line of `input` as a secret; `None` for an absent or empty line.
-fn read_secret_line(input: &mut dyn BufRead) -> anyhow::Result<Option<SecretString>> {
+pub(crate) fn read_secret_line(input: &mut dyn BufRead) -> anyhow::Result<Option<SecretString>> {
     let mut line = String::new();
     input
         .read_line(&mut line)
@@ -122,7 +122,7 @@ fn read_secret_line(input: &mut dyn BufRead) -> anyhow::Result<Option<SecretStri
     Ok((!value.is_empty()).then(|| SecretString::new(value)))
 }
 
-fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     // Seconds since the epoch in UTC, ISO-like, without a date library.
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);

@@ -183,6 +183,43 @@ async fn demo_logs_people_in_with_both_modes() {
     assert!(page.contains("Carol"), "{page}");
     let page = Browser::new().login(&demo, 1, "carol", "deny").await;
     assert!(page.contains("You declined"), "{page}");
+
+    // Alice writes to the first account from the simulated phone: the owner's sample bot
+    // answers her through wxhub (its reply route), and the phone's chat shows it.
+    let http = reqwest::Client::new();
+    let sent: serde_json::Value = http
+        .post(format!(
+            "{}__sim/accounts/wx5a1e0d3c0ffee001/users/alice/text",
+            demo.sim
+        ))
+        .json(&serde_json::json!({"content": "ni hao"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reply = &sent["delivery"]["attempts"][0]["reply"];
+    assert_eq!(reply["valid"], true, "{sent}");
+    assert!(
+        reply["content"]
+            .as_str()
+            .unwrap()
+            .contains("示例机器人收到：ni hao"),
+        "{sent}"
+    );
+    let phone = http
+        .get(format!("{}__sim/phone", demo.sim))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        phone.contains("<p class=\"bot\">示例机器人收到：ni hao"),
+        "{phone}"
+    );
 }
 
 /// The values of `code=` query parameters in `urls`.

@@ -128,11 +128,39 @@ pub struct Hub {
     /// This replica's statistics (flushed by the tests that read them).
     pub stats: stats::Stats,
     task: JoinHandle<()>,
+    /// This replica's push-copy worker (aborted to stand for a killed replica).
+    pub copies: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Hub {
+    /// Stops this replica's copy worker, as if the process died.
+    pub fn kill_copy_worker(&self) {
+        if let Some(worker) = self.copies.lock().unwrap().take() {
+            worker.abort();
+        }
+    }
+
+    /// Starts this replica's copy worker (again).
+    pub fn start_copy_worker(&self) {
+        let mut slot = self.copies.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(gateway::routes::spawn_copy_worker(self.gateway.clone()));
+        }
+    }
 }
 
 impl Drop for Hub {
     fn drop(&mut self) {
         self.task.abort();
+        self.kill_copy_worker();
+    }
+}
+
+/// Push-route options for tests: loopback owner servers are allowed.
+pub fn test_route_options() -> gateway::routes::RouteOptions {
+    gateway::routes::RouteOptions {
+        allow_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+        ..Default::default()
     }
 }
 
@@ -213,7 +241,7 @@ impl Env {
         pg_admin: Option<String>,
         limits: gateway::limits::GatewayLimits,
     ) -> Env {
-        Env::start_counting(kind, replicas, pg_admin, limits, true).await
+        Env::start_with_routes(kind, replicas, pg_admin, limits, test_route_options()).await
     }
 
     /// One gateway that counts nothing ([`stats::Stats::disabled`]), to compare against.
@@ -222,7 +250,18 @@ impl Env {
         pg_admin: Option<String>,
         limits: gateway::limits::GatewayLimits,
     ) -> Env {
-        Env::start_counting(kind, 1, pg_admin, limits, false).await
+        Env::start_counting(kind, 1, pg_admin, limits, test_route_options(), false).await
+    }
+
+    /// [`Env::start_with`] with these push-route options on every replica.
+    pub async fn start_with_routes(
+        kind: DbKind,
+        replicas: usize,
+        pg_admin: Option<String>,
+        limits: gateway::limits::GatewayLimits,
+        route_options: gateway::routes::RouteOptions,
+    ) -> Env {
+        Env::start_counting(kind, replicas, pg_admin, limits, route_options, true).await
     }
 
     async fn start_counting(
@@ -230,6 +269,7 @@ impl Env {
         replicas: usize,
         pg_admin: Option<String>,
         limits: gateway::limits::GatewayLimits,
+        route_options: gateway::routes::RouteOptions,
         counting: bool,
     ) -> Env {
         // Starts at the wall clock: the relying party checks ID-token expiry against real time.
@@ -272,7 +312,7 @@ impl Env {
             } else {
                 stats::Stats::disabled()
             };
-            let gateway = Gateway::with_limits(
+            let gateway = Gateway::with_options(
                 GatewayConfig {
                     store: store.clone(),
                     vault: vault.clone(),
@@ -283,6 +323,7 @@ impl Env {
                     stats: stats.clone(),
                 },
                 limits,
+                route_options.clone(),
             )
             .unwrap();
             let addr = listener.local_addr().unwrap();
@@ -297,12 +338,15 @@ impl Env {
             let task = tokio::spawn(async move {
                 axum::serve(listener, app).await.unwrap();
             });
+            let copies =
+                std::sync::Mutex::new(Some(gateway::routes::spawn_copy_worker(gateway.clone())));
             hubs.push(Hub {
                 addr,
                 gateway,
                 store,
                 stats,
                 task,
+                copies,
             });
         }
         let browser = reqwest::Client::builder()

@@ -8,6 +8,7 @@ mod login;
 mod oidc;
 mod push;
 mod replicas;
+mod routes;
 mod scan;
 mod stats;
 mod strict;

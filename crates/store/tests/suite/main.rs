@@ -45,6 +45,7 @@ suite! {
     migrations::newer_schema_is_refused,
     migrations::unreachable_database_fails_fast_without_leaking_the_password,
     migrations::silent_database_server_times_out,
+    migrations::a_relay_url_becomes_the_accounts_relay_route,
     people::user_email_is_unique_case_insensitively,
     people::session_is_valid_until_expiry_and_ends_when_user_is_disabled,
     people::user_owning_accounts_cannot_be_deleted,

@@ -107,3 +107,54 @@ pub async fn silent_database_server_times_out(db: TestDb) {
     assert!(matches!(error, StoreError::Unavailable { .. }), "{shown}");
     drop(listener);
 }
+
+/// Migration 0015 turns a relay URL configured before push routes existed into the account's
+/// relay route (and clears the old column), so nothing configured is lost.
+pub async fn a_relay_url_becomes_the_accounts_relay_route(db: TestDb) {
+    let account = crate::harness::account(&db.store, "wx0000000000000015").await;
+    // The schema as before 0015: its tables gone and the migration not recorded, and a relay
+    // URL in the settings column of the time.
+    for table in [
+        "push_route_failures",
+        "push_replies",
+        "push_copies",
+        "push_routes",
+    ] {
+        let drop = format!("DROP TABLE {table}");
+        db.execute(&drop, &drop).await;
+    }
+    let forget = "DELETE FROM _sqlx_migrations WHERE version = 15";
+    db.execute(forget, forget).await;
+    let insert = format!(
+        "INSERT INTO gateway_account_settings (account_id, push_relay_url, updated_at) \
+         VALUES ('{}', 'https://owner.example/wechat', 1000)",
+        account.id
+    );
+    db.execute(&insert, &insert).await;
+
+    let migrated = Store::connect(&db.url).await.unwrap();
+    let routes = migrated.push_routes(&account.id).await.unwrap();
+    assert_eq!(routes.len(), 1);
+    let relay = &routes[0];
+    assert!(relay.relay && relay.enabled && relay.token.is_none());
+    assert_eq!(relay.delivery, store::push_routes::Delivery::Copy);
+    assert_eq!(relay.target_url, "https://owner.example/wechat");
+    assert!(relay.match_msg_type.is_none() && relay.match_event.is_none());
+    // Read back as the relay setting, from the route; the old column is cleared.
+    let settings = migrated.gateway_settings(&account.id).await.unwrap();
+    assert_eq!(
+        settings.push_relay_url.as_deref(),
+        Some("https://owner.example/wechat")
+    );
+    let sql = "SELECT COUNT(*) AS n FROM gateway_account_settings WHERE push_relay_url IS NOT NULL";
+    let left = match &db.raw {
+        crate::harness::Raw::Sqlite(pool) => {
+            sqlx::Row::get::<i64, _>(&sqlx::query(sql).fetch_one(pool).await.unwrap(), "n")
+        }
+        crate::harness::Raw::Postgres(pool) => {
+            sqlx::Row::get::<i64, _>(&sqlx::query(sql).fetch_one(pool).await.unwrap(), "n")
+        }
+    };
+    assert_eq!(left, 0);
+    migrated.close().await;
+}

@@ -568,3 +568,70 @@ async fn phone_page_follows_and_unfollows_with_a_click() {
         .unwrap();
     assert!(env.sim().followers("wxphone").unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn phone_page_chats_with_the_account_by_text_and_menu_click() {
+    // The account's server: a bot that answers every text and click with a passive reply.
+    let bot = axum::Router::new().route(
+        "/push",
+        axum::routing::post(|body: String| async move {
+            let msg = wechat::xml::parse_message(body.as_bytes()).unwrap();
+            let said = match msg.event_key() {
+                Some(key) => format!("menu {key}"),
+                None => msg.fields.get("Content").unwrap_or_default().to_owned(),
+            };
+            msg.text_reply(&format!("echo: {said}"), msg.create_time)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let push_url = format!("http://{}/push", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, bot).await.unwrap() });
+    let env = Env::new().await;
+    env.account_with("wxchat", |spec| {
+        spec.push_url = Some(push_url);
+        spec.push_token = "chattoken".into();
+        spec.push_mode = wechat_sim::PushMode::Plain;
+    });
+    env.user("ann");
+    env.sim()
+        .follow("wxchat", "ann", Default::default())
+        .await
+        .unwrap();
+    for (path, field, value) in [
+        ("/__sim/phone/text", "content", "hello"),
+        ("/__sim/phone/click", "key", "menu_help"),
+    ] {
+        let resp = env
+            .http
+            .post(env.url(path))
+            .form(&[("appid", "wxchat"), ("user", "ann"), (field, value)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303);
+    }
+    let page = env.get("/__sim/phone").await.text().await.unwrap();
+    for line in [
+        "<p class=\"me\">hello</p>",
+        "<p class=\"bot\">echo: hello</p>",
+        "<p class=\"me\">[菜单 menu] menu_help</p>",
+        "<p class=\"bot\">echo: menu menu_help</p>",
+        "action=\"phone/text\"",
+        "action=\"phone/click\"",
+    ] {
+        assert!(page.contains(line), "{line} in\n{page}");
+    }
+    let clicks: Vec<_> = env
+        .sim()
+        .deliveries(Some("wxchat"))
+        .into_iter()
+        .filter(|d| d.event == "CLICK")
+        .collect();
+    assert_eq!(clicks.len(), 1);
+    assert!(
+        clicks[0]
+            .message_xml
+            .contains("<Event><![CDATA[CLICK]]></Event>")
+    );
+    server.abort();
+}
