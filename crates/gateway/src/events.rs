@@ -1,14 +1,16 @@
-//! Waking the pages that wait for a scan, on whichever replica they are served.
+//! Waking whoever waits for a row another replica may change: the pages that wait for a scan,
+//! and WeChat's retries of a push whose reply route another replica is calling.
 //!
 //! A scan's push may land on one replica while the PC's page waits (Server-Sent Events) on
-//! another. The replica that records the scan announces the scan login's id: to its own
-//! pages at once through an in-memory broadcast, and on PostgreSQL to every replica through
-//! `NOTIFY` ([`store::scan_logins`]), which each replica's listener task feeds into its own
-//! broadcast. On SQLite there is one process, so the broadcast is all there is. A page that
-//! is woken reads the login from the database — the announcement carries nothing but the
-//! id — and every page also re-reads it every `scan_page_poll`
-//! ([`crate::limits::GatewayLimits`], 2 s), so a lost notification delays a page, never
-//! strands it.
+//! another; a retry of a push may land on another replica than the first attempt. The replica
+//! that writes the row announces its id (a scan login's id; a push reply's [`reply_id`]): to
+//! its own waiters at once through an in-memory broadcast, and on PostgreSQL to every replica
+//! through `NOTIFY` ([`store::scan_logins`]), which each replica's listener task feeds into
+//! its own broadcast. On SQLite there is one process, so the broadcast is all there is. A
+//! waiter that is woken reads the row from the database — the announcement carries nothing but
+//! the id, a hash — and every waiter also re-reads it now and then (a scan page every
+//! `scan_page_poll` of [`crate::limits::GatewayLimits`], a retry every half second), so a
+//! lost notification delays a waiter, never strands it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,26 +18,32 @@ use std::time::Duration;
 use store::Store;
 use tokio::sync::{OnceCell, broadcast};
 
+/// The id a push reply is announced by: a hash of the account and the push's dedup key (which
+/// may carry an openid, so it is not sent as it is).
+pub(crate) fn reply_id(account_id: &str, dedup_key: &str) -> String {
+    crate::token_hash(&format!("reply\n{account_id}\n{dedup_key}"))
+}
+
 /// The announcements of one replica.
-pub(crate) struct ScanEvents {
+pub(crate) struct Announcements {
     tx: broadcast::Sender<Arc<str>>,
     /// Set once the PostgreSQL listener runs (never on SQLite).
     listening: OnceCell<()>,
 }
 
-impl Default for ScanEvents {
+impl Default for Announcements {
     fn default() -> Self {
-        ScanEvents {
+        Announcements {
             tx: broadcast::channel(1024).0,
             listening: OnceCell::new(),
         }
     }
 }
 
-impl ScanEvents {
+impl Announcements {
     /// Subscribes to announcements, starting this replica's PostgreSQL listener on first
     /// use. A listener that cannot start is retried by the next subscriber; meanwhile the
-    /// pages poll.
+    /// waiters poll.
     pub(crate) async fn subscribe(&self, store: &Store) -> broadcast::Receiver<Arc<str>> {
         let rx = self.tx.subscribe();
         if self.listening.get().is_none() {
@@ -52,7 +60,7 @@ impl ScanEvents {
                                             let _ = tx.send(id.into());
                                         }
                                         Err(error) => {
-                                            tracing::warn!(%error, "scan login listener failed; retrying");
+                                            tracing::warn!(%error, "announcement listener failed; retrying");
                                             tokio::time::sleep(Duration::from_secs(1)).await;
                                         }
                                     }
@@ -65,18 +73,18 @@ impl ScanEvents {
                 })
                 .await;
             if let Err(error) = started {
-                tracing::warn!(%error, "scan login listener cannot start; pages poll");
+                tracing::warn!(%error, "announcement listener cannot start; waiters poll");
             }
         }
         rx
     }
 
-    /// Announces that scan login `id` changed: to this replica's pages at once, and to the
+    /// Announces that the row `id` changed: to this replica's waiters at once, and to the
     /// other replicas through the database.
     pub(crate) async fn announce(&self, store: &Store, id: &str) {
         let _ = self.tx.send(id.into());
         if let Err(error) = store.notify_scan_login(id).await {
-            tracing::warn!(%error, "scan login announcement not sent; other replicas poll");
+            tracing::warn!(%error, "announcement not sent; other replicas poll");
         }
     }
 }

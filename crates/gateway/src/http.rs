@@ -698,7 +698,7 @@ async fn scan_events(
     use axum::response::sse::{Event, KeepAlive, Sse};
     let browser = gw.browser_binding(&headers);
     // Subscribe before reading, so a scan recorded in between is not missed.
-    let rx = gw.scan_events.subscribe(&gw.store).await;
+    let rx = gw.announcements.subscribe(&gw.store).await;
     let (state, id, _) = match crate::scan::status(&gw, &appid, &token, browser.as_deref()).await {
         Ok(found) => found,
         Err(error) => return scan_refusal(error),

@@ -123,8 +123,9 @@ pub struct Gateway {
     pub(crate) warned_missing_original_id: Mutex<HashSet<String>>,
     /// What anonymous visitors may make the gateway spend of WeChat's quotas.
     pub(crate) limits: limits::Limiters,
-    /// Wakes this replica's scan pages when a scan is recorded (on any replica).
-    pub(crate) scan_events: events::ScanEvents,
+    /// Wakes this replica's scan pages and push retries when a scan or a push's reply is
+    /// recorded (on any replica).
+    pub(crate) announcements: events::Announcements,
 }
 
 impl Gateway {
@@ -150,7 +151,7 @@ impl Gateway {
         let routing = routes::Routing::new(route_options).map_err(GatewayError::HttpClient)?;
         Ok(Arc::new(Self {
             limits: limits::Limiters::new(limits, config.clock.clone()),
-            scan_events: events::ScanEvents::default(),
+            announcements: events::Announcements::default(),
             store: config.store,
             vault: config.vault,
             clock: config.clock,

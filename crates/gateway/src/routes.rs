@@ -679,13 +679,7 @@ pub(crate) async fn route_first(
         if enqueue_copy(gw, push, sealed, route).await {
             gw.wake_copies();
         }
-        if let Err(error) = gw
-            .store
-            .finish_push_reply(account_id, push.dedup_key, None, gw.now())
-            .await
-        {
-            tracing::warn!(%account_id, %error, "push reply not stored");
-        }
+        store_reply(gw, account_id, push.dedup_key, None).await;
         return None;
     }
     // Registered at once, so a retry arriving on this replica waits for the call.
@@ -825,13 +819,7 @@ async fn call_reply_route(
     // Stored before WeChat is answered, so a retry on any replica finds it. Written in turn,
     // not beside the next push's transaction: concurrent SQLite writers wait for the lock in
     // sleeps of milliseconds.
-    if let Err(error) = gw
-        .store
-        .finish_push_reply(account_id, push.dedup_key, stored.as_deref(), gw.now())
-        .await
-    {
-        tracing::warn!(%account_id, %error, "push reply not stored");
-    }
+    store_reply(gw, account_id, push.dedup_key, stored.as_deref()).await;
     let _ = tx.send(Some(reply.clone()));
     gw.routing
         .flights
@@ -1004,9 +992,26 @@ pub(crate) async fn route_retry(
     wait_stored_reply(gw, account, dedup_key, arrived).await
 }
 
-/// How often a retry on another replica than the one calling the reply route looks at the
-/// stored reply.
-const REPLY_POLL: Duration = Duration::from_millis(20);
+/// Stores a push's reply (`None`: `success`) for its retries and announces it, so a retry
+/// waiting on another replica reads it at once.
+async fn store_reply(gw: &Gateway, account_id: &str, dedup_key: &str, sealed: Option<&[u8]>) {
+    match gw
+        .store
+        .finish_push_reply(account_id, dedup_key, sealed, gw.now())
+        .await
+    {
+        Ok(_) => {
+            gw.announcements
+                .announce(&gw.store, &crate::events::reply_id(account_id, dedup_key))
+                .await;
+        }
+        Err(error) => tracing::warn!(%account_id, %error, "push reply not stored"),
+    }
+}
+
+/// How long a retry on another replica than the one calling the reply route waits for the
+/// reply's announcement before it reads the stored reply anyway (a notification may be lost).
+const REPLY_RECHECK: Duration = Duration::from_millis(500);
 
 async fn wait_stored_reply(
     gw: &Gateway,
@@ -1015,6 +1020,9 @@ async fn wait_stored_reply(
     arrived: Instant,
 ) -> Option<String> {
     let deadline = arrived + gw.routing.options.reply_deadline;
+    let id = crate::events::reply_id(&account.id, dedup_key);
+    // Subscribed before the first read, so an announcement between the two is not missed.
+    let mut announced = gw.announcements.subscribe(&gw.store).await;
     loop {
         match gw.store.push_reply(&account.id, dedup_key).await {
             Ok(Some(StoredReply::Done(Some(sealed_reply)))) => {
@@ -1031,10 +1039,24 @@ async fn wait_stored_reply(
             Ok(Some(StoredReply::Done(None))) | Ok(None) | Err(_) => return None,
             Ok(Some(StoredReply::Pending { .. })) => {}
         }
-        if Instant::now() + REPLY_POLL >= deadline {
+        let recheck = (Instant::now() + REPLY_RECHECK).min(deadline);
+        let ours = async {
+            loop {
+                match announced.recv().await {
+                    Ok(other) if *other != *id => {}
+                    // The replica's gateway is going away: only the recheck is left.
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await;
+                    }
+                    // Ours, or announcements were dropped while this one lagged: read again.
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(recheck.into(), ours).await;
+        if Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(REPLY_POLL).await;
     }
 }
 

@@ -407,7 +407,7 @@ async fn on_login_scan(
     match mark {
         ScanMark::Marked { first } => {
             if first {
-                gw.scan_events.announce(&gw.store, &login.id).await;
+                gw.announcements.announce(&gw.store, &login.id).await;
             }
             let Some(pending) = gw
                 .store
@@ -585,7 +585,7 @@ pub async fn confirm_finish(
             GatewayError::NotTheScanner
         });
     }
-    gw.scan_events.announce(&gw.store, &login.id).await;
+    gw.announcements.announce(&gw.store, &login.id).await;
     let site = match gw
         .store
         .get_pending_authorization(&login.pending_id, gw.now())
