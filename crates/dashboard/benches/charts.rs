@@ -10,9 +10,9 @@
 //! errors and latency by 6 endpoints, the login funnel of 2 websites, pushes, end users), 35
 //! days of the same hour by hour, and a year of WeChat's follower statistics. The platform's
 //! daily totals and this week's and month's ranks of every account are there too. The busy
-//! rows go in through the store's own flush ([`Store::add_stats`]), the idle ones as one
-//! `INSERT … SELECT` (a year of 100,000 accounts through the flush would take longer than
-//! the measurement).
+//! rows go in through the store's own flush ([`Store::add_stats`]), the idle ones and the
+//! follower statistics through the store's bulk fixtures (`test-fixtures`: a year of 100,000
+//! accounts through the flush would take longer than the measurement).
 //!
 //! Run with `cargo bench -p dashboard --bench charts` (`WXHUB_BENCH_ACCOUNTS=N`,
 //! `WXHUB_BENCH_REQUESTS=N` to change the defaults of 100,000 and 200;
@@ -86,117 +86,6 @@ fn busy_counters(account_id: &str, start: i64, scale: i64, n: i64) -> Vec<Counte
     rows
 }
 
-/// The database's size in bytes: the SQLite file's pages, or PostgreSQL's statistics tables.
-async fn size(url: &str) -> i64 {
-    if url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        let page: i64 = sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        pages * page
-    } else {
-        let pool = sqlx::PgPool::connect(url).await.unwrap();
-        let bytes: i64 = sqlx::query_scalar(
-            "SELECT CAST(SUM(pg_total_relation_size(c)) AS BIGINT) FROM unnest(ARRAY[\
-             'stats_daily', 'stats_hourly', 'stats_platform_daily', 'stats_account_ranks', \
-             'datacube_user_summary', 'datacube_user_cumulate']::regclass[]) AS c",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-        bytes
-    }
-}
-
-/// Every account's idle year: one `token.refresh.ok` row a day.
-async fn idle_year(url: &str, first_day: i64) {
-    if url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-        // CROSS JOIN keeps the accounts as the outer loop: rows arrive in key order.
-        sqlx::query(
-            "WITH RECURSIVE d(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM d WHERE n < ?2) \
-             INSERT INTO stats_daily (account_id, day, metric, label, value) \
-             SELECT a.id, ?1 + d.n * 86400000, 'token.refresh.ok', '', 12 \
-             FROM accounts a CROSS JOIN d WHERE true \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(first_day)
-        .bind(DAYS - 1)
-        .execute(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-    } else {
-        let pool = sqlx::PgPool::connect(url).await.unwrap();
-        sqlx::query(
-            "INSERT INTO stats_daily (account_id, day, metric, label, value) \
-             SELECT a.id, $1 + d * 86400000, 'token.refresh.ok', '', 12 \
-             FROM accounts a CROSS JOIN generate_series(0, $2) AS d \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(first_day)
-        .bind(DAYS - 1)
-        .execute(&pool)
-        .await
-        .unwrap();
-        sqlx::query("ANALYZE").execute(&pool).await.unwrap();
-        pool.close().await;
-    }
-}
-
-/// A year of WeChat's follower statistics for one account: new followers by two sources,
-/// those lost, and the growing total.
-async fn follower_year(url: &str, account_id: &str, first_day: i64) {
-    if url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-        for statement in [
-            "WITH RECURSIVE d(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM d WHERE n < ?3) \
-             INSERT INTO datacube_user_summary \
-             (account_id, day, user_source, new_user, cancel_user) \
-             SELECT ?1, ?2 + n * 86400000, s.source, 30 + (n % 7) - s.source / 3, 10 + n % 3 \
-             FROM d CROSS JOIN (SELECT 0 AS source UNION ALL SELECT 30) AS s WHERE true",
-            "WITH RECURSIVE d(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM d WHERE n < ?3) \
-             INSERT INTO datacube_user_cumulate (account_id, day, cumulate_user) \
-             SELECT ?1, ?2 + n * 86400000, 10000 + n * 40 FROM d WHERE true",
-        ] {
-            sqlx::query(statement)
-                .bind(account_id)
-                .bind(first_day)
-                .bind(DAYS - 1)
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-        pool.close().await;
-    } else {
-        let pool = sqlx::PgPool::connect(url).await.unwrap();
-        for statement in [
-            "INSERT INTO datacube_user_summary \
-             (account_id, day, user_source, new_user, cancel_user) \
-             SELECT $1, $2 + n * 86400000, s.source, 30 + (n % 7) - s.source / 3, 10 + n % 3 \
-             FROM generate_series(0, $3) AS n CROSS JOIN (VALUES (0), (30)) AS s (source)",
-            "INSERT INTO datacube_user_cumulate (account_id, day, cumulate_user) \
-             SELECT $1, $2 + n * 86400000, 10000 + n * 40 FROM generate_series(0, $3) AS n",
-        ] {
-            sqlx::query(statement)
-                .bind(account_id)
-                .bind(first_day)
-                .bind(DAYS - 1)
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-        pool.close().await;
-    }
-}
-
 /// The busy accounts' year of daily rows and the platform's daily totals.
 async fn busy_year(env: &Env, accounts: usize, first_day: i64) -> (Vec<String>, i64) {
     let store = env.tenancy.store();
@@ -258,9 +147,9 @@ async fn busy_year(env: &Env, accounts: usize, first_day: i64) -> (Vec<String>, 
 }
 
 /// This week's and month's ranks of every account, in batches as flushes would add them.
-async fn ranks(env: &Env, url: &str, busy: &[String], today: i64) {
+async fn ranks(env: &Env, busy: &[String], today: i64) {
     let store = env.tenancy.store();
-    let ids = all_account_ids(url).await;
+    let ids = store.all_account_ids().await.unwrap();
     for chunk in ids.chunks(5_000) {
         let mut batch = StatsBatch::default();
         for (i, id) in chunk.iter().enumerate() {
@@ -306,43 +195,36 @@ async fn busy_hours(env: &Env, account_id: &str) -> i64 {
     rows
 }
 
-async fn all_account_ids(url: &str) -> Vec<String> {
-    const SQL: &str = "SELECT id FROM accounts ORDER BY id";
-    if url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-        let ids = sqlx::query_scalar(SQL).fetch_all(&pool).await.unwrap();
-        pool.close().await;
-        ids
-    } else {
-        let pool = sqlx::PgPool::connect(url).await.unwrap();
-        let ids = sqlx::query_scalar(SQL).fetch_all(&pool).await.unwrap();
-        pool.close().await;
-        ids
-    }
-}
-
 async fn run(db: TestDatabase, backend: &str, accounts: usize, requests: usize) {
-    let url = db.url().to_owned();
     let env = Env::start(db, |_| {}).await;
+    let store = env.tenancy.store().clone();
+    let size = || async { store.statistics_bytes().await.unwrap() };
     println!("{backend}, {accounts} accounts, a year of history:");
     let owners = fill(&env, accounts).await;
     let today = stats::calendar::day_start(START);
     let first_day = today - (DAYS - 1) * DAY;
 
-    let empty = size(&url).await;
+    let empty = size().await;
     let started = Instant::now();
-    idle_year(&url, first_day).await;
-    let idle = size(&url).await;
+    // Every account's idle year: one `token.refresh.ok` row a day.
+    store
+        .fill_daily_stats_of_every_account(first_day, DAYS, "token.refresh.ok", 12)
+        .await
+        .unwrap();
+    let idle = size().await;
     let (busy, busy_rows) = busy_year(&env, accounts, first_day).await;
-    let daily = size(&url).await;
-    ranks(&env, &url, &busy, today).await;
-    let ranked = size(&url).await;
+    let daily = size().await;
+    ranks(&env, &busy, today).await;
+    let ranked = size().await;
     let hour_rows = busy_hours(&env, &busy[0]).await;
-    let hourly = size(&url).await;
-    follower_year(&url, &busy[0], first_day).await;
+    let hourly = size().await;
+    store
+        .fill_follower_stats(&busy[0], first_day, DAYS)
+        .await
+        .unwrap();
     // As a database that has been running a while: the planner knows the tables.
-    env.tenancy.store().analyze().await.unwrap();
-    let full = size(&url).await;
+    store.analyze().await.unwrap();
+    let full = size().await;
     eprintln!(
         "  filled a year of history in {:.1} s",
         started.elapsed().as_secs_f64()

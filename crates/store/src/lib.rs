@@ -36,6 +36,8 @@ pub mod scan_logins;
 pub mod sealed;
 pub mod sign_in;
 pub mod stats;
+#[cfg(feature = "test-fixtures")]
+mod stats_fixtures;
 pub mod tokens;
 
 use std::fmt;
