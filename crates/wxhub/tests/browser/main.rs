@@ -558,18 +558,11 @@ async fn end_user_logs_in_on_a_computer(b: &mut Browser, world: &World) {
         .unwrap();
     let delivery = outcome.delivery.expect("a push reached the hub");
     assert!(delivery.acknowledged, "{delivery:?}");
-    // The page goes on by itself (Server-Sent Events), through the website's callback.
-    let deadline = Instant::now() + TIMEOUT;
-    while !b.url().await.as_str().starts_with(&world.site)
-        || !b.text("h1").await.contains("Logged in")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the scan page did not move on: at {}",
-            b.url().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The page goes on by itself (Server-Sent Events), through the website's callback, to
+    // the site's logged-in page (the only one with the userinfo).
+    b.wait_for("pre#userinfo").await;
+    assert!(b.url().await.as_str().starts_with(&world.site));
+    assert!(b.text("h1").await.contains("Logged in"));
     assert!(b.text("pre#userinfo").await.contains(&outcome.openid));
     b.shoot("site-logged-in-by-scan").await;
     b.goto(&world.dashboard("/accounts")).await;
