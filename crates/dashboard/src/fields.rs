@@ -24,6 +24,16 @@ const RULES: &[(&str, &str)] = &[
     ("account", "field.account"),
     ("client_id", "field.client_id"),
     ("token", "field.token"),
+    ("route_token", "field.route_token"),
+    ("target_url", "field.target_url"),
+    ("match_msg_type", "field.match_word"),
+    ("match_event", "field.match_word"),
+    ("match_event_key_prefix", "field.match_word"),
+    ("delivery", "field.delivery"),
+    ("push_mode", "field.route_push_mode"),
+    ("encoding_aes_key", "field.encoding_aes_key"),
+    ("position", "field.position"),
+    ("credentials", "field.credentials"),
 ];
 
 /// Every rule's translation key (the translation test walks these).

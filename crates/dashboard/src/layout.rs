@@ -38,10 +38,13 @@ pub(crate) enum Flash {
     OwnerEnabled,
     TotpReset,
     NoTotpToReset,
+    RouteSaved,
+    RouteDeleted,
+    CopyResent,
 }
 
 impl Flash {
-    pub(crate) const ALL: [Flash; 19] = [
+    pub(crate) const ALL: [Flash; 22] = [
         Flash::SignedOut,
         Flash::SignedOutEverywhere,
         Flash::PasswordSet,
@@ -61,6 +64,9 @@ impl Flash {
         Flash::OwnerEnabled,
         Flash::TotpReset,
         Flash::NoTotpToReset,
+        Flash::RouteSaved,
+        Flash::RouteDeleted,
+        Flash::CopyResent,
     ];
 
     pub(crate) fn code(self) -> &'static str {
@@ -84,6 +90,9 @@ impl Flash {
             Flash::OwnerEnabled => "owner_enabled",
             Flash::TotpReset => "totp_reset",
             Flash::NoTotpToReset => "no_totp_to_reset",
+            Flash::RouteSaved => "route_saved",
+            Flash::RouteDeleted => "route_deleted",
+            Flash::CopyResent => "copy_resent",
         }
     }
 
@@ -113,6 +122,9 @@ impl Flash {
             Flash::OwnerEnabled => "flash.owner_enabled",
             Flash::TotpReset => "flash.totp_reset",
             Flash::NoTotpToReset => "flash.no_totp_to_reset",
+            Flash::RouteSaved => "flash.route_saved",
+            Flash::RouteDeleted => "flash.route_deleted",
+            Flash::CopyResent => "flash.copy_resent",
         }
     }
 

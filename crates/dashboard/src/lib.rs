@@ -34,6 +34,7 @@ mod layout;
 pub mod limits;
 mod operator;
 pub mod password;
+mod push_routes;
 mod register;
 pub mod routes;
 mod security;

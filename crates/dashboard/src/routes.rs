@@ -6,8 +6,8 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, get, post};
 
 use crate::{
-    Dashboard, account, accounts, assets, audit, console, operator, register, security, setup,
-    sign_in, statistics,
+    Dashboard, account, accounts, assets, audit, console, operator, push_routes, register,
+    security, setup, sign_in, statistics,
 };
 
 /// Who a route is for. The handlers' extractors enforce it; the table says it for people and
@@ -101,6 +101,11 @@ routes! {
     POST "/dashboard/accounts/{appid}/websites/{client}/rotate", SignedIn, "a website's new secret, shown once" => account::rotate_website;
     POST "/dashboard/accounts/{appid}/websites/{client}/delete", SignedIn, "deleting a website" => account::delete_website;
     POST "/dashboard/accounts/{appid}/settings", SignedIn, "the login gateway's settings" => account::settings;
+    GET "/dashboard/accounts/{appid}/push-routes", SignedIn, "the owner's own servers that receive the pushes: routes, counts, failures, dead letters (operators: read)" => push_routes::page;
+    POST "/dashboard/accounts/{appid}/push-routes", SignedIn, "adding a push route (its Token typed once)" => push_routes::create;
+    POST "/dashboard/accounts/{appid}/push-routes/{route}/edit", SignedIn, "changing a push route" => push_routes::edit;
+    POST "/dashboard/accounts/{appid}/push-routes/{route}/delete", SignedIn, "deleting a push route and its queued copies" => push_routes::delete;
+    POST "/dashboard/accounts/{appid}/push-routes/dead/{copy}/resend", SignedIn, "sending a dead letter again" => push_routes::resend;
     GET "/dashboard/accounts/{appid}/end-users", SignedIn, "the account's end users: search, pages" => account::end_users;
     GET "/dashboard/accounts/{appid}/audit", SignedIn, "one account's audit log with filters, in pages" => audit::account_page;
     GET "/dashboard/accounts/{appid}/audit.csv", SignedIn, "one account's audit log as CSV, streamed" => audit::account_export;

@@ -153,9 +153,17 @@ fn validate(route: &PushRoute, creds: Option<&RouteCredentials>) -> Result<(), T
     check_match_word("match_event", &route.match_event)?;
     check_match_word("match_event_key_prefix", &route.match_event_key_prefix)?;
     if let Some(creds) = creds {
-        accounts::registry::validate_push_token(&creds.token)?;
+        // The account-level checks name the account's field; here they concern the route's.
+        let named = |field: &'static str| {
+            move |error: accounts::AccountError| match TenancyError::from(error) {
+                TenancyError::Invalid { message, .. } => TenancyError::Invalid { field, message },
+                other => other,
+            }
+        };
+        accounts::registry::validate_push_token(&creds.token).map_err(named("route_token"))?;
         if let Some(key) = &creds.encoding_aes_key {
-            accounts::registry::validate_encoding_aes_key(key)?;
+            accounts::registry::validate_encoding_aes_key(key)
+                .map_err(named("encoding_aes_key"))?;
         }
     }
     let has_key =

@@ -10,6 +10,7 @@ mod flows;
 mod matrix;
 mod operator_pages;
 mod protection;
+mod push_routes;
 mod statistics;
 
 macro_rules! suite {
@@ -61,4 +62,5 @@ suite! {
     account_flows::an_owner_adds_an_account_after_fixing_the_whitelist,
     account_flows::an_owner_runs_an_account_from_its_page,
     account_flows::operators_filter_the_audit_log_and_export_it_streamed,
+    push_routes::owners_run_push_routes_from_their_page,
 }

@@ -10,7 +10,9 @@ use store::api_keys::KeyScopes;
 use store::oidc::LoginMode;
 use tenancy::Principal;
 use tenancy::keys::KeyRequest;
+use tenancy::push_routes::{Delivery, NewRoute, RouteCredentials};
 use tenancy::websites::NewWebsite;
+use vault::SecretString;
 
 use crate::common::{APPID_A, APPID_B, Browser, Env, OPERATOR, OWNER_A, OWNER_B};
 
@@ -317,6 +319,51 @@ const EXPECTED: &[Row] = &[
     ),
     (
         "GET",
+        "/dashboard/accounts/{appid}/push-routes",
+        "/dashboard/accounts/wx00000000000000a1/push-routes",
+        &[],
+        [SEE, OK, NOT_FOUND, OK],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/push-routes",
+        "/dashboard/accounts/wx00000000000000a1/push-routes",
+        &[
+            ("target_url", "https://bot.example/wx"),
+            ("delivery", "copy"),
+            ("token", "matrixToken"),
+        ],
+        [SEE, SEE, NOT_FOUND, FORBIDDEN],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/push-routes/{route}/edit",
+        "/dashboard/accounts/wx00000000000000a1/push-routes/{ROUTE}/edit",
+        &[
+            ("target_url", "https://bot.example/wx2"),
+            ("delivery", "reply"),
+            ("msg_type", "text"),
+            ("enabled", "on"),
+        ],
+        [SEE, SEE, NOT_FOUND, FORBIDDEN],
+    ),
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/push-routes/{route}/delete",
+        "/dashboard/accounts/wx00000000000000a1/push-routes/{ROUTE}/delete",
+        &[],
+        [SEE, SEE, NOT_FOUND, FORBIDDEN],
+    ),
+    // No dead letter of that id: owner A is told so; the operator may not re-send at all.
+    (
+        "POST",
+        "/dashboard/accounts/{appid}/push-routes/dead/{copy}/resend",
+        "/dashboard/accounts/wx00000000000000a1/push-routes/dead/no-such-copy/resend",
+        &[],
+        [SEE, NOT_FOUND, NOT_FOUND, FORBIDDEN],
+    ),
+    (
+        "GET",
         "/dashboard/accounts/{appid}/end-users",
         "/dashboard/accounts/wx00000000000000a1/end-users?q=x",
         &[],
@@ -508,6 +555,30 @@ pub async fn every_route_answers_each_role_as_the_table_says(db: TestDatabase) {
         .unwrap()
         .client
         .client_id;
+    // A push route of owner A's account for the rows that change and delete it.
+    let route = env
+        .tenancy
+        .create_push_route(
+            &Principal::cli(),
+            APPID_A,
+            NewRoute {
+                target_url: "https://bot.example/wx".into(),
+                match_msg_type: None,
+                match_event: None,
+                match_event_key_prefix: None,
+                delivery: Delivery::Copy,
+                push_mode: None,
+                credentials: RouteCredentials {
+                    token: SecretString::new("matrixToken".into()),
+                    encoding_aes_key: None,
+                },
+                position: None,
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap()
+        .id;
     // A third owner, for the rows that disable and enable one.
     let person = env
         .tenancy
@@ -532,7 +603,8 @@ pub async fn every_route_answers_each_role_as_the_table_says(db: TestDatabase) {
         let path = &path
             .replace("{KEY}", &key)
             .replace("{CLIENT}", &client)
-            .replace("{PERSON}", &person);
+            .replace("{PERSON}", &person)
+            .replace("{ROUTE}", &route);
         for (index, role) in roles.iter().enumerate() {
             let browser: &mut Browser = &mut browsers[index];
             let page = match method {
