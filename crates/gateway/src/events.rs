@@ -79,6 +79,16 @@ impl Announcements {
         rx
     }
 
+    /// Announces several rows at once (one round trip to the database).
+    pub(crate) async fn announce_all(&self, store: &Store, ids: &[String]) {
+        for id in ids {
+            let _ = self.tx.send(id.as_str().into());
+        }
+        if let Err(error) = store.notify_scan_logins(ids).await {
+            tracing::warn!(%error, "announcements not sent; other replicas poll");
+        }
+    }
+
     /// Announces that the row `id` changed: to this replica's waiters at once, and to the
     /// other replicas through the database.
     pub(crate) async fn announce(&self, store: &Store, id: &str) {

@@ -126,6 +126,8 @@ pub struct Gateway {
     /// Wakes this replica's scan pages and push retries when a scan or a push's reply is
     /// recorded (on any replica).
     pub(crate) announcements: events::Announcements,
+    /// This gateway, for work it hands to a task of its own (the batched reply writes).
+    me: std::sync::Weak<Gateway>,
 }
 
 impl Gateway {
@@ -149,7 +151,8 @@ impl Gateway {
         route_options: routes::RouteOptions,
     ) -> Result<Arc<Self>, GatewayError> {
         let routing = routes::Routing::new(route_options).map_err(GatewayError::HttpClient)?;
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             limits: limits::Limiters::new(limits, config.clock.clone()),
             announcements: events::Announcements::default(),
             store: config.store,

@@ -81,6 +81,11 @@ pub struct RouteOptions {
     /// How often a worker looks for due copies when nothing woke it (another replica queued
     /// them, or a retry became due).
     pub copy_poll: Duration,
+    /// How long a reply route's finished reply waits in memory before it is written, with the
+    /// others finished meanwhile, for retries on other replicas. A retry on this replica is
+    /// answered from memory; one on another replica comes when WeChat had no answer after
+    /// 5 s (docs/wechat.md §6.4) and waits for the write's announcement.
+    pub reply_write_delay: Duration,
 }
 
 impl Default for RouteOptions {
@@ -96,6 +101,7 @@ impl Default for RouteOptions {
             copy_lease: Duration::from_secs(60),
             copy_concurrency: 16,
             copy_poll: Duration::from_secs(1),
+            reply_write_delay: Duration::from_secs(1),
         }
     }
 }
@@ -298,8 +304,11 @@ pub(crate) struct Routing {
     pub(crate) options: RouteOptions,
     allow: AllowList,
     http: reqwest::Client,
-    /// Reply routes being called by this process, by account and dedup key.
+    /// Reply routes being called by this process, or called and not yet written to
+    /// `push_replies`, by account and dedup key.
     flights: Mutex<HashMap<(String, String), Flight>>,
+    /// Finished replies waiting for their batched write (see [`Gateway::write_replies`]).
+    unwritten: Mutex<Vec<Unwritten>>,
     /// Wakes this process's copy worker when a copy is queued or re-sent.
     wake: Notify,
 }
@@ -311,6 +320,7 @@ impl Routing {
             http: route_client(&options)?,
             options,
             flights: Mutex::new(HashMap::new()),
+            unwritten: Mutex::new(Vec::new()),
             wake: Notify::new(),
         })
     }
@@ -679,7 +689,7 @@ pub(crate) async fn route_first(
         if enqueue_copy(gw, push, sealed, route).await {
             gw.wake_copies();
         }
-        store_reply(gw, account_id, push.dedup_key, None).await;
+        store_reply(gw, account_id, push.dedup_key, None);
         return None;
     }
     // Registered at once, so a retry arriving on this replica waits for the call.
@@ -690,7 +700,6 @@ pub(crate) async fn route_first(
 /// A reply route's call of one push, registered in this process; retries on other replicas
 /// learn of it from `push_replies`.
 struct InFlight {
-    key: (String, String),
     tx: watch::Sender<Option<Option<String>>>,
 }
 
@@ -701,8 +710,8 @@ fn begin_flight(gw: &Gateway, push: &RoutedPush<'_>) -> InFlight {
         .flights
         .lock()
         .expect("flights lock")
-        .insert(key.clone(), rx);
-    InFlight { key, tx }
+        .insert(key, rx);
+    InFlight { tx }
 }
 
 async fn enqueue_copy(
@@ -772,7 +781,7 @@ async fn call_reply_route(
     flight: InFlight,
 ) -> Option<String> {
     let account_id = push.account.id.as_str();
-    let InFlight { key, tx } = flight;
+    let InFlight { tx } = flight;
     // The call was announced in `push_replies` with the push itself; only the attempt that
     // recorded the push (the first) calls the route.
     let started = Instant::now();
@@ -816,16 +825,10 @@ async fn call_reply_route(
             .ok(),
         None => None,
     };
-    // Stored before WeChat is answered, so a retry on any replica finds it. Written in turn,
-    // not beside the next push's transaction: concurrent SQLite writers wait for the lock in
-    // sleeps of milliseconds.
-    store_reply(gw, account_id, push.dedup_key, stored.as_deref()).await;
+    // A retry here is answered from the flight at once; the batched write (which then
+    // forgets the flight) serves retries on other replicas.
     let _ = tx.send(Some(reply.clone()));
-    gw.routing
-        .flights
-        .lock()
-        .expect("flights lock")
-        .remove(&key);
+    store_reply(gw, account_id, push.dedup_key, stored);
     reply
 }
 
@@ -992,20 +995,82 @@ pub(crate) async fn route_retry(
     wait_stored_reply(gw, account, dedup_key, arrived).await
 }
 
-/// Stores a push's reply (`None`: `success`) for its retries and announces it, so a retry
-/// waiting on another replica reads it at once.
-async fn store_reply(gw: &Gateway, account_id: &str, dedup_key: &str, sealed: Option<&[u8]>) {
-    match gw
-        .store
-        .finish_push_reply(account_id, dedup_key, sealed, gw.now())
-        .await
-    {
-        Ok(_) => {
-            gw.announcements
-                .announce(&gw.store, &crate::events::reply_id(account_id, dedup_key))
-                .await;
+/// A finished reply not yet in `push_replies`.
+struct Unwritten {
+    account_id: String,
+    dedup_key: String,
+    /// The sealed reply XML; `None`: `success`.
+    sealed: Option<Vec<u8>>,
+}
+
+/// Queues a push's reply (`None`: `success`) for the next batched write, which stores it for
+/// retries on other replicas and announces it. Until then a retry here is answered from the
+/// push's flight, which stays registered until the write.
+fn store_reply(gw: &Gateway, account_id: &str, dedup_key: &str, sealed: Option<Vec<u8>>) {
+    let first = {
+        let mut unwritten = gw.routing.unwritten.lock().expect("unwritten replies lock");
+        unwritten.push(Unwritten {
+            account_id: account_id.to_owned(),
+            dedup_key: dedup_key.to_owned(),
+            sealed,
+        });
+        unwritten.len() == 1
+    };
+    // The first reply of a batch schedules its write; later ones join it. Written off the
+    // push's path: on SQLite a write beside the next push's transaction would make one of
+    // them wait for the lock in sleeps of milliseconds, and one write per batch instead of
+    // one per push keeps that rare.
+    if first && let Some(gw) = gw.me.upgrade() {
+        tokio::spawn(async move {
+            tokio::time::sleep(gw.routing.options.reply_write_delay).await;
+            gw.write_replies().await;
+        });
+    }
+}
+
+impl Gateway {
+    /// Writes the finished replies waiting in memory in one transaction, announces them to
+    /// the other replicas and forgets their flights. Called by the batch's timer, and at
+    /// shutdown so no reply is left unwritten.
+    pub async fn write_replies(&self) {
+        let batch = std::mem::take(
+            &mut *self
+                .routing
+                .unwritten
+                .lock()
+                .expect("unwritten replies lock"),
+        );
+        if batch.is_empty() {
+            return;
         }
-        Err(error) => tracing::warn!(%account_id, %error, "push reply not stored"),
+        let rows: Vec<(&str, &str, Option<&[u8]>)> = batch
+            .iter()
+            .map(|r| {
+                (
+                    r.account_id.as_str(),
+                    r.dedup_key.as_str(),
+                    r.sealed.as_deref(),
+                )
+            })
+            .collect();
+        match self.store.finish_push_replies(&rows, self.now()).await {
+            Ok(()) => {
+                let ids: Vec<String> = batch
+                    .iter()
+                    .map(|r| crate::events::reply_id(&r.account_id, &r.dedup_key))
+                    .collect();
+                self.announcements.announce_all(&self.store, &ids).await;
+            }
+            // A retry on another replica then waits out its deadline and answers `success`,
+            // as when this replica dies before the write.
+            Err(error) => {
+                tracing::warn!(%error, replies = batch.len(), "push replies not stored");
+            }
+        }
+        let mut flights = self.routing.flights.lock().expect("flights lock");
+        for reply in batch {
+            flights.remove(&(reply.account_id, reply.dedup_key));
+        }
     }
 }
 

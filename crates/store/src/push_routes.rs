@@ -21,6 +21,14 @@ db_enum! {
     }
 }
 
+/// A push's reply, done (sealed XML or NULL for `success`).
+const FINISH_REPLY: Sql = Sql {
+    sqlite: "UPDATE push_replies SET state = 'done', reply = ?, finished_at = ? \
+             WHERE account_id = ? AND dedup_key = ?",
+    postgres: "UPDATE push_replies SET state = 'done', reply = $1, finished_at = $2 \
+               WHERE account_id = $3 AND dedup_key = $4",
+};
+
 /// One route, credentials sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushRoute {
@@ -341,8 +349,9 @@ impl Store {
     }
 
     /// Claims up to `limit` due copies until `lease_until`. A copy is due when it waits, its
-    /// next attempt time has come, nobody holds its lease, and no older copy of the same route
-    /// and user waits (so each user's copies arrive in order).
+    /// next attempt time has come, nobody holds its lease, no older copy of the same route
+    /// and user waits (so each user's copies arrive in order), and its route is enabled (a
+    /// disabled route's copies wait for it, neither delivered nor spent on failed attempts).
     pub async fn claim_push_copies(
         &self,
         now: i64,
@@ -354,11 +363,13 @@ impl Store {
                      AND c.next_attempt_at <= ?1 AND (c.lease_until IS NULL OR c.lease_until <= ?1) \
                      AND NOT EXISTS (SELECT 1 FROM push_copies o WHERE o.route_id = c.route_id \
                      AND o.openid = c.openid AND o.state = 'pending' AND o.id < c.id) \
+                     AND EXISTS (SELECT 1 FROM push_routes r WHERE r.id = c.route_id AND r.enabled = 1) \
                      ORDER BY c.next_attempt_at, c.id LIMIT ?2",
             postgres: "SELECT c.id FROM push_copies c WHERE c.state = 'pending' \
                        AND c.next_attempt_at <= $1 AND (c.lease_until IS NULL OR c.lease_until <= $1) \
                        AND NOT EXISTS (SELECT 1 FROM push_copies o WHERE o.route_id = c.route_id \
                        AND o.openid = c.openid AND o.state = 'pending' AND o.id < c.id) \
+                       AND EXISTS (SELECT 1 FROM push_routes r WHERE r.id = c.route_id AND r.enabled) \
                        ORDER BY c.next_attempt_at, c.id LIMIT $2",
         };
         const CLAIM: Sql = Sql {
@@ -558,28 +569,26 @@ impl Store {
         })
     }
 
-    /// Stores the reply (sealed XML, `None` for `success`).
-    pub async fn finish_push_reply(
+    /// Stores several pushes' replies (account, dedup key, sealed XML or `None` for
+    /// `success`) in one transaction.
+    pub async fn finish_push_replies(
         &self,
-        account_id: &str,
-        dedup_key: &str,
-        reply: Option<&[u8]>,
+        replies: &[(&str, &str, Option<&[u8]>)],
         now: i64,
     ) -> Result<(), StoreError> {
-        const SQL: Sql = Sql {
-            sqlite: "UPDATE push_replies SET state = 'done', reply = ?, finished_at = ? \
-                     WHERE account_id = ? AND dedup_key = ?",
-            postgres: "UPDATE push_replies SET state = 'done', reply = $1, finished_at = $2 \
-                       WHERE account_id = $3 AND dedup_key = $4",
-        };
+        const SQL: Sql = FINISH_REPLY;
         on_backend!(self, |pool, d| {
-            sqlx::query(SQL.get(d))
-                .bind(reply)
-                .bind(now)
-                .bind(account_id)
-                .bind(dedup_key)
-                .execute(pool)
-                .await?;
+            let mut tx = pool.begin_write().await?;
+            for (account_id, dedup_key, reply) in replies {
+                sqlx::query(SQL.get(d))
+                    .bind(*reply)
+                    .bind(now)
+                    .bind(*account_id)
+                    .bind(*dedup_key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
             Ok(())
         })
     }

@@ -447,6 +447,22 @@ impl Store {
         }
     }
 
+    /// Announces several ids at once, in one statement. Nothing on SQLite, as above.
+    pub async fn notify_scan_logins(&self, ids: &[String]) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Postgres(pool) if !ids.is_empty() => {
+                self.count_operation();
+                sqlx::query("SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id")
+                    .bind(SCAN_CHANNEL)
+                    .bind(ids)
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Starts listening for scan announcements from every replica (this one's included).
     /// `None` on SQLite.
     pub async fn listen_scan_logins(&self) -> Result<Option<ScanLoginListener>, StoreError> {

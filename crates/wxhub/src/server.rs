@@ -397,9 +397,13 @@ pub async fn serve_on(
     };
     // Header, idle and request timeouts and a connection limit (TCP_NODELAY too).
     let limits = state.config.http.clone();
+    let gateway = state.gateway.clone();
     let result = crate::listener::serve(listener, router(state), limits, shutdown)
         .await
         .context("HTTP server failed");
+    // Replies of reply routes waiting for their batched write, for WeChat's retries that
+    // another replica may take.
+    gateway.write_replies().await;
     reload.abort();
     sweeper.abort();
     copies.abort();

@@ -601,6 +601,80 @@ async fn a_dead_letter_is_kept_and_can_be_sent_again(env: Env) {
     );
 }
 
+/// A disabled route gets no new pushes, and the copies it still has queued wait for it —
+/// neither delivered nor spent on attempts — until it is enabled again.
+async fn a_disabled_routes_copies_wait_until_it_is_enabled(env: Env) {
+    let mut owner = Owner::start(APPID, answer(503, "busy")).await;
+    let route_id = add_route(
+        &env,
+        APPID,
+        route(&owner.url, Delivery::Copy, RouteMode::Plain, Some("text")),
+    )
+    .await;
+    follow(&env, APPID, "carol").await;
+    send_text(&env, APPID, "carol", "queued").await;
+    let _ = owner.next_call().await;
+    eventually("the first attempt failed", || async {
+        !failures(&env, APPID).await.is_empty()
+    })
+    .await;
+    let enable = |enabled: bool| {
+        let env = &env;
+        let route_id = route_id.clone();
+        async move {
+            env.tenancy
+                .edit_push_route(
+                    &Principal::cli(),
+                    APPID,
+                    &route_id,
+                    tenancy::push_routes::RouteChange {
+                        enabled: Some(enabled),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    };
+    enable(false).await;
+    // Long past the retry's backoff, the copy is not due: nothing can claim it.
+    env.clock.advance(Duration::from_secs(3600));
+    let now = wechat::Clock::now_ms(&env.clock);
+    let claimed = env
+        .store()
+        .claim_push_copies(now, now + 60_000, 100)
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "{claimed:?}");
+    // A new push no longer matches it.
+    send_text(&env, APPID, "carol", "not for the route").await;
+    let problems = env
+        .tenancy
+        .push_route_problems(&Principal::cli(), APPID)
+        .await
+        .unwrap();
+    assert_eq!((problems.pending, problems.dead_letters.len()), (1, 0));
+
+    owner.answer_with(answer(200, "success"));
+    enable(true).await;
+    env.hubs[0].gateway.wake_copies();
+    let call = owner.next_call().await;
+    assert_eq!(call.message.unwrap().fields.get("Content"), Some("queued"));
+    eventually("delivered", || async {
+        env.tenancy
+            .push_route_problems(&Principal::cli(), APPID)
+            .await
+            .unwrap()
+            .pending
+            == 0
+    })
+    .await;
+    assert!(
+        owner.no_call_yet(),
+        "the push sent while disabled got no copy"
+    );
+}
+
 async fn two_replicas_share_the_queue(env: Env) {
     let mut owner = Owner::start(APPID, answer(200, "success")).await;
     add_route(
@@ -785,6 +859,7 @@ macro_rules! on_both {
 on_both! {
     a_bot_answers_users_through_wxhub_in_plain_compatible_and_safe_mode(1, super::test_route_options()),
     a_slow_owner_server_yields_success_within_the_deadline(1, super::fast()),
+    a_disabled_routes_copies_wait_until_it_is_enabled(1, super::test_route_options()),
     malformed_or_foreign_replies_are_refused(1, super::test_route_options()),
     wechat_retries_wait_for_one_call_of_the_reply_route(2, super::test_route_options()),
     copies_survive_a_killed_replica_and_are_delivered_once(2, super::test_route_options()),
