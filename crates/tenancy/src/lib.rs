@@ -30,6 +30,7 @@ mod principal;
 pub mod push_routes;
 pub mod settings;
 pub mod statistics;
+pub mod targets;
 pub mod tenants;
 pub mod websites;
 
@@ -63,6 +64,9 @@ pub struct TenancyConfig {
     pub egress_ips: Vec<std::net::IpAddr>,
     /// Anyone may sign up as an owner from the dashboard (off: operators invite owners).
     pub open_sign_up: bool,
+    /// Hosts push routes and relays may reach on non-public addresses (`--push-allow-host`);
+    /// a target with another non-public literal address is refused when entered.
+    pub push_allow_hosts: Vec<String>,
 }
 
 impl TenancyConfig {
@@ -75,6 +79,7 @@ impl TenancyConfig {
             quota_utc_offset_secs: wechat::clock::CHINA_UTC_OFFSET_SECS,
             egress_ips: Vec::new(),
             open_sign_up: false,
+            push_allow_hosts: Vec::new(),
         }
     }
 }
@@ -124,6 +129,11 @@ impl Tenancy {
     /// The store it writes to.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The hosts pushes may reach on non-public addresses.
+    pub(crate) fn push_targets(&self) -> targets::AllowList {
+        targets::AllowList::new(&self.inner.config.push_allow_hosts)
     }
 
     /// Its settings.

@@ -15,7 +15,8 @@ use store::push_routes::{aes_key_field, token_field};
 use vault::SecretString;
 
 use crate::policy::Operation;
-use crate::settings::{PushMode, relay_url_allowed};
+use crate::settings::{PushMode, check_push_target};
+use crate::targets::AllowList;
 use crate::{Principal, Tenancy, TenancyError};
 
 /// A route as shown: everything but its credentials.
@@ -138,17 +139,12 @@ fn check_match_word(field: &'static str, value: &Option<String>) -> Result<(), T
 }
 
 /// Checks a route before it is stored.
-fn validate(route: &PushRoute, creds: Option<&RouteCredentials>) -> Result<(), TenancyError> {
-    if !relay_url_allowed(&route.target_url) {
-        return Err(TenancyError::invalid(
-            "target_url",
-            format!(
-                "{:?} must be https (http only to a loopback host), without user information or \
-                 fragment: the pushes it receives are signed",
-                route.target_url
-            ),
-        ));
-    }
+fn validate(
+    route: &PushRoute,
+    creds: Option<&RouteCredentials>,
+    allow: &AllowList,
+) -> Result<(), TenancyError> {
+    check_push_target("target_url", &route.target_url, allow)?;
     check_match_word("match_msg_type", &route.match_msg_type)?;
     check_match_word("match_event", &route.match_event)?;
     check_match_word("match_event_key_prefix", &route.match_event_key_prefix)?;
@@ -266,7 +262,7 @@ impl Tenancy {
             created_at: now,
             updated_at: now,
         };
-        validate(&route, Some(&new.credentials))?;
+        validate(&route, Some(&new.credentials), &self.push_targets())?;
         self.seal_route_credentials(&account.id, &mut route, &new.credentials)
             .await?;
         let record = self
@@ -327,7 +323,7 @@ impl Tenancy {
                  of its own to use other ones",
             ));
         }
-        validate(&route, change.credentials.as_ref())?;
+        validate(&route, change.credentials.as_ref(), &self.push_targets())?;
         if let Some(creds) = &change.credentials {
             self.seal_route_credentials(&account.id, &mut route, creds)
                 .await?;

@@ -9,6 +9,7 @@ use store::changes::ChangeKind;
 pub use store::gateway::{GatewaySettings, PushMode};
 
 use crate::policy::Operation;
+use crate::targets::{AllowList, check_target};
 use crate::{Principal, Tenancy, TenancyError};
 
 /// A change to the settings: `None` keeps a value, `Some(None)` clears it.
@@ -54,11 +55,6 @@ pub fn https_or_loopback_http(url: &url::Url) -> bool {
     }
 }
 
-/// Whether wxhub may relay pushes to `url` (see [`https_or_loopback_http`]).
-pub fn relay_url_allowed(url: &str) -> bool {
-    url::Url::parse(url).is_ok_and(|u| https_or_loopback_http(&u))
-}
-
 fn check_https(field: &'static str, url: &str) -> Result<(), TenancyError> {
     let bad = |reason: &str| TenancyError::invalid(field, format!("{url:?} {reason}"));
     let parsed = url::Url::parse(url).map_err(|_| bad("is not an absolute URL"))?;
@@ -71,8 +67,27 @@ fn check_https(field: &'static str, url: &str) -> Result<(), TenancyError> {
     Ok(())
 }
 
-/// Checks settings without storing them.
-pub fn validate(settings: &GatewaySettings) -> Result<(), TenancyError> {
+/// Checks a push target an owner entered (a route's or the relay's), naming `field`.
+pub(crate) fn check_push_target(
+    field: &'static str,
+    url: &str,
+    allow: &AllowList,
+) -> Result<(), TenancyError> {
+    check_target(allow, url).map(drop).map_err(|refused| {
+        TenancyError::invalid(
+            field,
+            format!(
+                "{url:?} is refused: {refused}. Pushes go only to https (http only to a loopback \
+                 host), without user information or fragment, and to public addresses unless the \
+                 operator allows the host (--push-allow-host)"
+            ),
+        )
+    })
+}
+
+/// Checks settings without storing them; `allow` are the hosts the operator lets pushes
+/// reach on non-public addresses.
+pub fn validate(settings: &GatewaySettings, allow: &AllowList) -> Result<(), TenancyError> {
     if let Some(id) = &settings.original_id
         && !is_original_id(id)
     {
@@ -84,16 +99,8 @@ pub fn validate(settings: &GatewaySettings) -> Result<(), TenancyError> {
             ),
         ));
     }
-    if let Some(url) = &settings.push_relay_url
-        && !relay_url_allowed(url)
-    {
-        return Err(TenancyError::invalid(
-            "push_relay_url",
-            format!(
-                "{url:?} must be https (http only to a loopback host), without user information \
-                 or fragment"
-            ),
-        ));
+    if let Some(url) = &settings.push_relay_url {
+        check_push_target("push_relay_url", url, allow)?;
     }
     if let Some(url) = &settings.follow_qr_url {
         check_https("follow_qr_url", url)?;
@@ -160,7 +167,7 @@ impl Tenancy {
         apply(&mut settings.push_relay_url, trimmed(change.push_relay_url));
         apply(&mut settings.follow_qr_url, trimmed(change.follow_qr_url));
         apply(&mut settings.follow_link, trimmed(change.follow_link));
-        validate(&settings)?;
+        validate(&settings, &self.push_targets())?;
         let summary = |s: &GatewaySettings| {
             json!({
                 "original_id": s.original_id,
@@ -204,11 +211,12 @@ mod tests {
     }
 
     #[test]
-    fn urls_must_be_https_and_relays_may_use_loopback_http() {
+    fn urls_must_be_https_and_relays_may_use_loopback_http_when_allowed() {
+        let loopback = AllowList::new(&["127.0.0.1".to_owned()]);
         let with = |f: fn(&mut GatewaySettings)| {
             let mut s = GatewaySettings::default();
             f(&mut s);
-            validate(&s)
+            validate(&s, &loopback)
         };
         assert!(with(|s| s.follow_qr_url = Some("https://mmbiz.qpic.cn/qr.jpg".into())).is_ok());
         assert!(with(|s| s.follow_qr_url = Some("http://mmbiz.qpic.cn/qr.jpg".into())).is_err());
@@ -217,5 +225,13 @@ mod tests {
         assert!(with(|s| s.push_relay_url = Some("http://127.0.0.1:8080/push".into())).is_ok());
         assert!(with(|s| s.push_relay_url = Some("http://owner.example/push".into())).is_err());
         assert!(with(|s| s.push_relay_url = Some("http://10.0.0.1/push".into())).is_err());
+        // Internal addresses are refused when entered, unless the operator allows the host.
+        assert!(with(|s| s.push_relay_url = Some("https://10.0.0.1/push".into())).is_err());
+        assert!(with(|s| s.push_relay_url = Some("https://169.254.169.254/x".into())).is_err());
+        let relay = GatewaySettings {
+            push_relay_url: Some("http://127.0.0.1:8080/push".into()),
+            ..GatewaySettings::default()
+        };
+        assert!(validate(&relay, &AllowList::default()).is_err());
     }
 }

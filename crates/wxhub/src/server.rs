@@ -90,6 +90,7 @@ impl AppState {
                 quota_utc_offset_secs: tokens.config().policy.quota_utc_offset_secs,
                 egress_ips: config.egress_ips.clone(),
                 open_sign_up: config.open_sign_up,
+                push_allow_hosts: config.push_allow_hosts.clone(),
                 ..tenancy::TenancyConfig::new(config.public_url.clone())
             },
         );

@@ -359,7 +359,11 @@ impl Env {
             vault.clone(),
             wechat.clone(),
             Arc::new(clock.clone()),
-            tenancy::TenancyConfig::new(url::Url::parse(&public).unwrap()),
+            tenancy::TenancyConfig {
+                // Targets are checked as the hubs deliver: the same hosts are allowed.
+                push_allow_hosts: route_options.allow_hosts.clone(),
+                ..tenancy::TenancyConfig::new(url::Url::parse(&public).unwrap())
+            },
         );
         let env = Env {
             tenancy,
@@ -515,7 +519,10 @@ impl Env {
         account_id: &str,
         settings: &store::gateway::GatewaySettings,
     ) -> Result<(), tenancy::TenancyError> {
-        tenancy::settings::validate(settings)?;
+        tenancy::settings::validate(
+            settings,
+            &tenancy::targets::AllowList::new(&test_route_options().allow_hosts),
+        )?;
         let record = store::audit::AuditRecord::new("test", "settings.update")
             .account(account_id)
             .announce(store::changes::ChangeKind::Settings);

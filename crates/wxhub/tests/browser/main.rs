@@ -90,6 +90,8 @@ impl World {
             public_url: Some(url::Url::parse(&hub).unwrap()),
             wechat_api_url: Some(running_sim.base_url()),
             wechat_open_url: Some(running_sim.base_url()),
+            // The owner's bot runs on this machine: its loopback address is allowed.
+            push_allow_hosts: vec!["127.0.0.1".to_owned()],
             ..ConfigArgs::default()
         })
         .unwrap();
@@ -231,6 +233,7 @@ async fn scenario(b: &mut Browser, world: &mut World) {
     assert!(b.text("main").await.contains(END_USER.1));
     b.shoot_both("owner-end-users").await;
     end_user_logs_in_on_a_computer(b, world).await;
+    owner_routes_messages_to_a_bot(b, world).await;
     owner_reads_the_charts(b, world).await;
     sign_out(b).await;
     operator_finds_the_account_and_exports_the_audit_log(b, world).await;
@@ -566,6 +569,115 @@ async fn end_user_logs_in_on_a_computer(b: &mut Browser, world: &World) {
     assert!(b.text("pre#userinfo").await.contains(&outcome.openid));
     b.shoot("site-logged-in-by-scan").await;
     b.goto(&world.dashboard("/accounts")).await;
+}
+
+/// The Token the owner's bot checks wxhub's signatures with.
+const BOT_TOKEN: &str = "teahouseBot2026";
+
+/// The owner's own bot: checks the signature of each push with [`BOT_TOKEN`], as it did when
+/// WeChat called it, and answers text messages with a passive reply. Returns its URL.
+async fn start_bot() -> String {
+    use std::collections::HashMap;
+    let app = axum::Router::new().route(
+        "/bot",
+        axum::routing::post(
+            |axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+             body: String| async move {
+                let get = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
+                let expected = wechat::push::signature(BOT_TOKEN, get("timestamp"), get("nonce"));
+                if get("signature") != expected {
+                    return (axum::http::StatusCode::FORBIDDEN, String::new());
+                }
+                match wechat::xml::parse_message(body.as_bytes()) {
+                    Ok(m) if m.msg_type() == "text" => {
+                        let said = m.fields.get("Content").unwrap_or_default().to_owned();
+                        let answer = format!("🍵 茶馆小助手：收到「{said}」");
+                        (
+                            axum::http::StatusCode::OK,
+                            m.text_reply(&answer, m.create_time),
+                        )
+                    }
+                    _ => (axum::http::StatusCode::OK, "success".to_owned()),
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/bot", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// The owner keeps their bot answering users: on the push-routes page they add it as the
+/// reply route of text messages (a refused target first, said beside the field), and the end
+/// user's message on the simulated phone gets the bot's answer through wxhub.
+async fn owner_routes_messages_to_a_bot(b: &mut Browser, world: &World) {
+    let bot = start_bot().await;
+    b.goto(&world.dashboard(&format!("/accounts/{APPID}")))
+        .await;
+    b.click_to_next_page(&format!(
+        "a[href='/dashboard/accounts/{APPID}/push-routes']"
+    ))
+    .await;
+    assert!(b.text("#routes").await.contains("还没有路由"));
+    b.shoot_both("owner-push-routes-empty").await;
+
+    // An internal address of the owner's network is refused, beside the target.
+    submit_route(b, "http://10.1.2.3/bot").await;
+    assert!(b.text("#route-target-error").await.contains("https"));
+    assert_eq!(
+        b.value("#route-token").await,
+        "",
+        "the Token is not shown again"
+    );
+    b.shoot("owner-push-route-refused").await;
+    submit_route(b, &bot).await;
+    assert!(b.url().await.as_str().contains("flash=route_saved"));
+    let listed = b.text("#route-list").await;
+    assert!(
+        listed.contains("1. text") && listed.contains(&bot),
+        "{listed}"
+    );
+    assert!(!b.text("main").await.contains(BOT_TOKEN));
+    b.shoot_both("owner-push-routes").await;
+
+    // Dora, who follows the account since her scan, sends a message from her phone.
+    let phone = format!("{}__sim/phone", world._running_sim.base_url());
+    b.goto(&phone).await;
+    let chat = format!(
+        "form[action='phone/text']:has(input[name=user][value={}])",
+        END_USER.0
+    );
+    b.fill(&format!("{chat} input[name=content]"), "今天有什么茶？")
+        .await;
+    b.click_to_next_page(&format!("{chat} button[type=submit]"))
+        .await;
+    let answer = b.text(".chat .bot").await;
+    assert!(
+        answer.contains("茶馆小助手：收到「今天有什么茶？」"),
+        "{answer}"
+    );
+    b.shoot("phone-bot-answer").await;
+
+    // The page counts the delivery once the counters reach the database (every few
+    // seconds).
+    b.goto(&world.dashboard(&format!("/accounts/{APPID}/push-routes")))
+        .await;
+    let deadline = Instant::now() + TIMEOUT;
+    while b.text("#route-list dd.delivered").await != "1" {
+        assert!(Instant::now() < deadline, "the delivery was not counted");
+        // Nothing announces a flush: look again shortly.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        b.client.refresh().await.expect("reload");
+    }
+}
+
+/// Submits the new-route form: text messages to `target`, signed with [`BOT_TOKEN`].
+async fn submit_route(b: &Browser, target: &str) {
+    b.fill("#route-target", target).await;
+    b.fill("#route-type", "text").await;
+    b.fill("#route-token", BOT_TOKEN).await;
+    b.click_to_next_page("#new-route button[type=submit]").await;
 }
 
 /// `MM-DD` of the China-time day `n` days before `today`, as the charts label days.
