@@ -591,7 +591,7 @@ async fn start_bot() -> String {
                 match wechat::xml::parse_message(body.as_bytes()) {
                     Ok(m) if m.msg_type() == "text" => {
                         let said = m.fields.get("Content").unwrap_or_default().to_owned();
-                        let answer = format!("🍵 茶馆小助手：收到「{said}」");
+                        let answer = format!("茶馆小助手：收到「{said}」");
                         (
                             axum::http::StatusCode::OK,
                             m.text_reply(&answer, m.create_time),
