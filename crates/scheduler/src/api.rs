@@ -281,7 +281,7 @@ impl TokenService {
         let ttl = ms(self.inner.config.api_key_cache_ttl);
         let verified = match self.inner.keys.fresh(&hash, now, ttl) {
             Some(verified) => verified,
-            None => {
+            None => 'lookup: {
                 // A key never verified here costs a database read: limited, so guessing
                 // keys cannot turn into a flood of queries.
                 if !self.inner.keys.knows(&hash)
@@ -292,12 +292,25 @@ impl TokenService {
                         retry_after_secs: (secs + i64::from(wait.subsec_nanos() > 0)).max(1),
                     });
                 }
-                let record = self
-                    .inner
-                    .store
-                    .use_api_key(&hex::encode(hash), now)
-                    .await
-                    .map_err(|e| ApiError::Internal(Box::new(e)))?;
+                let record = match self.inner.store.use_api_key(&hex::encode(hash), now).await {
+                    Ok(record) => record,
+                    Err(error) => match self.inner.keys.remembered(&hash) {
+                        // The database is away (a restart, a failover): a key this replica
+                        // verified before keeps reading tokens from memory, as the tokens are
+                        // served from memory. Trusted one more TTL, so the outage costs one
+                        // database attempt per TTL rather than one per request.
+                        Some(known) => {
+                            tracing::warn!(%error, "cannot re-check an API key with the database; trusting this replica's earlier check");
+                            let renewed = Arc::new(VerifiedKey {
+                                checked_at: now,
+                                ..(*known).clone()
+                            });
+                            self.inner.keys.insert(renewed.clone());
+                            break 'lookup renewed;
+                        }
+                        None => return Err(ApiError::Internal(Box::new(error))),
+                    },
+                };
                 let Some(record) = record else {
                     self.inner.keys.forget(&hash);
                     return Err(ApiError::Unauthorized);

@@ -62,6 +62,16 @@ impl KeyCache {
         (same && now - entry.checked_at < ttl_ms && now >= entry.checked_at).then(|| entry.clone())
     }
 
+    /// The entry for `hash` however long ago it was checked: what a request may use while the
+    /// database cannot be asked (a key is revoked through the database, so none can have been
+    /// revoked since, unless the revoke's notice was lost just before).
+    pub fn remembered(&self, hash: &KeyHash) -> Option<Arc<VerifiedKey>> {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        let entry = entries.get(hash)?;
+        let same: bool = entry.key_hash.ct_eq(hash).into();
+        same.then(|| entry.clone())
+    }
+
     /// Whether `hash` was verified on this replica (however long ago): such a key skips the
     /// unknown-key limit ([`crate::limits`]).
     pub fn knows(&self, hash: &KeyHash) -> bool {
@@ -121,7 +131,9 @@ mod tests {
         let two = hash_api_key_bytes("wxk_two");
         assert!(cache.fresh(&one, 1_500, 10_000).is_some());
         assert!(cache.fresh(&one, 11_000, 10_000).is_none());
+        assert!(cache.remembered(&one).is_some());
         cache.forget_account("a");
+        assert!(cache.remembered(&one).is_none());
         assert!(cache.fresh(&one, 1_500, 10_000).is_none());
         assert!(cache.fresh(&two, 1_500, 10_000).is_some());
     }

@@ -8,7 +8,9 @@
 //! - [`demo`]: `wxhub sim` and `wxhub demo`, with [`sample_site`], its tenant website;
 //! - [`tenants`]: `wxhub account …` and `wxhub apikey …` (accounts and API keys until the
 //!   dashboard exists);
-//! - [`push_routes`]: `wxhub push-route …`, the owner's own servers behind the push URL.
+//! - [`push_routes`]: `wxhub push-route …`, the owner's own servers behind the push URL;
+//! - [`test_clock`]: `wxhub serve --manual-clock`, a hub whose time tests move (never for
+//!   production).
 
 pub mod clients;
 pub mod config;
@@ -20,4 +22,5 @@ pub mod push_routes;
 pub mod sample_site;
 pub mod server;
 pub mod tenants;
+pub mod test_clock;
 pub mod unseal;

@@ -28,7 +28,20 @@ struct Cli {
 enum Command {
     /// Run the server: open the store (applying migrations), unseal the vault and serve HTTP
     /// until SIGINT/SIGTERM.
-    Serve,
+    Serve {
+        /// FOR TESTS ONLY, never in production: the hub's clock stands still and moves only
+        /// through `POST /__test/clock/set` (`{"now_ms": N}`) and `/__test/clock/advance`
+        /// (`{"secs": N}`) on the hub's own listener, which anyone reaching it may call; the
+        /// tests/ package moves every replica and `wxhub sim --manual-clock` together with
+        /// them. Refused unless --listen is a loopback address and the WeChat API URL is not
+        /// WeChat's.
+        #[arg(long)]
+        manual_clock: bool,
+        /// Where the manual clock starts, in Unix milliseconds (the simulator's
+        /// `GET /__sim/clock`) [default: the current time]
+        #[arg(long, value_name = "UNIX_MS", requires = "manual_clock")]
+        clock_start_ms: Option<i64>,
+    },
     /// Apply pending database migrations and exit. `serve` applies them too; run this first
     /// when several replicas start at once, or to check what a new version will change.
     Migrate {
@@ -154,6 +167,27 @@ enum AccountCommand {
         #[arg(long)]
         stable_token: bool,
         /// Store the credentials without asking WeChat (a host that cannot reach WeChat yet).
+        #[arg(long)]
+        skip_check: bool,
+    },
+    /// Register many accounts at once, read from stdin one a line: `APPID<TAB>NAME<TAB>APPSECRET`
+    /// (blank lines and `#` comments skipped), all owned by --owner and registered as `add`
+    /// would. Stops at the first line that fails and names it; the lines before it stay
+    /// registered.
+    Import {
+        /// Email of the owning dashboard user (created without a password if missing).
+        #[arg(long, value_name = "EMAIL")]
+        owner: String,
+        /// Subscription accounts (订阅号) instead of service accounts (服务号).
+        #[arg(long)]
+        subscription: bool,
+        /// The accounts are not verified (微信认证).
+        #[arg(long)]
+        unverified: bool,
+        /// Fetch their tokens with /cgi-bin/stable_token instead of /cgi-bin/token.
+        #[arg(long)]
+        stable_token: bool,
+        /// Store the credentials without asking WeChat.
         #[arg(long)]
         skip_check: bool,
     },
@@ -487,7 +521,16 @@ fn main() -> std::process::ExitCode {
 
 async fn run(command: Command, config: Config) -> anyhow::Result<String> {
     match command {
-        Command::Serve => server::serve(config).await.map(|()| String::new()),
+        Command::Serve {
+            manual_clock,
+            clock_start_ms,
+        } => {
+            let clock = manual_clock.then(|| match clock_start_ms {
+                Some(ms) => wechat::ManualClock::new(ms),
+                None => wechat::ManualClock::starting_now(),
+            });
+            server::serve(config, clock).await.map(|()| String::new())
+        }
         Command::Migrate { check } => ops::migrate(&config, check).await,
         Command::Vault(VaultCommand::Init { key_id }) => ops::vault_init(&config, key_id),
         Command::Vault(VaultCommand::Status) => ops::vault_status(&config).await,
@@ -618,6 +661,32 @@ async fn account_command(config: &Config, command: AccountCommand) -> anyhow::Re
                 skip_check,
             };
             tenants::account_add(config, &args, stdin).await
+        }
+        AccountCommand::Import {
+            owner,
+            subscription,
+            unverified,
+            stable_token,
+            skip_check,
+        } => {
+            let args = tenants::NewAccountArgs {
+                appid: String::new(),
+                name: String::new(),
+                owner_email: owner,
+                kind: if subscription {
+                    AccountKind::Subscription
+                } else {
+                    AccountKind::Service
+                },
+                verified: !unverified,
+                token_mode: if stable_token {
+                    TokenMode::StableToken
+                } else {
+                    TokenMode::Token
+                },
+                skip_check,
+            };
+            tenants::account_import(config, &args, stdin).await
         }
         AccountCommand::List => tenants::account_list(config).await,
         AccountCommand::Show { appid } => tenants::account_show(config, &appid).await,

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use store::Store;
-use wechat::{SharedClock, SystemClock};
+use wechat::{ManualClock, SharedClock, SystemClock};
 
 use accounts::{VaultHandle, rotation};
 
@@ -40,6 +40,9 @@ pub struct AppState {
     pub datacube: stats::datacube::DatacubeSync,
     /// The Prometheus metrics `/metrics` serves (when configured).
     pub metrics: stats::prometheus::Metrics,
+    /// `wxhub serve --manual-clock` (tests only): the clock `clock` is, which the `/__test`
+    /// routes move ([`crate::test_clock`]). `None` in every other case.
+    pub test_clock: Option<ManualClock>,
 }
 
 impl AppState {
@@ -130,6 +133,7 @@ impl AppState {
             config: Arc::new(config),
             tokens,
             gateway,
+            test_clock: None,
         })
     }
 }
@@ -173,8 +177,16 @@ pub fn router(state: AppState) -> Router {
     if state.config.metrics_token.is_some() {
         own = own.route("/metrics", get(metrics_with_token));
     }
-    own.with_state(state)
-        .merge(tokens)
+    let test_clock = state
+        .test_clock
+        .clone()
+        .map(|clock| crate::test_clock::router(clock, state.tokens.clone()));
+    let own = own.with_state(state);
+    let own = match test_clock {
+        Some(test_clock) => own.merge(test_clock),
+        None => own,
+    };
+    own.merge(tokens)
         .merge(login)
         .merge(dashboard)
         .route_layer(axum::middleware::from_fn_with_state(metrics, count_request))
@@ -419,8 +431,12 @@ pub async fn serve_on(
     result
 }
 
-/// Runs the server until SIGINT or SIGTERM.
-pub async fn serve(mut config: Config) -> anyhow::Result<()> {
+/// Runs the server until SIGINT or SIGTERM. With `manual_clock` (tests only, see
+/// [`crate::test_clock`]) its time stands at that clock's and moves only when a test says so.
+pub async fn serve(mut config: Config, manual_clock: Option<ManualClock>) -> anyhow::Result<()> {
+    if manual_clock.is_some() {
+        crate::test_clock::check_allowed(&config)?;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -431,7 +447,15 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         config.public_url = url::Url::parse(&format!("http://{listen}/"))?;
     }
     let public_url = config.public_url.clone();
-    let state = AppState::open(config, Arc::new(SystemClock)).await?;
+    let clock: SharedClock = match &manual_clock {
+        Some(clock) => Arc::new(clock.clone()),
+        None => Arc::new(SystemClock),
+    };
+    let mut state = AppState::open(config, clock).await?;
+    if let Some(clock) = manual_clock {
+        crate::test_clock::announce(listen, &clock);
+        state.test_clock = Some(clock);
+    }
     tracing::info!(
         database = %state.store.redacted_url(),
         active_key = %state.vault.current().keyring().active_id(),

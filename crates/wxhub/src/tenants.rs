@@ -225,6 +225,90 @@ pub async fn account_add(
     ))
 }
 
+/// `wxhub account import`: registers every account listed on `input`, one a line —
+/// `APPID<TAB>NAME<TAB>APPSECRET` — under one owner, in one process (a migration from another
+/// platform, or a test's thousand accounts). Blank lines and lines starting with `#` are
+/// skipped. Stops at the first line that fails, naming it; the accounts before it stay
+/// registered, so the same file can be fed again from that line on.
+pub async fn account_import(
+    config: &Config,
+    args: &NewAccountArgs,
+    input: &mut dyn BufRead,
+) -> anyhow::Result<String> {
+    let tenancy = open_tenancy(config).await?;
+    let result = import_lines(&tenancy, args, input).await;
+    tenancy.store().close().await;
+    let registered = result?;
+    Ok(format!(
+        "registered {registered} accounts{}. The scheduler fetches their first access_tokens \
+         within seconds.",
+        if args.skip_check {
+            "; their credentials were NOT checked with WeChat"
+        } else {
+            "; WeChat accepted every account's credentials"
+        }
+    ))
+}
+
+async fn import_lines(
+    tenancy: &Tenancy,
+    args: &NewAccountArgs,
+    input: &mut dyn BufRead,
+) -> anyhow::Result<usize> {
+    let mut registered = 0;
+    let mut number = 0;
+    let mut raw = String::new();
+    loop {
+        raw.clear();
+        if input.read_line(&mut raw).context("reading stdin")? == 0 {
+            return Ok(registered);
+        }
+        number += 1;
+        // The line holds a secret: only a zeroizing copy outlives this step.
+        let line = SecretString::new(raw.trim().to_owned());
+        raw.clear();
+        let line = line.expose();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.splitn(3, '\t');
+        let (Some(appid), Some(name), Some(secret)) = (fields.next(), fields.next(), fields.next())
+        else {
+            anyhow::bail!(
+                "line {number}: expected APPID<TAB>NAME<TAB>APPSECRET; the {registered} accounts \
+                 before it are registered"
+            );
+        };
+        let registration = Registration {
+            appid: appid.trim().to_owned(),
+            name: name.trim().to_owned(),
+            kind: args.kind,
+            verified: args.verified,
+            token_mode: args.token_mode,
+            appsecret: SecretString::new(secret.trim().to_owned()),
+            push_token: None,
+            encoding_aes_key: None,
+            owner: NewOwner::Email(args.owner_email.clone()),
+            check: if args.skip_check {
+                LiveCheck::Skip
+            } else {
+                LiveCheck::Check
+            },
+        };
+        tenancy
+            .register_account(&Principal::cli(), registration)
+            .await
+            .map_err(explain)
+            .with_context(|| {
+                format!(
+                    "line {number} ({}): not registered; the {registered} accounts before it are",
+                    appid.trim()
+                )
+            })?;
+        registered += 1;
+    }
+}
+
 /// `wxhub account list`: every account with its token health.
 pub async fn account_list(config: &Config) -> anyhow::Result<String> {
     let views = with_tenancy(config, async |t, p| {
