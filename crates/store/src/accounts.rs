@@ -405,6 +405,27 @@ impl Store {
         })
     }
 
+    /// Which of `appids` are registered already (for checking an import before writing it).
+    pub async fn registered_appids(&self, appids: &[&str]) -> Result<Vec<String>, StoreError> {
+        const PER_STATEMENT: usize = 1000;
+        let mut found = Vec::new();
+        for chunk in appids.chunks(PER_STATEMENT) {
+            on_backend!(self, |pool, _d| {
+                let mut sql =
+                    sqlx::QueryBuilder::new("SELECT appid FROM accounts WHERE appid IN (");
+                let mut list = sql.separated(", ");
+                for appid in chunk {
+                    list.push_bind(*appid);
+                }
+                sql.push(")");
+                for row in sql.build().fetch_all(pool).await? {
+                    found.push(row.text("appid")?);
+                }
+            });
+        }
+        Ok(found)
+    }
+
     async fn insert_account(
         &self,
         account: &NewAccount,
