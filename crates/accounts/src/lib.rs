@@ -17,7 +17,7 @@ pub mod rotation;
 mod vault_handle;
 
 pub use registry::{
-    AccountError, AccountInput, PlainSecrets, open_core_token, open_secrets, read_secrets,
-    register_account, register_account_audited, seal_core_token, seal_field,
+    AccountError, AccountInput, PlainSecrets, open_core_token, open_secrets, prepare_account,
+    read_secrets, register_account, register_account_audited, seal_core_token, seal_field,
 };
 pub use vault_handle::{ReloadError, VaultHandle};

@@ -151,6 +151,13 @@ pub async fn register_account_audited(
     Ok(store.create_account_audited(&account, now, &record).await?)
 }
 
+/// [`register_account`]'s checks and sealing without the write, for a caller that writes many
+/// accounts in one batch ([`Store::create_accounts`]): the same validation, a fresh data key
+/// and a new account id for each.
+pub fn prepare_account(vault: &Vault, input: &AccountInput) -> Result<NewAccount, AccountError> {
+    seal_new_account(vault, input)
+}
+
 /// Checks `input` and seals its secrets under a fresh data key for a new account id.
 fn seal_new_account(vault: &Vault, input: &AccountInput) -> Result<NewAccount, AccountError> {
     validate_appid(&input.appid)?;

@@ -316,7 +316,7 @@ impl TokenService {
                     return Err(ApiError::Unauthorized);
                 };
                 let key_appid = match self.inner.cache.get(&record.account_id) {
-                    Some(entry) => entry.appid.clone(),
+                    Some(entry) => entry.appid(),
                     None => {
                         self.reload_account(&record.account_id)
                             .await
@@ -324,7 +324,7 @@ impl TokenService {
                         self.inner
                             .cache
                             .get(&record.account_id)
-                            .map(|e| e.appid.clone())
+                            .map(|e| e.appid())
                             .ok_or(ApiError::Unauthorized)?
                     }
                 };

@@ -50,6 +50,50 @@ use store::tokens::TokenState;
 
 use crate::TokenService;
 
+/// A handle on one account's single-flight mutex. The map holds a mutex only while someone
+/// holds a handle: with a million accounts a mutex kept per account refreshed once would
+/// outweigh its cached token.
+pub(super) struct Flight<'a> {
+    service: &'a TokenService,
+    account_id: String,
+    /// Always `Some` until dropped.
+    mutex: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Flight<'_> {
+    fn mutex(&self) -> &tokio::sync::Mutex<()> {
+        self.mutex.as_deref().expect("taken only on drop")
+    }
+
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.mutex().lock().await
+    }
+
+    pub fn try_lock(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, tokio::sync::TryLockError> {
+        self.mutex().try_lock()
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let mut flights = self
+            .service
+            .inner
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Handles are cloned and dropped only under this lock, so the count is exact: 1 left
+        // means only the map holds it, and nobody can be waiting on it.
+        drop(self.mutex.take());
+        if flights
+            .get(&self.account_id)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            flights.remove(&self.account_id);
+        }
+    }
+}
+
 /// Something the engine did, for tests and metrics. Carries ids and numbers, never a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineEvent {
@@ -131,14 +175,22 @@ enum Outcome {
 }
 
 impl TokenService {
-    pub(super) fn flight(&self, account_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.inner
+    /// The account's single-flight mutex, shared by every caller that holds a [`Flight`] of it
+    /// at the same time.
+    pub(super) fn flight(&self, account_id: &str) -> Flight<'_> {
+        let mutex = self
+            .inner
             .flights
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(account_id.to_owned())
             .or_default()
-            .clone()
+            .clone();
+        Flight {
+            service: self,
+            account_id: account_id.to_owned(),
+            mutex: Some(mutex),
+        }
     }
 
     pub(super) fn emit(&self, event: EngineEvent) {
@@ -152,5 +204,45 @@ impl TokenService {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         f(&mut rng)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::{SchedulerConfig, TokenService};
+
+    #[tokio::test]
+    async fn a_single_flight_mutex_lives_only_while_someone_holds_it() {
+        let db = testkit::TestDatabase::sqlite();
+        let store = store::Store::connect(db.url()).await.unwrap();
+        let client = wechat::Client::new(wechat::ClientConfig::for_base(
+            "http://127.0.0.1:9/".parse().unwrap(),
+        ))
+        .unwrap();
+        let service = TokenService::open(
+            store,
+            testkit::fixtures::vault(),
+            client,
+            Arc::new(wechat::SystemClock),
+            SchedulerConfig::default(),
+        )
+        .await
+        .unwrap();
+        let held = |s: &TokenService| s.inner.flights.lock().unwrap().len();
+        let first = service.flight("a");
+        let guard = first.lock().await;
+        let second = service.flight("a");
+        // Both handles share the one mutex: the second cannot take it while the first holds it.
+        assert!(second.try_lock().is_err());
+        assert_eq!(held(&service), 1);
+        drop(guard);
+        drop(first);
+        assert_eq!(held(&service), 1, "still held by the second handle");
+        assert!(second.try_lock().is_ok());
+        drop(second);
+        assert_eq!(held(&service), 0, "gone with the last handle");
+        db.finish().await;
     }
 }

@@ -329,25 +329,20 @@ impl TokenService {
     pub fn cached(&self, account_id: &str) -> Option<CurrentToken> {
         let now = self.inner.clock.now_ms();
         let entry = self.inner.cache.get(account_id)?;
-        if entry.account_state != store::accounts::AccountState::Active {
+        if entry.account_state != store::accounts::AccountState::Active || !entry.valid_at(now) {
             return None;
         }
-        entry.token.clone().filter(|t| t.expires_at > now)
+        entry.token()
     }
 
     /// The token API's JSON body for the cached token if it is still valid at `now`; memory
     /// only (the body was serialized when the token entered the cache).
     pub(crate) fn cached_json(&self, account_id: &str, now: i64) -> Option<Vec<u8>> {
         let entry = self.inner.cache.get(account_id)?;
-        if entry.account_state != store::accounts::AccountState::Active {
+        if entry.account_state != store::accounts::AccountState::Active || !entry.valid_at(now) {
             return None;
         }
-        let valid = entry.token.as_ref().is_some_and(|t| t.expires_at > now);
-        entry
-            .json
-            .as_ref()
-            .filter(|_| valid)
-            .map(|json| json.body(now))
+        entry.body(now)
     }
 
     /// Where the account's token stands in this replica's memory: state, errcode and reason.
@@ -355,7 +350,7 @@ impl TokenService {
         self.inner
             .cache
             .get(account_id)
-            .map(|e| (e.state, e.error_code, e.reason.clone()))
+            .map(|e| (e.state, e.error_code, e.reason().map(str::to_owned)))
     }
 
     /// A backend (holding the API key `caller`, if known) says WeChat refused `rejected`

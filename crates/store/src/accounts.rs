@@ -330,6 +330,102 @@ impl Store {
         self.insert_account(account, now, Some(record)).await
     }
 
+    /// Registers many accounts at once (an operator's import): for each, the rows
+    /// [`Store::create_account`] writes, with multi-row statements, in one transaction — all
+    /// of them or none (a duplicate appid, in the batch or already registered, fails the whole
+    /// batch with [`StoreError::Duplicate`]). `record`, if any, is written in the same
+    /// transaction (one entry for the batch). Returns how many were created.
+    pub async fn create_accounts(
+        &self,
+        accounts: &[NewAccount],
+        now: i64,
+        record: Option<&AuditRecord>,
+    ) -> Result<u64, StoreError> {
+        // 8 binds a row: far below SQLite's and PostgreSQL's limits on binds per statement.
+        const ROWS_PER_STATEMENT: usize = 500;
+        if accounts.is_empty() {
+            return Ok(0);
+        }
+        on_backend!(self, |pool, d| {
+            let mut tx = pool.begin_write().await?;
+            for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO accounts (id, owner_user_id, appid, name, kind, verified, \
+                     token_mode, state, created_at, updated_at) ",
+                );
+                insert.push_values(chunk, |mut row, a| {
+                    row.push_bind(a.id.as_str())
+                        .push_bind(a.owner_user_id.as_str())
+                        .push_bind(a.appid.as_str())
+                        .push_bind(a.name.as_str())
+                        .push_bind(a.kind.as_db())
+                        .push_bind(a.verified)
+                        .push_bind(a.token_mode.as_db())
+                        .push("'active'")
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                insert
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| on_constraint(e, "account appid", "owner user"))?;
+                let mut secrets = sqlx::QueryBuilder::new(
+                    "INSERT INTO account_secrets (account_id, wrapped_dek, dek_kek_id, appsecret, \
+                     push_token, encoding_aes_key, updated_at, appsecret_hint) ",
+                );
+                secrets.push_values(chunk, |mut row, a| {
+                    row.push_bind(a.id.as_str())
+                        .push_bind(a.secrets.wrapped_dek.as_slice())
+                        .push_bind(a.secrets.dek_kek_id.as_str())
+                        .push_bind(a.secrets.appsecret.as_slice())
+                        .push_bind(a.secrets.push_token.as_deref())
+                        .push_bind(a.secrets.encoding_aes_key.as_deref())
+                        .push_bind(now)
+                        .push_bind(a.appsecret_hint.as_deref());
+                });
+                secrets.build().execute(&mut *tx).await?;
+                // As for one account: its token is due at once.
+                let mut tokens = sqlx::QueryBuilder::new(
+                    "INSERT INTO core_tokens (account_id, next_refresh_at, state, updated_at) ",
+                );
+                tokens.push_values(chunk, |mut row, a| {
+                    row.push_bind(a.id.as_str())
+                        .push_bind(now)
+                        .push("'pending'")
+                        .push_bind(now);
+                });
+                tokens.build().execute(&mut *tx).await?;
+            }
+            match record {
+                Some(record) => commit_audited!(self, tx, d, record, now),
+                None => tx.commit().await?,
+            }
+            Ok(accounts.len() as u64)
+        })
+    }
+
+    /// Which of `appids` are registered already (for checking an import before writing it).
+    pub async fn registered_appids(&self, appids: &[&str]) -> Result<Vec<String>, StoreError> {
+        const PER_STATEMENT: usize = 1000;
+        let mut found = Vec::new();
+        for chunk in appids.chunks(PER_STATEMENT) {
+            on_backend!(self, |pool, _d| {
+                let mut sql =
+                    sqlx::QueryBuilder::new("SELECT appid FROM accounts WHERE appid IN (");
+                let mut list = sql.separated(", ");
+                for appid in chunk {
+                    list.push_bind(*appid);
+                }
+                sql.push(")");
+                for row in sql.build().fetch_all(pool).await? {
+                    found.push(row.text("appid")?);
+                }
+            });
+        }
+        Ok(found)
+    }
+
     async fn insert_account(
         &self,
         account: &NewAccount,

@@ -38,6 +38,8 @@ pub mod sign_in;
 pub mod stats;
 #[cfg(feature = "test-fixtures")]
 mod stats_fixtures;
+#[cfg(feature = "test-fixtures")]
+pub mod token_fixtures;
 pub mod tokens;
 
 use std::fmt;
@@ -59,6 +61,10 @@ use db::{Backend, StoreRow};
 /// How long connecting (or waiting for a pooled connection) may take before the store gives up
 /// with [`StoreError::Unavailable`] or a pool time-out.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rows the SQLite driver's thread may read ahead of the task consuming them: one full page
+/// (`db::MAX_PAGE`, 1000 rows) and a little.
+const ROW_BUFFER: usize = 1024;
 
 /// How long SQLite waits for another connection's write lock before failing with "busy".
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -187,7 +193,12 @@ impl Store {
             .foreign_keys(true)
             // Deleted rows are overwritten, so a deleted account's wrapped DEK does not linger
             // in free pages of the file (crypto-shredding).
-            .pragma("secure_delete", "ON");
+            .pragma("secure_delete", "ON")
+            // The driver's thread hands rows over through a channel; at the default 50 it
+            // stops and waits for the reader every 50 rows, so a page of 1000 rows (the
+            // scheduler's start-up reads a million accounts in such pages) costs 20 round
+            // trips between threads instead of one.
+            .row_buffer_size(ROW_BUFFER);
         let pool_options = SqlitePoolOptions::new()
             // SQLite has one writer at a time; a few connections serve concurrent readers.
             .max_connections(8)

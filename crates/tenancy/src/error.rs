@@ -53,6 +53,13 @@ pub enum TenancyError {
     /// The database failed.
     #[error("database: {0}")]
     Store(#[source] store::StoreError),
+    /// An import had lines that would not register; nothing was stored. One entry per fault,
+    /// with its line number.
+    #[error("{} line(s) cannot be imported; nothing was stored", errors.len())]
+    Import {
+        /// What is wrong with which line.
+        errors: Vec<crate::tenants::LineError>,
+    },
     /// The operating system's random source failed.
     #[error("the system random source failed")]
     Random,

@@ -47,6 +47,9 @@ macro_rules! operations {
 operations! {
     /// Register an account (with the live credential check).
     AccountRegister = "account.register" => owner: ForThemselves, operator: Deny;
+    /// Register many accounts from a file, without the live check (the CLI only: it may do
+    /// what an owner may, and a check per account would be a burst of calls to WeChat).
+    AccountImport = "account.import" => owner: Deny, operator: Deny;
     /// List accounts with their health.
     AccountList = "account.list" => owner: OwnAccounts, operator: Allow;
     /// One account with its health.

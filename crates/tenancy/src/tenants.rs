@@ -50,6 +50,39 @@ pub struct Registration {
     pub check: LiveCheck,
 }
 
+/// One account of an import: a line of the operator's file.
+#[derive(Debug)]
+pub struct ImportLine {
+    /// Its line number in the file (1 is the first), for the errors.
+    pub line: u64,
+    pub appid: String,
+    pub name: String,
+    pub kind: AccountKind,
+    pub verified: bool,
+    pub token_mode: TokenMode,
+    pub appsecret: SecretString,
+    pub push_token: Option<SecretString>,
+    pub encoding_aes_key: Option<SecretString>,
+}
+
+/// What is wrong with one line of an import, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    pub line: u64,
+    /// The column at fault (`appid`, `appsecret`, `name`, …).
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}: {}", self.line, self.field, self.message)
+    }
+}
+
+/// Accounts written per transaction by [`Tenancy::import_accounts`].
+pub const IMPORT_BATCH: usize = 10_000;
+
 /// Which accounts to list; `None` fields do not filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountQuery {
@@ -193,6 +226,129 @@ impl Tenancy {
             accounts::register_account_audited(self.store(), &vault, &input, self.now(), &record)
                 .await?;
         self.view(account).await
+    }
+
+    /// Registers the accounts of an import for the owner with `owner_email` (created without
+    /// a password if missing), without the live credential check. Every line is checked first
+    /// as [`Tenancy::register_account`] checks one (the formats, the name, the appid neither
+    /// registered nor twice in the file): if any line fails, nothing is stored and
+    /// [`TenancyError::Import`] lists every fault. Then [`IMPORT_BATCH`] accounts are written
+    /// per transaction, all or nothing per batch, each batch with its audit entry;
+    /// `progress(stored)` is called after each. A failure later (the database) leaves the
+    /// batches before it stored. Returns how many were stored.
+    pub async fn import_accounts(
+        &self,
+        principal: &Principal,
+        owner_email: &str,
+        lines: Vec<ImportLine>,
+        progress: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<usize, TenancyError> {
+        policy::authorize(principal, Operation::AccountImport, None)?;
+        let mut errors = Vec::new();
+        let mut seen = std::collections::HashMap::new();
+        let mut inputs = Vec::with_capacity(lines.len());
+        let mut numbers = Vec::with_capacity(lines.len());
+        for line in lines {
+            let n = line.line;
+            let mut fault = |field: &'static str, message: String| {
+                errors.push(LineError {
+                    line: n,
+                    field,
+                    message,
+                })
+            };
+            let appid = line.appid.trim().to_owned();
+            let checks = [
+                ("appid", accounts::registry::validate_appid(&appid)),
+                (
+                    "appsecret",
+                    accounts::registry::validate_appsecret(&line.appsecret),
+                ),
+                (
+                    "push_token",
+                    line.push_token
+                        .as_ref()
+                        .map_or(Ok(()), accounts::registry::validate_push_token),
+                ),
+                (
+                    "encoding_aes_key",
+                    line.encoding_aes_key
+                        .as_ref()
+                        .map_or(Ok(()), accounts::registry::validate_encoding_aes_key),
+                ),
+            ];
+            for (field, check) in checks {
+                if let Err(error) = check {
+                    fault(field, error.to_string());
+                }
+            }
+            let name = match checked_account_name(&line.name) {
+                Ok(name) => name.to_owned(),
+                Err(TenancyError::Invalid { message, .. }) => {
+                    fault("name", message);
+                    String::new()
+                }
+                Err(other) => return Err(other),
+            };
+            if let Some(first) = seen.insert(appid.clone(), n) {
+                fault(
+                    "appid",
+                    format!("{appid} is also on line {first}: each account once"),
+                );
+            }
+            numbers.push(n);
+            inputs.push(AccountInput {
+                owner_user_id: String::new(),
+                appid,
+                name,
+                kind: line.kind,
+                verified: line.verified,
+                token_mode: line.token_mode,
+                appsecret: line.appsecret,
+                push_token: line.push_token,
+                encoding_aes_key: line.encoding_aes_key,
+            });
+        }
+        let appids: Vec<&str> = inputs.iter().map(|i| i.appid.as_str()).collect();
+        for taken in self.store().registered_appids(&appids).await? {
+            errors.push(LineError {
+                line: seen[&taken],
+                field: "appid",
+                message: format!("{taken} is registered already; remove the line"),
+            });
+        }
+        if !errors.is_empty() {
+            errors.sort_by_key(|e| e.line);
+            return Err(TenancyError::Import { errors });
+        }
+        let owner_user_id = self.owner_by_email(principal, owner_email).await?;
+        let vault = self.inner.vault.current();
+        let mut stored = 0;
+        for (batch, lines) in inputs
+            .chunks_mut(IMPORT_BATCH)
+            .zip(numbers.chunks(IMPORT_BATCH))
+        {
+            let mut accounts = Vec::with_capacity(batch.len());
+            for input in batch.iter_mut() {
+                input.owner_user_id.clone_from(&owner_user_id);
+                accounts.push(accounts::prepare_account(&vault, input)?);
+            }
+            let record = self
+                .record(principal, Operation::AccountImport, None)
+                .details(json!({
+                    "count": accounts.len(),
+                    "first_line": lines.first(),
+                    "last_line": lines.last(),
+                    "owner_user_id": owner_user_id,
+                    "credential_check": false,
+                }));
+            self.store()
+                .create_accounts(&accounts, self.now(), Some(&record))
+                .await?;
+            stored += accounts.len();
+            progress(stored);
+        }
+        Ok(stored)
     }
 
     /// The owner with `email`, created (without a password, audited) when missing.

@@ -24,6 +24,7 @@ use wechat_sim::{AccountSpec, RunningSim};
 /// (operation, the account's owner, another owner, an operator): allowed?
 const EXPECTED: &[(Operation, bool, bool, bool)] = &[
     (Operation::AccountRegister, true, true, false),
+    (Operation::AccountImport, false, false, false),
     (Operation::AccountList, true, false, true),
     (Operation::AccountView, true, false, true),
     (Operation::AccountRename, true, false, false),
@@ -199,6 +200,10 @@ impl World {
                     .await
                     .map(drop)
             }
+            Operation::AccountImport => tn
+                .import_accounts(p, "new-owner@owners.example", Vec::new(), &mut |_| {})
+                .await
+                .map(drop),
             Operation::AccountList => {
                 let listed = tn
                     .list_accounts(p, &tenancy::tenants::AccountQuery::default(), None, 1000)

@@ -33,27 +33,19 @@ impl TokenService {
         // The cached token keeps the generation it was first seen with (a failed claim bumps
         // the row's generation without changing the token).
         let mut token = self.open_row_token(row)?;
-        if let (Some(token), Some(old)) = (
-            token.as_mut(),
-            self.inner
-                .cache
-                .get(&row.account_id)
-                .and_then(|e| e.token.clone()),
-        ) && old.access_token == token.access_token
+        let cached = self.inner.cache.get(&row.account_id);
+        if let (Some(token), Some(old)) = (token.as_mut(), cached.as_deref())
+            && old.token_is(&token.access_token)
+            && let Some(generation) = old.token_generation()
         {
-            token.generation = old.generation;
+            token.generation = generation;
         }
         let adopted = token.as_ref().map(|t| t.generation);
-        let changed = self
-            .inner
-            .cache
-            .get(&row.account_id)
-            .map(|e| e.token.as_ref().map(|t| t.generation))
-            != Some(adopted);
+        let changed = cached.map(|e| e.token_generation()) != Some(adopted);
         let seen = self.inner.cache.put(
             &row.account_id,
             Entry::new(
-                row.appid.clone(),
+                &row.appid,
                 row.token_mode,
                 row.account_state,
                 token,
@@ -109,32 +101,38 @@ impl TokenService {
 
     /// Reloads every account's row into the cache: at start-up, and periodically as the
     /// fallback for lost notifications. Rows whose token the cache already holds are not
-    /// decrypted again.
+    /// decrypted again. The next page is read while this one is decrypted (on SQLite the read
+    /// runs on the driver's own thread), so with a million accounts start-up takes about the
+    /// longer of the two instead of their sum.
     pub async fn reload_all(&self) -> Result<usize, TokenError> {
-        let mut after: Option<String> = None;
+        const PAGE: u32 = 1000;
+        let fetch = |after: Option<String>| {
+            let store = self.inner.store.clone();
+            tokio::spawn(async move { store.list_token_cache_rows(after.as_deref(), PAGE).await })
+        };
+        let mut next = Some(fetch(None));
         let mut count = 0;
-        loop {
-            let page = self
-                .inner
-                .store
-                .list_token_cache_rows(after.as_deref(), 1000)
-                .await?;
+        while let Some(reading) = next.take() {
+            let page = match reading.await {
+                Ok(page) => page?,
+                // Nothing aborts the read; a panic in it is passed on.
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            };
+            if page.len() == PAGE as usize {
+                next = Some(fetch(page.last().map(|r| r.account_id.clone())));
+            }
             for row in &page {
                 let unchanged = self.inner.cache.get(&row.account_id).is_some_and(|e| {
                     e.state == row.state
                         && e.account_state == row.account_state
-                        && e.token.as_ref().map(|t| (t.issued_at, t.expires_at))
-                            == row.issued_at.zip(row.expires_at)
+                        && e.token_times() == row.issued_at.zip(row.expires_at)
                 });
                 if !unchanged && let Err(error) = self.put_row(row) {
                     tracing::error!(account_id = %row.account_id, %error, "cannot load an account's token");
                 }
                 count += 1;
             }
-            if page.len() < 1000 {
-                return Ok(count);
-            }
-            after = page.last().map(|r| r.account_id.clone());
         }
+        Ok(count)
     }
 }

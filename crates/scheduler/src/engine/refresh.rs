@@ -107,7 +107,7 @@ impl TokenService {
         let cached = inner.cache.get(account_id);
         let account = match &cached {
             Some(entry) => AccountFacts {
-                appid: entry.appid.clone(),
+                appid: entry.appid(),
                 mode: entry.mode,
                 account_state: entry.account_state,
             },
@@ -275,7 +275,7 @@ impl TokenService {
                 self.inner.cache.put(
                     account_id,
                     Entry::new(
-                        account.appid,
+                        &account.appid,
                         account.mode,
                         account.account_state,
                         Some(CurrentToken {

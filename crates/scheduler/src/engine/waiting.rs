@@ -111,9 +111,8 @@ impl TokenService {
                 state,
                 code: entry.error_code,
                 reason: entry
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| "no valid token".to_owned()),
+                    .reason()
+                    .map_or_else(|| "no valid token".to_owned(), str::to_owned),
                 retry_at: None,
             }),
         }
@@ -213,8 +212,7 @@ impl TokenService {
             svc.inner
                 .cache
                 .get(account_id)
-                .and_then(|e| e.token.clone())
-                .is_some_and(|t| t.access_token == *rejected)
+                .is_some_and(|e| e.token_is(rejected))
         };
         let replaced = |token| Reported {
             token,
@@ -280,9 +278,10 @@ impl TokenService {
                         return Err(TokenError::Unavailable {
                             state: entry.state,
                             code: entry.error_code,
-                            reason: entry.reason.clone().unwrap_or_else(|| {
-                                "the rejected token is still the newest wxhub has".to_owned()
-                            }),
+                            reason: entry.reason().map_or_else(
+                                || "the rejected token is still the newest wxhub has".to_owned(),
+                                str::to_owned,
+                            ),
                             retry_at: None,
                         });
                     }
@@ -296,9 +295,8 @@ impl TokenService {
                             state: entry.state,
                             code: entry.error_code,
                             reason: entry
-                                .reason
-                                .clone()
-                                .unwrap_or_else(|| "the refresh failed".to_owned()),
+                                .reason()
+                                .map_or_else(|| "the refresh failed".to_owned(), str::to_owned),
                             retry_at: None,
                         });
                     }

@@ -533,3 +533,67 @@ pub async fn account_health_filters_by_state_kind_and_search_and_counts(db: Test
         ]
     );
 }
+
+pub async fn accounts_are_created_in_batches_all_or_none(db: TestDb) {
+    let owner = owner(&db.store).await;
+    // More rows than one statement takes, so the batch spans several statements.
+    let batch: Vec<_> = (0..1_203)
+        .map(|i| new_account(&owner, &format!("wx{i:016x}")))
+        .collect();
+    let record = store::audit::AuditRecord::new("cli", "account.import")
+        .details(serde_json::json!({ "count": batch.len() }));
+    let created = db
+        .store
+        .create_accounts(&batch, NOW, Some(&record))
+        .await
+        .unwrap();
+    assert_eq!(created, 1_203);
+    assert_eq!(db.count_rows("accounts").await, 1_203);
+    assert_eq!(db.count_rows("account_secrets").await, 1_203);
+    assert_eq!(db.count_rows("core_tokens").await, 1_203);
+    // Each row as the single registration writes it: active, its secrets, its token due now.
+    let last = &batch[1_202];
+    let account = db.store.get_account(&last.id).await.unwrap().unwrap();
+    assert_eq!(account.appid, last.appid);
+    assert_eq!(account.state, AccountState::Active);
+    assert_eq!((account.created_at, account.updated_at), (NOW, NOW));
+    assert_eq!(
+        db.store.load_account_secrets(&last.id).await.unwrap(),
+        Some(last.secrets.clone())
+    );
+    let token = db.store.get_core_token(&last.id).await.unwrap().unwrap();
+    assert_eq!(token.state, TokenState::Pending);
+    assert_eq!(token.next_refresh_at, NOW);
+    let audit = db
+        .store
+        .list_audit_page(&store::audit::AuditFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "account.import");
+
+    // One appid already registered fails the whole batch: nothing of it is stored.
+    let mut again: Vec<_> = (2_000..2_600)
+        .map(|i| new_account(&owner, &format!("wx{i:016x}")))
+        .collect();
+    again.push(new_account(&owner, &batch[7].appid));
+    let error = db
+        .store
+        .create_accounts(&again, NOW, Some(&record))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Duplicate {
+                what: "account appid"
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(db.count_rows("accounts").await, 1_203);
+    assert_eq!(db.count_rows("account_secrets").await, 1_203);
+    assert_eq!(db.count_rows("core_tokens").await, 1_203);
+    assert_eq!(db.count_rows("audit_log").await, 1);
+    assert_eq!(db.store.create_accounts(&[], NOW, None).await.unwrap(), 0);
+}

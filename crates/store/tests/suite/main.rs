@@ -53,6 +53,7 @@ suite! {
     accounts::duplicate_appid_is_rejected,
     accounts::deleting_an_account_shreds_its_secrets_and_cascades,
     accounts::accounts_page_by_id_without_secrets,
+    accounts::accounts_are_created_in_batches_all_or_none,
     accounts::account_health_lists_by_owner_in_pages_with_token_state,
     accounts::account_health_filters_by_state_kind_and_search_and_counts,
     tokens::lease_claim_has_exactly_one_winner,
