@@ -171,9 +171,11 @@ enum AccountCommand {
         skip_check: bool,
     },
     /// Register many accounts at once, read from stdin one a line: `APPID<TAB>NAME<TAB>APPSECRET`
-    /// (blank lines and `#` comments skipped), all owned by --owner and registered as `add`
-    /// would. Stops at the first line that fails and names it; the lines before it stay
-    /// registered.
+    /// (blank lines and `#` comments skipped), all owned by --owner. With --skip-check (the
+    /// bulk path, e.g. a migration of many thousand accounts): every line is checked first and
+    /// if any is wrong each is named and nothing is stored; then they are written 10,000 a
+    /// transaction, the progress on stderr. Without it each account is checked with WeChat and
+    /// registered in turn, stopping at the first that fails (naming it; those before it stay).
     Import {
         /// Email of the owning dashboard user (created without a password if missing).
         #[arg(long, value_name = "EMAIL")]

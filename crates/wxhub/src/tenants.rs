@@ -228,40 +228,43 @@ pub async fn account_add(
 /// `wxhub account import`: registers every account listed on `input`, one a line —
 /// `APPID<TAB>NAME<TAB>APPSECRET` — under one owner, in one process (a migration from another
 /// platform, or a test's thousand accounts). Blank lines and lines starting with `#` are
-/// skipped. Stops at the first line that fails, naming it; the accounts before it stay
-/// registered, so the same file can be fed again from that line on.
+/// skipped.
+///
+/// With `--skip-check` it is the bulk path ([`Tenancy::import_accounts`]): every line is
+/// checked first and, if any is wrong, each is named and nothing is stored; then the accounts
+/// are written 10,000 a transaction with the progress on stderr. Otherwise each line is asked
+/// of WeChat and registered in turn, stopping at the first that fails (naming it; the
+/// accounts before it stay registered, so the rest can be fed again).
 pub async fn account_import(
     config: &Config,
     args: &NewAccountArgs,
     input: &mut dyn BufRead,
 ) -> anyhow::Result<String> {
-    let tenancy = open_tenancy(config).await?;
-    let result = import_lines(&tenancy, args, input).await;
-    tenancy.store().close().await;
-    let registered = result?;
-    Ok(format!(
-        "registered {registered} accounts{}. The scheduler fetches their first access_tokens \
-         within seconds.",
-        if args.skip_check {
-            "; their credentials were NOT checked with WeChat"
-        } else {
-            "; WeChat accepted every account's credentials"
-        }
-    ))
+    if args.skip_check {
+        return account_bulk_import(config, args, input).await;
+    }
+    account_import_checked(config, args, input).await
 }
 
-async fn import_lines(
-    tenancy: &Tenancy,
-    args: &NewAccountArgs,
+/// One line of an import: its number and fields, the secret already in a zeroizing string.
+struct RawLine {
+    number: u64,
+    appid: String,
+    name: String,
+    secret: SecretString,
+}
+
+/// Reads `input`'s account lines; a line without its three fields is an error naming it.
+fn read_lines(
     input: &mut dyn BufRead,
-) -> anyhow::Result<usize> {
-    let mut registered = 0;
+    mut each: impl FnMut(RawLine) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut number = 0;
     let mut raw = String::new();
     loop {
         raw.clear();
         if input.read_line(&mut raw).context("reading stdin")? == 0 {
-            return Ok(registered);
+            return Ok(());
         }
         number += 1;
         // The line holds a secret: only a zeroizing copy outlives this step.
@@ -274,26 +277,108 @@ async fn import_lines(
         let mut fields = line.splitn(3, '\t');
         let (Some(appid), Some(name), Some(secret)) = (fields.next(), fields.next(), fields.next())
         else {
-            anyhow::bail!(
-                "line {number}: expected APPID<TAB>NAME<TAB>APPSECRET; the {registered} accounts \
-                 before it are registered"
-            );
+            anyhow::bail!("line {number}: expected APPID<TAB>NAME<TAB>APPSECRET");
         };
-        let registration = Registration {
+        each(RawLine {
+            number,
             appid: appid.trim().to_owned(),
             name: name.trim().to_owned(),
+            secret: SecretString::new(secret.trim().to_owned()),
+        })?;
+    }
+}
+
+async fn account_bulk_import(
+    config: &Config,
+    args: &NewAccountArgs,
+    input: &mut dyn BufRead,
+) -> anyhow::Result<String> {
+    let mut lines = Vec::new();
+    read_lines(input, |line| {
+        lines.push(tenancy::tenants::ImportLine {
+            line: line.number,
+            appid: line.appid,
+            name: line.name,
             kind: args.kind,
             verified: args.verified,
             token_mode: args.token_mode,
-            appsecret: SecretString::new(secret.trim().to_owned()),
+            appsecret: line.secret,
+            push_token: None,
+            encoding_aes_key: None,
+        });
+        Ok(())
+    })
+    .with_context(|| "nothing was stored".to_owned())?;
+    let total = lines.len();
+    let tenancy = open_tenancy(config).await?;
+    let mut progress = |stored: usize| eprintln!("stored {stored} of {total} accounts");
+    let result = tenancy
+        .import_accounts(&Principal::cli(), &args.owner_email, lines, &mut progress)
+        .await;
+    tenancy.store().close().await;
+    let stored = match result {
+        Ok(stored) => stored,
+        Err(TenancyError::Import { errors }) => {
+            let mut text = format!(
+                "{} line(s) cannot be imported; nothing was stored. Fix them and import the \
+                 file again:",
+                errors.len()
+            );
+            for error in errors.iter().take(100) {
+                let _ = write!(text, "\n  {error}");
+            }
+            if errors.len() > 100 {
+                let _ = write!(text, "\n  … and {} more", errors.len() - 100);
+            }
+            anyhow::bail!(text);
+        }
+        Err(error) => return Err(explain(error)),
+    };
+    Ok(format!(
+        "registered {stored} accounts; their credentials were NOT checked with WeChat. The \
+         scheduler fetches their first access_tokens within seconds, spread over its schedule."
+    ))
+}
+
+async fn account_import_checked(
+    config: &Config,
+    args: &NewAccountArgs,
+    input: &mut dyn BufRead,
+) -> anyhow::Result<String> {
+    let tenancy = open_tenancy(config).await?;
+    let result = import_lines(&tenancy, args, input).await;
+    tenancy.store().close().await;
+    let registered = result?;
+    Ok(format!(
+        "registered {registered} accounts; WeChat accepted every account's credentials. The \
+         scheduler fetches their first access_tokens within seconds."
+    ))
+}
+
+async fn import_lines(
+    tenancy: &Tenancy,
+    args: &NewAccountArgs,
+    input: &mut dyn BufRead,
+) -> anyhow::Result<usize> {
+    let mut lines = Vec::new();
+    read_lines(input, |line| {
+        lines.push(line);
+        Ok(())
+    })
+    .context("nothing was registered")?;
+    let mut registered = 0;
+    for line in lines {
+        let registration = Registration {
+            appid: line.appid.clone(),
+            name: line.name,
+            kind: args.kind,
+            verified: args.verified,
+            token_mode: args.token_mode,
+            appsecret: line.secret,
             push_token: None,
             encoding_aes_key: None,
             owner: NewOwner::Email(args.owner_email.clone()),
-            check: if args.skip_check {
-                LiveCheck::Skip
-            } else {
-                LiveCheck::Check
-            },
+            check: LiveCheck::Check,
         };
         tenancy
             .register_account(&Principal::cli(), registration)
@@ -301,12 +386,13 @@ async fn import_lines(
             .map_err(explain)
             .with_context(|| {
                 format!(
-                    "line {number} ({}): not registered; the {registered} accounts before it are",
-                    appid.trim()
+                    "line {} ({}): not registered; the {registered} accounts before it are",
+                    line.number, line.appid
                 )
             })?;
         registered += 1;
     }
+    Ok(registered)
 }
 
 /// `wxhub account list`: every account with its token health.

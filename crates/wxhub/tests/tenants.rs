@@ -421,3 +421,68 @@ async fn cli_checks_secrets_with_wechat_and_manages_websites_and_the_audit_log()
             .contains("no accounts")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_import_checks_every_line_first_and_stores_all_or_nothing() {
+    let dir = testkit::TempDir::new();
+    let config = config_in(&dir, None);
+    let bulk = NewAccountArgs {
+        skip_check: true,
+        ..args()
+    };
+    let line = |n: u32, secret: &str| format!("wx{n:016x}\tShop {n}\t{secret}\n");
+    // Two bad lines among good ones: both named, with what to fix; nothing stored, no secret
+    // echoed.
+    let mut input = String::from("# appid, name, secret\n\n");
+    for n in 1..=5 {
+        input.push_str(&line(n, SECRET));
+    }
+    input.push_str("wx0000000000000001\tAgain\t0123456789abcdef0123456789abcdee\n");
+    input.push_str(&line(7, "not-a-secret-value"));
+    let refused = tenants::account_import(&config, &bulk, &mut Cursor::new(input))
+        .await
+        .unwrap_err();
+    let text = format!("{refused:#}");
+    assert!(
+        text.contains("2 line(s) cannot be imported; nothing was stored"),
+        "{text}"
+    );
+    assert!(
+        text.contains("line 8:") && text.contains("line 9:"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("not-a-secret-value") && !text.contains(SECRET),
+        "{text}"
+    );
+    assert!(
+        !tenants::account_list(&config)
+            .await
+            .unwrap()
+            .contains("wx0000000000000001")
+    );
+    // A line without its three fields is named before anything is read further.
+    let short = tenants::account_import(&config, &bulk, &mut Cursor::new("wx01\tonly two\n"))
+        .await
+        .unwrap_err();
+    assert!(format!("{short:#}").contains("line 1: expected APPID<TAB>NAME<TAB>APPSECRET"));
+
+    let mut input = String::new();
+    for n in 1..=25 {
+        input.push_str(&line(n, SECRET));
+    }
+    let report = tenants::account_import(&config, &bulk, &mut Cursor::new(input))
+        .await
+        .unwrap();
+    assert!(report.starts_with("registered 25 accounts"), "{report}");
+    let listed = tenants::account_list(&config).await.unwrap();
+    assert!(
+        listed.contains("wx0000000000000001") && listed.contains("wx0000000000000019"),
+        "{listed}"
+    );
+    // Imported again: every line is an appid already registered.
+    let again = tenants::account_import(&config, &bulk, &mut Cursor::new(line(1, SECRET)))
+        .await
+        .unwrap_err();
+    assert!(format!("{again:#}").contains("line 1:"), "{again:#}");
+}
