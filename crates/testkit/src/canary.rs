@@ -107,10 +107,12 @@ pub fn master_key_bytes(n: u64) -> [u8; 32] {
 
 /// A keyring file's TOML with one canary master key `id` (`n` tells keys apart).
 pub fn keyring_toml(id: &str, n: u64) -> String {
-    format!(
-        "active = \"{id}\"\n\n[[keys]]\nid = \"{id}\"\nkey = \"{}\"\n",
-        base64(&master_key_bytes(n), STANDARD)
-    )
+    // The keyring wants padded base64.
+    let mut key = base64(&master_key_bytes(n), STANDARD);
+    while key.len() % 4 != 0 {
+        key.push('=');
+    }
+    format!("active = \"{id}\"\n\n[[keys]]\nid = \"{id}\"\nkey = \"{key}\"\n")
 }
 
 /// Records a secret the hub issued to a test (an API key, a client secret, an access or ID
