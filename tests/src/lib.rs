@@ -21,9 +21,9 @@ use sha2::{Digest, Sha256};
 
 /// The account every scenario runs on (values valid only in the simulator).
 pub const APPID: &str = "wx00e2e0000000a001";
-const SECRET: &str = "0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e";
-const PUSH_TOKEN: &str = "e2etoken";
-const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const SECRET: &str = "ca9a27ca9a270e2e0e2e0e2e0e2e0e2e";
+const PUSH_TOKEN: &str = "ca9a27ca9a27e2e";
+const AES_KEY: &str = "ca9a27ca9a27e2e000000000000000000000000000A";
 /// Where logins return to; nothing listens there, the code is read from the address.
 pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
 /// Logins come from WeChat's browser (outside it, the hub offers scan-to-log-in instead).

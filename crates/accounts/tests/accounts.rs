@@ -13,9 +13,9 @@ use store::accounts::{AccountKind, TokenMode};
 use vault::{KeyId, Keyring, SecretString, Vault};
 use wechat::ManualClock;
 
-const SECRET: &str = "c0ffee00c0ffee00c0ffee00c0ffee00";
-const PUSH_TOKEN: &str = "pushTok3n";
-const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const SECRET: &str = testkit::canary::APP_SECRET;
+const PUSH_TOKEN: &str = testkit::canary::PUSH_TOKEN;
+const AES_KEY: &str = testkit::canary::ENCODING_AES_KEY;
 
 fn key(id: &str) -> KeyId {
     KeyId::new(id).unwrap()

@@ -16,8 +16,6 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 
 use crate::error::{OAuthError, TokenErrorCode};
@@ -242,44 +240,16 @@ async fn authorize_post(
     authorize(&gw, &appid, Params::parse(&body), &headers, ip).await
 }
 
-/// The credentials after an `Authorization` scheme, matched case-insensitively
-/// (RFC 9110 §11.1).
-fn authorization<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<Result<&'a str, ()>> {
-    let value = headers.get(header::AUTHORIZATION)?;
-    let Ok(value) = value.to_str() else {
-        return Some(Err(()));
-    };
-    let (given, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if given.eq_ignore_ascii_case(scheme) {
-        Some(Ok(rest.trim()))
-    } else {
-        Some(Err(()))
-    }
-}
-
 /// `Authorization: Basic` client credentials; both parts are form-urlencoded
 /// (RFC 6749 §2.3.1).
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<BasicCredentials>, GatewayError> {
     use crate::error::TokenErrorCode::InvalidClient;
-    let bad = || GatewayError::token(InvalidClient, "malformed Basic credentials");
-    let encoded = match authorization(headers, "Basic") {
-        None => return Ok(None),
-        Some(Ok(encoded)) => encoded,
-        Some(Err(())) => return Err(bad()),
-    };
-    let decoded = STANDARD.decode(encoded).map_err(|_| bad())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
-    let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
-    let form = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    Ok(Some(BasicCredentials {
-        client_id: form(id),
-        client_secret: form(secret),
-    }))
+    match headers.get(header::AUTHORIZATION) {
+        None => Ok(None),
+        Some(value) => crate::credentials::basic(value.as_bytes())
+            .map(Some)
+            .map_err(|()| GatewayError::token(InvalidClient, "malformed Basic credentials")),
+    }
 }
 
 async fn token(
@@ -318,10 +288,10 @@ fn userinfo_bearer(
     headers: &HeaderMap,
     body: Option<&[u8]>,
 ) -> Result<Option<String>, GatewayError> {
-    let header = match authorization(headers, "Bearer") {
-        Some(Ok(token)) if !token.is_empty() => Some(token.to_owned()),
-        _ => None,
-    };
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| crate::credentials::bearer(v.as_bytes()))
+        .map(str::to_owned);
     let in_body = match body {
         Some(body) if is_form(headers) => Params::parse(body)
             .get("access_token")

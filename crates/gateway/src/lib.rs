@@ -25,8 +25,10 @@
 //! handlers and the router).
 
 mod binding;
+mod credentials;
 pub mod error;
 mod events;
+pub mod fuzzing;
 mod http;
 pub mod keys;
 pub mod limits;

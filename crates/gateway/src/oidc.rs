@@ -165,10 +165,23 @@ pub fn login_refusal(account: &Account) -> Option<LoginRefusal> {
 }
 
 /// PKCE `code_challenge`/`code_verifier` syntax: 43–128 unreserved characters (RFC 7636 §4.1).
-fn is_pkce_value(s: &str) -> bool {
+pub(crate) fn is_pkce_value(s: &str) -> bool {
     (43..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// The request's `redirect_uri` if it is one of the client's registered URIs, compared byte for
+/// byte (RFC 6749 §3.1.2.3, RFC 9700 §4.1.3: no normalisation, no prefix or pattern match).
+pub(crate) fn registered_redirect_uri(
+    given: Option<&str>,
+    registered: &[String],
+) -> Option<String> {
+    let given = given?;
+    registered
+        .iter()
+        .find(|r| r.as_bytes() == given.as_bytes())
+        .cloned()
 }
 
 /// The client with public `client_id` if it belongs to `account`.
@@ -224,18 +237,18 @@ pub struct Authorized {
 
 /// How the request's `prompt` and `max_age` (OIDC Core §3.1.2.1) shape the login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Prompting {
+pub(crate) struct Prompting {
     /// `prompt=none`: show nothing; answer an error where a page would be needed.
-    none: bool,
+    pub(crate) none: bool,
     /// `prompt=login` or `max_age=0`: the user must confirm anew. WeChat keeps its own
     /// session and cannot be made to re-authenticate; its strongest form is `forcePopup`,
     /// which shows the confirmation even where it would authorize silently
     /// (docs/wechat.md §4.1). wxhub keeps no session of its own, so every login is a fresh
     /// identification and `auth_time` is always its moment — which satisfies any `max_age`.
-    reauthenticate: bool,
+    pub(crate) reauthenticate: bool,
 }
 
-fn prompting(params: &AuthorizeParams) -> Result<Prompting, &'static str> {
+pub(crate) fn prompting(params: &AuthorizeParams) -> Result<Prompting, &'static str> {
     let mut out = Prompting::default();
     if let Some(prompt) = params.prompt.as_deref() {
         let values: Vec<&str> = prompt.split(' ').filter(|v| !v.is_empty()).collect();
@@ -275,14 +288,13 @@ pub async fn authorize(
         gw.stats
             .login_failed(&account.id, client.login_mode.as_str(), &client.id, why);
     };
-    let redirect_uri = params
-        .redirect_uri
-        .clone()
-        .filter(|uri| client.redirect_uris.iter().any(|r| r == uri))
-        .ok_or_else(|| {
-            failed(stats::LoginFailure::RedirectUri);
-            GatewayError::RedirectUriMismatch
-        })?;
+    let redirect_uri =
+        registered_redirect_uri(params.redirect_uri.as_deref(), &client.redirect_uris).ok_or_else(
+            || {
+                failed(stats::LoginFailure::RedirectUri);
+                GatewayError::RedirectUriMismatch
+            },
+        )?;
     if let Some(refusal) = login_refusal(&account) {
         return Err(GatewayError::AccountCannotLogin(refusal));
     }

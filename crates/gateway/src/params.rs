@@ -45,7 +45,7 @@ pub struct Params {
 }
 
 /// `+` is a space in form encoding; then percent-decoding, strictly UTF-8.
-fn decode(raw: &[u8]) -> Result<String, ParamProblem> {
+pub(crate) fn decode_form_value(raw: &[u8]) -> Result<String, ParamProblem> {
     let spaced: Cow<'_, [u8]> = if raw.contains(&b'+') {
         Cow::Owned(
             raw.iter()
@@ -70,8 +70,10 @@ impl Params {
             };
             // A name that is not UTF-8 is nothing any endpoint reads: it is ignored like any
             // other unknown parameter.
-            let Ok(name) = decode(name) else { continue };
-            let value = decode(value);
+            let Ok(name) = decode_form_value(name) else {
+                continue;
+            };
+            let value = decode_form_value(value);
             match values.get_mut(&name) {
                 Some(seen) => *seen = Err(ParamProblem::Repeated),
                 None => {

@@ -26,6 +26,7 @@ pub mod apikey;
 mod cache;
 mod changes;
 mod engine;
+pub mod fuzzing;
 pub mod limits;
 pub mod policy;
 mod proxy;

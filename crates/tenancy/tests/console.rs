@@ -22,8 +22,8 @@ use wechat::{AppSecret, SystemClock};
 use wechat_sim::{AccountSpec, RunningSim, SimConfig};
 
 const APPID: &str = "wx00000000000000c0";
-const SECRET: &str = "0123456789abcdef0123456789abcdc0";
-const PUSH_TOKEN: &str = "consoletoken";
+const SECRET: &str = testkit::canary::APP_SECRET;
+const PUSH_TOKEN: &str = testkit::canary::PUSH_TOKEN;
 
 /// A hub at 127.0.0.1 whose `/wx` answers the verification GET with its `echostr` when
 /// `echo`, with something else otherwise.

@@ -12,7 +12,7 @@ use tenancy::invitations::{INVITATION_VALIDITY, LINK_USED, SETUP_VALIDITY};
 use tenancy::people::AuditQuery;
 use tenancy::{Principal, Tenancy, TenancyConfig, TenancyError};
 use testkit::TestDatabase;
-use vault::{KeyId, Keyring, Vault};
+use vault::Vault;
 use wechat::ManualClock;
 
 /// A PHC string of the right kind; the layer stores it as given.
@@ -20,8 +20,8 @@ const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoa
 
 async fn layer(db: &TestDatabase) -> (Tenancy, ManualClock) {
     let store = Store::connect(db.url()).await.unwrap();
-    let vault = Arc::new(VaultHandle::fixed(Vault::new(Keyring::generate(
-        KeyId::new("k1").unwrap(),
+    let vault = Arc::new(VaultHandle::fixed(Vault::new(testkit::fixtures::keyring(
+        "k1",
     ))));
     // Nothing here calls WeChat; the client points nowhere.
     let wechat = wechat::Client::new(wechat::ClientConfig::for_base(

@@ -13,7 +13,7 @@ use vault::SecretString;
 use wechat::AppSecret;
 use wechat_sim::{AccountSpec, RunningSim, WhitelistMode};
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
+const SECRET: &str = testkit::canary::APP_SECRET;
 
 async fn setup(db: &TestDatabase, api_base: Option<url::Url>) -> (Tenancy, RunningSim) {
     common::tenancy_with_sim(db, api_base).await

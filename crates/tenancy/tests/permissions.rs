@@ -84,7 +84,7 @@ struct Target {
 }
 
 fn secret_of(appid: &str) -> String {
-    format!("{:0>32}", &appid[2..])
+    testkit::canary::app_secret_for(appid)
 }
 
 impl World {
@@ -351,7 +351,7 @@ fn route() -> tenancy::push_routes::NewRoute {
         delivery: store::push_routes::Delivery::Reply,
         push_mode: None,
         credentials: tenancy::push_routes::RouteCredentials {
-            token: SecretString::new("routetoken1".to_owned()),
+            token: SecretString::new("ca9a27ca9a27route1".to_owned()),
             encoding_aes_key: None,
         },
         position: None,

@@ -8,6 +8,13 @@
 //!
 //! This crate knows nothing of wxhub's own crates (the store's tests use it, so it must not
 //! depend on the store): it hands out URLs, and each suite opens them its own way.
+//!
+//! For the canary check ([`canary`]), when [`canary::ARTIFACTS_VAR`] names a directory the
+//! temporary directories (and so the SQLite files) are made under it and kept, and the first
+//! database or directory a test process asks for installs a tracing subscriber writing to
+//! `logs/` there, so whatever the code under test logs can be scanned afterwards.
+
+pub mod canary;
 
 use std::path::{Path, PathBuf};
 
@@ -37,18 +44,78 @@ pub fn postgres_admin_url_or_skip() -> Option<String> {
     url
 }
 
-/// A new directory under the system temp dir, removed (with its contents) on drop.
-pub struct TempDir(PathBuf);
+/// Installs, once per process, a tracing subscriber writing everything the code under test
+/// logs (at `debug`, or as [`TEST_LOG_VAR`] says) to `logs/<test binary>-<pid>.log` under
+/// [`canary::ARTIFACTS_VAR`], each line naming its thread (libtest names threads after
+/// tests). Does nothing when the variable is not set, or when a subscriber is already set.
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Some(dir) = canary::artifacts_dir() else {
+            return;
+        };
+        let dir = dir.join("logs");
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        let exe = std::env::current_exe().ok();
+        let name = exe
+            .as_deref()
+            .and_then(Path::file_stem)
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "test".to_owned());
+        let path = dir.join(format!("{name}-{}.log", std::process::id()));
+        let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        else {
+            return;
+        };
+        let filter = std::env::var(TEST_LOG_VAR).unwrap_or_else(|_| DEFAULT_TEST_LOG.to_owned());
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .with_thread_names(true)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+}
+
+/// The tracing filter of [`capture_logs`] (`tracing_subscriber::EnvFilter` syntax).
+pub const TEST_LOG_VAR: &str = "WXHUB_TEST_LOG";
+
+/// Everything wxhub logs; the HTTP and TLS libraries' own chatter and sqlx's per-statement
+/// lines (SQL text without bound values) only from `info`.
+const DEFAULT_TEST_LOG: &str = "debug,sqlx=info,hyper=info,hyper_util=info,h2=info,rustls=info,tungstenite=info,tokio_tungstenite=info";
+
+/// A new directory under the system temp dir, removed (with its contents) on drop — or, when
+/// [`canary::ARTIFACTS_VAR`] is set, under `tmp/` there and kept for the canary check.
+pub struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
 
 impl TempDir {
     pub fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("wxhub-test-{}", uuid::Uuid::now_v7()));
+        capture_logs();
+        let name = format!("wxhub-test-{}", uuid::Uuid::now_v7());
+        let (path, keep) = match canary::artifacts_dir() {
+            Some(dir) => (dir.join("tmp").join(name), true),
+            None => (std::env::temp_dir().join(name), false),
+        };
         std::fs::create_dir_all(&path).expect("create a temporary directory");
-        Self(path)
+        Self { path, keep }
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.path
+    }
+
+    /// Whether the directory is kept for the canary check instead of removed on drop.
+    pub fn is_kept(&self) -> bool {
+        self.keep
     }
 }
 
@@ -60,7 +127,9 @@ impl Default for TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 
@@ -96,6 +165,7 @@ impl TestDatabase {
 
     /// A new database `test_<uuid>` on the server at `admin_url`. Panics when it refuses.
     pub async fn postgres_on(admin_url: &str) -> TestDatabase {
+        capture_logs();
         let name = format!("test_{}", uuid::Uuid::now_v7().simple());
         let mut admin = PgConnection::connect(admin_url)
             .await
@@ -195,8 +265,14 @@ mod tests {
         let dir = file.parent().unwrap().to_owned();
         assert!(dir.is_dir());
         assert_eq!(db.url(), format!("sqlite://{}", file.display()));
+        let kept = match &db.place {
+            Place::Sqlite { dir, .. } => dir.is_kept(),
+            Place::Postgres { .. } => unreachable!(),
+        };
         drop(db);
-        assert!(!dir.exists());
+        // Under the canary check the directory stays for the scan; otherwise it goes.
+        assert_eq!(dir.exists(), kept);
+        assert_eq!(kept, canary::artifacts_dir().is_some());
     }
 }
 
@@ -227,11 +303,24 @@ pub mod fixtures {
             .expect("create an owner")
     }
 
-    /// A vault with one fresh master key `k1`, fixed (never reloaded from a file).
+    /// A vault with one master key `k1`, fixed (never reloaded from a file). The key is a
+    /// canary ([`crate::canary::master_key_bytes`]), a different one for each call.
     pub fn vault() -> Arc<VaultHandle> {
-        Arc::new(VaultHandle::fixed(Vault::new(Keyring::generate(
-            KeyId::new("k1").expect("a valid key id"),
-        ))))
+        Arc::new(VaultHandle::fixed(Vault::new(keyring("k1"))))
+    }
+
+    /// A keyring with one canary master key `id`, active, a different key for each call.
+    pub fn keyring(id: &str) -> Keyring {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let keyring =
+            Keyring::from_toml_str(&crate::canary::keyring_toml(id, n), "a canary keyring")
+                .expect("a valid canary keyring");
+        debug_assert_eq!(
+            keyring.active_id().as_str(),
+            KeyId::new(id).expect("a key id").as_str()
+        );
+        keyring
     }
 
     /// The simulator with `config`, serving on a free loopback port.

@@ -40,6 +40,7 @@ mod datacube;
 mod error;
 mod faults;
 mod html;
+pub mod issued;
 mod model;
 mod oauth;
 mod phone;

@@ -35,7 +35,9 @@ pub(crate) fn random_string(alphabet: &[u8], len: usize) -> String {
 
 /// A fresh opaque access/refresh token shaped like WeChat's: `86_` + 150 url-safe chars (§0).
 pub(crate) fn new_token() -> String {
-    format!("86_{}", random_string(TOKEN_CHARS, 150))
+    let token = format!("86_{}", random_string(TOKEN_CHARS, 150));
+    crate::issued::record(&token);
+    token
 }
 
 /// Whether `s` could be a token the simulator minted; anything else is "malformed" (40014).
@@ -45,7 +47,9 @@ pub(crate) fn looks_like_token(s: &str) -> bool {
 
 /// A fresh OAuth code (32 alphanumerics, like WeChat's).
 pub(crate) fn new_code() -> String {
-    random_string(ALNUM, 32)
+    let code = random_string(ALNUM, 32);
+    crate::issued::record(&code);
+    code
 }
 
 /// A request id in WeChat's `rid:` shape (`654df33c-64386a2f-29857782`).

@@ -10,8 +10,8 @@ use wxhub::push_routes::{PushRouteCommand, run};
 use wxhub::tenants::{self, NewAccountArgs, SettingsArgs};
 
 const APPID: &str = "wx0123456789abcdef";
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
-const TOKEN: &str = "ownerBotToken42";
+const SECRET: &str = testkit::canary::APP_SECRET;
+const TOKEN: &str = "ca9a27ca9a27ownerBot42";
 
 fn config_in(dir: &testkit::TempDir) -> Config {
     Config::load(&ConfigArgs {

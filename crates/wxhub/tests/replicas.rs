@@ -17,7 +17,7 @@ use wxhub::config::{Config, ConfigArgs};
 use wxhub::server::{AppState, serve_on};
 
 const APPID: &str = "wx00000000000000aa";
-const SECRET: &str = "000000000000000000000000000000aa";
+const SECRET: &str = testkit::canary::APP_SECRET;
 
 struct Replica {
     state: AppState,

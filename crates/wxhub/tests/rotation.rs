@@ -25,7 +25,7 @@ use wxhub::ops;
 use wxhub::server::{AppState, serve_on};
 
 const APPID: &str = "wx0123456789abcdef";
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
+const SECRET: &str = testkit::canary::APP_SECRET;
 const REDIRECT: &str = "http://127.0.0.1:9/cb";
 
 /// One running server.

@@ -13,7 +13,7 @@ use wxhub::server::{AppState, serve_on};
 use wxhub::tenants::{self, NewAccountArgs};
 
 const APPID: &str = "wx0123456789abcdef";
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
+const SECRET: &str = testkit::canary::APP_SECRET;
 
 /// A fresh data directory (removed on drop) with the simulator at `sim` as WeChat.
 fn config_in(dir: &testkit::TempDir, sim: Option<&wechat_sim::RunningSim>) -> Config {

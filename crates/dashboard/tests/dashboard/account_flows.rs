@@ -11,7 +11,7 @@ use wechat_sim::{AccountSpec, SimConfig, Simulator, WhitelistMode};
 use crate::common::{APPID_A, APPID_B, Env, OPERATOR, OWNER_A, Page};
 
 const NEW_APPID: &str = "wx00000000000000c1";
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
+const SECRET: &str = testkit::canary::APP_SECRET;
 
 pub async fn an_owner_adds_an_account_after_fixing_the_whitelist(db: TestDatabase) {
     let sim = wechat_sim::spawn(

@@ -20,12 +20,12 @@ use tenancy::tenants::{LiveCheck, NewOwner, Registration};
 use tenancy::{Principal, Tenancy, TenancyConfig};
 use testkit::TestDatabase;
 use tokio::task::JoinHandle;
-use vault::{KeyId, Keyring, SecretString, Vault};
+use vault::{Keyring, SecretString, Vault};
 use wechat::ManualClock;
 
 /// 2026-01-01T00:00:00Z.
 pub const START: i64 = 1_767_225_600_000;
-pub const PASSWORD: &str = "a long and unusual passphrase";
+pub const PASSWORD: &str = testkit::canary::PASSWORD;
 pub const OWNER_A: &str = "owner-a@example.com";
 pub const OWNER_B: &str = "owner-b@example.com";
 pub const OPERATOR: &str = "operator@hub.example";
@@ -79,9 +79,9 @@ impl Env {
     ) -> Env {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Store::connect(db.url()).await.unwrap();
-        let vault = Arc::new(VaultHandle::fixed(Vault::new(Keyring::generate(
-            KeyId::new("k1").unwrap(),
-        ))));
+        let keyring =
+            Keyring::from_toml_str(&testkit::canary::keyring_toml("k1", 1), "canary").unwrap();
+        let vault = Arc::new(VaultHandle::fixed(Vault::new(keyring)));
         let mut wechat_config = wechat::ClientConfig::for_base(wechat_base);
         wechat_config.timeout = Duration::from_secs(2);
         let wechat = wechat::Client::new(wechat_config).unwrap();
@@ -158,7 +158,7 @@ impl Env {
                     kind: AccountKind::Service,
                     verified: true,
                     token_mode: TokenMode::Token,
-                    appsecret: SecretString::new(format!("{:0>32}", &appid[2..])),
+                    appsecret: SecretString::new(testkit::canary::app_secret_for(appid)),
                     push_token: None,
                     encoding_aes_key: None,
                     owner: NewOwner::Email(email.to_owned()),
@@ -283,6 +283,9 @@ impl Browser {
             if text.contains("Max-Age=0") {
                 self.cookies.remove(name);
             } else {
+                if name.ends_with("wxhub_session") {
+                    testkit::canary::issued(value);
+                }
                 self.cookies.insert(name.to_owned(), value.to_owned());
             }
         }

@@ -34,8 +34,8 @@ use wechat_sim::{AccountSpec, PushMode, RunningSim, SimConfig, Simulator, UserSp
 
 pub const APPID: &str = "wx0123456789abcdef";
 pub const OTHER_APPID: &str = "wxfedcba9876543210";
-pub const PUSH_TOKEN: &str = "pushtoken1";
-pub const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+pub const PUSH_TOKEN: &str = testkit::canary::PUSH_TOKEN;
+pub const AES_KEY: &str = testkit::canary::ENCODING_AES_KEY;
 pub const REDIRECT: &str = "http://127.0.0.1:9/cb";
 /// The test browser's User-Agent: WeChat's own browser on a phone (docs/wechat.md §4).
 pub const WECHAT_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) \
@@ -46,7 +46,7 @@ pub const PC_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/5
      (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
 
 pub fn secret_of(appid: &str) -> String {
-    format!("{:0>32}", &appid[2..])
+    testkit::canary::app_secret_for(appid)
 }
 
 pub fn original_id_of(appid: &str) -> String {
@@ -486,6 +486,9 @@ impl Env {
         public: bool,
     ) -> (String, Option<String>) {
         let created = self.create_client(appid, mode, public).await.unwrap();
+        if let Some(secret) = &created.secret {
+            testkit::canary::issued(secret.expose());
+        }
         (
             created.client.client_id,
             created.secret.map(|s| s.expose().to_owned()),
@@ -813,6 +816,7 @@ impl Rp {
             "state must come back unchanged"
         );
         let code = query_param(callback, "code").ok_or("no code")?;
+        testkit::canary::issued(&code);
         let response = self
             .client
             .exchange_code(AuthorizationCode::new(code))
@@ -821,6 +825,10 @@ impl Rp {
             .request_async(&rp_http)
             .await
             .map_err(|e| format!("token: {e:?}"))?;
+        testkit::canary::issued(response.access_token().secret());
+        if let Some(id_token) = response.id_token() {
+            testkit::canary::issued(&id_token.to_string());
+        }
         assert_eq!(
             query_param(callback, "iss"),
             Some(self.issuer.clone()),

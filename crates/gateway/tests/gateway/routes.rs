@@ -20,8 +20,8 @@ use wechat_sim::{FollowOptions, PushMode};
 
 use crate::common::*;
 
-const ROUTE_TOKEN: &str = "routetoken9";
-const ROUTE_AES_KEY: &str = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut";
+const ROUTE_TOKEN: &str = "ca9a27ca9a27route9";
+const ROUTE_AES_KEY: &str = testkit::canary::OTHER_ENCODING_AES_KEY;
 
 /// One request the owner's server received: its query and body, and whether the signature
 /// (and `msg_signature`) verified with the route's Token.

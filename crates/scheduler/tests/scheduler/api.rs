@@ -1,7 +1,6 @@
 //! The token API and the proxy over real HTTP, against the simulator, on SQLite.
 
 use reqwest::StatusCode;
-use scheduler::apikey::generate_api_key;
 use serde_json::Value;
 use store::accounts::TokenMode;
 use wechat_sim::{FaultAction, FaultSpec};
@@ -29,7 +28,7 @@ async fn api_with(config: impl FnOnce(&mut scheduler::SchedulerConfig)) -> Api {
     let service = hub.service(cfg).await;
     let mut keys = Vec::new();
     for acct in [&a, &b] {
-        let key = generate_api_key().unwrap();
+        let key = crate::common::api_key();
         let record = hub
             .store
             .create_api_key(
@@ -195,7 +194,7 @@ async fn wrong_foreign_and_revoked_keys_and_unknown_appids_get_the_same_401() {
     );
     // …and on a replica that did not revoke it, once its cache entry ages out.
     let other = api.hub.service(crate::common::Hub::config(21)).await;
-    let key = generate_api_key().unwrap();
+    let key = crate::common::api_key();
     let record = api
         .hub
         .store
@@ -417,7 +416,7 @@ async fn unavailable_token_answers_503_with_the_reason() {
         .await;
     let service = hub.service(Hub::config(22)).await;
     service.run_due().await.unwrap();
-    let key = generate_api_key().unwrap();
+    let key = crate::common::api_key();
     hub.store
         .create_api_key(
             &store::api_keys::NewApiKey::with_all_scopes(&acct.id, &key.hash, "t"),
@@ -472,7 +471,7 @@ async fn a_key_is_refused_what_its_scopes_do_not_allow_with_403() {
         let scopes = store::api_keys::KeyScopes::parse(scopes).unwrap();
         let now = api.hub.now();
         async move {
-            let key = generate_api_key().unwrap();
+            let key = crate::common::api_key();
             store
                 .create_api_key(
                     &store::api_keys::NewApiKey {

@@ -45,8 +45,15 @@ pub fn appid(i: usize) -> String {
     format!("wx{i:016x}")
 }
 
+/// A fresh API key, recorded for the canary check (it is what wxhub issues).
+pub fn api_key() -> scheduler::apikey::GeneratedApiKey {
+    let key = scheduler::apikey::generate_api_key().unwrap();
+    testkit::canary::issued(key.secret.expose());
+    key
+}
+
 pub fn secret(i: usize) -> String {
-    format!("{:032x}", i + 0xabc0_0000)
+    testkit::canary::app_secret(i as u64 + 0xabc0_0000)
 }
 
 impl Hub {

@@ -2,7 +2,6 @@
 //! endpoint and errcode with their retries and latency.
 
 use reqwest::StatusCode;
-use scheduler::apikey::generate_api_key;
 use store::accounts::TokenMode;
 use store::stats::Granularity;
 use wechat_sim::{FaultAction, FaultSpec};
@@ -58,7 +57,7 @@ async fn refreshes_token_reads_per_key_and_proxy_calls_are_counted() {
     service.run_due().await.unwrap();
     let mut keys = Vec::new();
     for label in ["backend-1", "backend-2"] {
-        let key = generate_api_key().unwrap();
+        let key = crate::common::api_key();
         let record = hub
             .store
             .create_api_key(

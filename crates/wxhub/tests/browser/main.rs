@@ -27,7 +27,7 @@ use wxhub::server::{self, AppState};
 use driver::{Browser, Chromedriver, TIMEOUT};
 
 const APPID: &str = "wx7b1e0d3cfeed0042";
-const APPSECRET: &str = "5e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b";
+const APPSECRET: &str = testkit::canary::APP_SECRET;
 const ACCOUNT_NAME: &str = "Tea House 茶馆";
 const OPERATOR: &str = "operator@hub.example";
 const OPERATOR_PASSWORD: &str = "quiet harbour lanterns at dusk";
