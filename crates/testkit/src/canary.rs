@@ -109,7 +109,7 @@ pub fn master_key_bytes(n: u64) -> [u8; 32] {
 pub fn keyring_toml(id: &str, n: u64) -> String {
     // The keyring wants padded base64.
     let mut key = base64(&master_key_bytes(n), STANDARD);
-    while key.len() % 4 != 0 {
+    while !key.len().is_multiple_of(4) {
         key.push('=');
     }
     format!("active = \"{id}\"\n\n[[keys]]\nid = \"{id}\"\nkey = \"{key}\"\n")
