@@ -42,10 +42,10 @@ fn start_sim(args: &[&str]) -> Sim {
     let stdout = child.stdout.take().expect("piped stdout");
     let (send, receive) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // Keeps reading after the test stopped listening: a closed pipe would make the
+        // simulator's next line fail to print, and end it.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                break;
-            }
+            let _ = send.send(line);
         }
     });
     let first = receive
