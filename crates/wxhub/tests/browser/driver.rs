@@ -110,11 +110,37 @@ impl Drop for Chromedriver {
     }
 }
 
+/// Chromium's profile directory, in the system's temporary directory and removed on drop.
+/// Not a `testkit::TempDir`: those are kept for the secret canary check, and a browser's
+/// history holds the login redirects' one-time codes, as any browser's does — what the check
+/// looks for is what wxhub itself writes.
+struct Profile(PathBuf);
+
+impl Profile {
+    fn new() -> Profile {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("wxhub-chromium-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a profile directory for Chromium");
+        Profile(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The browser session and where its screenshots go.
 pub struct Browser {
     pub client: Client,
     /// Chromium's profile, removed on drop.
-    _profile: testkit::TempDir,
+    _profile: Profile,
     shots: Option<PathBuf>,
     taken: usize,
     /// Every screenshot file written, in order.
@@ -150,7 +176,7 @@ impl Browser {
     /// A new headless Chromium session asking for Chinese pages first (the dashboard's
     /// default audience), its screenshots written under `shots` (emptied first), or none.
     pub async fn open(driver: &Chromedriver, shots: Option<PathBuf>) -> Browser {
-        let profile = testkit::TempDir::new();
+        let profile = Profile::new();
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
