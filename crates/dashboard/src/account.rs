@@ -49,7 +49,7 @@ pub(crate) struct Can {
     pub(crate) delete: bool,
 }
 
-fn may(principal: &Principal, operation: Operation, account: &Account) -> bool {
+pub(crate) fn may(principal: &Principal, operation: Operation, account: &Account) -> bool {
     tenancy::policy::authorize(principal, operation, Some(account)).is_ok()
 }
 

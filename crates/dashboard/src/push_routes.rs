@@ -17,6 +17,7 @@ use tenancy::push_routes::{Delivery, NewRoute, RouteChange, RouteCredentials, Ro
 use tenancy::{Operation, Principal, TenancyError};
 use vault::SecretString;
 
+use crate::account::may;
 use crate::csrf::CsrfForm;
 use crate::error::DashboardError;
 use crate::layout::{self, Ctx, Flash};
@@ -111,17 +112,6 @@ impl PushRoutesPage {
             .find(|(f, _)| *f == field)
             .map(|(_, text)| text.as_str())
     }
-}
-
-fn invalid(field: &'static str, message: impl Into<String>) -> TenancyError {
-    TenancyError::Invalid {
-        field,
-        message: message.into(),
-    }
-}
-
-fn may(principal: &Principal, operation: Operation, account: &store::accounts::Account) -> bool {
-    tenancy::policy::authorize(principal, operation, Some(account)).is_ok()
 }
 
 /// The match in the page's words.
@@ -326,7 +316,7 @@ impl RouteForm {
     fn delivery(&self) -> Result<Delivery, TenancyError> {
         self.delivery
             .parse()
-            .map_err(|_| invalid("delivery", "choose reply or copy"))
+            .map_err(|_| TenancyError::invalid("delivery", "choose reply or copy"))
     }
 
     /// `None`: as the route's EncodingAESKey decides.
@@ -334,7 +324,7 @@ impl RouteForm {
         match self.push_mode.as_str() {
             "" => Ok(None),
             text => text.parse().map(Some).map_err(|_| {
-                invalid(
+                TenancyError::invalid(
                     "push_mode",
                     format!("{text:?} is not one of the choices the form offers"),
                 )
@@ -348,7 +338,7 @@ impl RouteForm {
         let key = self.encoding_aes_key.trim();
         if token.is_empty() {
             if !key.is_empty() {
-                return Err(invalid(
+                return Err(TenancyError::invalid(
                     "route_token",
                     "type the route's Token too: a new EncodingAESKey replaces both",
                 ));
@@ -364,10 +354,9 @@ impl RouteForm {
     fn position(&self) -> Result<Option<i64>, TenancyError> {
         match self.position.as_deref().map(str::trim) {
             None | Some("") => Ok(None),
-            Some(text) => text
-                .parse()
-                .map(Some)
-                .map_err(|_| invalid("position", format!("{text:?} is not a whole number"))),
+            Some(text) => text.parse().map(Some).map_err(|_| {
+                TenancyError::invalid("position", format!("{text:?} is not a whole number"))
+            }),
         }
     }
 
@@ -384,7 +373,7 @@ impl RouteForm {
 
     fn new_route(&self) -> Result<NewRoute, TenancyError> {
         let credentials = self.credentials()?.ok_or_else(|| {
-            invalid(
+            TenancyError::invalid(
                 "route_token",
                 "type the Token the owner's server checks signatures with (3 to 32 letters or \
                  digits)",

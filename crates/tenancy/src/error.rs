@@ -74,7 +74,8 @@ impl TenancyError {
         )
     }
 
-    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    /// A refusal of `field`'s value, saying what to fix.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         TenancyError::Invalid {
             field,
             message: message.into(),
