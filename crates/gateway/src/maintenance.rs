@@ -33,6 +33,9 @@ pub struct Retention {
     /// Retired signing keys stay published this long after retirement (ID tokens they signed
     /// live 10 minutes; relying parties may cache the JWKS longer).
     pub retired_signing_keys: Duration,
+    /// Push copies whose last attempt failed are kept this long for their owner to re-send
+    /// (their bodies are sealed messages of users: not kept for ever).
+    pub dead_letters: Duration,
 }
 
 impl Default for Retention {
@@ -42,6 +45,7 @@ impl Default for Retention {
             push_nonces: Duration::from_secs(15 * 60),
             received_pushes: Duration::from_secs(7 * 24 * 3600),
             retired_signing_keys: Duration::from_secs(24 * 3600),
+            dead_letters: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -58,6 +62,7 @@ pub struct SweepReport {
     pub push_replies: u64,
     pub received_pushes: u64,
     pub signing_keys: u64,
+    pub dead_letters: u64,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -92,6 +97,13 @@ pub async fn sweep(
     let signing_keys = store
         .delete_signing_keys_retired_before(before(retention.retired_signing_keys))
         .await?;
+    let dead_letters = store
+        .delete_dead_push_copies_before(
+            before(retention.dead_letters),
+            store::oidc::OIDC_SWEEP_BATCH,
+            store::oidc::OIDC_SWEEP_MAX_BATCHES,
+        )
+        .await?;
     Ok(SweepReport {
         follow_waits,
         scan_logins,
@@ -100,6 +112,7 @@ pub async fn sweep(
         push_replies,
         received_pushes,
         signing_keys,
+        dead_letters,
     })
 }
 

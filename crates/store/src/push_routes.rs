@@ -623,6 +623,41 @@ impl Store {
         })
     }
 
+    /// Deletes dead letters made before `cutoff`, at most `batch` rows a statement and
+    /// `max_batches` statements (each commits on its own, so other writers get the lock in
+    /// between); returns how many.
+    pub async fn delete_dead_push_copies_before(
+        &self,
+        cutoff: i64,
+        batch: u32,
+        max_batches: u32,
+    ) -> Result<u64, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "DELETE FROM push_copies WHERE id IN (SELECT id FROM push_copies \
+                     WHERE state = 'dead' AND created_at < ? LIMIT ?)",
+            postgres: "DELETE FROM push_copies WHERE id IN (SELECT id FROM push_copies \
+                       WHERE state = 'dead' AND created_at < $1 LIMIT $2)",
+        };
+        let batch = batch.max(1);
+        let mut deleted = 0;
+        for _ in 0..max_batches {
+            let n = on_backend!(self, |pool, d| {
+                sqlx::query(SQL.get(d))
+                    .bind(cutoff)
+                    .bind(i64::from(batch))
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            });
+            deleted += n;
+            if n < u64::from(batch) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(deleted)
+    }
+
     /// Forgets replies started before `cutoff` (WeChat stopped retrying long ago).
     pub async fn delete_push_replies_before(&self, cutoff: i64) -> Result<u64, StoreError> {
         const SQL: Sql = Sql {

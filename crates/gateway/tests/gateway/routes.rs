@@ -562,6 +562,22 @@ async fn a_dead_letter_is_kept_and_can_be_sent_again(env: Env) {
     let dead = problems().await.dead_letters.remove(0);
     assert_eq!(dead.route_id, route_id);
     assert!(dead.last_error.unwrap().contains("HTTP 503"));
+    // Kept for 30 days, then swept.
+    let retention = gateway::maintenance::Retention::default();
+    let retention = &retention;
+    let day = 24 * 3600 * 1000;
+    let swept = |days: i64| {
+        let store = env.store().clone();
+        let at = wechat::Clock::now_ms(&env.clock) + days * day;
+        async move {
+            gateway::maintenance::sweep(&store, at, retention)
+                .await
+                .unwrap()
+                .dead_letters
+        }
+    };
+    assert_eq!(swept(29).await, 0);
+    assert_eq!(problems().await.dead_letters.len(), 1);
     owner.answer_with(answer(200, "success"));
     env.tenancy
         .resend_dead_letter(&Principal::cli(), APPID, &dead.id)
@@ -599,6 +615,27 @@ async fn a_dead_letter_is_kept_and_can_be_sent_again(env: Env) {
         (count("failed"), count("dead_lettered"), count("delivered")),
         (1, 1, 1)
     );
+    // A dead letter nobody re-sends is swept after its 30 days.
+    let account_id = env.account_id(APPID).await;
+    let now = wechat::Clock::now_ms(&env.clock);
+    let copy = store::push_routes::NewCopy {
+        id: "old-dead-letter",
+        account_id: &account_id,
+        route_id: &route_id,
+        dedup_key: "old-push",
+        openid: Some("o-old"),
+        body: b"sealed",
+    };
+    env.store()
+        .enqueue_push_copy(&copy, 100, now)
+        .await
+        .unwrap();
+    env.store()
+        .fail_push_copy("old-dead-letter", 2, None, "HTTP 503")
+        .await
+        .unwrap();
+    assert_eq!(swept(31).await, 1);
+    assert!(problems().await.dead_letters.is_empty());
 }
 
 /// A disabled route gets no new pushes, and the copies it still has queued wait for it —
