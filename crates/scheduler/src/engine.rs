@@ -28,12 +28,14 @@
 //! (claim, call, fenced write-back), [`reports`] (confirming a reported token with WeChat, the
 //! per-key cap), [`cache_sync`] (rows into the cache), [`background`]
 //! (the due loop, the listener, the periodic reload), [`shutdown`] (refreshes in flight,
-//! finished before the process stops) and [`write_back`] (a fetched token whose write failed,
+//! finished before the process stops), [`outage`] (WeChat down for every account: a probe,
+//! and a spread recovery) and [`write_back`] (a fetched token whose write failed,
 //! served from memory and stored later).
 
 mod background;
 mod cache_sync;
 mod failure;
+mod outage;
 mod refresh;
 mod reports;
 mod shutdown;
@@ -43,6 +45,7 @@ mod write_back;
 use std::sync::{Arc, PoisonError};
 
 pub use background::BackgroundTasks;
+pub(crate) use outage::UpstreamHealth;
 pub(crate) use reports::{Evidence, ReportLedger};
 pub use reports::{ReportOutcome, Reported};
 pub(crate) use shutdown::InFlight;

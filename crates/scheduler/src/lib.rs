@@ -211,6 +211,8 @@ struct Inner {
     /// When the background loop last made progress (a pass finished, or a refresh of a pass
     /// ended), by the injected clock; 0: the loop has not run.
     progress_at: std::sync::atomic::AtomicI64,
+    /// What this engine's refreshes say about WeChat's token endpoint (outage and recovery).
+    upstream: engine::UpstreamHealth,
 }
 
 /// A test hook run after each lease claim: see [`TokenService::set_after_claim_hook`].
@@ -277,6 +279,7 @@ impl TokenService {
                 reports: engine::ReportLedger::default(),
                 deferred_writes: Mutex::new(std::collections::HashSet::new()),
                 progress_at: std::sync::atomic::AtomicI64::new(0),
+                upstream: engine::UpstreamHealth::default(),
             }),
         };
         service.reload_all().await?;

@@ -10,6 +10,9 @@
 //!   call returns the same token until its last 300 s), so it is refreshed inside that window.
 //! - Transient failures back off exponentially with full jitter, capped so that the retry still
 //!   lands before the current token expires.
+//! - When every account fails (WeChat's token endpoint is down), one account whose token has
+//!   expired is probed at least every 45 s, and the first success retries the others within
+//!   30 s: recovery does not wait for each backoff (crates/scheduler/src/engine/outage.rs).
 //! - Credential/configuration failures wait `attention_retry` (hourly) — a person must act.
 //! - 45009 waits for the next daily reset at 00:00 Asia/Shanghai (docs/wechat.md §1, §12 item 1).
 
@@ -41,6 +44,19 @@ pub struct RefreshPolicy {
     pub expiry_margin: Duration,
     /// Delay before retrying a credential/configuration failure (default 1 h).
     pub attention_retry: Duration,
+    /// Transient failures in a row, across all accounts and with no success between, that
+    /// make the engine treat WeChat's token endpoint as down (default 3; see
+    /// `engine::outage`)…
+    pub outage_streak: u32,
+    /// …once they span at least this long (default 30 s): scattered failures among many
+    /// successful refreshes are no outage.
+    pub outage_after: Duration,
+    /// During an outage, some account whose token has expired is tried at least this often
+    /// (default 45 s, jittered down to half), so WeChat's recovery is noticed soon.
+    pub outage_probe_interval: Duration,
+    /// After an outage, the accounts that failed during it are retried spread over this long
+    /// (default 30 s) instead of each waiting out its backoff.
+    pub recovery_spread: Duration,
     /// Upstream token calls wxhub allows itself per account per day, failed ones included
     /// (default 200, a tenth of WeChat's 2000). Never exceeded, across all replicas.
     pub daily_budget: i64,
@@ -66,6 +82,10 @@ impl Default for RefreshPolicy {
             retry_cap: Duration::from_secs(300),
             expiry_margin: Duration::from_secs(60),
             attention_retry: Duration::from_secs(3600),
+            outage_streak: 3,
+            outage_after: Duration::from_secs(30),
+            outage_probe_interval: Duration::from_secs(45),
+            recovery_spread: Duration::from_secs(30),
             daily_budget: 200,
             rejected_min_age: Duration::from_secs(30),
             stable_force_daily_limit: 20,

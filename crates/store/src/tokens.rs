@@ -571,6 +571,80 @@ impl Store {
     }
 }
 
+/// Moving retries forward when WeChat's token endpoint is down for every account, and when it
+/// is back (the scheduler's outage rules).
+impl Store {
+    /// Moves the soonest retry of an active account whose token has expired (or that never had
+    /// one) forward to `probe_at`, if it lies later — so that while WeChat is down one such
+    /// account is always tried within a probe interval. Only accounts that have used fewer than
+    /// `calls_below` upstream calls on `day` are probed. Returns whether a retry was moved.
+    pub async fn hasten_soonest_dead_retry(
+        &self,
+        now: i64,
+        probe_at: i64,
+        day: i64,
+        calls_below: i64,
+    ) -> Result<bool, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens SET next_refresh_at = ?1 WHERE next_refresh_at > ?1 \
+                     AND account_id = (SELECT t.account_id FROM core_tokens t \
+                     JOIN accounts a ON a.id = t.account_id \
+                     WHERE a.state = 'active' AND t.state = 'retrying' \
+                     AND (t.expires_at IS NULL OR t.expires_at <= ?2) \
+                     AND (t.quota_day <> ?3 OR t.upstream_calls_today < ?4) \
+                     ORDER BY t.next_refresh_at LIMIT 1)",
+            postgres: "UPDATE core_tokens SET next_refresh_at = $1 WHERE next_refresh_at > $1 \
+                       AND account_id = (SELECT t.account_id FROM core_tokens t \
+                       JOIN accounts a ON a.id = t.account_id \
+                       WHERE a.state = 'active' AND t.state = 'retrying' \
+                       AND (t.expires_at IS NULL OR t.expires_at <= $2) \
+                       AND (t.quota_day <> $3 OR t.upstream_calls_today < $4) \
+                       ORDER BY t.next_refresh_at LIMIT 1)",
+        };
+        on_backend!(self, |pool, d| {
+            Ok(sqlx::query(SQL.get(d))
+                .bind(probe_at)
+                .bind(now)
+                .bind(day)
+                .bind(calls_below)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1)
+        })
+    }
+
+    /// Moves every retry of an account that failed transiently since `since` and is due later
+    /// than `now + spread_ms` to a moment drawn uniformly from `[now, now + spread_ms)`, each
+    /// row its own: after an outage the accounts come back spread out, not at once. Returns how
+    /// many retries were moved.
+    pub async fn hasten_retries_since(
+        &self,
+        now: i64,
+        spread_ms: i64,
+        since: i64,
+    ) -> Result<u64, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: "UPDATE core_tokens SET next_refresh_at = ?1 + (abs(random()) % ?2) \
+                     WHERE state = 'retrying' AND updated_at >= ?3 AND next_refresh_at > ?1 + ?2",
+            postgres: "UPDATE core_tokens \
+                       SET next_refresh_at = $1 + floor(random() * $2)::BIGINT \
+                       WHERE state = 'retrying' AND updated_at >= $3 \
+                       AND next_refresh_at > $1 + $2",
+        };
+        let spread_ms = spread_ms.max(1);
+        on_backend!(self, |pool, d| {
+            Ok(sqlx::query(SQL.get(d))
+                .bind(now)
+                .bind(spread_ms)
+                .bind(since)
+                .execute(pool)
+                .await?
+                .rows_affected())
+        })
+    }
+}
+
 /// What a successful [`Store::claim_token_refresh`] hands the claimer: the fence, the row's
 /// token and schedule (to re-check under the lease), whether a unit of today's upstream budget was taken,
 /// and the account's sealed AppSecret with its wrapped DEK (so the refresh needs no other read).

@@ -122,6 +122,8 @@ impl TokenService {
                 });
             }
         }
+        // During an outage, some expired account is due again within the probe interval.
+        self.arrange_probe().await;
         Ok(report)
     }
 

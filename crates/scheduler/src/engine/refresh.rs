@@ -290,6 +290,7 @@ impl TokenService {
                     ),
                 );
                 inner.config.stats.token_refreshed(account_id);
+                self.note_success(done).await;
                 if stored {
                     tracing::info!(%account_id, generation, expires_at, next_refresh_at, "core token refreshed");
                     self.emit(EngineEvent::Refreshed {
@@ -320,8 +321,13 @@ impl TokenService {
                     error_ip: ip,
                     next_refresh_at,
                 };
-                self.write_failure(account_id, generation, failure, done)
-                    .await
+                let outcome = self
+                    .write_failure(account_id, generation, failure, done)
+                    .await;
+                if state == TokenState::Retrying {
+                    self.note_transient_failure(done);
+                }
+                outcome
             }
         }
     }

@@ -578,3 +578,73 @@ async fn budget_counts_calls_made_so_a_refused_report_costs_nothing() {
     assert_eq!(hub.fetches(&acct.appid), (2, 2));
     assert_eq!(calls_today(&hub).await, 2);
 }
+
+/// WeChat's token endpoint answers 503 to every account for two hours, then recovers. The
+/// accounts' own backoff (up to 5 min, full jitter) keeps the traffic low; the outage rules
+/// (crates/scheduler/src/engine/outage.rs) make the recovery short: an expired account is
+/// probed at least every 45 s, and the first success retries the others within 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_of_every_account_all_recover_within_a_probe_and_a_spread() {
+    for n in [1, 6] {
+        let hub = Hub::sqlite().await;
+        let accounts = hub.accounts(0, n, TokenMode::Token).await;
+        let service = hub.service(Hub::config(9)).await;
+        service.run_due().await.unwrap();
+        // Into the refresh window (75–85 % of 7200 s), then the outage.
+        hub.advance(5300);
+        hub.sim()
+            .add_fault(FaultSpec {
+                endpoint: Some(TOKEN.into()),
+                appid: None,
+                action: FaultAction::HttpStatus { status: 503 },
+                next: None,
+                rate: Some(1.0),
+            })
+            .unwrap();
+        let calls_before: u64 = accounts.iter().map(|a| hub.fetches(&a.appid).1).sum();
+        let step = 5;
+        for _ in 0..(2 * 3600 / step) {
+            hub.advance(step);
+            service.run_due().await.unwrap();
+        }
+        for acct in &accounts {
+            assert!(service.cached(&acct.id).is_none(), "every token expired");
+        }
+        let calls: u64 = accounts
+            .iter()
+            .map(|a| hub.fetches(&a.appid).1)
+            .sum::<u64>()
+            - calls_before;
+        hub.sim().clear_faults();
+        let recovered_after = 'recovery: {
+            for i in 1..=60 {
+                hub.advance(step);
+                service.run_due().await.unwrap();
+                if accounts.iter().all(|a| service.cached(&a.id).is_some()) {
+                    break 'recovery i * step;
+                }
+            }
+            panic!("{n} accounts: not recovered 300 s after the outage");
+        };
+        eprintln!(
+            "{n} accounts, 2 h outage: {calls} token calls ({:.1} per account-hour), \
+             recovered {recovered_after} s after WeChat answered again",
+            calls as f64 / n as f64 / 2.0
+        );
+        // A probe within 45 s, the others within 30 s of its success, and one step.
+        assert!(
+            recovered_after <= 45 + 30 + step,
+            "{n}: {recovered_after} s"
+        );
+        // The backoff alone makes ~25 calls an account-hour; the probe adds at most 80 an
+        // hour for the whole engine, and never takes an account past half its budget.
+        let per_hour = calls / 2;
+        assert!(
+            per_hour <= 25 * n as u64 + 80,
+            "{n} accounts: {per_hour} calls an hour"
+        );
+        for acct in &accounts {
+            assert!(hub.fetches(&acct.appid).1 <= 200, "the daily budget holds");
+        }
+    }
+}
