@@ -171,7 +171,8 @@ enum AccountCommand {
         skip_check: bool,
     },
     /// Register many accounts at once, read from stdin one a line: `APPID<TAB>NAME<TAB>APPSECRET`
-    /// (blank lines and `#` comments skipped), all owned by --owner. With --skip-check (the
+    /// or CSV `APPID,NAME,APPSECRET` (a spreadsheet's export; a header row, blank lines and `#`
+    /// comments skipped), all owned by --owner. With --skip-check (the
     /// bulk path, e.g. a migration of many thousand accounts): every line is checked first and
     /// if any is wrong each is named and nothing is stored; then they are written 10,000 a
     /// transaction, the progress on stderr. Without it each account is checked with WeChat and

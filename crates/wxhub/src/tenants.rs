@@ -226,7 +226,8 @@ pub async fn account_add(
 }
 
 /// `wxhub account import`: registers every account listed on `input`, one a line —
-/// `APPID<TAB>NAME<TAB>APPSECRET` — under one owner, in one process (a migration from another
+/// `APPID<TAB>NAME<TAB>APPSECRET`, or the same as CSV (a spreadsheet's export, with or without
+/// an `appid,name,appsecret` header) — under one owner, in one process (a migration from another
 /// platform, or a test's thousand accounts). Blank lines and lines starting with `#` are
 /// skipped.
 ///
@@ -261,6 +262,8 @@ fn read_lines(
 ) -> anyhow::Result<()> {
     let mut number = 0;
     let mut raw = String::new();
+    // Whether a line with fields was read: only the first may be a header.
+    let mut seen_data = false;
     loop {
         raw.clear();
         if input.read_line(&mut raw).context("reading stdin")? == 0 {
@@ -271,21 +274,75 @@ fn read_lines(
         let line = SecretString::new(raw.trim().to_owned());
         raw.clear();
         let line = line.expose();
+        let line = line.strip_prefix('\u{feff}').unwrap_or(line); // a spreadsheet's BOM
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let mut fields = line.splitn(3, '\t');
-        let (Some(appid), Some(name), Some(secret)) = (fields.next(), fields.next(), fields.next())
-        else {
-            anyhow::bail!("line {number}: expected APPID<TAB>NAME<TAB>APPSECRET");
+        let Some([appid, name, secret]) = split_fields(line) else {
+            anyhow::bail!(
+                "line {number}: expected APPID<TAB>NAME<TAB>APPSECRET or APPID,NAME,APPSECRET \
+                 (a CSV field with a comma or quote in double quotes, a quote doubled)"
+            );
         };
+        if !seen_data && appid.expose().trim().eq_ignore_ascii_case("appid") {
+            // A spreadsheet's header row.
+            seen_data = true;
+            continue;
+        }
+        seen_data = true;
         each(RawLine {
             number,
-            appid: appid.trim().to_owned(),
-            name: name.trim().to_owned(),
-            secret: SecretString::new(secret.trim().to_owned()),
+            appid: appid.expose().trim().to_owned(),
+            name: name.expose().trim().to_owned(),
+            secret: SecretString::new(secret.expose().trim().to_owned()),
         })?;
     }
+}
+
+/// A line's three fields: tab-separated when it holds a tab, otherwise CSV (RFC 4180 within
+/// one line: fields separated by commas, a field in double quotes may hold commas, and `""`
+/// inside it is a quote). `None` unless there are exactly three fields (a name may hold a tab
+/// or comma only in the form that allows it). The secret is returned in a zeroizing string.
+fn split_fields(line: &str) -> Option<[SecretString; 3]> {
+    let fields: Vec<SecretString> = if line.contains('\t') {
+        line.split('\t').map(|f| SecretString::new(f.to_owned())).collect()
+    } else {
+        let mut fields = Vec::new();
+        let mut field = String::new();
+        let mut chars = line.chars().peekable();
+        let mut quoted = false;
+        let mut at_start = true;
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if at_start => quoted = true,
+                '"' if quoted => {
+                    if chars.peek() == Some(&'"') {
+                        chars.next();
+                        field.push('"');
+                    } else {
+                        quoted = false;
+                        // Only a separator may follow a closing quote.
+                        if chars.peek().is_some_and(|&n| n != ',') {
+                            return None;
+                        }
+                    }
+                }
+                ',' if !quoted => {
+                    fields.push(SecretString::new(std::mem::take(&mut field)));
+                    at_start = true;
+                    continue;
+                }
+                _ => field.push(c),
+            }
+            at_start = false;
+        }
+        if quoted {
+            return None;
+        }
+        fields.push(SecretString::new(field));
+        fields
+    };
+    <[SecretString; 3]>::try_from(fields).ok()
 }
 
 async fn account_bulk_import(
@@ -901,6 +958,58 @@ pub async fn audit_list(config: &Config, query: AuditQuery, limit: u32) -> anyho
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fields(line: &str) -> Option<[String; 3]> {
+        split_fields(line).map(|f| f.map(|f| f.expose().to_owned()))
+    }
+
+    #[test]
+    fn import_lines_are_tab_separated_or_csv() {
+        let three = |a: &str, b: &str, c: &str| Some([a.to_owned(), b.to_owned(), c.to_owned()]);
+        assert_eq!(fields("wx1\t茶馆, 北京\ts3cr3t"), three("wx1", "茶馆, 北京", "s3cr3t"));
+        assert_eq!(fields("wx1,Tea,s3cr3t"), three("wx1", "Tea", "s3cr3t"));
+        assert_eq!(
+            fields(r#"wx1,"Tea, ""best"" in town","a,b""#),
+            three("wx1", r#"Tea, "best" in town"#, "a,b")
+        );
+        assert_eq!(fields("wx1,,s"), three("wx1", "", "s"));
+        // Not three fields, an unclosed quote, text after a closing quote.
+        assert_eq!(fields("wx1,Tea"), None);
+        assert_eq!(fields("wx1,Tea,s,extra"), None);
+        assert_eq!(fields(r#"wx1,"Tea,s"#), None);
+        assert_eq!(fields(r#"wx1,"Tea"x,s"#), None);
+        assert_eq!(fields("wx1\tTea"), None);
+    }
+
+    #[test]
+    fn an_import_skips_a_header_and_a_bom_and_names_a_bad_line() {
+        let mut input: &[u8] = "\u{feff}AppID,Name,AppSecret\n# comment\nwx1,Tea,s1\n\nwx2\tMilk\ts2\n".as_bytes();
+        let mut got = Vec::new();
+        read_lines(&mut input, |l| {
+            got.push((l.number, l.appid, l.name, l.secret.expose().to_owned()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                (3, "wx1".to_owned(), "Tea".to_owned(), "s1".to_owned()),
+                (5, "wx2".to_owned(), "Milk".to_owned(), "s2".to_owned())
+            ]
+        );
+        let mut input: &[u8] = b"wx1,Tea,s1\nwx2,Milk\n";
+        let error = read_lines(&mut input, |_| Ok(())).unwrap_err().to_string();
+        assert!(error.starts_with("line 2: expected"), "{error}");
+        // Only the first line may be a header.
+        let mut input: &[u8] = b"wx1,Tea,s1\nappid,name,secret\n";
+        let mut appids = Vec::new();
+        read_lines(&mut input, |l| {
+            appids.push(l.appid);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(appids, ["wx1", "appid"]);
+    }
 
     #[test]
     fn times_print_as_utc() {
