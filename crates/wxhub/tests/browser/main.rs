@@ -670,6 +670,7 @@ async fn owner_routes_messages_to_a_bot(b: &mut Browser, world: &World) {
         tokio::time::sleep(Duration::from_millis(250)).await;
         b.client.refresh().await.expect("reload");
     }
+    b.shoot_dark("owner-push-routes-counted").await;
 }
 
 /// Submits the new-route form: text messages to `target`, signed with [`BOT_TOKEN`].
