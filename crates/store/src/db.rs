@@ -75,7 +75,7 @@ pub(crate) trait BeginWrite {
     /// On SQLite this is `BEGIN IMMEDIATE`: it takes the write lock at once, so a transaction
     /// that reads then writes cannot fail half-way with `SQLITE_BUSY` when another connection
     /// wrote in between (a deferred transaction cannot upgrade its read snapshot). The busy
-    /// timeout makes it wait for the lock instead. PostgreSQL needs no such thing.
+    /// handler (`sqlite_busy`) makes it wait for the lock instead. PostgreSQL needs no such thing.
     fn begin_write(
         &self,
     ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_;

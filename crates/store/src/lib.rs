@@ -17,6 +17,7 @@
 #[macro_use]
 mod db;
 mod error;
+mod sqlite_busy;
 
 pub mod changes;
 pub mod datacube;
@@ -207,7 +208,14 @@ impl Store {
         let pool_options = SqlitePoolOptions::new()
             // SQLite has one writer at a time; a few connections serve concurrent readers.
             .max_connections(8)
-            .acquire_timeout(CONNECT_TIMEOUT);
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    let mut handle = connection.lock_handle().await?;
+                    sqlite_busy::install(&mut handle);
+                    Ok(())
+                })
+            });
         let pool = connect_within(pool_options.connect_with(options), &redacted, "").await?;
         Ok(Self::with_backend(Backend::Sqlite(pool), redacted))
     }
