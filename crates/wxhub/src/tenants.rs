@@ -305,7 +305,9 @@ fn read_lines(
 /// or comma only in the form that allows it). The secret is returned in a zeroizing string.
 fn split_fields(line: &str) -> Option<[SecretString; 3]> {
     let fields: Vec<SecretString> = if line.contains('\t') {
-        line.split('\t').map(|f| SecretString::new(f.to_owned())).collect()
+        line.split('\t')
+            .map(|f| SecretString::new(f.to_owned()))
+            .collect()
     } else {
         let mut fields = Vec::new();
         let mut field = String::new();
@@ -966,7 +968,10 @@ mod tests {
     #[test]
     fn import_lines_are_tab_separated_or_csv() {
         let three = |a: &str, b: &str, c: &str| Some([a.to_owned(), b.to_owned(), c.to_owned()]);
-        assert_eq!(fields("wx1\t茶馆, 北京\ts3cr3t"), three("wx1", "茶馆, 北京", "s3cr3t"));
+        assert_eq!(
+            fields("wx1\t茶馆, 北京\ts3cr3t"),
+            three("wx1", "茶馆, 北京", "s3cr3t")
+        );
         assert_eq!(fields("wx1,Tea,s3cr3t"), three("wx1", "Tea", "s3cr3t"));
         assert_eq!(
             fields(r#"wx1,"Tea, ""best"" in town","a,b""#),
@@ -983,7 +988,8 @@ mod tests {
 
     #[test]
     fn an_import_skips_a_header_and_a_bom_and_names_a_bad_line() {
-        let mut input: &[u8] = "\u{feff}AppID,Name,AppSecret\n# comment\nwx1,Tea,s1\n\nwx2\tMilk\ts2\n".as_bytes();
+        let mut input: &[u8] =
+            "\u{feff}AppID,Name,AppSecret\n# comment\nwx1,Tea,s1\n\nwx2\tMilk\ts2\n".as_bytes();
         let mut got = Vec::new();
         read_lines(&mut input, |l| {
             got.push((l.number, l.appid, l.name, l.secret.expose().to_owned()));
