@@ -624,8 +624,7 @@ impl Store {
     }
 
     /// Deletes dead letters made before `cutoff`, at most `batch` rows a statement and
-    /// `max_batches` statements (each commits on its own, so other writers get the lock in
-    /// between); returns how many.
+    /// `max_batches` statements ([`Store::delete_in_batches`]); returns how many.
     pub async fn delete_dead_push_copies_before(
         &self,
         cutoff: i64,
@@ -638,24 +637,8 @@ impl Store {
             postgres: "DELETE FROM push_copies WHERE id IN (SELECT id FROM push_copies \
                        WHERE state = 'dead' AND created_at < $1 LIMIT $2)",
         };
-        let batch = batch.max(1);
-        let mut deleted = 0;
-        for _ in 0..max_batches {
-            let n = on_backend!(self, |pool, d| {
-                sqlx::query(SQL.get(d))
-                    .bind(cutoff)
-                    .bind(i64::from(batch))
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            });
-            deleted += n;
-            if n < u64::from(batch) {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        Ok(deleted)
+        self.delete_in_batches(&SQL, cutoff, batch, max_batches)
+            .await
     }
 
     /// Forgets replies started before `cutoff` (WeChat stopped retrying long ago).

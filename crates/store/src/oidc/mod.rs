@@ -97,24 +97,42 @@ impl Store {
             postgres: "DELETE FROM oidc_access_tokens WHERE token_hash IN \
                        (SELECT token_hash FROM oidc_access_tokens WHERE expires_at < $1 LIMIT $2)",
         };
-        let batch = batch.max(1);
         let mut deleted = 0;
         for sql in [&PENDING, &CODES, &TOKENS] {
-            for _ in 0..max_batches {
-                let n = on_backend!(self, |pool, d| {
-                    sqlx::query(sql.get(d))
-                        .bind(cutoff)
-                        .bind(i64::from(batch))
-                        .execute(pool)
-                        .await?
-                        .rows_affected()
-                });
-                deleted += n;
-                if n < u64::from(batch) {
-                    break;
-                }
-                tokio::task::yield_now().await;
+            deleted += self
+                .delete_in_batches(sql, cutoff, batch, max_batches)
+                .await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Runs `sql` — a `DELETE … WHERE key IN (SELECT key … WHERE <older than ?1> LIMIT ?2)` —
+    /// with `cutoff` and `batch` until it deletes fewer than `batch` rows or has run
+    /// `max_batches` times; returns how many rows in all. Each statement commits on its own,
+    /// so other writers get the lock in between.
+    pub(crate) async fn delete_in_batches(
+        &self,
+        sql: &Sql,
+        cutoff: i64,
+        batch: u32,
+        max_batches: u32,
+    ) -> Result<u64, StoreError> {
+        let batch = batch.max(1);
+        let mut deleted = 0;
+        for _ in 0..max_batches {
+            let n = on_backend!(self, |pool, d| {
+                sqlx::query(sql.get(d))
+                    .bind(cutoff)
+                    .bind(i64::from(batch))
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            });
+            deleted += n;
+            if n < u64::from(batch) {
+                break;
             }
+            tokio::task::yield_now().await;
         }
         Ok(deleted)
     }
