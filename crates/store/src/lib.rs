@@ -18,20 +18,23 @@
 mod db;
 mod error;
 mod sqlite_busy;
+mod sqlite_wal;
 
 pub mod changes;
 pub mod datacube;
 #[macro_use]
 pub mod audit;
+#[macro_use]
 pub mod accounts;
 pub mod api_keys;
 pub mod end_users;
-pub mod gateway;
 pub mod notify;
 pub mod oidc;
 #[macro_use]
 pub mod people;
+#[macro_use]
 pub mod push_routes;
+pub mod gateway;
 pub mod pushes;
 pub mod scan_logins;
 pub mod sealed;
@@ -93,6 +96,8 @@ pub struct Store {
     change_signal: Arc<tokio::sync::Notify>,
     /// Database operations run through this pool (see [`Store::operations`]).
     operations: Arc<AtomicU64>,
+    /// SQLite's WAL checkpoints (see `sqlite_wal`), stopped with the last clone.
+    _checkpointer: Option<Arc<sqlite_wal::Checkpointer>>,
 }
 
 impl fmt::Debug for Store {
@@ -213,11 +218,17 @@ impl Store {
                 Box::pin(async move {
                     let mut handle = connection.lock_handle().await?;
                     sqlite_busy::install(&mut handle);
+                    sqlite_wal::install(&mut handle);
                     Ok(())
                 })
             });
         let pool = connect_within(pool_options.connect_with(options), &redacted, "").await?;
-        Ok(Self::with_backend(Backend::Sqlite(pool), redacted))
+        // An in-memory database has no write-ahead log.
+        let checkpointer = (!in_memory).then(|| Arc::new(sqlite_wal::spawn(pool.clone())));
+        Ok(Self {
+            _checkpointer: checkpointer,
+            ..Self::with_backend(Backend::Sqlite(pool), redacted)
+        })
     }
 
     fn with_backend(backend: Backend, redacted_url: String) -> Self {
@@ -226,6 +237,7 @@ impl Store {
             redacted_url: redacted_url.into(),
             change_signal: Arc::new(tokio::sync::Notify::new()),
             operations: Arc::default(),
+            _checkpointer: None,
         }
     }
 

@@ -73,3 +73,42 @@ async fn readable_database_file_is_made_private_when_opened() {
     store.close().await;
     db.finish().await;
 }
+
+/// The write-ahead log is copied into the database file by the store's own checkpointer
+/// while the store is open and idle (its commits no longer do it themselves), and it stays
+/// bounded while writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_ahead_log_is_checkpointed_in_the_background() {
+    let db = TestDatabase::sqlite();
+    let file = db.sqlite_file().unwrap().to_owned();
+    let store = open_and_write(db.url()).await;
+    let owner = owner(&store).await;
+    let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let before = size(&file);
+    // Some 2,000 accounts in 20 commits: several thousand pages of log.
+    for batch in 0..20 {
+        let accounts: Vec<_> = (0..100)
+            .map(|i| crate::harness::new_account(&owner, &format!("wx{:016x}", batch * 1000 + i)))
+            .collect();
+        store
+            .create_accounts(&accounts, crate::harness::NOW, None)
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size(&file) < before + 1_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file is still {} bytes ({before} before the writes): no checkpoint",
+            size(&file)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let wal = size(&companion(&file, "-wal"));
+    assert!(
+        wal < 20_000 * 4096,
+        "the log has grown to {wal} bytes, past the backstop"
+    );
+    store.close().await;
+    db.finish().await;
+}
