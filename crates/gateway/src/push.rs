@@ -80,6 +80,11 @@ fn reject(r: PushRejection) -> GatewayError {
 
 struct Verified {
     account: store::accounts::Account,
+    /// The account's secrets as stored, for the push routes' keys.
+    sealed: store::accounts::AccountSecrets,
+    settings: store::gateway::GatewaySettings,
+    /// The account's push routes.
+    routes: Vec<store::push_routes::PushRoute>,
     token: vault::SecretString,
     aes_key: Option<vault::SecretString>,
     timestamp: i64,
@@ -94,11 +99,18 @@ async fn verify_request(
     appid: &str,
     q: &PushQuery,
 ) -> Result<Verified, GatewayError> {
-    let account = gw
-        .active_account(appid)
-        .await
-        .map_err(|_| reject(PushRejection::NotConfigured))?;
-    let secrets = gw.vault.read_secrets(&gw.store, &account.id).await?;
+    let found = gw.store.push_account(appid).await?;
+    let Some(store::gateway::PushAccount {
+        account,
+        secrets: sealed,
+        settings,
+        routes,
+    }) = found.filter(|p| p.account.state == store::accounts::AccountState::Active)
+    else {
+        return Err(reject(PushRejection::NotConfigured));
+    };
+    let secrets =
+        accounts::open_secrets(&gw.vault.for_kek(&sealed.dek_kek_id), &account.id, &sealed)?;
     let token = secrets
         .push_token
         .ok_or(reject(PushRejection::NotConfigured))?;
@@ -115,6 +127,9 @@ async fn verify_request(
     }
     Ok(Verified {
         account,
+        sealed,
+        settings,
+        routes,
         token,
         aes_key: secrets.encoding_aes_key,
         timestamp,
@@ -291,7 +306,7 @@ pub async fn receive(
         return Err(reject(PushRejection::TooLarge));
     }
     let v = verify_request(gw, appid, &q).await?;
-    let settings = gw.store.gateway_settings(&v.account.id).await?;
+    let settings = &v.settings;
     let mode = push_mode(settings.push_mode, v.aes_key.is_some());
     let (msg, plain_xml, encrypt) = open_body(&v, appid, &q, mode, &body)?;
     let authenticated = encrypt.is_some();
@@ -326,7 +341,7 @@ pub async fn receive(
     };
     let subscription = subscription_of(&msg, event_time);
     // Read first: a reply route's call is announced with the push, for WeChat's retries.
-    let plan = crate::routes::plan(gw, &v.account.id, &msg).await;
+    let plan = crate::routes::plan(&v.routes, &v.sealed, &msg);
     let staged = plan.stage_copies(gw, &v.account.id, &plain_xml);
     let copies: Vec<store::push_routes::NewCopy<'_>> = staged
         .iter()

@@ -530,45 +530,17 @@ pub(crate) fn copies_dropped(gw: &Gateway, account_id: &str, route_ids: &[&str])
     }
 }
 
-/// Reads the account's routes and picks those `msg` goes to. A failed read routes nothing
-/// (logged): wxhub's own handling does not depend on it.
-pub(crate) async fn plan(gw: &Gateway, account_id: &str, msg: &PushMessage) -> Plan {
-    let routes = match gw.store.push_routes(account_id).await {
-        Ok(routes) => routes,
-        Err(error) => {
-            tracing::warn!(%account_id, %error, "push routes not read; the push is not routed");
-            Vec::new()
-        }
-    };
+/// Picks the routes of `routes` (the account's, read with it) that `msg` goes to.
+pub(crate) fn plan(routes: &[PushRoute], sealed: &AccountSecrets, msg: &PushMessage) -> Plan {
     let matching: Vec<PushRoute> = routes
-        .into_iter()
+        .iter()
         .filter(|r| route_matches(r, msg))
+        .cloned()
         .collect();
     let reply = answerable(msg)
         .then(|| matching.iter().position(|r| r.delivery == Delivery::Reply))
         .flatten();
-    let sealed = if matching.is_empty() {
-        None
-    } else {
-        match gw.store.load_account_secrets(account_id).await {
-            Ok(sealed) => sealed,
-            Err(error) => {
-                tracing::warn!(%account_id, %error, "account secrets not read; the push is not routed");
-                return Plan {
-                    matching: Vec::new(),
-                    reply: None,
-                    sealed: None,
-                };
-            }
-        }
-    };
-    if sealed.is_none() {
-        return Plan {
-            matching: Vec::new(),
-            reply: None,
-            sealed: None,
-        };
-    }
+    let sealed = (!matching.is_empty()).then(|| sealed.clone());
     Plan {
         matching,
         reply,

@@ -291,7 +291,17 @@ fn health_page_sql(
     sql
 }
 
-fn account_from_row(row: &impl StoreRow) -> Result<Account, sqlx::Error> {
+pub(crate) fn secrets_from_row(row: &impl StoreRow) -> Result<AccountSecrets, sqlx::Error> {
+    Ok(AccountSecrets {
+        wrapped_dek: row.bytes("wrapped_dek")?,
+        dek_kek_id: row.text("dek_kek_id")?,
+        appsecret: row.bytes("appsecret")?,
+        push_token: row.opt_bytes("push_token")?,
+        encoding_aes_key: row.opt_bytes("encoding_aes_key")?,
+    })
+}
+
+pub(crate) fn account_from_row(row: &impl StoreRow) -> Result<Account, sqlx::Error> {
     Ok(Account {
         id: row.text("id")?,
         owner_user_id: row.text("owner_user_id")?,
@@ -863,14 +873,7 @@ impl Store {
                 .bind(account_id)
                 .fetch_optional(pool)
                 .await?;
-            let Some(row) = row else { return Ok(None) };
-            Ok(Some(AccountSecrets {
-                wrapped_dek: row.bytes("wrapped_dek")?,
-                dek_kek_id: row.text("dek_kek_id")?,
-                appsecret: row.bytes("appsecret")?,
-                push_token: row.opt_bytes("push_token")?,
-                encoding_aes_key: row.opt_bytes("encoding_aes_key")?,
-            }))
+            Ok(row.map(|r| secrets_from_row(&r)).transpose()?)
         })
     }
 

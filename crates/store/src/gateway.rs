@@ -5,11 +5,13 @@
 //! Everything a login step needs lives here, so any replica can continue any step. Wait ids
 //! are hashes of the bearer token in the follow page's URL; the token itself is never stored.
 
+use crate::accounts::{Account, AccountSecrets, account_from_row, secrets_from_row};
 use crate::audit::AuditRecord;
 use crate::db::{BeginWrite, DbEnum, Sql, StoreRow, new_id};
 use crate::end_users::{EndUserLogin, RECORD_LOGIN, RECORD_SUBSCRIPTION, Subscription, bind_login};
 use crate::error::on_constraint;
 use crate::oidc::{AuthCode, PendingAuthorization, pending_from_row};
+use crate::push_routes::{JOINED_ROUTE, PushRoute, route_from_row};
 use crate::pushes::ReceivedPush;
 use crate::{Store, StoreError};
 
@@ -136,7 +138,87 @@ pub(crate) fn follow_wait_from_row(row: &impl StoreRow) -> Result<FollowWait, sq
     })
 }
 
+/// Settings columns `original_id`, `push_relay_url`, `push_mode`, `follow_qr_url` and
+/// `follow_link`; all NULL (an outer join without a row) reads as the default.
+fn settings_from_row(r: &impl StoreRow) -> Result<GatewaySettings, sqlx::Error> {
+    Ok(GatewaySettings {
+        original_id: r.opt_text("original_id")?,
+        push_relay_url: r.opt_text("push_relay_url")?,
+        push_mode: match r.opt_text("push_mode")? {
+            Some(_) => Some(r.enumerated("push_mode")?),
+            None => None,
+        },
+        follow_qr_url: r.opt_text("follow_qr_url")?,
+        follow_link: r.opt_text("follow_link")?,
+    })
+}
+
+/// What the push callback reads before it verifies a push (see [`Store::push_account`]).
+#[derive(Debug, Clone)]
+pub struct PushAccount {
+    pub account: Account,
+    pub secrets: AccountSecrets,
+    pub settings: GatewaySettings,
+    /// The account's push routes in order (enabled or not).
+    pub routes: Vec<PushRoute>,
+}
+
 impl Store {
+    /// The account with `appid`, its sealed secrets, its gateway settings and its push routes,
+    /// in one statement (a row per route): the push callback's reads before it verifies a push.
+    /// One statement rather than four because on SQLite each is a hand-over to the
+    /// connection's thread and back, and pushes come in bursts (docs/performance.md).
+    /// `None` when no account has the appid.
+    pub async fn push_account(&self, appid: &str) -> Result<Option<PushAccount>, StoreError> {
+        const SQL: Sql = Sql {
+            sqlite: concat!(
+                "SELECT ",
+                account_columns_as_a!(),
+                ", sec.wrapped_dek, sec.dek_kek_id, sec.appsecret, sec.push_token, \
+                 sec.encoding_aes_key, s.original_id, (SELECT r.target_url FROM push_routes r \
+                 WHERE r.account_id = a.id AND r.relay = 1) AS push_relay_url, s.push_mode, \
+                 s.follow_qr_url, s.follow_link, ",
+                route_select!("r", "r_"),
+                " FROM accounts a JOIN account_secrets sec ON sec.account_id = a.id \
+                 LEFT JOIN gateway_account_settings s ON s.account_id = a.id \
+                 LEFT JOIN push_routes r ON r.account_id = a.id \
+                 WHERE a.appid = ? ORDER BY r.position, r.id"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                account_columns_as_a!(),
+                ", sec.wrapped_dek, sec.dek_kek_id, sec.appsecret, sec.push_token, \
+                 sec.encoding_aes_key, s.original_id, (SELECT r.target_url FROM push_routes r \
+                 WHERE r.account_id = a.id AND r.relay) AS push_relay_url, s.push_mode, \
+                 s.follow_qr_url, s.follow_link, ",
+                route_select!("r", "r_"),
+                " FROM accounts a JOIN account_secrets sec ON sec.account_id = a.id \
+                 LEFT JOIN gateway_account_settings s ON s.account_id = a.id \
+                 LEFT JOIN push_routes r ON r.account_id = a.id \
+                 WHERE a.appid = $1 ORDER BY r.position, r.id"
+            ),
+        };
+        on_backend!(self, |pool, d| {
+            let rows = sqlx::query(SQL.get(d)).bind(appid).fetch_all(pool).await?;
+            let Some(r) = rows.first() else {
+                return Ok(None);
+            };
+            let mut routes = Vec::new();
+            for row in &rows {
+                // One row with no route when the account has none (the outer join).
+                if row.opt_text(JOINED_ROUTE.id)?.is_some() {
+                    routes.push(route_from_row(row, &JOINED_ROUTE)?);
+                }
+            }
+            Ok(Some(PushAccount {
+                account: account_from_row(r)?,
+                secrets: secrets_from_row(r)?,
+                settings: settings_from_row(r)?,
+                routes,
+            }))
+        })
+    }
+
     /// Sets an account's gateway settings (every field; `None` clears), with its audit entry.
     pub async fn set_gateway_settings(
         &self,
@@ -234,16 +316,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await?;
             Ok(match row {
-                Some(r) => GatewaySettings {
-                    original_id: r.opt_text("original_id")?,
-                    push_relay_url: r.opt_text("push_relay_url")?,
-                    push_mode: match r.opt_text("push_mode")? {
-                        Some(_) => Some(r.enumerated("push_mode")?),
-                        None => None,
-                    },
-                    follow_qr_url: r.opt_text("follow_qr_url")?,
-                    follow_link: r.opt_text("follow_link")?,
-                },
+                Some(r) => settings_from_row(&r)?,
                 None => GatewaySettings::default(),
             })
         })

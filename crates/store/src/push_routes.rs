@@ -6,7 +6,7 @@
 //! a copy is a conditional UPDATE on its lease, so replicas share the queue without a lock.
 
 use crate::audit::AuditRecord;
-use crate::db::{BeginWrite, DbEnum, Sql, StoreRow, page_limit};
+use crate::db::{Backend, BeginWrite, DbEnum, Sql, StoreRow, page_limit};
 use crate::error::on_constraint;
 use crate::gateway::PushMode;
 use crate::{Store, StoreError};
@@ -21,13 +21,35 @@ db_enum! {
     }
 }
 
-/// A push's reply, done (sealed XML or NULL for `success`).
-const FINISH_REPLY: Sql = Sql {
-    sqlite: "UPDATE push_replies SET state = 'done', reply = ?, finished_at = ? \
-             WHERE account_id = ? AND dedup_key = ?",
-    postgres: "UPDATE push_replies SET state = 'done', reply = $1, finished_at = $2 \
-               WHERE account_id = $3 AND dedup_key = $4",
+/// Several pushes' replies, done: one statement for a whole batch (rows as one JSON array of
+/// `[account_id, dedup_key, hex of the sealed XML or null]` on SQLite, arrays on PostgreSQL).
+/// One statement rather than one per reply because the batch is written while the push
+/// callback records new pushes: on SQLite the batch holds the write lock throughout, and one
+/// statement per reply (a hand-over to the connection's thread each) held it for
+/// milliseconds at a few hundred replies a second (docs/performance.md, push routes).
+const FINISH_REPLIES: Sql = Sql {
+    sqlite: "UPDATE push_replies SET state = 'done', reply = unhex(r.value ->> 2), \
+             finished_at = ?2 FROM json_each(?1) AS r \
+             WHERE push_replies.account_id = r.value ->> 0 \
+             AND push_replies.dedup_key = r.value ->> 1",
+    postgres: "UPDATE push_replies p SET state = 'done', reply = r.reply, finished_at = $4 \
+               FROM unnest($1::text[], $2::text[], $3::bytea[]) AS r(account_id, dedup_key, reply) \
+               WHERE p.account_id = r.account_id AND p.dedup_key = r.dedup_key",
 };
+
+/// Replies per statement of [`Store::finish_push_replies`].
+const REPLIES_PER_STATEMENT: usize = 1000;
+
+/// Lowercase hex, for blobs inside SQLite JSON (`unhex`).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
 
 /// One route, credentials sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,26 +80,146 @@ pub struct PushRoute {
     pub updated_at: i64,
 }
 
-fn route_from_row(row: &impl StoreRow) -> Result<PushRoute, sqlx::Error> {
+/// The column names a route is read from: its own, or prefixed in a join
+/// ([`Store::push_account`]).
+pub(crate) struct RouteColumns {
+    pub(crate) id: &'static str,
+    account_id: &'static str,
+    position: &'static str,
+    target_url: &'static str,
+    match_msg_type: &'static str,
+    match_event: &'static str,
+    match_event_key_prefix: &'static str,
+    delivery: &'static str,
+    push_mode: &'static str,
+    token: &'static str,
+    encoding_aes_key: &'static str,
+    relay: &'static str,
+    enabled: &'static str,
+    created_at: &'static str,
+    updated_at: &'static str,
+}
+
+/// The select list of a route's columns in `$table`, named with `$prefix`.
+macro_rules! route_select {
+    ($table:literal, $prefix:literal) => {
+        concat!(
+            $table,
+            ".id AS ",
+            $prefix,
+            "id, ",
+            $table,
+            ".account_id AS ",
+            $prefix,
+            "account_id, ",
+            $table,
+            ".position AS ",
+            $prefix,
+            "position, ",
+            $table,
+            ".target_url AS ",
+            $prefix,
+            "target_url, ",
+            $table,
+            ".match_msg_type AS ",
+            $prefix,
+            "match_msg_type, ",
+            $table,
+            ".match_event AS ",
+            $prefix,
+            "match_event, ",
+            $table,
+            ".match_event_key_prefix AS ",
+            $prefix,
+            "match_event_key_prefix, ",
+            $table,
+            ".delivery AS ",
+            $prefix,
+            "delivery, ",
+            $table,
+            ".push_mode AS ",
+            $prefix,
+            "push_mode, ",
+            $table,
+            ".token AS ",
+            $prefix,
+            "token, ",
+            $table,
+            ".encoding_aes_key AS ",
+            $prefix,
+            "encoding_aes_key, ",
+            $table,
+            ".relay AS ",
+            $prefix,
+            "relay, ",
+            $table,
+            ".enabled AS ",
+            $prefix,
+            "enabled, ",
+            $table,
+            ".created_at AS ",
+            $prefix,
+            "created_at, ",
+            $table,
+            ".updated_at AS ",
+            $prefix,
+            "updated_at"
+        )
+    };
+}
+
+/// The [`RouteColumns`] of [`route_select!`] with `$prefix`.
+macro_rules! route_columns {
+    ($prefix:literal) => {
+        RouteColumns {
+            id: concat!($prefix, "id"),
+            account_id: concat!($prefix, "account_id"),
+            position: concat!($prefix, "position"),
+            target_url: concat!($prefix, "target_url"),
+            match_msg_type: concat!($prefix, "match_msg_type"),
+            match_event: concat!($prefix, "match_event"),
+            match_event_key_prefix: concat!($prefix, "match_event_key_prefix"),
+            delivery: concat!($prefix, "delivery"),
+            push_mode: concat!($prefix, "push_mode"),
+            token: concat!($prefix, "token"),
+            encoding_aes_key: concat!($prefix, "encoding_aes_key"),
+            relay: concat!($prefix, "relay"),
+            enabled: concat!($prefix, "enabled"),
+            created_at: concat!($prefix, "created_at"),
+            updated_at: concat!($prefix, "updated_at"),
+        }
+    };
+}
+
+/// A route's own columns.
+const ROUTE: RouteColumns = route_columns!("");
+/// A route's columns in a join with the account's (`route_select!("r", "r_")`), where `id`
+/// and the times are the account's.
+pub(crate) const JOINED_ROUTE: RouteColumns = route_columns!("r_");
+
+pub(crate) fn route_from_row(
+    row: &impl StoreRow,
+    c: &RouteColumns,
+) -> Result<PushRoute, sqlx::Error> {
     Ok(PushRoute {
-        id: row.text("id")?,
-        account_id: row.text("account_id")?,
-        position: row.int("position")?,
-        target_url: row.text("target_url")?,
-        match_msg_type: row.opt_text("match_msg_type")?,
-        match_event: row.opt_text("match_event")?,
-        match_event_key_prefix: row.opt_text("match_event_key_prefix")?,
-        delivery: row.enumerated("delivery")?,
-        push_mode: match row.opt_text("push_mode")? {
-            Some(_) => Some(row.enumerated("push_mode")?),
+        id: row.text(c.id)?,
+        account_id: row.text(c.account_id)?,
+        position: row.int(c.position)?,
+        target_url: row.text(c.target_url)?,
+        match_msg_type: row.opt_text(c.match_msg_type)?,
+        match_event: row.opt_text(c.match_event)?,
+        match_event_key_prefix: row.opt_text(c.match_event_key_prefix)?,
+        delivery: row.enumerated(c.delivery)?,
+        push_mode: match row.opt_text(c.push_mode)? {
+            Some(_) => Some(row.enumerated(c.push_mode)?),
             None => None,
         },
-        token: row.opt_bytes("token")?,
-        encoding_aes_key: row.opt_bytes("encoding_aes_key")?,
-        relay: row.flag("relay")?,
-        enabled: row.flag("enabled")?,
-        created_at: row.int("created_at")?,
-        updated_at: row.int("updated_at")?,
+        token: row.opt_bytes(c.token)?,
+        encoding_aes_key: row.opt_bytes(c.encoding_aes_key)?,
+        relay: row.flag(c.relay)?,
+        enabled: row.flag(c.enabled)?,
+        created_at: row.int(c.created_at)?,
+        updated_at: row.int(c.updated_at)?,
     })
 }
 
@@ -180,21 +322,26 @@ impl Store {
     /// The account's routes in order.
     pub async fn push_routes(&self, account_id: &str) -> Result<Vec<PushRoute>, StoreError> {
         const SQL: Sql = Sql {
-            sqlite: "SELECT id, account_id, position, target_url, match_msg_type, match_event, \
-                     match_event_key_prefix, delivery, push_mode, token, encoding_aes_key, relay, \
-                     enabled, created_at, updated_at FROM push_routes WHERE account_id = ? \
-                     ORDER BY position, id",
-            postgres: "SELECT id, account_id, position, target_url, match_msg_type, match_event, \
-                       match_event_key_prefix, delivery, push_mode, token, encoding_aes_key, relay, \
-                       enabled, created_at, updated_at FROM push_routes WHERE account_id = $1 \
-                       ORDER BY position, id",
+            sqlite: concat!(
+                "SELECT ",
+                route_select!("push_routes", ""),
+                " FROM push_routes WHERE account_id = ? ORDER BY position, id"
+            ),
+            postgres: concat!(
+                "SELECT ",
+                route_select!("push_routes", ""),
+                " FROM push_routes WHERE account_id = $1 ORDER BY position, id"
+            ),
         };
         on_backend!(self, |pool, d| {
             let rows = sqlx::query(SQL.get(d))
                 .bind(account_id)
                 .fetch_all(pool)
                 .await?;
-            Ok(rows.iter().map(route_from_row).collect::<Result<_, _>>()?)
+            Ok(rows
+                .iter()
+                .map(|r| route_from_row(r, &ROUTE))
+                .collect::<Result<_, _>>()?)
         })
     }
 
@@ -576,21 +723,46 @@ impl Store {
         replies: &[(&str, &str, Option<&[u8]>)],
         now: i64,
     ) -> Result<(), StoreError> {
-        const SQL: Sql = FINISH_REPLY;
-        on_backend!(self, |pool, d| {
-            let mut tx = pool.begin_write().await?;
-            for (account_id, dedup_key, reply) in replies {
-                sqlx::query(SQL.get(d))
-                    .bind(*reply)
-                    .bind(now)
-                    .bind(*account_id)
-                    .bind(*dedup_key)
-                    .execute(&mut *tx)
-                    .await?;
+        if replies.is_empty() {
+            return Ok(());
+        }
+        self.count_operation();
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                let mut tx = pool.begin_write().await?;
+                for chunk in replies.chunks(REPLIES_PER_STATEMENT) {
+                    let rows: Vec<_> = chunk
+                        .iter()
+                        .map(|(account_id, dedup_key, reply)| {
+                            serde_json::json!([account_id, dedup_key, reply.map(hex)])
+                        })
+                        .collect();
+                    sqlx::query(FINISH_REPLIES.sqlite)
+                        .bind(serde_json::Value::Array(rows).to_string())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
-            Ok(())
-        })
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin_write().await?;
+                for chunk in replies.chunks(REPLIES_PER_STATEMENT) {
+                    let accounts: Vec<&str> = chunk.iter().map(|r| r.0).collect();
+                    let keys: Vec<&str> = chunk.iter().map(|r| r.1).collect();
+                    let bodies: Vec<Option<&[u8]>> = chunk.iter().map(|r| r.2).collect();
+                    sqlx::query(FINISH_REPLIES.postgres)
+                        .bind(accounts)
+                        .bind(keys)
+                        .bind(bodies)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
     }
 
     /// The reply of a push, if a reply route was called for it.

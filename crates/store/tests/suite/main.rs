@@ -73,6 +73,8 @@ suite! {
     records::end_user_upsert_keeps_first_login_and_fills_profile,
     records::unsubscribe_keeps_the_user_and_login_data,
     records::push_dedup_key_is_recorded_once,
+    records::push_account_reads_account_secrets_settings_and_routes_at_once,
+    records::push_replies_are_finished_in_one_batch,
     records::delayed_subscribe_does_not_undo_a_later_unsubscribe,
     records::revoked_api_key_no_longer_authenticates,
     records::an_unknown_api_key_is_refused_without_a_write,

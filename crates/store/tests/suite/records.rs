@@ -589,3 +589,131 @@ pub async fn an_unknown_api_key_is_refused_without_a_write(db: TestDb) {
     let used = db.store.use_api_key("real-hash", NOW + 7).await.unwrap();
     assert_eq!(used.unwrap().last_used_at, Some(NOW + 7));
 }
+
+fn reply_route(account_id: &str, id: &str) -> store::push_routes::PushRoute {
+    store::push_routes::PushRoute {
+        id: id.to_owned(),
+        account_id: account_id.to_owned(),
+        position: 0,
+        target_url: "https://bot.example.com/wechat".to_owned(),
+        match_msg_type: Some("text".to_owned()),
+        match_event: None,
+        match_event_key_prefix: None,
+        delivery: store::push_routes::Delivery::Reply,
+        push_mode: None,
+        token: Some(b"sealed token".to_vec()),
+        encoding_aes_key: None,
+        relay: false,
+        enabled: true,
+        created_at: NOW,
+        updated_at: NOW,
+    }
+}
+
+pub async fn push_account_reads_account_secrets_settings_and_routes_at_once(db: TestDb) {
+    let account = account(&db.store, "wx-push-account").await;
+    let read = db.store.push_account("wx-push-account").await.unwrap();
+    let read = read.expect("the account is found by its appid");
+    assert_eq!(read.account, account);
+    assert_eq!(
+        Some(read.secrets.clone()),
+        db.store.load_account_secrets(&account.id).await.unwrap()
+    );
+    assert_eq!(
+        read.settings,
+        store::gateway::GatewaySettings::default(),
+        "no settings row reads as the defaults"
+    );
+    assert!(read.routes.is_empty());
+
+    let settings = store::gateway::GatewaySettings {
+        original_id: Some("gh_0123456789ab".to_owned()),
+        push_relay_url: Some("https://relay.example.com/push".to_owned()),
+        push_mode: Some(store::gateway::PushMode::Safe),
+        follow_qr_url: None,
+        follow_link: Some("https://mp.weixin.qq.com/x".to_owned()),
+    };
+    let record = AuditRecord::new("test", "settings.update");
+    db.store
+        .set_gateway_settings(&account.id, &settings, NOW, &record)
+        .await
+        .unwrap();
+    let record = AuditRecord::new("test", "push_route.create");
+    db.store
+        .save_push_route(&reply_route(&account.id, "route-1"), false, &record)
+        .await
+        .unwrap();
+    let read = db
+        .store
+        .push_account("wx-push-account")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read.settings,
+        db.store.gateway_settings(&account.id).await.unwrap()
+    );
+    assert_eq!(read.settings, settings);
+    assert_eq!(
+        read.routes,
+        db.store.push_routes(&account.id).await.unwrap(),
+        "the routes in order, as the account's own read gives them"
+    );
+    assert_eq!(read.routes.len(), 2, "the relay route and the reply route");
+    assert!(
+        db.store
+            .push_account("wx-not-there")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn push_replies_are_finished_in_one_batch(db: TestDb) {
+    use store::push_routes::StoredReply;
+    let account = account(&db.store, "wx-replies").await;
+    let record = AuditRecord::new("test", "push_route.create");
+    db.store
+        .save_push_route(&reply_route(&account.id, "route-r"), false, &record)
+        .await
+        .unwrap();
+    for key in ["m-1", "m-2", "m-3"] {
+        assert!(
+            db.store
+                .begin_push_reply(&account.id, key, "route-r", NOW)
+                .await
+                .unwrap()
+        );
+    }
+    // Every byte value, so the batch's encoding of the sealed reply is checked whole.
+    let sealed: Vec<u8> = (0..=255u8).rev().collect();
+    db.store
+        .finish_push_replies(
+            &[
+                (&account.id, "m-1", Some(&sealed)),
+                (&account.id, "m-2", None),
+                (&account.id, "not-begun", Some(b"x")),
+            ],
+            NOW + 5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.push_reply(&account.id, "m-1").await.unwrap(),
+        Some(StoredReply::Done(Some(sealed)))
+    );
+    assert_eq!(
+        db.store.push_reply(&account.id, "m-2").await.unwrap(),
+        Some(StoredReply::Done(None))
+    );
+    assert_eq!(
+        db.store.push_reply(&account.id, "m-3").await.unwrap(),
+        Some(StoredReply::Pending { started_at: NOW }),
+        "a reply not in the batch is left as it was"
+    );
+    assert_eq!(
+        db.store.push_reply(&account.id, "not-begun").await.unwrap(),
+        None
+    );
+    db.store.finish_push_replies(&[], NOW + 6).await.unwrap();
+}
