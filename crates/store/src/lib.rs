@@ -54,7 +54,9 @@ use std::time::Duration;
 
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{ConnectOptions, Connection};
 
 pub use db::{DbEnum, UnknownValue, new_id};
@@ -212,7 +214,12 @@ impl Store {
             .row_buffer_size(ROW_BUFFER);
         let pool_options = SqlitePoolOptions::new()
             // SQLite has one writer at a time; a few connections serve concurrent readers.
-            .max_connections(8)
+            // Few: a connection whose last transaction came before another's write drops its
+            // whole page cache when it starts the next, and the pool hands connections out in
+            // turn, so with 8 every statement started cold. 4 instead of 8 took the push
+            // benchmark's open loop at 2,000/s from falling behind (p50 262–420 ms) to keeping
+            // up (p50 3–8 ms) (docs/performance.md, push routes).
+            .max_connections(4)
             .acquire_timeout(CONNECT_TIMEOUT)
             .after_connect(|connection, _| {
                 Box::pin(async move {
@@ -222,9 +229,16 @@ impl Store {
                     Ok(())
                 })
             });
-        let pool = connect_within(pool_options.connect_with(options), &redacted, "").await?;
+        let pool =
+            connect_within(pool_options.connect_with(options.clone()), &redacted, "").await?;
         // An in-memory database has no write-ahead log.
-        let checkpointer = (!in_memory).then(|| Arc::new(sqlite_wal::spawn(pool.clone())));
+        let checkpointer = if in_memory {
+            None
+        } else {
+            let connection =
+                connect_within(SqliteConnection::connect_with(&options), &redacted, "").await?;
+            Some(Arc::new(sqlite_wal::spawn(connection)))
+        };
         Ok(Self {
             _checkpointer: checkpointer,
             ..Self::with_backend(Backend::Sqlite(pool), redacted)
@@ -357,7 +371,12 @@ impl Store {
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         match &self.backend {
-            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Sqlite(pool) => {
+                if let Some(checkpointer) = &self._checkpointer {
+                    checkpointer.stop();
+                }
+                pool.close().await
+            }
             Backend::Postgres(pool) => pool.close().await,
         }
     }

@@ -18,8 +18,7 @@
 use std::os::raw::{c_char, c_int, c_void};
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::LockedSqliteHandle;
+use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -85,22 +84,28 @@ impl Drop for Checkpointer {
     }
 }
 
-/// Starts the checkpointer of the database behind `pool`.
-pub(crate) fn spawn(pool: SqlitePool) -> Checkpointer {
+impl Checkpointer {
+    /// Stops it (when the store is closed).
+    pub(crate) fn stop(&self) {
+        self.0.abort();
+    }
+}
+
+/// Starts the checkpointer on `connection`, its own: not one of the pool's, so a checkpoint
+/// never makes a statement wait for a connection.
+pub(crate) fn spawn(mut connection: SqliteConnection) -> Checkpointer {
     Checkpointer(tokio::spawn(async move {
         loop {
             let wanted = WANTED.notified();
             // Whatever fills the log from here on wakes the next round.
             tokio::pin!(wanted);
             wanted.as_mut().enable();
-            match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&pool)
+            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut connection)
                 .await
             {
-                Ok(_) => {}
-                Err(sqlx::Error::PoolClosed) => return,
                 // The commit past the backstop checkpoints should this keep failing.
-                Err(error) => tracing::warn!(%error, "WAL checkpoint failed"),
+                tracing::warn!(%error, "WAL checkpoint failed");
             }
             tokio::time::sleep(MIN_SPACING).await;
             let _ = tokio::time::timeout(FALLBACK, wanted).await;
