@@ -7,7 +7,7 @@
 
 use crate::accounts::{Account, AccountSecrets, account_from_row, secrets_from_row};
 use crate::audit::AuditRecord;
-use crate::db::{BeginWrite, DbEnum, Sql, StoreRow, new_id};
+use crate::db::{Backend, BeginWrite, DbEnum, Sql, StoreRow, new_id};
 use crate::end_users::{EndUserLogin, RECORD_LOGIN, RECORD_SUBSCRIPTION, Subscription, bind_login};
 use crate::error::on_constraint;
 use crate::oidc::{AuthCode, PendingAuthorization, pending_from_row};
@@ -408,6 +408,15 @@ impl Store {
                        AND finished_at IS NULL AND expires_at > $1",
         };
         let push = incoming.push;
+        if let Backend::Postgres(pool) = &self.backend
+            && incoming.subscription.is_none()
+            && incoming.copies.is_empty()
+        {
+            self.count_operation();
+            if let Some(recording) = record_push_in_one_statement(pool, incoming, now).await? {
+                return Ok(recording);
+            }
+        }
         on_backend!(self, |pool, d| {
             let mut tx = pool.begin_write().await?;
             let nonce_new = sqlx::query(INSERT_NONCE.get(d))
@@ -877,6 +886,64 @@ const INSERT_NONCE: Sql = Sql {
     postgres: "INSERT INTO push_nonces (account_id, push_time, nonce, seen_at, dedup_key) \
                VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, push_time, nonce) DO NOTHING",
 };
+
+/// [`Store::record_push_with_subscription`] for a push without a subscription or copies, on
+/// PostgreSQL: the nonce, the push and the reply route's announcement in one statement (one
+/// round trip instead of five with `BEGIN` and `COMMIT`), each insert conditional on the one
+/// before it as the transaction's steps are. `None` when the nonce was taken by an attempt that
+/// committed after this statement's snapshot (so the message it was used for is not visible
+/// here): the transaction, which reads committed rows, then decides.
+async fn record_push_in_one_statement(
+    pool: &sqlx::PgPool,
+    incoming: &IncomingPush<'_>,
+    now: i64,
+) -> Result<Option<PushRecording>, StoreError> {
+    const SQL: &str = "WITH n AS (INSERT INTO push_nonces \
+        (account_id, push_time, nonce, seen_at, dedup_key) VALUES ($1, $2, $3, $4, $5) \
+        ON CONFLICT (account_id, push_time, nonce) DO NOTHING RETURNING 1), \
+        p AS (INSERT INTO received_pushes (account_id, dedup_key, msg_type, event, openid, \
+        received_at, summary) SELECT $1, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM n) \
+        ON CONFLICT (account_id, dedup_key) DO NOTHING RETURNING 1), \
+        a AS (INSERT INTO push_replies (account_id, dedup_key, route_id, state, started_at) \
+        SELECT $1, $5, $11, 'pending', $4 WHERE $11::text IS NOT NULL \
+        AND EXISTS (SELECT 1 FROM p) ON CONFLICT (account_id, dedup_key) DO NOTHING) \
+        SELECT EXISTS (SELECT 1 FROM n) AS nonce_new, EXISTS (SELECT 1 FROM p) AS first, \
+        (SELECT k.dedup_key FROM push_nonces k WHERE k.account_id = $1 AND k.push_time = $2 \
+        AND k.nonce = $3) AS stored_key";
+    let push = incoming.push;
+    let row = sqlx::query(SQL)
+        .bind(&push.account_id)
+        .bind(incoming.push_time)
+        .bind(incoming.nonce)
+        .bind(now)
+        .bind(&push.dedup_key)
+        .bind(&push.msg_type)
+        .bind(push.event.as_deref())
+        .bind(push.openid.as_deref())
+        .bind(push.received_at)
+        .bind(&push.summary)
+        .bind(incoming.reply_route)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| on_constraint(e, "push", "account"))?;
+    Ok(if row.flag("nonce_new")? {
+        Some(if row.flag("first")? {
+            PushRecording::Processed {
+                user_created: false,
+                copies_dropped: Vec::new(),
+            }
+        } else {
+            PushRecording::Retry
+        })
+    } else {
+        // The snapshot shows the nonce's row unless another attempt committed it meanwhile.
+        match row.opt_text("stored_key")? {
+            Some(key) if key == push.dedup_key => Some(PushRecording::Retry),
+            Some(_) => Some(PushRecording::NonceReused),
+            None => None,
+        }
+    })
+}
 
 /// The message a stored nonce was used for.
 const NONCE_KEY: Sql = Sql {

@@ -75,6 +75,7 @@ suite! {
     records::push_dedup_key_is_recorded_once,
     records::push_account_reads_account_secrets_settings_and_routes_at_once,
     records::push_replies_are_finished_in_one_batch,
+    records::a_push_is_recorded_once_per_message_and_nonce,
     records::delayed_subscribe_does_not_undo_a_later_unsubscribe,
     records::revoked_api_key_no_longer_authenticates,
     records::an_unknown_api_key_is_refused_without_a_write,

@@ -717,3 +717,97 @@ pub async fn push_replies_are_finished_in_one_batch(db: TestDb) {
     );
     db.store.finish_push_replies(&[], NOW + 6).await.unwrap();
 }
+
+async fn record_push(
+    db: &TestDb,
+    push: &ReceivedPush,
+    nonce: &str,
+    reply_route: Option<&str>,
+) -> Result<store::gateway::PushRecording, StoreError> {
+    let incoming = store::gateway::IncomingPush {
+        push,
+        subscription: None,
+        push_time: NOW / 1000,
+        nonce,
+        authenticated: true,
+        reply_route,
+        copies: &[],
+        copy_limit: 100,
+    };
+    db.store.record_push_with_subscription(&incoming, NOW).await
+}
+
+pub async fn a_push_is_recorded_once_per_message_and_nonce(db: TestDb) {
+    use store::gateway::PushRecording;
+    use store::push_routes::StoredReply;
+    let account = account(&db.store, "wx-record-push").await;
+    let record = AuditRecord::new("test", "push_route.create");
+    db.store
+        .save_push_route(&reply_route(&account.id, "route-p"), false, &record)
+        .await
+        .unwrap();
+    let push = |key: &str| ReceivedPush {
+        account_id: account.id.clone(),
+        dedup_key: key.to_owned(),
+        msg_type: "text".to_owned(),
+        event: None,
+        openid: Some("o-sender".to_owned()),
+        received_at: NOW,
+        summary: "message text".to_owned(),
+    };
+    let (first, other) = (push("msg-1"), push("msg-2"));
+    let processed = PushRecording::Processed {
+        user_created: false,
+        copies_dropped: Vec::new(),
+    };
+    assert_eq!(
+        record_push(&db, &first, "n-1", Some("route-p"))
+            .await
+            .unwrap(),
+        processed
+    );
+    assert_eq!(
+        db.store.push_reply(&account.id, "msg-1").await.unwrap(),
+        Some(StoredReply::Pending { started_at: NOW }),
+        "the reply route's call is announced with the push"
+    );
+    // WeChat's retry with the same query, and a delivery of the same message with another nonce.
+    for nonce in ["n-1", "n-2"] {
+        assert_eq!(
+            record_push(&db, &first, nonce, Some("route-p"))
+                .await
+                .unwrap(),
+            PushRecording::Retry
+        );
+    }
+    // A nonce already spent, for another message: nothing stored.
+    assert_eq!(
+        record_push(&db, &other, "n-1", Some("route-p"))
+            .await
+            .unwrap(),
+        PushRecording::NonceReused
+    );
+    assert_eq!(
+        db.store.push_reply(&account.id, "msg-2").await.unwrap(),
+        None
+    );
+    assert_eq!(db.count_rows("received_pushes").await, 1);
+    // Without a reply route nothing is announced.
+    assert_eq!(
+        record_push(&db, &other, "n-3", None).await.unwrap(),
+        processed
+    );
+    assert_eq!(
+        db.store.push_reply(&account.id, "msg-2").await.unwrap(),
+        None
+    );
+    assert_eq!(db.count_rows("received_pushes").await, 2);
+    let gone = ReceivedPush {
+        account_id: "no-such-account".to_owned(),
+        ..push("msg-3")
+    };
+    assert!(matches!(
+        record_push(&db, &gone, "n-4", None).await,
+        Err(StoreError::NotFound { what: "account" })
+    ));
+}
