@@ -11,7 +11,7 @@
 //! change feed within a second and drops the account's cached keys (`changes.rs`), the TTL
 //! being only the last resort.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
@@ -50,6 +50,12 @@ pub(crate) struct VerifiedKey {
 #[derive(Default)]
 pub(crate) struct KeyCache {
     entries: RwLock<HashMap<KeyHash, Arc<VerifiedKey>>>,
+    /// Keys verified here whose entries were dropped by [`KeyCache::forget_account`]: they are
+    /// checked with the database again, but are not unknown keys. Without this, creating a
+    /// second key for an account (a rotation) made every connection of the backend still using
+    /// the first key count against the limit on unknown keys at once, and those past it were
+    /// answered 429 for a second.
+    known: RwLock<HashSet<KeyHash>>,
 }
 
 impl KeyCache {
@@ -79,6 +85,11 @@ impl KeyCache {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .contains_key(hash)
+            || self
+                .known
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(hash)
     }
 
     pub fn insert(&self, entry: Arc<VerifiedKey>) {
@@ -88,20 +99,38 @@ impl KeyCache {
             .insert(entry.key_hash, entry);
     }
 
+    /// Forgets a key the database no longer has (revoked): it is unknown from now on.
     pub fn forget(&self, hash: &KeyHash) {
         self.entries
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(hash);
+        self.known
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(hash);
     }
 
-    /// Forgets every key of an account (after a key of it was created or revoked anywhere:
-    /// the next request asks the database).
+    /// Drops every key of an account (after a key of it was created or revoked anywhere): the
+    /// next request with each asks the database, and is not counted as an unknown key's. It is
+    /// not [`KeyCache::remembered`] either, so a key revoked just now is not trusted while the
+    /// database is away.
     pub fn forget_account(&self, account_id: &str) {
+        let mut dropped = Vec::new();
         self.entries
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, entry| entry.account_id != account_id);
+            .retain(|hash, entry| {
+                let keep = entry.account_id != account_id;
+                if !keep {
+                    dropped.push(*hash);
+                }
+                keep
+            });
+        self.known
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(dropped);
     }
 }
 
@@ -136,6 +165,11 @@ mod tests {
         assert!(cache.remembered(&one).is_none());
         assert!(cache.fresh(&one, 1_500, 10_000).is_none());
         assert!(cache.fresh(&two, 1_500, 10_000).is_some());
+        // Checked again, but not an unknown key; once the database says it is gone, it is.
+        assert!(cache.knows(&one));
+        cache.forget(&one);
+        assert!(!cache.knows(&one));
+        assert!(!cache.knows(&hash_api_key_bytes("wxk_never")));
     }
 
     #[test]
