@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! cargo bench -p scheduler --bench token_api -- [--accounts 100000] [--concurrency 64]
-//!     [--latency-ms 20] [--connections 32] [--seconds 5] [--rounds 3] [--token-api-only]
+//!     [--latency-ms 20] [--connections 32] [--seconds 5] [--rounds 3]
+//!     [--token-api-only | --refresh-only]
 //! ```
 //!
 //! 1. `GET /api/v1/accounts/{appid}/access_token` throughput and p99 over loopback with N
@@ -609,9 +610,13 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        token_api(&args).await;
+        let flag = |name: &str| std::env::args().any(|a| a == name);
+        // `--refresh-only`: the cold refresh without the request phases.
+        if !flag("--refresh-only") {
+            token_api(&args).await;
+        }
         // `--token-api-only`: the request phases without the long cold refresh.
-        if !std::env::args().any(|a| a == "--token-api-only") {
+        if !flag("--token-api-only") {
             cold_refresh(&args).await;
         }
     });
