@@ -216,9 +216,9 @@ impl Store {
             // SQLite has one writer at a time; a few connections serve concurrent readers.
             // Few: a connection whose last transaction came before another's write drops its
             // whole page cache when it starts the next, and the pool hands connections out in
-            // turn, so with 8 every statement started cold. 4 instead of 8 took the push
-            // benchmark's open loop at 2,000/s from falling behind (p50 262–420 ms) to keeping
-            // up (p50 3–8 ms) (docs/performance.md, push routes).
+            // turn, so with 8 nearly every statement started cold. In alternate runs of the push
+            // benchmark, 4 kept its open loop at 2,000/s up (p50 3–8 ms) where 8 fell behind
+            // (p50 262–420 ms) (docs/performance.md, push routes).
             .max_connections(4)
             .acquire_timeout(CONNECT_TIMEOUT)
             .after_connect(|connection, _| {
