@@ -303,16 +303,10 @@ impl Store {
         now: i64,
         limit: u32,
     ) -> Result<Vec<DueRefresh>, StoreError> {
-        // Read in the order of `core_tokens_next_refresh_at` (due time, then account id:
-        // migration 0017), so a page stops after `limit` rows however many accounts are due at
-        // the same moment. On SQLite `+a.state` keeps the planner from starting at
-        // `accounts_state` instead — every active account, then a sort — which it picks when it
-        // has no statistics (wxhub does not run ANALYZE on its own): 120–290 ms a page at
-        // 200,000 accounts against about 1 ms.
         const SQL: Sql = Sql {
             sqlite: "SELECT t.account_id, t.next_refresh_at FROM core_tokens t \
                      JOIN accounts a ON a.id = t.account_id \
-                     WHERE +a.state = 'active' AND t.next_refresh_at <= ?1 \
+                     WHERE a.state = 'active' AND t.next_refresh_at <= ?1 \
                      AND (t.lease_until IS NULL OR t.lease_until < ?1) \
                      ORDER BY t.next_refresh_at, t.account_id LIMIT ?2",
             postgres: "SELECT t.account_id, t.next_refresh_at FROM core_tokens t \
