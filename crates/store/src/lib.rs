@@ -255,6 +255,13 @@ impl Store {
         }
     }
 
+    /// The number of WAL checkpoints the SQLite checkpointer has completed, as it changes
+    /// (`None`: PostgreSQL or an in-memory database). For tests, which wait for a checkpoint.
+    #[cfg(feature = "test-fixtures")]
+    pub fn wal_checkpoints(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self._checkpointer.as_ref().map(|c| c.done())
+    }
+
     /// Which database this store talks to.
     pub fn kind(&self) -> DatabaseKind {
         match self.backend {

@@ -19,7 +19,7 @@ use std::os::raw::{c_char, c_int, c_void};
 use std::time::Duration;
 
 use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 /// Log size (pages) at which a commit wakes the checkpointer: SQLite's own default.
@@ -76,39 +76,52 @@ pub(crate) fn install(handle: &mut LockedSqliteHandle<'_>) {
 }
 
 /// The store's checkpointer; stops when the last clone of the store is dropped.
-pub(crate) struct Checkpointer(JoinHandle<()>);
+pub(crate) struct Checkpointer {
+    task: JoinHandle<()>,
+    /// Checkpoints completed so far (for tests, which wait for one instead of sleeping).
+    done: watch::Receiver<u64>,
+}
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
 impl Checkpointer {
     /// Stops it (when the store is closed).
     pub(crate) fn stop(&self) {
-        self.0.abort();
+        self.task.abort();
+    }
+
+    /// Follows the number of checkpoints completed.
+    #[cfg_attr(not(feature = "test-fixtures"), allow(dead_code))]
+    pub(crate) fn done(&self) -> watch::Receiver<u64> {
+        self.done.clone()
     }
 }
 
 /// Starts the checkpointer on `connection`, its own: not one of the pool's, so a checkpoint
 /// never makes a statement wait for a connection.
 pub(crate) fn spawn(mut connection: SqliteConnection) -> Checkpointer {
-    Checkpointer(tokio::spawn(async move {
+    let (count, done) = watch::channel(0u64);
+    let task = tokio::spawn(async move {
         loop {
             let wanted = WANTED.notified();
             // Whatever fills the log from here on wakes the next round.
             tokio::pin!(wanted);
             wanted.as_mut().enable();
-            if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&mut connection)
                 .await
             {
+                Ok(_) => count.send_modify(|n| *n += 1),
                 // The commit past the backstop checkpoints should this keep failing.
-                tracing::warn!(%error, "WAL checkpoint failed");
+                Err(error) => tracing::warn!(%error, "WAL checkpoint failed"),
             }
             tokio::time::sleep(MIN_SPACING).await;
             let _ = tokio::time::timeout(FALLBACK, wanted).await;
         }
-    }))
+    });
+    Checkpointer { task, done }
 }
