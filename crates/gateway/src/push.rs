@@ -305,8 +305,8 @@ pub async fn receive(
     if body.len() > MAX_PUSH_BYTES {
         return Err(reject(PushRejection::TooLarge));
     }
-    let v = verify_request(gw, appid, &q).await?;
-    let settings = &v.settings;
+    let mut v = verify_request(gw, appid, &q).await?;
+    let settings = std::mem::take(&mut v.settings);
     let mode = push_mode(settings.push_mode, v.aes_key.is_some());
     let (msg, plain_xml, encrypt) = open_body(&v, appid, &q, mode, &body)?;
     let authenticated = encrypt.is_some();
@@ -341,7 +341,7 @@ pub async fn receive(
     };
     let subscription = subscription_of(&msg, event_time);
     // Read first: a reply route's call is announced with the push, for WeChat's retries.
-    let plan = crate::routes::plan(&v.routes, &v.sealed, &msg);
+    let plan = crate::routes::plan(std::mem::take(&mut v.routes), &v.sealed, &msg);
     let staged = plan.stage_copies(gw, &v.account.id, &plain_xml);
     let copies: Vec<store::push_routes::NewCopy<'_>> = staged
         .iter()

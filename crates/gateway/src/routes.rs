@@ -531,11 +531,10 @@ pub(crate) fn copies_dropped(gw: &Gateway, account_id: &str, route_ids: &[&str])
 }
 
 /// Picks the routes of `routes` (the account's, read with it) that `msg` goes to.
-pub(crate) fn plan(routes: &[PushRoute], sealed: &AccountSecrets, msg: &PushMessage) -> Plan {
+pub(crate) fn plan(routes: Vec<PushRoute>, sealed: &AccountSecrets, msg: &PushMessage) -> Plan {
     let matching: Vec<PushRoute> = routes
-        .iter()
+        .into_iter()
         .filter(|r| route_matches(r, msg))
-        .cloned()
         .collect();
     let reply = answerable(msg)
         .then(|| matching.iter().position(|r| r.delivery == Delivery::Reply))
